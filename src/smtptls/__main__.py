@@ -1,0 +1,3 @@
+from smtptls.cli.main import main
+
+raise SystemExit(main())

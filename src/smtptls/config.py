@@ -1,0 +1,213 @@
+"""Typed configuration with a default for every key, loaded from one TOML file.
+
+Every section is a frozen dataclass; :func:`load` reads a TOML file, rejects unknown
+keys and wrong types with a :class:`~smtptls.errors.ConfigError` naming the key, and
+fills in defaults for everything not given. ``smtptls config check`` uses it, and
+``smtptls config show`` prints the effective configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smtptls.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """Where and how to ask DNS. Empty ``nameservers`` means the system's resolv.conf."""
+
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 5.0
+    max_cname_chain: int = 8
+    max_records: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    """HTTPS policy fetch limits (RFC 8461 §3.3)."""
+
+    ca_file: str | None = None  # None: the system trust store
+    connect_timeout: float = 10.0
+    total_timeout: float = 60.0  # the RFC suggests about a minute at most in total
+    max_body: int = 64 * 1024
+    user_agent: str = "smtptls-mta-sts/0.1 (+https://github.com/smtptls)"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Policy cache backend: sqlite (default), postgres or redis, with an LRU in front."""
+
+    backend: str = "sqlite"
+    sqlite_path: str = "var/smtptls.sqlite3"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    lru_size: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class PolicydConfig:
+    """The Postfix socketmap policy daemon."""
+
+    listen: str = "127.0.0.1:8461"
+    metrics: str | None = "127.0.0.1:9461"
+    map_name: str = "postfix"
+    testing_answer: str | None = None  # None: NOTFOUND (Postfix's own default applies)
+    strict_testing: bool = False
+    txt_recheck_interval: float = 300.0
+    refresh_before_expiry: float = 3600.0
+    max_request: int = 1024
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """TLSRPT report intake."""
+
+    listen: str = "127.0.0.1:8460"
+    smtp_listen: str | None = None
+    backend: str = "sqlite"
+    sqlite_path: str = "var/smtptls-reports.sqlite3"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
+    max_body: int = 5 * 1024 * 1024
+    max_decompressed: int = 50 * 1024 * 1024
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"  # text | json
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    policyd: PolicydConfig = field(default_factory=PolicydConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "cache.backend": ("sqlite", "postgres", "redis"),
+    "reports.backend": ("sqlite", "postgres"),
+    "logging.level": ("debug", "info", "warning", "error"),
+    "logging.format": ("text", "json"),
+}
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true/false, got {value!r}", key=key)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key)
+        if value < 0:
+            raise ConfigError("must not be negative", key=key)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"expected a number, got {value!r}", key=key)
+        if value < 0:
+            raise ConfigError("must not be negative", key=key)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", key=key)
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("expected a list of strings", key=key)
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError("expected a table of strings", key=key)
+        return {str(k).lower().rstrip("."): v for k, v in value.items()}
+    raise ConfigError(f"unsupported type {hint!r}", key=key)  # pragma: no cover
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from parsed TOML, rejecting unknown keys and bad types."""
+    if not isinstance(data, dict):
+        raise ConfigError("configuration must be a table")
+    sections: dict[str, Any] = {}
+    top_hints = typing.get_type_hints(Config)
+    for name, raw in data.items():
+        if name not in top_hints:
+            raise ConfigError("unknown section", key=name)
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a table", key=name)
+        cls = top_hints[name]
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            dotted = f"{name}.{key}"
+            if key not in hints:
+                raise ConfigError("unknown key", key=dotted)
+            values[key] = _coerce(value, hints[key], dotted)
+            if dotted in _CHOICES and values[key] not in _CHOICES[dotted]:
+                raise ConfigError(f"must be one of {', '.join(_CHOICES[dotted])}", key=dotted)
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def load(path: str | Path | None) -> Config:
+    """Load a TOML config file; ``None`` gives the all-defaults configuration."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    if len(raw) > 1024 * 1024:
+        raise ConfigError(f"{p}: file larger than 1 MiB")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return from_dict(data)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data (for ``config show``)."""
+    return dataclasses.asdict(config)
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """Parse ``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or ``IPv6``; raise ConfigError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"bad address {text!r}")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ConfigError(f"bad address {text!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"bad port in {text!r}")
+    return host, int(port_text)
