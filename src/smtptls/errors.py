@@ -12,7 +12,8 @@ was wrong and, where it applies, where (line, field, record)::
     ├── DnsError                    DNS lookup failed
     │   ├── DnsTimeout              no answer in time
     │   ├── DnsBogus                validating resolver answered SERVFAIL (RFC 7672 §2.1.1)
-    │   └── DnsLimitError           CNAME chain or record count over its bound
+    │   ├── DnsLimitError           CNAME chain or record count over its bound
+    │   └── InvalidDomainError      not a valid DNS name (leading dot, empty label, ...)
     ├── FetchError                  HTTPS policy fetch (RFC 8461 §3.3)
     │   ├── FetchTlsError           certificate/handshake failure
     │   ├── FetchStatusError        non-200 status (redirects included); .status
@@ -104,6 +105,10 @@ class DnsBogus(DnsError):
 
 class DnsLimitError(DnsError):
     """A CNAME chain or an RRset exceeded its configured bound."""
+
+
+class InvalidDomainError(DnsError):
+    """A name is not a valid DNS host name (empty label, leading dot, too long, ...)."""
 
 
 # --- HTTPS fetch ---------------------------------------------------------------------
