@@ -3,7 +3,7 @@
 # Idempotent; safe to run on a fresh machine (as root) or again on a prepared one.
 set -euo pipefail
 
-PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks)
+PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
