@@ -1,0 +1,303 @@
+"""HTTPS fetch of an MTA-STS policy with the limits of RFC 8461 §3.3.
+
+:func:`fetch_policy` GETs ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` and
+returns the body text. What it enforces, and where the RFC says so:
+
+- B1 (§3.3): HTTPS only, GET, that exact URL; the policy domain is validated first.
+- B2 (§3.3, RFC 6125): SNI sent, certificate chain verified against the configured CA
+  file (the system store when none), host name checked, expiry checked. Verification
+  is never disabled; a failure is a :class:`~smtptls.errors.FetchTlsError` whose
+  ``reason`` is ``expired``, ``wrong-name``, ``untrusted`` or ``handshake``.
+- B3 (§3.3): redirects are not followed; any status but 200 is a
+  :class:`~smtptls.errors.FetchStatusError` carrying the status.
+- B4 (§3.3): the media type must be ``text/plain`` (parameters allowed), else
+  :class:`~smtptls.errors.FetchContentTypeError`.
+- B5 (§3.3): connect and total timeouts (:class:`~smtptls.errors.FetchTimeoutError`)
+  and a body cap enforced while streaming, whatever Content-Length claims and with
+  chunked encoding too (:class:`~smtptls.errors.FetchTooLargeError`).
+- B6 (§3.3): no cookies are sent or kept, no credentials, a distinct User-Agent.
+
+Host names are resolved through :mod:`smtptls.net.dns` (the configured resolver), not
+the system's, so a fetch sees the same DNS as the rest of the decision.
+
+The body must be UTF-8 (RFC 8461 §3.2 policies are ASCII in practice). A body that is
+not valid UTF-8 is a policy defect, not a transport one: it raises
+:class:`~smtptls.errors.PolicySyntaxError` with the line of the first bad byte, which
+TLSRPT reports as ``sts-policy-invalid`` (RFC 8460 §4.3.2.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from smtptls.config import FetchConfig
+from smtptls.dnssec import Security
+from smtptls.errors import (
+    DnsError,
+    FetchContentTypeError,
+    FetchError,
+    FetchStatusError,
+    FetchTimeoutError,
+    FetchTlsError,
+    FetchTooLargeError,
+    PolicySyntaxError,
+    SmtpTlsError,
+)
+from smtptls.mtasts.policy import is_text_plain
+from smtptls.net.dns import DnsResolver, normalize_domain
+
+__all__ = ["FetchResult", "TlsFailure", "fetch_policy", "policy_url", "DnsAiohttpResolver"]
+
+WELL_KNOWN_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.3
+_CHUNK = 8192
+
+
+class TlsFailure(StrEnum):
+    """Why the policy host's certificate was refused (maps to TLSRPT result types)."""
+
+    EXPIRED = "expired"  # certificate-expired
+    WRONG_NAME = "wrong-name"  # certificate-host-mismatch
+    UNTRUSTED = "untrusted"  # certificate-not-trusted
+    HANDSHAKE = "handshake"  # validation-failure / other TLS error
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A successfully fetched policy body (not yet parsed)."""
+
+    text: str
+    content_type: str
+    status: int
+    url: str
+    elapsed: float  # seconds
+    security: Security = Security.INSECURE  # DNSSEC status of the policy host's address
+
+
+def policy_url(domain: str) -> str:
+    """RFC 8461 §3.3: ``https://mta-sts.<domain>/.well-known/mta-sts.txt``."""
+    return f"https://mta-sts.{normalize_domain(domain)}{WELL_KNOWN_PATH}"
+
+
+class _ResolveFailed(OSError):
+    """Carries a typed DNS failure through aiohttp's connector (which wants OSError)."""
+
+    def __init__(self, error: SmtpTlsError) -> None:
+        super().__init__(socket.EAI_NONAME, str(error))
+        self.error = error
+
+
+class DnsAiohttpResolver(AbstractResolver):
+    """An aiohttp resolver backed by :class:`~smtptls.net.dns.DnsResolver`.
+
+    Returns the A and AAAA records of the host (A first); NXDOMAIN/NODATA and DNS
+    failures are raised as :class:`OSError` for aiohttp, with the typed error kept.
+    """
+
+    def __init__(self, dns: DnsResolver) -> None:
+        self._dns = dns
+        self.last_security: Security | None = None
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        try:
+            answers = []
+            if family in (socket.AF_INET, socket.AF_UNSPEC):
+                answers.append((socket.AF_INET, await self._dns.a(host)))
+            if family in (socket.AF_INET6, socket.AF_UNSPEC):
+                answers.append((socket.AF_INET6, await self._dns.aaaa(host)))
+        except DnsError as exc:
+            raise _ResolveFailed(exc) from None
+        results: list[ResolveResult] = []
+        for fam, answer in answers:
+            for address in answer.records:
+                results.append(ResolveResult(hostname=host, host=address, port=port,
+                                             family=fam, proto=0,
+                                             flags=socket.AI_NUMERICHOST))
+        secure = all(a.security is Security.SECURE for _, a in answers)
+        self.last_security = Security.SECURE if secure else Security.INSECURE
+        if not results:
+            nx = any(a.nxdomain for _, a in answers)
+            what = "does not exist (NXDOMAIN)" if nx else "has no address records"
+            raise _ResolveFailed(FetchError(f"{host} {what}"))
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def _ssl_context(config: FetchConfig) -> ssl.SSLContext:
+    # RFC 8461 §3.3: the certificate MUST be valid for mta-sts.<domain> and chain to a
+    # trusted root; create_default_context checks the chain, the expiry and the name.
+    try:
+        ctx = ssl.create_default_context(cafile=config.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise FetchError(f"cannot load CA file {config.ca_file}: {exc}") from None
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _tls_failure(exc: BaseException) -> tuple[TlsFailure, str]:
+    cert_error = getattr(exc, "certificate_error", None) or exc
+    code = getattr(cert_error, "verify_code", None)
+    message = getattr(cert_error, "verify_message", None) or str(cert_error)
+    # OpenSSL X509_V_ERR_* codes.
+    if code == 10:  # CERT_HAS_EXPIRED
+        return TlsFailure.EXPIRED, message
+    if code == 62:  # HOSTNAME_MISMATCH
+        return TlsFailure.WRONG_NAME, message
+    if code in (2, 18, 19, 20, 21, 24, 27, 28):  # no issuer / self-signed / untrusted
+        return TlsFailure.UNTRUSTED, message
+    if code is not None:
+        return TlsFailure.HANDSHAKE, message
+    text = str(cert_error)
+    if "expired" in text:
+        return TlsFailure.EXPIRED, text
+    if "hostname" in text.lower() or "match" in text.lower():
+        return TlsFailure.WRONG_NAME, text
+    return TlsFailure.HANDSHAKE, text
+
+
+def _tls_error(exc: BaseException, url: str) -> FetchTlsError:
+    reason, message = _tls_failure(exc)
+    err = FetchTlsError(f"TLS verification failed ({reason}): {message}", url=url)
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise PolicySyntaxError("policy is not valid UTF-8", line=line) from None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int, url: str) -> bytes:
+    # RFC 8461 §3.3 (B5): bound the body. A declared length over the cap fails at once;
+    # the streamed length is checked too, whatever the header said or if chunked.
+    declared = resp.content_length
+    if declared is not None and declared > cap:
+        raise FetchTooLargeError(f"Content-Length {declared} exceeds the {cap} byte cap",
+                                 url=url)
+    buf = bytearray()
+    while True:
+        chunk = await resp.content.read(_CHUNK)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > cap:
+            raise FetchTooLargeError(f"body exceeds the {cap} byte cap", url=url)
+    return bytes(buf)
+
+
+async def fetch_policy(
+    domain: str, *, config: FetchConfig | None = None, resolver: DnsResolver
+) -> FetchResult:
+    """Fetch the MTA-STS policy body of ``domain`` (RFC 8461 §3.3).
+
+    Raises :class:`~smtptls.errors.InvalidDomainError` before any I/O for a name that
+    cannot be a policy domain, a :class:`~smtptls.errors.FetchError` subclass for
+    transport failures, and :class:`~smtptls.errors.PolicySyntaxError` for a body that
+    is not UTF-8. Never disables certificate verification, never follows redirects.
+    """
+    config = config or FetchConfig()
+    url = policy_url(domain)  # validates the domain first (no I/O on a bad name)
+    ctx = _ssl_context(config)
+    dns_resolver = DnsAiohttpResolver(resolver)
+    timeout = aiohttp.ClientTimeout(
+        total=config.total_timeout,
+        connect=config.connect_timeout,
+        sock_connect=config.connect_timeout,
+    )
+    connector = aiohttp.TCPConnector(
+        resolver=dns_resolver, ssl=ctx, use_dns_cache=False, force_close=True, limit=1
+    )
+    headers = {"User-Agent": config.user_agent, "Accept": "text/plain"}
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # RFC 8461 §3.3 (B6): no cookies
+            timeout=timeout,
+            auto_decompress=True,
+            trust_env=False,  # no proxies or .netrc credentials from the environment
+            raise_for_status=False,
+        ) as session:
+            async with asyncio.timeout(config.total_timeout + 1):
+                result = await _get(session, url, headers, config)
+    except SmtpTlsError:
+        raise
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise _tls_error(exc, url) from None
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise _dns_fetch_error(exc, url) from None
+    except aiohttp.ClientSSLError as exc:
+        raise _tls_error(exc, url) from None
+    except ssl.SSLError as exc:
+        raise _tls_error(exc, url) from None
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, _ResolveFailed):
+            raise _dns_fetch_error(exc, url) from None
+        raise FetchError(f"cannot connect: {exc.os_error.strerror or exc.os_error}",
+                         url=url) from None
+    except TimeoutError:
+        raise FetchTimeoutError(
+            f"no complete answer within the limits (connect {config.connect_timeout:g} s, "
+            f"total {config.total_timeout:g} s)", url=url) from None
+    except aiohttp.TooManyRedirects:  # pragma: no cover - redirects are never followed
+        raise FetchStatusError("redirect not followed", url=url) from None
+    except aiohttp.ClientResponseError as exc:
+        raise FetchError(f"bad HTTP response: {exc.message}", url=url) from None
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"HTTP failure: {exc}", url=url) from None
+    except OSError as exc:
+        raise FetchError(f"network failure: {exc.strerror or exc}", url=url) from None
+    text, content_type, status = result
+    return FetchResult(text=text, content_type=content_type, status=status, url=url,
+                       elapsed=time.monotonic() - started,
+                       security=dns_resolver.last_security or Security.INSECURE)
+
+
+def _dns_fetch_error(exc: Any, url: str) -> FetchError:
+    os_error = getattr(exc, "os_error", None)
+    inner = getattr(os_error, "error", None)
+    if isinstance(inner, FetchError):
+        return FetchError(f"cannot resolve the policy host: {inner}", url=url)
+    if isinstance(inner, SmtpTlsError):
+        return FetchError(f"cannot resolve the policy host: {inner}", url=url)
+    return FetchError(f"cannot resolve the policy host: {os_error or exc}", url=url)
+
+
+async def _get(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], config: FetchConfig
+) -> tuple[str, str, int]:
+    # RFC 8461 §3.3 (B3): "HTTP 3xx redirects MUST NOT be followed".
+    async with session.get(url, headers=headers, allow_redirects=False) as resp:
+        status = resp.status
+        if 300 <= status < 400:
+            where = resp.headers.get("Location", "")
+            raise FetchStatusError(
+                f"HTTP {status} redirect to {where[:200]!r} not followed (RFC 8461 §3.3)",
+                url=url, status=status)
+        if status != 200:
+            raise FetchStatusError(f"HTTP {status} {resp.reason or ''}".rstrip(), url=url,
+                                   status=status)
+        content_type = resp.headers.get("Content-Type", "")
+        # RFC 8461 §3.3 (B4): the policy is served as text/plain.
+        if not is_text_plain(content_type):
+            raise FetchContentTypeError(
+                f"media type {content_type[:100]!r} is not text/plain", url=url)
+        body = await _read_capped(resp, config.max_body, url)
+    return _decode(body), content_type, status
