@@ -24,9 +24,12 @@ was wrong and, where it applies, where (line, field, record)::
     │   └── TlsaRecordError         malformed TLSA record
     ├── SmtpProbeError              STARTTLS probe; .stage says where it failed
     ├── ReportError                 TLSRPT (RFC 8460)
-    │   ├── TlsrptRecordError       _smtp-tlsrpt TXT record syntax (§3)
+    │   ├── TlsrptRecordError       _smtp._tls TXT record syntax (§3)
+    │   │   └── MultipleTlsrptRecordsError  more than one v=TLSRPTv1 record (§3)
     │   ├── ReportParseError        report JSON/model errors; .path
-    │   └── ReportTooLargeError     compressed or decompressed size over its cap
+    │   ├── ReportTooLargeError     compressed or decompressed size over its cap
+    │   └── ReportMailError         report e-mail (§5.3) unusable
+    │       └── NoReportAttachmentError  no report attachment in the message
     ├── StoreError                  storage backend failure
     └── ProtocolError               a peer spoke a wire protocol wrongly (socketmap, ...)
 """
@@ -180,11 +183,15 @@ class ReportError(SmtpTlsError):
 
 
 class TlsrptRecordError(ReportError):
-    """The `_smtp-tlsrpt` TXT record does not follow RFC 8460 §3."""
+    """The `_smtp._tls` TXT record does not follow RFC 8460 §3."""
 
     def __init__(self, message: str, *, record: str | None = None) -> None:
         super().__init__(message)
         self.record = record
+
+
+class MultipleTlsrptRecordsError(TlsrptRecordError):
+    """More than one TXT record starts with v=TLSRPTv1 (RFC 8460 §3: no TLSRPT)."""
 
 
 class ReportParseError(ReportError):
@@ -198,6 +205,14 @@ class ReportParseError(ReportError):
 
 class ReportTooLargeError(ReportError):
     """A report (compressed or decompressed) exceeded its size cap."""
+
+
+class ReportMailError(ReportError):
+    """A report e-mail (RFC 8460 §5.3) cannot be read: bad MIME, too many parts, ..."""
+
+
+class NoReportAttachmentError(ReportMailError):
+    """The message carries no TLSRPT report attachment."""
 
 
 # --- storage and wire protocols --------------------------------------------------------
