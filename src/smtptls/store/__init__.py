@@ -1,0 +1,51 @@
+"""Storage: small async interfaces with SQLite (default), PostgreSQL and Redis backends.
+
+:func:`open_policy_cache` builds the MTA-STS policy cache a :class:`CacheConfig` asks
+for, with the in-memory LRU in front::
+
+    cache = await open_policy_cache(config.cache)
+    cached = await cache.get("example.com")
+    ...
+    await cache.close()
+"""
+
+from __future__ import annotations
+
+from smtptls.config import CacheConfig
+from smtptls.errors import ConfigError
+from smtptls.store.base import JsonBackend, PolicyCache, cache_key
+from smtptls.store.lru import CachedStore, LruCache
+
+__all__ = [
+    "CachedStore",
+    "JsonBackend",
+    "LruCache",
+    "PolicyCache",
+    "cache_key",
+    "open_policy_backend",
+    "open_policy_cache",
+]
+
+
+async def open_policy_backend(config: CacheConfig) -> JsonBackend:
+    """Open the configured backend alone (no LRU)."""
+    if config.backend == "sqlite":
+        from smtptls.store.sqlite import SqlitePolicyCache
+
+        return await SqlitePolicyCache.open(config.sqlite_path)
+    if config.backend == "postgres":
+        from smtptls.store.postgres import PostgresPolicyCache
+
+        return await PostgresPolicyCache.open(config.postgres_dsn)
+    if config.backend == "redis":
+        from smtptls.store.redis import RedisPolicyCache
+
+        return await RedisPolicyCache.open(config.redis_url)
+    raise ConfigError("must be one of sqlite, postgres, redis", key="cache.backend")
+
+
+async def open_policy_cache(config: CacheConfig | None = None) -> CachedStore:
+    """Open the configured policy cache with an LRU of ``config.lru_size`` in front."""
+    config = config or CacheConfig()
+    backend = await open_policy_backend(config)
+    return CachedStore(backend, config.lru_size)
