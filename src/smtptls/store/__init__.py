@@ -14,12 +14,13 @@ from __future__ import annotations
 from smtptls.config import CacheConfig
 from smtptls.errors import ConfigError
 from smtptls.store.base import JsonBackend, PolicyCache, cache_key
-from smtptls.store.lru import CachedStore, LruCache
+from smtptls.store.lru import CachedStore, LruCache, MemoryPolicyCache
 
 __all__ = [
     "CachedStore",
     "JsonBackend",
     "LruCache",
+    "MemoryPolicyCache",
     "PolicyCache",
     "cache_key",
     "open_policy_backend",

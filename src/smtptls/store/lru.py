@@ -112,3 +112,35 @@ class CachedStore:
     async def close(self) -> None:
         self.lru.clear()
         await self.backend.close()
+
+
+class MemoryPolicyCache:
+    """A :class:`~smtptls.store.base.PolicyCache` in memory only (bounded, LRU order).
+
+    For one-shot commands (``smtptls mta-sts --no-cache``) and tests; nothing survives
+    the process.
+    """
+
+    def __init__(self, maxsize: int = 10000) -> None:
+        self._lru: LruCache[str, CachedPolicy] = LruCache(maxsize)
+
+    async def get(self, domain: str) -> CachedPolicy | None:
+        return self._lru.get(cache_key(domain))
+
+    async def put(self, domain: str, cached: CachedPolicy) -> None:
+        self._lru.put(cache_key(domain), cached)
+
+    async def delete(self, domain: str) -> bool:
+        return self._lru.pop(cache_key(domain)) is not None
+
+    async def list_domains(self) -> list[str]:
+        return sorted(self._lru.keys())
+
+    async def iter_all(self) -> AsyncIterator[tuple[str, CachedPolicy]]:
+        for key in sorted(self._lru.keys()):
+            value = self._lru.get(key)
+            if value is not None:
+                yield key, value
+
+    async def close(self) -> None:
+        self._lru.clear()
