@@ -1,0 +1,323 @@
+"""``smtptls reports serve|import|list|summary|show|quarantine`` — TLSRPT intake."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from smtptls import config as config_mod
+from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
+from smtptls.config import Config
+from smtptls.store.reports_base import (
+    CSV_COLUMNS,
+    ReportStore,
+    open_report_store,
+    parse_since,
+    summary_csv_rows,
+)
+
+T = TypeVar("T")
+
+TOKEN_ENV = "SMTPTLS_REPORTS_TOKEN"  # noqa: S105 - the variable name, not a token
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return config_mod.load(getattr(args, "config", None))
+
+
+def _store(args: argparse.Namespace, cfg: Config) -> ReportStore:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        overrides["path"] = args.db
+    return open_report_store(cfg.reports, **overrides)
+
+
+def _with_store(args: argparse.Namespace, fn: Callable[[ReportStore], Awaitable[T]]) -> T:
+    cfg = _config(args)
+    store = _store(args, cfg)
+
+    async def run() -> T:
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from smtptls.services.reports_server.server import ServeOptions, serve
+
+    cfg = _config(args)
+    if args.db:
+        cfg = dataclasses.replace(
+            cfg, reports=dataclasses.replace(cfg.reports, sqlite_path=args.db))
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    options = ServeOptions(
+        listen=args.listen or cfg.reports.listen,
+        smtp=args.smtp or cfg.reports.smtp_listen,
+        lmtp=args.lmtp,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token=token,
+        verify_dkim=not args.no_dkim,
+        require_dkim=args.require_dkim,
+    )
+    asyncio.run(serve(cfg, options))
+    return EXIT_OK
+
+
+# --- import ------------------------------------------------------------------------------
+
+
+def _import(args: argparse.Namespace) -> int:
+    from smtptls.services.report_import import import_paths
+    from smtptls.services.reports_server.intake import ReportIntake
+
+    cfg = _config(args)
+
+    async def run(store: ReportStore) -> Any:
+        lookup = None
+        if args.verify_dkim:
+            from smtptls.net.dkim import dns_txt_lookup
+            from smtptls.net.dns import DnsResolver
+
+            lookup = dns_txt_lookup(DnsResolver(cfg.dns))
+        intake = ReportIntake(store, max_decompressed=cfg.reports.max_decompressed,
+                              dkim_lookup=lookup)
+        progress = None
+        if sys.stderr.isatty() and not args.json:
+            def progress(name: str) -> None:
+                print(f"\r\033[Kimporting {_cut(name, 90)}", end="", file=sys.stderr)
+        result = await import_paths(args.paths, intake, max_body=cfg.reports.max_body,
+                                    verify_dkim=args.verify_dkim, progress=progress)
+        if progress:
+            print("\r\033[K", end="", file=sys.stderr)
+        return result
+
+    result = _with_store(args, run)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        for source, outcome in result.outcomes:
+            what = outcome.report_id if outcome.report_id else outcome.reason
+            print(f"{outcome.outcome!s:<12} {_cut(source, 50):<50} {_cut(str(what), 36)}")
+        for source, reason in result.errors:
+            print(f"{'error':<12} {_cut(source, 50):<50} {_cut(reason, 36)}")
+        print(f"{result.stored} stored, {result.duplicate} duplicate, "
+              f"{result.quarantined} quarantined, {len(result.errors)} not readable")
+    return EXIT_OK if not (result.quarantined or result.errors) else EXIT_NEGATIVE
+
+
+# --- list / show / quarantine --------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+    reports = _with_store(args, lambda s: s.list_reports(domain=args.domain, limit=args.limit))
+    if args.json:
+        print_json([r.to_dict() for r in reports])
+        return EXIT_OK
+    print(f"{'id':>5}  {'start':<10}  {'organization':<22} {'policy domains':<24} "
+          f"{'ok':>8} {'failed':>7}  report-id")
+    for r in reports:
+        domains = ",".join(d or "-" for d in r.policy_domains)
+        print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {_cut(r.organization, 22):<22} "
+              f"{_cut(domains, 24):<24} {r.successful:>8} {r.failed:>7}  "
+              f"{_cut(r.report_id, 40)}")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    async def find(store: ReportStore) -> Any:
+        report = await store.get_report(args.report_id)
+        if report is None and args.report_id.isdigit() and len(args.report_id) < 19:
+            report = await store.get_report(int(args.report_id))
+        return report
+
+    report = _with_store(args, find)
+    if report is None:
+        if args.json:
+            print_json({"error": "no such report", "report_id": args.report_id})
+        else:
+            print(f"no report {args.report_id!r}", file=sys.stderr)
+        return EXIT_NEGATIVE
+    if args.json:
+        print_json(report.to_dict(full=True))
+        return EXIT_OK
+    d = report.to_dict()
+    for key in ("id", "report_id", "organization", "start", "end", "received_at", "channel",
+                "dkim", "dkim_domain", "submitter"):
+        print(f"{key:<14} {d[key] if d[key] is not None else '-'}")
+    print(f"{'sessions':<14} {report.successful} successful, {report.failed} failed")
+    for w in report.warnings:
+        print(f"{'warning':<14} {_cut(w, 84)}")
+    for p in report.policies:
+        print(f"\npolicy {p.policy_type} {p.policy_domain or '-'}: {p.successful} successful, "
+              f"{p.failed} failed")
+        for f in p.failures:
+            print(f"  {f.result_type:<28} {f.failed_session_count:>7}  "
+                  f"mx={f.receiving_mx_hostname or '-'} ip={f.receiving_ip or '-'} "
+                  f"from={f.sending_mta_ip or '-'}")
+    return EXIT_OK
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    if args.raw is not None:
+        entry = _with_store(args, lambda s: s.get_quarantine(args.raw))
+        if entry is None or entry.raw is None:
+            print(f"no quarantine entry {args.raw}", file=sys.stderr)
+            return EXIT_NEGATIVE
+        sys.stdout.buffer.write(entry.raw)
+        sys.stdout.flush()
+        return EXIT_OK
+    entries = _with_store(args, lambda s: s.list_quarantine(limit=args.limit))
+    if args.json:
+        print_json([q.to_dict() for q in entries])
+        return EXIT_OK
+    for q in entries:
+        print(f"{q.pk:>5}  {q.received_at.strftime('%Y-%m-%d %H:%M')}  {q.channel:<6} "
+              f"{q.size:>9}  {_cut(q.remote or '-', 24):<24} {_cut(q.reason, 40)}")
+    if not entries:
+        print("quarantine is empty")
+    return EXIT_OK
+
+
+# --- summary -----------------------------------------------------------------------------
+
+
+def _summary(args: argparse.Namespace) -> int:
+    since = parse_since(args.since, now=datetime.now(UTC)) if args.since else None
+    summary = _with_store(args, lambda s: s.summary(domain=args.domain, since=since))
+    if args.json:
+        print_json(summary.to_dict())
+        return EXIT_OK
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(summary_csv_rows(summary))
+        return EXIT_OK
+    scope = args.domain or "all policy domains"
+    print(f"{scope}: {summary.reports} reports, {summary.successful} successful, "
+          f"{summary.failed} failed sessions" + (f" since {since}" if since else ""))
+    print(f"\n{'day':<10} {'reports':>7} {'successful':>11} {'failed':>8}  failures by type")
+    for d in summary.days:
+        kinds = ", ".join(f"{k} {v}" for k, v in d.by_result_type.items())
+        print(f"{d.day.isoformat():<10} {d.reports:>7} {d.successful:>11} {d.failed:>8}  "
+              f"{_cut(kinds, 58)}")
+    if summary.failures:
+        print(f"\n{'result type':<28} {'receiving MX':<26} {'reporter':<18} "
+              f"{'sending IP':<16} {'sessions':>8}")
+        for rt, mx, org, ip, n in summary.failures[:50]:
+            print(f"{_cut(rt, 28):<28} {_cut(mx or '-', 26):<26} {_cut(org, 18):<18} "
+                  f"{_cut(ip or '-', 16):<16} {n:>8}")
+    return EXIT_OK
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--db", metavar="PATH",
+                   help="SQLite report store (default: reports.sqlite_path)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reports", help="receive, store and read TLSRPT reports (RFC 8460)",
+        formatter_class=Formatter,
+        description="TLSRPT intake for domain owners: an HTTPS and SMTP/LMTP receiver with a "
+        "dashboard, and commands to import and read the stored reports.",
+        epilog="examples:\n"
+        "  smtptls reports serve --listen 127.0.0.1:8460 --smtp 127.0.0.1:2525\n"
+        "  smtptls reports import ~/Maildir/.tlsrpt reports/*.json.gz\n"
+        "  smtptls reports summary --domain example.com --since 30d --csv\n"
+        "  smtptls reports show 1 --json")
+    rs = p.add_subparsers(dest="reports_command", metavar="ACTION", required=True)
+
+    s = rs.add_parser("serve", help="run the HTTPS/SMTP/LMTP intake and the dashboard",
+                      formatter_class=Formatter,
+                      epilog="examples:\n  smtptls reports serve --smtp 127.0.0.1:2525\n"
+                      "  SMTPTLS_REPORTS_TOKEN=secret smtptls reports serve --listen "
+                      "0.0.0.0:8460 \\\n      --tls-cert cert.pem --tls-key key.pem")
+    _common(s, json_flag=False)
+    s.add_argument("--listen", metavar="HOST:PORT",
+                   help="HTTP(S) intake and dashboard (default reports.listen)")
+    s.add_argument("--smtp", metavar="HOST:PORT", help="SMTP intake of report mail")
+    s.add_argument("--lmtp", metavar="HOST:PORT", help="LMTP intake of report mail")
+    s.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    s.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    s.add_argument("--token", metavar="T",
+                   help=f"dashboard token (default reports.token or ${TOKEN_ENV}); required "
+                   "when listening beyond loopback")
+    s.add_argument("--no-dkim", action="store_true", help="do not verify DKIM on report mail")
+    s.add_argument("--require-dkim", action="store_true",
+                   help="quarantine report mail whose DKIM signature does not pass")
+    s.set_defaults(func=_serve)
+
+    i = rs.add_parser("import", help="import .json, .json.gz, .eml, maildirs and mbox files",
+                      formatter_class=Formatter,
+                      epilog="examples:\n  smtptls reports import report.json.gz\n"
+                      "  smtptls reports import ~/Maildir/.tlsrpt --json\n"
+                      "exit status: 0 all stored, 1 something quarantined or unreadable, "
+                      "2 error")
+    _common(i)
+    i.add_argument("paths", nargs="+", metavar="PATH")
+    i.add_argument("--verify-dkim", action="store_true",
+                   help="verify DKIM of imported mail (needs DNS)")
+    i.set_defaults(func=_import)
+
+    ls = rs.add_parser("list", help="list stored reports, newest first",
+                       formatter_class=Formatter,
+                       epilog="example:\n  smtptls reports list --domain example.com --json")
+    _common(ls)
+    ls.add_argument("--domain", metavar="D", help="only reports about this policy domain")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.set_defaults(func=_list)
+
+    sm = rs.add_parser("summary", help="daily sessions and failure breakdown",
+                       formatter_class=Formatter,
+                       epilog="examples:\n  smtptls reports summary --since 30d\n"
+                       "  smtptls reports summary --domain example.com --csv > tlsrpt.csv")
+    _common(sm, json_flag=False)
+    sm.add_argument("--domain", metavar="D", help="one policy domain")
+    sm.add_argument("--since", metavar="WHEN", help="30d, 12h, 2w or a date (2024-05-01)")
+    fmt = sm.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON output")
+    fmt.add_argument("--csv", action="store_true", help="CSV output")
+    sm.set_defaults(func=_summary)
+
+    sh = rs.add_parser("show", help="one report: by report-id or by its numeric id",
+                       formatter_class=Formatter,
+                       epilog="example:\n  smtptls reports show 2020-01-01T00:00:00Z_mx.example\n"
+                       "exit status: 1 when no such report")
+    _common(sh)
+    sh.add_argument("report_id", metavar="REPORT_ID")
+    sh.set_defaults(func=_show)
+
+    q = rs.add_parser("quarantine", help="submissions that could not be read, with reasons",
+                      formatter_class=Formatter,
+                      epilog="examples:\n  smtptls reports quarantine --json\n"
+                      "  smtptls reports quarantine --raw 3 > submission.bin")
+    _common(q)
+    q.add_argument("--raw", type=int, metavar="ID", help="write one entry's bytes to stdout")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(func=_quarantine)
+

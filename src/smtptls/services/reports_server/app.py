@@ -1,0 +1,248 @@
+"""The aiohttp application of ``smtptls reports serve``.
+
+Intake (RFC 8460 §5.4, no authentication — any reporter may post):
+
+* ``POST /`` and its alias ``POST /v1/tlsrpt`` with ``Content-Type:
+  application/tlsrpt+gzip`` or ``application/tlsrpt+json`` (§5.3 media types; anything
+  else is 415). The body is capped (413); the decompressed size is capped by the
+  parser (gzip bombs give 413). 201 when stored, 200 for a re-post of a stored report,
+  400 for a report that does not parse (kept in quarantine), 503 when the store is
+  down (the reporter retries). 2xx is sent only after the store committed.
+
+Dashboard (token-protected when a token is configured: HTTP Basic with the token as
+password, or ``Authorization: Bearer <token>``):
+
+* ``/`` policy domains; ``/domain?name=D[&since=30d]`` chart, breakdown, reports;
+  ``/reports``; ``/report/<id>``; ``/quarantine`` and ``/quarantine/<id>/raw``;
+* ``/metrics`` Prometheus text format (token-protected too); ``/healthz`` (open).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from smtptls.errors import ConfigError, StoreError
+from smtptls.logs import get_logger
+from smtptls.services.reports_server import dashboard
+from smtptls.services.reports_server.intake import Outcome, ReportIntake
+from smtptls.services.reports_server.metrics import CONTENT_TYPE_LATEST, IntakeMetrics
+from smtptls.store.reports_base import Channel, ReportStore, parse_since
+
+__all__ = ["INTAKE_PATHS", "MEDIA_TYPES", "create_app"]
+
+INTAKE_PATHS = ("/", "/v1/tlsrpt")
+# RFC 8460 §5.3 / §6: the two media types a report is posted with.
+MEDIA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
+OPEN_PATHS = ("/healthz",)
+REALM = "smtptls reports"
+
+_log = get_logger("reports.http")
+
+STORE_KEY = web.AppKey("store", object)
+INTAKE_KEY = web.AppKey("intake", ReportIntake)
+METRICS_KEY = web.AppKey("metrics", IntakeMetrics)
+TOKEN_KEY = web.AppKey("token", object)
+MAX_BODY_KEY = web.AppKey("max_body", int)
+
+_SECURITY_HEADERS = {
+    # Report contents are attacker-controlled: no scripts, nothing loaded from elsewhere.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Does an ``Authorization`` header carry ``token`` (Bearer, or Basic password)?"""
+    if not header or len(header) > 4096:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        _, _, password = decoded.partition(":")
+        return hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data) + "\n", status=status,
+                        content_type="application/json")
+
+
+@web.middleware
+async def _security(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    token = request.app[TOKEN_KEY]
+    is_intake = request.method == "POST" and request.path in INTAKE_PATHS
+    if token and not is_intake and request.path not in OPEN_PATHS:
+        if not token_matches(request.headers.get("Authorization"), str(token)):
+            response: web.StreamResponse = web.Response(
+                status=401, text="authentication required\n",
+                headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
+            response.headers.update(_SECURITY_HEADERS)
+            return response
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(_SECURITY_HEADERS)
+        raise
+    except StoreError as exc:
+        _log.error("store unavailable", path=request.path, error=str(exc))
+        response = web.Response(status=503, text="report store unavailable\n",
+                                headers={"Retry-After": "60"})
+    response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (never reads past it)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def intake_handler(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE_KEY]
+    metrics = request.app[METRICS_KEY]
+    limit = request.app[MAX_BODY_KEY]
+    remote = request.remote or ""
+    media_type = request.content_type.lower()
+    body = await _read_capped(request, limit)
+    if body is None:
+        metrics.error("https", "too-large")
+        _log.warning("report refused", remote=remote, reason="body over size cap", cap=limit)
+        return _json({"status": "refused", "reason": f"body larger than {limit} bytes"}, 413)
+    if media_type not in MEDIA_TYPES:
+        # RFC 8460 §5.3: reports are application/tlsrpt+gzip or +json; keep what came.
+        outcome = await intake.quarantine(
+            body, f"unsupported media type {media_type[:100]!r}", channel=Channel.HTTPS,
+            remote=remote, kind="media-type")
+        _log.warning("report refused", remote=remote, reason="media type",
+                     media_type=media_type[:100], quarantine_id=outcome.pk)
+        return _json({"status": "refused", "reason": "unsupported media type; use "
+                      + " or ".join(MEDIA_TYPES), "quarantine_id": outcome.pk}, 415)
+    outcome = await intake.submit_body(body, channel=Channel.HTTPS, remote=remote)
+    if outcome.outcome is Outcome.QUARANTINED:
+        _log.warning("report quarantined", remote=remote, reason=outcome.reason,
+                     quarantine_id=outcome.pk)
+        return _json(outcome.to_dict(), 413 if outcome.too_large else 400)
+    _log.info("report received", remote=remote, report_id=outcome.report_id,
+              outcome=str(outcome.outcome))
+    return _json(outcome.to_dict(), 201 if outcome.outcome is Outcome.STORED else 200)
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+async def index_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    return _html(dashboard.index_page(await store.domains(), await store.counts()))
+
+
+async def domain_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    name = request.query.get("name", "")[:255]
+    since = None
+    if request.query.get("since"):
+        try:
+            since = parse_since(request.query["since"], now=datetime.now(UTC))
+        except ConfigError as exc:
+            return _html(dashboard.not_found_page(str(exc)), 400)
+    summary = await store.summary(domain=name, since=since)
+    reports = await store.list_reports(domain=name, limit=500)
+    return _html(dashboard.domain_page(summary.domain or "", summary, reports))
+
+
+async def reports_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    return _html(dashboard.reports_page(await store.list_reports(limit=1000)))
+
+
+def _pk(request: web.Request) -> int | None:
+    text = request.match_info.get("pk", "")
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+async def report_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    pk = _pk(request)
+    report = await store.get_report(pk) if pk is not None else None
+    if report is None:
+        return _html(dashboard.not_found_page("no such report"), 404)
+    return _html(dashboard.report_page(report))
+
+
+async def quarantine_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    return _html(dashboard.quarantine_page(await store.list_quarantine(limit=1000)))
+
+
+async def quarantine_raw_handler(request: web.Request) -> web.Response:
+    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    pk = _pk(request)
+    entry = await store.get_quarantine(pk) if pk is not None else None
+    if entry is None or entry.raw is None:
+        return _html(dashboard.not_found_page("no such quarantine entry"), 404)
+    # Served as an opaque download, never rendered by the browser.
+    return web.Response(body=entry.raw, content_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="quarantine-{entry.pk}.bin"'})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = request.app[METRICS_KEY].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def health_handler(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def create_app(
+    store: ReportStore,
+    intake: ReportIntake,
+    *,
+    metrics: IntakeMetrics,
+    token: str | None = None,
+    max_body: int = 5 * 1024 * 1024,
+) -> web.Application:
+    """The application; the caller owns the store's lifetime."""
+    app = web.Application(middlewares=[_security], client_max_size=max_body + 1)
+    app[STORE_KEY] = store
+    app[INTAKE_KEY] = intake
+    app[METRICS_KEY] = metrics
+    app[TOKEN_KEY] = token or None
+    app[MAX_BODY_KEY] = max_body
+    for path in INTAKE_PATHS:
+        app.router.add_post(path, intake_handler)
+    app.router.add_get("/", index_handler)
+    app.router.add_get("/domain", domain_handler)
+    app.router.add_get("/reports", reports_handler)
+    app.router.add_get("/report/{pk}", report_handler)
+    app.router.add_get("/quarantine", quarantine_handler)
+    app.router.add_get("/quarantine/{pk}/raw", quarantine_raw_handler)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health_handler)
+    return app

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the report intake (one registry per running service)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "IntakeMetrics"]
+
+# Labels take values from these closed sets only (attacker data never becomes a label).
+CHANNELS = ("https", "smtp", "lmtp", "import")
+OUTCOMES = ("stored", "duplicate", "quarantined")
+ERROR_KINDS = ("parse", "too-large", "media-type", "no-report", "dkim", "store", "other")
+KNOWN_RESULT_TYPES = (
+    # RFC 8460 §4.3 result types; anything else is counted as "other".
+    "starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+    "certificate-not-trusted", "validation-failure", "tlsa-invalid", "dnssec-invalid",
+    "dane-required", "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid",
+)
+
+
+class IntakeMetrics:
+    """Counters: reports received, sessions by result, intake errors."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reports = Counter(
+            "smtptls_reports_received", "TLSRPT reports received, by channel and outcome",
+            ["channel", "outcome"], registry=self.registry)
+        self.sessions = Counter(
+            "smtptls_report_sessions", "Sessions counted in newly stored reports, by result "
+            "(success, or the failure result type)", ["result"], registry=self.registry)
+        self.errors = Counter(
+            "smtptls_report_intake_errors", "Submissions that could not be stored as a "
+            "report, by channel and kind", ["channel", "kind"], registry=self.registry)
+
+    def received(self, channel: str, outcome: str) -> None:
+        self.reports.labels(_pick(channel, CHANNELS), _pick(outcome, OUTCOMES)).inc()
+
+    def count_sessions(self, successful: int, failures: dict[str, int]) -> None:
+        if successful:
+            self.sessions.labels("success").inc(successful)
+        for result_type, n in failures.items():
+            if n:
+                self.sessions.labels(_pick(result_type, KNOWN_RESULT_TYPES)).inc(n)
+
+    def error(self, channel: str, kind: str) -> None:
+        self.errors.labels(_pick(channel, CHANNELS), _pick(kind, ERROR_KINDS)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _pick(value: str, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else "other"

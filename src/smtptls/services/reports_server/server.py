@@ -1,0 +1,185 @@
+"""Wiring of ``smtptls reports serve``: store, intake, HTTP(S), SMTP and LMTP listeners.
+
+:class:`ReportsService` starts everything on the running loop and reports the bound
+ports (port 0 picks a free one, which the tests use); :func:`serve` runs it until a
+signal arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from smtptls.config import Config, parse_hostport
+from smtptls.errors import ConfigError
+from smtptls.logs import get_logger
+from smtptls.net.dkim import dns_txt_lookup
+from smtptls.services.reports_server.app import create_app
+from smtptls.services.reports_server.intake import ReportIntake
+from smtptls.services.reports_server.mail import start_mail_listener
+from smtptls.services.reports_server.metrics import IntakeMetrics
+from smtptls.store.reports_base import ReportStore, open_report_store
+
+__all__ = ["ReportsService", "ServeOptions", "is_loopback", "serve"]
+
+_log = get_logger("reports")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What ``reports serve`` listens on; ``None`` disables a listener."""
+
+    listen: str | None = "127.0.0.1:8460"
+    smtp: str | None = None
+    lmtp: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token: str | None = None
+    verify_dkim: bool = True
+    require_dkim: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (or ``localhost``)? Hostnames otherwise are not."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS certificate/key: {exc}") from None
+    return ctx
+
+
+class ReportsService:
+    """The running intake service (HTTP app + optional SMTP/LMTP listeners)."""
+
+    def __init__(self, config: Config, options: ServeOptions,
+                 store: ReportStore | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.token = options.token or config.reports.token
+        self.store = store or open_report_store(config.reports)
+        self.metrics = IntakeMetrics()
+        self._own_store = store is None
+        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
+        self.http_port: int | None = None
+        self.smtp_port: int | None = None
+        self.lmtp_port: int | None = None
+
+    def check(self) -> None:
+        """Refuse configurations that would expose the dashboard without a token."""
+        if (self.options.tls_cert is None) != (self.options.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.options.listen:
+            host, _ = parse_hostport(self.options.listen, 8460)
+            if not is_loopback(host) and not self.token:
+                raise ConfigError(
+                    f"refusing to serve the dashboard on {host} without a token: set "
+                    "reports.token (or --token / SMTPTLS_REPORTS_TOKEN), or listen on "
+                    "loopback behind a reverse proxy", key="reports.token")
+
+    async def start(self) -> None:
+        self.check()
+        cfg = self.config.reports
+        if self._own_store:
+            await self.store.open()
+        lookup = None
+        if self.options.verify_dkim:
+            from smtptls.net.dns import DnsResolver
+
+            lookup = dns_txt_lookup(DnsResolver(self.config.dns))
+        intake = ReportIntake(self.store, max_decompressed=cfg.max_decompressed,
+                              dkim_lookup=lookup, require_dkim=self.options.require_dkim,
+                              metrics=self.metrics)
+        try:
+            if self.options.listen:
+                host, port = parse_hostport(self.options.listen, 8460)
+                app = create_app(self.store, intake, metrics=self.metrics, token=self.token,
+                                 max_body=cfg.max_body)
+                self._runner = web.AppRunner(app, access_log=None)
+                await self._runner.setup()
+                ssl_ctx = (_tls_context(self.options.tls_cert, self.options.tls_key)
+                           if self.options.tls_cert and self.options.tls_key else None)
+                site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx)
+                await site.start()
+                self.http_port = _bound_port(site)
+                _log.info("listening", kind="https" if ssl_ctx else "http", host=host,
+                          port=self.http_port, dashboard_token=bool(self.token))
+            max_message = cfg.max_body * 2  # base64 grows a gzip attachment by a third
+            for spec, lmtp in ((self.options.smtp, False), (self.options.lmtp, True)):
+                if not spec:
+                    continue
+                host, port = parse_hostport(spec, 24 if lmtp else 25)
+                server = await start_mail_listener(intake, host, port, lmtp=lmtp,
+                                                   max_message=max_message)
+                self._servers.append(server)
+                bound = server.sockets[0].getsockname()[1]
+                if lmtp:
+                    self.lmtp_port = bound
+                else:
+                    self.smtp_port = bound
+                _log.info("listening", kind="lmtp" if lmtp else "smtp", host=host, port=bound)
+        except OSError as exc:
+            await self.stop()
+            raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._own_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> ReportsService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio.Server here
+    if server is not None and getattr(server, "sockets", None):
+        return int(server.sockets[0].getsockname()[1])
+    return int(site._port)  # pragma: no cover
+
+
+async def serve(config: Config, options: ServeOptions) -> None:
+    """Run until SIGINT/SIGTERM."""
+    service = ReportsService(config, options)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
