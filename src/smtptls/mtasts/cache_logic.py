@@ -77,6 +77,8 @@ class CachedPolicy:
     @classmethod
     def from_fetch(cls, policy: Policy, policy_id: str, now: float) -> CachedPolicy:
         """A freshly fetched policy: valid for ``max_age`` seconds from ``now`` (C4)."""
+        if not isinstance(policy, Policy):
+            raise PolicyError("CachedPolicy.policy must be a Policy")
         now = _check_time(now)
         return cls(policy, policy_id, now, now + policy.max_age, now)
 
@@ -91,6 +93,8 @@ class CachedPolicy:
 
 def live(cached: CachedPolicy | None, now: float) -> CachedPolicy | None:
     """``cached`` if it has not expired, else None: an expired policy is dropped."""
+    if cached is not None and not isinstance(cached, CachedPolicy):
+        raise PolicyError("cached must be a CachedPolicy or None")
     if cached is None or cached.is_expired(now):
         return None
     return cached
@@ -131,6 +135,8 @@ def decide_refresh(
     With ``proactive=True`` (a background refresh, D3) a valid record leads to a fetch
     even when its id is unchanged, since only a fetch extends a policy's lifetime.
     """
+    if record is not None and not isinstance(record, StsRecord):
+        raise PolicyError("record must be an StsRecord or None")
     entry = live(cached, now)
     if record is None:
         # RFC 8461 §3.1: absence of a usable TXT record does not remove a cached
@@ -209,7 +215,7 @@ def needs_proactive_refresh(
     minutes or longer). An expired entry is not refreshed: it is dropped.
     """
     now = _check_time(now)
-    if cached is None or cached.is_expired(now):
+    if live(cached, now) is None:
         return False
     if now - cached.last_checked < retry_after:
         return False
@@ -279,6 +285,8 @@ def sender_action(
       deliver to it and try the next MX (§5, F1), after which :func:`no_mx_left` says
       to defer and to re-check the policy before any permanent failure (§5.1, D5).
     """
+    if policy is not None and not isinstance(policy, Policy):
+        raise PolicyError("policy must be a Policy or None")
     if policy is None or policy.mode is Mode.NONE:
         # RFC 8461 §5: "none" - treat as if no active policy
         return Delivery(Verdict.DELIVER, None if policy is None else policy.mode)
@@ -307,6 +315,8 @@ def no_mx_left(policy: Policy | None) -> Delivery:
     updated policy (D5): ``recheck_policy`` is set; if the TXT ``id`` is unchanged, the
     usual temporary-failure rules of RFC 5321 §4.5.4.1 apply.
     """
+    if policy is not None and not isinstance(policy, Policy):
+        raise PolicyError("policy must be a Policy or None")
     mode = None if policy is None else policy.mode
     enforced = mode is Mode.ENFORCE
     return Delivery(Verdict.DEFER, mode, require_tls=enforced, recheck_policy=enforced)

@@ -148,7 +148,11 @@ class Policy:
             raise PolicySyntaxError(f"max_age {self.max_age!r} not in 0..{MAX_AGE_LIMIT}")
         if isinstance(self.mx, str):
             raise PolicySyntaxError("mx must be a sequence of patterns, not one string")
-        mx = tuple(self.mx)
+        try:
+            mx = tuple(self.mx)
+            exts = tuple(tuple(pair) for pair in self.extensions)
+        except TypeError:
+            raise PolicySyntaxError("mx and extensions must be sequences") from None
         if len(mx) > MAX_MX:
             raise PolicySyntaxError(f"more than {MAX_MX} mx entries")
         for pattern in mx:
@@ -159,7 +163,6 @@ class Policy:
             # RFC 8461 §3.2: mx is required at least once unless mode is "none"
             raise PolicySyntaxError(f"mode {mode.value} requires at least one mx")
         object.__setattr__(self, "mx", mx)
-        exts = tuple(tuple(pair) for pair in self.extensions)
         for pair in exts:
             if len(pair) != 2:
                 raise PolicySyntaxError(f"extension {pair!r} is not a (key, value) pair")

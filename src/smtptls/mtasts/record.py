@@ -87,7 +87,10 @@ class StsRecord:
 
     def __post_init__(self) -> None:
         _check_id(self.id, None)
-        exts = tuple(tuple(pair) for pair in self.extensions)
+        try:
+            exts = tuple(tuple(pair) for pair in self.extensions)
+        except TypeError:
+            raise StsRecordError("extensions must be (name, value) pairs") from None
         for pair in exts:
             if len(pair) != 2:
                 raise StsRecordError(f"extension {pair!r} is not a (name, value) pair")
@@ -198,8 +201,14 @@ def parse_txt_records(records: Iterable[str]) -> StsRecord | None:
     itself: a sender keeps applying an unexpired cached policy (§3.1, §3.3; see
     :func:`smtptls.mtasts.cache_logic.decide_refresh`).
     """
+    if isinstance(records, str | bytes):
+        raise StsRecordError("records must be a list of TXT record texts, not one text")
+    try:
+        answer = iter(records)
+    except TypeError:
+        raise StsRecordError("records must be a list of TXT record texts") from None
     candidates: list[str] = []
-    for count, text in enumerate(records, start=1):
+    for count, text in enumerate(answer, start=1):
         if count > MAX_RECORDS:
             raise StsRecordError(f"more than {MAX_RECORDS} TXT records in the answer")
         if not isinstance(text, str):

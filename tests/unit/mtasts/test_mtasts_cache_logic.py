@@ -408,6 +408,12 @@ def test_policy_life_cycle():
         ),
         pytest.param(lambda: apply_fetch_result(None, ENFORCE, "bad id", T0), id="bad-txt-id"),
         pytest.param(lambda: needs_proactive_refresh(cached(), True), id="bool-now"),
+        pytest.param(lambda: needs_proactive_refresh("entry", T0), id="not-an-entry"),
+        pytest.param(lambda: CachedPolicy.from_fetch({"mode": "enforce"}, "a", T0), id="dict"),
+        pytest.param(lambda: decide_refresh(cached(), "v=STSv1; id=a", T0), id="record-str"),
+        pytest.param(lambda: effective_policy(object(), T0), id="cached-object"),
+        pytest.param(lambda: sender_action("enforce", "mx.example", True), id="policy-str"),
+        pytest.param(lambda: no_mx_left("enforce"), id="no-mx-left-str"),
     ],
 )
 def test_cache_logic_raises_typed_errors(call):

@@ -343,6 +343,8 @@ def test_policy_to_dict_is_the_json_shape():
         pytest.param({"extensions": (("mode", "x"),)}, "policy field", id="ext-known-key"),
         pytest.param({"extensions": (("x", ""),)}, "empty value", id="ext-empty"),
         pytest.param({"extensions": (("x",),)}, "pair", id="ext-not-pair"),
+        pytest.param({"extensions": (1,)}, "sequences", id="ext-not-iterable"),
+        pytest.param({"mx": 5}, "sequences", id="mx-not-iterable"),
     ],
 )
 def test_policy_constructor_validates(kwargs, reason):

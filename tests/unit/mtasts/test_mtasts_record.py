@@ -230,6 +230,9 @@ def test_rfc8461_3_1_constructor_validates(args):
         pytest.param(lambda: parse_txt_records(["x"] * (MAX_RECORDS + 1)), id="too-many-records"),
         pytest.param(lambda: StsRecord.parse(b"v=STSv1; id=a"), id="bytes-record"),
         pytest.param(lambda: parse_txt_records([b"v=STSv1; id=a"]), id="bytes-in-list"),
+        pytest.param(lambda: parse_txt_records("v=STSv1; id=a"), id="one-string-not-list"),
+        pytest.param(lambda: parse_txt_records(None), id="none"),
+        pytest.param(lambda: StsRecord("a", (1, 2)), id="extensions-not-pairs"),
     ],
 )
 def test_rfc8461_3_1_bounded_and_typed_errors(call):
