@@ -98,7 +98,8 @@ def _import(args: argparse.Namespace) -> int:
             from smtptls.net.dns import DnsResolver
 
             lookup = dns_txt_lookup(DnsResolver(cfg.dns))
-        intake = ReportIntake(store, max_decompressed=cfg.reports.max_decompressed,
+        intake = ReportIntake(store, max_body=cfg.reports.max_body,
+                              max_decompressed=cfg.reports.max_decompressed,
                               dkim_lookup=lookup)
         progress = None
         if sys.stderr.isatty() and not args.json:

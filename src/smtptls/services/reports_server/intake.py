@@ -15,9 +15,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import enum
-import inspect
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,8 +35,12 @@ from smtptls.store.reports_base import (
     ReportRecord,
     ReportStore,
 )
+from smtptls.tlsrpt.mail import extract_reports_from_message
+from smtptls.tlsrpt.report import parse_report
 
 __all__ = ["IntakeOutcome", "Outcome", "ReportIntake", "bounded_gunzip"]
+
+MAX_ATTACHMENTS = 20  # reports taken from one message at most
 
 
 class Outcome(enum.StrEnum):
@@ -79,23 +81,6 @@ def bounded_gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _core() -> Any:
-    try:
-        from smtptls import tlsrpt
-        from smtptls.tlsrpt import mail as tlsrpt_mail
-        from smtptls.tlsrpt import report as tlsrpt_report
-    except ImportError as exc:  # pragma: no cover - the core ships with the package
-        raise SmtpTlsError(f"TLSRPT core unavailable: {exc}") from None
-    return tlsrpt, tlsrpt_report, tlsrpt_mail
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _kind(exc: SmtpTlsError) -> str:
     return "too-large" if isinstance(exc, ReportTooLargeError) else "parse"
 
@@ -111,42 +96,39 @@ class ReportIntake:
         self,
         store: ReportStore,
         *,
+        max_body: int = 5 * 1024 * 1024,
         max_decompressed: int = 50 * 1024 * 1024,
         dkim_lookup: TxtLookup | None = None,
         require_dkim: bool = False,
         metrics: IntakeMetrics | None = None,
     ) -> None:
         self.store = store
+        self.max_body = max_body
+        self.max_message = max_body * 2  # base64 grows a gzip attachment by a third
         self.max_decompressed = max_decompressed
         self.dkim_lookup = dkim_lookup
         self.require_dkim = require_dkim
         self.metrics = metrics
 
-    # --- parsing (the TLSRPT core does the RFC 8460 §4 work) ---------------------------
+    # --- parsing (the TLSRPT core does the RFC 8460 §4 and §5.3 work) -----------------
 
     def parse_body(self, body: bytes) -> ReportRecord:
         """RFC 8460 §4 JSON or its gzip form -> a :class:`ReportRecord`; ReportError."""
-        _, report_mod, _ = _core()
-        parse = report_mod.parse_report
-        kwargs: dict[str, Any] = {"strict": False}
-        if _accepts(parse, "max_decompressed"):
-            kwargs["max_decompressed"] = self.max_decompressed
-        report = parse(body, **kwargs)
+        report = parse_report(body, strict=False, max_size=max(self.max_body, len(body)),
+                              max_decompressed=self.max_decompressed)
         # Keep the report JSON as received (the parser has bounded the decompression).
-        text = bounded_gunzip(body, self.max_decompressed) if body[:2] == b"\x1f\x8b" else body
-        raw_json = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        raw_json: str | None = None
+        if body[:2] == b"\x1f\x8b":
+            raw_json = bounded_gunzip(body, self.max_decompressed).decode("utf-8", "replace")
+        elif body.lstrip()[:1] == b"{":
+            raw_json = body.decode("utf-8", "replace")
         return ReportRecord.from_report(report, raw_json=raw_json)
 
-    def parse_message(self, raw: bytes) -> list[ReportRecord]:
-        """Reports of an RFC 8460 §5.3 mail message; ReportError when there are none."""
-        _, _, mail_mod = _core()
-        found = mail_mod.extract_reports_from_message(raw)
-        records = []
-        for item in _as_reports(found):
-            records.append(ReportRecord.from_report(item))
-        if not records:
-            raise NoReportAttachmentError("message carries no TLSRPT report")
-        return records
+    def message_attachments(self, raw: bytes) -> list[tuple[str, bytes]]:
+        """(filename, payload) of each report in a §5.3 mail; ReportError if none."""
+        found = extract_reports_from_message(raw, strict=False,
+                                             max_size=max(self.max_message, len(raw)))
+        return [(a.filename, a.payload) for a in found]
 
     # --- intake --------------------------------------------------------------------------
 
@@ -211,7 +193,7 @@ class ReportIntake:
             reason = f"DKIM {dkim.status}" + (f": {dkim.reason}" if dkim.reason else "")
             return [await self._quarantine(raw, reason, intake, "dkim")]
         try:
-            records = self.parse_message(raw)
+            attachments = self.message_attachments(raw)
         except ReportError as exc:
             kind = "no-report" if isinstance(exc, NoReportAttachmentError) else _kind(exc)
             return [await self._quarantine(raw, str(exc), intake, kind,
@@ -219,23 +201,20 @@ class ReportIntake:
         except Exception as exc:  # a parser defect must not lose the message
             return [await self._quarantine(raw, f"parser failure: {type(exc).__name__}",
                                            intake, "other")]
-        return [await self._store(record, intake) for record in records]
-
-
-def _as_reports(found: Any) -> Iterable[Any]:
-    if found is None:
-        return []
-    if hasattr(found, "to_dict"):
-        return [found]
-    out = []
-    for item in found:
-        if hasattr(item, "to_dict"):
-            out.append(item)
-        elif isinstance(item, tuple):
-            out.extend(x for x in item if hasattr(x, "to_dict"))
-        elif hasattr(item, "report") and hasattr(item.report, "to_dict"):
-            out.append(item.report)
-    return out
+        outcomes = []
+        for i, (filename, payload) in enumerate(attachments[:MAX_ATTACHMENTS]):
+            try:
+                record = self.parse_body(payload)
+            except Exception as exc:
+                # Keep the whole message (its headers give the context), say which part.
+                what = str(exc) if isinstance(exc, ReportError) else type(exc).__name__
+                reason = f"attachment {i + 1} ({filename or 'no name'}): {what}"
+                kind = _kind(exc) if isinstance(exc, SmtpTlsError) else "other"
+                outcomes.append(await self._quarantine(
+                    raw, reason, intake, kind, too_large=isinstance(exc, ReportTooLargeError)))
+                continue
+            outcomes.append(await self._store(record, intake))
+        return outcomes
 
 
 def _header(raw: bytes, name: str) -> str | None:

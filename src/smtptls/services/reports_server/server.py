@@ -18,7 +18,7 @@ from aiohttp import web
 from smtptls.config import Config, parse_hostport
 from smtptls.errors import ConfigError
 from smtptls.logs import get_logger
-from smtptls.net.dkim import dns_txt_lookup
+from smtptls.net.dkim import TxtLookup, dns_txt_lookup
 from smtptls.services.reports_server.app import create_app
 from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.mail import start_mail_listener
@@ -68,12 +68,14 @@ class ReportsService:
     """The running intake service (HTTP app + optional SMTP/LMTP listeners)."""
 
     def __init__(self, config: Config, options: ServeOptions,
-                 store: ReportStore | None = None) -> None:
+                 store: ReportStore | None = None, *,
+                 dkim_lookup: TxtLookup | None = None) -> None:
         self.config = config
         self.options = options
         self.token = options.token or config.reports.token
         self.store = store or open_report_store(config.reports)
         self.metrics = IntakeMetrics()
+        self.dkim_lookup = dkim_lookup  # None: TXT lookups through the configured DNS
         self._own_store = store is None
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
@@ -98,12 +100,13 @@ class ReportsService:
         cfg = self.config.reports
         if self._own_store:
             await self.store.open()
-        lookup = None
-        if self.options.verify_dkim:
+        lookup = self.dkim_lookup
+        if lookup is None and self.options.verify_dkim:
             from smtptls.net.dns import DnsResolver
 
             lookup = dns_txt_lookup(DnsResolver(self.config.dns))
-        intake = ReportIntake(self.store, max_decompressed=cfg.max_decompressed,
+        intake = ReportIntake(self.store, max_body=cfg.max_body,
+                              max_decompressed=cfg.max_decompressed,
                               dkim_lookup=lookup, require_dkim=self.options.require_dkim,
                               metrics=self.metrics)
         try:

@@ -1,0 +1,126 @@
+"""Dashboard HTML, its SVG chart, the token check and the loopback rule."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, date, datetime
+from html import escape
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtptls.services.reports_server import dashboard
+from smtptls.services.reports_server.app import token_matches
+from smtptls.services.reports_server.chart import MAX_DAYS, daily_chart, fill_days
+from smtptls.services.reports_server.server import is_loopback
+from smtptls.store.reports_base import (
+    DomainOverview,
+    FailureRow,
+    PolicyRow,
+    QuarantineEntry,
+    StoredReport,
+    build_summary,
+)
+
+EVIL = '<script>alert("x")</script>&"\'><img src=x onerror=alert(1)>'
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def _stored(**over):
+    base = dict(pk=1, report_id=EVIL, organization=EVIL, start=T0, end=T0, received_at=T0,
+                channel="https", dkim="not-checked", dkim_domain="", submitter=EVIL, remote=EVIL,
+                contact_info=EVIL, policy_domains=(EVIL,), successful=5, failed=2,
+                warnings=(EVIL,), raw_json='{"organization-name": "' + EVIL.replace('"', '\\"') + '"}',
+                policies=(PolicyRow("sts", EVIL, 5, 2, (EVIL,), (EVIL,),
+                                    (FailureRow(EVIL, 2, EVIL, EVIL, EVIL, EVIL, EVIL, EVIL),)),))
+    base.update(over)
+    return StoredReport(**base)
+
+
+def _no_raw_markup(html: str) -> None:
+    assert "<script" not in html
+    assert "<img" not in html
+    assert "onerror=alert(1)>" not in html
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        pytest.param(lambda: dashboard.report_page(_stored()), id="report-page"),
+        pytest.param(lambda: dashboard.reports_page([_stored()]), id="reports-page"),
+        pytest.param(lambda: dashboard.domain_page(EVIL, build_summary(
+            domain=EVIL, since=None, day_rows=[("2024-05-01", EVIL, 1, 5, 2)],
+            failure_rows=[("2024-05-01", EVIL, EVIL, EVIL, EVIL, 2)]), [_stored()]), id="domain-page"),
+        pytest.param(lambda: dashboard.index_page(
+            [DomainOverview(EVIL, 1, 5, 2, date(2024, 5, 1), date(2024, 5, 1))], {}), id="index"),
+        pytest.param(lambda: dashboard.quarantine_page(
+            [QuarantineEntry(1, T0, "smtp", EVIL, EVIL, 3, "00")]), id="quarantine"),
+        pytest.param(lambda: daily_chart([(date(2024, 5, 1), 1, 1)], title=EVIL), id="chart-title"),
+    ],
+)
+def test_attacker_controlled_values_are_escaped(render):
+    html = render()
+    _no_raw_markup(html)
+    assert "&lt;script&gt;" in html or "%3Cscript%3E" in html
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_property_report_page_never_emits_raw_tags(text):
+    html = dashboard.report_page(_stored(report_id="<b>" + text, organization=text + "<i>"))
+    assert "&lt;b&gt;" + escape(text, quote=True) in html
+    assert escape(text, quote=True) + "&lt;i&gt;" in html
+    _no_raw_markup(html)
+
+
+def test_chart_bars_carry_the_numbers():
+    svg = daily_chart([(date(2024, 5, 1), 90, 10), (date(2024, 5, 3), 50, 0)])
+    days = re.findall(r'data-date="([\d-]+)" data-successful="(\d+)" data-failed="(\d+)"', svg)
+    assert days == [("2024-05-01", "90", "10"), ("2024-05-02", "0", "0"), ("2024-05-03", "50", "0")]
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+
+
+def test_chart_empty():
+    assert "no sessions reported" in daily_chart([])
+
+
+def test_fill_days_is_bounded():
+    points = [(date(2020, 1, 1), 1, 0), (date(2024, 1, 1), 1, 0)]
+    filled = fill_days(points)
+    assert len(filled) == MAX_DAYS
+    assert filled[-1] == (date(2024, 1, 1), 1, 0)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        pytest.param("Bearer s3cret", True, id="bearer"),
+        pytest.param("bearer s3cret", True, id="bearer-lower-case"),
+        pytest.param(_basic("admin", "s3cret"), True, id="basic-any-user"),
+        pytest.param(_basic("", "s3cret"), True, id="basic-empty-user"),
+        pytest.param("Bearer s3cret2", False, id="bearer-wrong"),
+        pytest.param(_basic("admin", "nope"), False, id="basic-wrong"),
+        pytest.param("Basic !!!notbase64", False, id="basic-garbage"),
+        pytest.param("Digest s3cret", False, id="other-scheme"),
+        pytest.param("", False, id="empty"),
+        pytest.param(None, False, id="absent"),
+        pytest.param("Bearer " + "x" * 5000, False, id="oversized"),
+    ],
+)
+def test_dashboard_token_check(header, ok):
+    assert token_matches(header, "s3cret") is ok
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.0.2.1", False), ("reports.example", False)],
+)
+def test_loopback_rule_for_the_dashboard(host, loopback):
+    assert is_loopback(host) is loopback
