@@ -1,0 +1,50 @@
+"""SMTP TLS Reporting, RFC 8460 — the pure core for receivers.
+
+- :mod:`~smtptls.tlsrpt.record`: the policy record at ``_smtp._tls.<domain>`` (§3)
+- :mod:`~smtptls.tlsrpt.report`: aggregate reports, JSON or gzip, strict or tolerant (§4)
+- :mod:`~smtptls.tlsrpt.mail`: reports delivered by mail (§5.3)
+
+No I/O here: text and bytes in, frozen values out; every error is a
+:class:`~smtptls.errors.ReportError`.
+"""
+
+from __future__ import annotations
+
+from smtptls.tlsrpt.mail import (
+    ReportAttachment,
+    ReportFilename,
+    ReportSubject,
+    extract_reports_from_message,
+    parse_filename,
+    parse_subject,
+    reports_from_message,
+)
+from smtptls.tlsrpt.record import TlsrptRecord, parse_record, parse_txt_records, record_name
+from smtptls.tlsrpt.report import (
+    FailureDetail,
+    PolicyResult,
+    PolicyType,
+    Report,
+    ResultType,
+    parse_report,
+)
+
+__all__ = [
+    "FailureDetail",
+    "PolicyResult",
+    "PolicyType",
+    "Report",
+    "ReportAttachment",
+    "ReportFilename",
+    "ReportSubject",
+    "ResultType",
+    "TlsrptRecord",
+    "extract_reports_from_message",
+    "parse_filename",
+    "parse_record",
+    "parse_report",
+    "parse_subject",
+    "parse_txt_records",
+    "record_name",
+    "reports_from_message",
+]

@@ -1,0 +1,359 @@
+"""TLSRPT reports sent by mail (RFC 8460 §5.3): find the report in a message.
+
+Pure: bytes in, values out; no sockets, no DNS (DKIM verification, §5.3's MUST for
+receivers, needs DNS and lives in the intake service).
+
+RFC 8460 §5.3 mail form::
+
+    Subject: Report Domain: example.net Submitter: mail.sender.example.com
+             Report-ID: <735ff.e317+bf22029@example.net>
+    TLS-Report-Domain: example.net
+    TLS-Report-Submitter: mail.sender.example.com
+    Content-Type: multipart/report; report-type="tlsrpt"; boundary=...
+      text/plain                 a human-readable part
+      application/tlsrpt+gzip    the report, named
+                                 sender!policy-domain!begin!end[!unique-id].json.gz
+                                 (application/tlsrpt+json: uncompressed, .json)
+
+Tolerant by default, because real senders vary (QUIRKS.md 3, 6, 7, 10): Microsoft sends
+an HTML body, a Subject Report-ID without ``<>`` and an attachment without ``name=``;
+Mail.ru folds the Subject over four lines; Stalwart writes "TLS Aggregate Report";
+some use ``application/tlsrpt`` (no suffix), ``application/tlsrpt+zip``,
+``application/gzip``, ``application/json`` or ``application/octet-stream`` with a
+``.json``/``.json.gz`` file name, or no multipart at all. ``strict=True`` accepts only
+the §5.3 form: ``multipart/report; report-type=tlsrpt`` with ``application/tlsrpt+gzip``
+or ``application/tlsrpt+json`` parts.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.message
+import email.policy
+import email.utils
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from smtptls.errors import (
+    NoReportAttachmentError,
+    ReportError,
+    ReportMailError,
+    ReportTooLargeError,
+)
+from smtptls.tlsrpt.report import (
+    DEFAULT_MAX_DECOMPRESSED,
+    GZIP_MAGIC,
+    ZIP_MAGIC,
+    Report,
+    parse_report,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE",
+    "REPORT_MEDIA_TYPES",
+    "ReportAttachment",
+    "ReportFilename",
+    "ReportSubject",
+    "extract_reports_from_message",
+    "parse_filename",
+    "parse_subject",
+    "reports_from_message",
+]
+
+#: A report message larger than this is refused (base64 adds a third to the 5 MiB body).
+DEFAULT_MAX_MESSAGE = 8 * 1024 * 1024
+#: At most this many MIME parts are looked at.
+MAX_PARTS = 64
+#: At most this many reports are taken from one message.
+MAX_REPORTS = 16
+MAX_SUBJECT = 2048
+
+#: RFC 8460 §5.3 / §6.4 / §6.5: the registered report media types.
+REPORT_MEDIA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
+# Seen in the wild (QUIRKS.md 10) or generic types a report may travel under.
+_TOLERATED_TYPES = (
+    "application/tlsrpt",
+    "application/tlsrpt+zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/json",
+    "application/zip",
+    "application/x-zip-compressed",
+    "text/json",
+)
+_GENERIC_TYPES = ("application/octet-stream", "application/x-download", "text/plain")
+_REPORT_NAME_RE = re.compile(r".+\.(?:json|json\.gz|json\.zip|gz|zip)", re.I | re.S)
+
+
+class ReportAttachment(NamedTuple):
+    """A report payload found in a message: its file name ("" if none) and bytes."""
+
+    filename: str
+    payload: bytes
+
+
+def _content_type(part: email.message.Message) -> str:
+    # compat32 falls back to text/plain for a malformed Content-Type
+    return part.get_content_type().lower()
+
+
+def _filename(part: email.message.Message) -> str:
+    name = part.get_filename() or part.get_param("name")
+    if isinstance(name, tuple):  # RFC 2231 triple
+        name = email.utils.collapse_rfc2231_value(name)
+    if not isinstance(name, str):
+        return ""
+    if "=?" in name:
+        try:
+            name = str(email.header.make_header(email.header.decode_header(name)))
+        except (ValueError, LookupError, UnicodeError):
+            pass
+    return name.strip()[:255]
+
+
+def _looks_like_report(payload: bytes) -> bool:
+    head = payload[:64].lstrip()
+    return head[:2] == GZIP_MAGIC or head[:4] == ZIP_MAGIC or head[:1] == b"{"
+
+
+def _candidate(part: email.message.Message, *, strict: bool, top_level: bool) -> bool:
+    ctype = _content_type(part)
+    if ctype in REPORT_MEDIA_TYPES:
+        return True
+    if strict:
+        return False
+    if ctype in _TOLERATED_TYPES:
+        return True
+    name = _filename(part)
+    if name and _REPORT_NAME_RE.fullmatch(name) and not ctype.startswith("multipart/"):
+        return True
+    if top_level and ctype in _GENERIC_TYPES:
+        # a non-multipart message whose body is the report itself
+        payload = part.get_payload(decode=True)
+        return isinstance(payload, bytes) and _looks_like_report(payload)
+    return False
+
+
+def extract_reports_from_message(
+    raw: bytes,
+    *,
+    strict: bool = False,
+    max_size: int = DEFAULT_MAX_MESSAGE,
+    max_parts: int = MAX_PARTS,
+) -> list[ReportAttachment]:
+    """The report attachments of a TLSRPT report e-mail (RFC 8460 §5.3), in order.
+
+    Returns ``(filename, payload)`` pairs; *payload* is the decoded attachment (gzip,
+    JSON, or zip) for :func:`~smtptls.tlsrpt.report.parse_report`. Raises
+    :class:`~smtptls.errors.ReportTooLargeError` over *max_size*,
+    :class:`~smtptls.errors.ReportMailError` for an unreadable message or more than
+    *max_parts* MIME parts, and :class:`~smtptls.errors.NoReportAttachmentError` when
+    nothing in it is a report.
+    """
+    if isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+    if not isinstance(raw, bytes):
+        raise ReportMailError(f"a message is bytes, not {type(raw).__name__}")
+    if len(raw) > max_size:
+        raise ReportTooLargeError(f"message of {len(raw)} bytes is over the {max_size}-byte cap")
+    if not raw.strip():
+        raise NoReportAttachmentError("empty message")
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        top_type = _content_type(message)
+        if strict:
+            # RFC 8460 §5.3: multipart/report with report-type "tlsrpt"
+            report_type = str(message.get_param("report-type") or "").lower()
+            if top_type != "multipart/report" or report_type != "tlsrpt":
+                raise NoReportAttachmentError(
+                    f"message is {top_type}"
+                    + (f"; report-type={report_type}" if report_type else "")
+                    + ", not multipart/report; report-type=tlsrpt (RFC 8460 §5.3)"
+                )
+        found: list[ReportAttachment] = []
+        seen = 0
+        for part in message.walk():
+            seen += 1
+            if seen > max_parts:
+                raise ReportMailError(f"message has more than {max_parts} MIME parts")
+            if part.is_multipart():
+                continue
+            if not _candidate(part, strict=strict, top_level=part is message):
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes) or not payload.strip():
+                continue
+            found.append(ReportAttachment(_filename(part), payload))
+            if len(found) > MAX_REPORTS:
+                raise ReportMailError(f"message carries more than {MAX_REPORTS} reports")
+    except ReportError:
+        raise
+    except RecursionError:
+        raise ReportMailError("MIME structure nested too deeply") from None
+    except (ValueError, LookupError, TypeError, AttributeError, IndexError, UnicodeError) as exc:
+        # the stdlib e-mail parser is lenient, but its accessors can still trip on junk
+        raise ReportMailError(f"unreadable message: {str(exc)[:100]}") from None
+    if not found:
+        subject = " ".join(_decode_header(message.get("Subject", "")).split())[:80]
+        raise NoReportAttachmentError(
+            f"no TLSRPT report attachment in a {top_type} message"
+            + (f" (Subject: {subject!r})" if subject else "")
+        )
+    return found
+
+
+def reports_from_message(
+    raw: bytes,
+    *,
+    strict: bool = False,
+    max_size: int = DEFAULT_MAX_MESSAGE,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> list[Report]:
+    """Every report in a report e-mail, parsed (see :func:`parse_report`)."""
+    return [
+        parse_report(
+            a.payload, strict=strict, max_size=max_size, max_decompressed=max_decompressed
+        )
+        for a in extract_reports_from_message(raw, strict=strict, max_size=max_size)
+    ]
+
+
+# --- Subject and file name --------------------------------------------------------------------
+
+
+def _decode_header(value: Any) -> str:
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    if not isinstance(value, str):
+        return ""
+    if "=?" in value:
+        try:
+            value = str(email.header.make_header(email.header.decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            pass
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSubject:
+    """The RFC 8460 §5.3 Subject: ``Report Domain: <d> Submitter: <s> Report-ID: <<id>>``.
+
+    ``report_id`` is without the angle brackets; ``bracketed`` says whether they were
+    there (Microsoft leaves them out). The Subject's Report-ID need not equal the JSON
+    ``report-id`` (Google writes them differently).
+    """
+
+    domain: str
+    submitter: str
+    report_id: str | None
+    bracketed: bool = True
+
+    def to_text(self) -> str:
+        text = f"Report Domain: {self.domain} Submitter: {self.submitter}"
+        if self.report_id is not None:
+            rid = f"<{self.report_id}>" if self.bracketed else self.report_id
+            text += f" Report-ID: {rid}"
+        return text
+
+
+# RFC 8460 §5.3: "Report" 1*FWS "Domain:" 1*FWS domain 1*FWS "Submitter:" 1*FWS domain
+#                1*FWS "Report-ID:" 1*FWS "<" id-left "@" id-right ">"
+_SUBJECT_STRICT_RE = re.compile(
+    r"Report Domain: (?P<domain>[^\s<>]+) Submitter: (?P<submitter>[^\s<>]+)"
+    r" Report-ID: <(?P<id>[^\s<>@]+@[^\s<>@]+)>"
+)
+_SUBJECT_RE = re.compile(
+    r"Report\s*Domain:\s*(?P<domain>[^\s<>]+)\s+Submitter:\s*(?P<submitter>[^\s<>]+)"
+    r"(?:\s+Report-ID:\s*(?:<(?P<bid>[^\s<>]*)>|(?P<id>[^\s<>]+))?)?",
+    re.I,
+)
+
+
+def parse_subject(subject: str, *, strict: bool = False) -> ReportSubject | None:
+    """Read an RFC 8460 §5.3 report Subject; None if it does not have that form.
+
+    Folded lines are unfolded and RFC 2047 encoded words decoded first. Tolerant mode
+    (default) also takes lower case keywords, a Report-ID without ``<>`` or none at all.
+    The Subject is a SHOULD: a report mail with any other Subject is still a report.
+    """
+    if not isinstance(subject, str):
+        return None
+    text = " ".join(_decode_header(subject[:MAX_SUBJECT]).split())
+    if strict:
+        m = _SUBJECT_STRICT_RE.fullmatch(text)
+        if m is None:
+            return None
+        return ReportSubject(m["domain"], m["submitter"], m["id"], True)
+    m = _SUBJECT_RE.fullmatch(text)
+    if m is None:
+        return None
+    if m["bid"] is not None:
+        return ReportSubject(m["domain"], m["submitter"], m["bid"] or None, True)
+    return ReportSubject(m["domain"], m["submitter"], m["id"], False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilename:
+    """The RFC 8460 §5.3 attachment name:
+    ``sender!policy-domain!begin-timestamp!end-timestamp[!unique-id].json[.gz]``.
+
+    Timestamps are seconds since the epoch, read as aware UTC datetimes.
+    """
+
+    sender: str
+    policy_domain: str
+    begin: datetime
+    end: datetime
+    unique_id: str | None = None
+    compressed: bool = True
+
+    def to_text(self) -> str:
+        name = (
+            f"{self.sender}!{self.policy_domain}!"
+            f"{int(self.begin.timestamp())}!{int(self.end.timestamp())}"
+        )
+        if self.unique_id:
+            name += f"!{self.unique_id}"
+        return name + (".json.gz" if self.compressed else ".json")
+
+
+# RFC 8460 §5.3: filename = sender "!" policy-domain "!" begin-timestamp "!" end-timestamp
+#   [ "!" unique-id ] "." extension;  unique-id = 1*(ALPHA / DIGIT);
+#   extension = "json" / "json.gz"
+_FILENAME_RE = re.compile(
+    r"(?P<sender>[A-Za-z0-9_.\-]{1,253})!(?P<domain>[A-Za-z0-9_.\-]{1,253})"
+    r"!(?P<begin>[0-9]{1,11})!(?P<end>[0-9]{1,11})(?:!(?P<uid>[A-Za-z0-9]{1,64}))?"
+    r"\.(?P<ext>json|json\.gz)"
+)
+_FILENAME_LOOSE_RE = re.compile(
+    r"(?P<sender>[A-Za-z0-9_.\-]{1,253})!(?P<domain>[A-Za-z0-9_.\-]{1,253})"
+    r"!(?P<begin>[0-9]{1,11})!(?P<end>[0-9]{1,11})(?:!(?P<uid>[A-Za-z0-9_\-]{1,64}))?"
+    r"\.(?P<ext>json|json\.gz|gz|json\.zip|zip)",
+    re.I,
+)
+
+
+def parse_filename(name: str, *, strict: bool = False) -> ReportFilename | None:
+    """Read an RFC 8460 §5.3 report file name; None if it does not have that form."""
+    if not isinstance(name, str) or len(name) > 600:
+        return None
+    regex = _FILENAME_RE if strict else _FILENAME_LOOSE_RE
+    m = regex.fullmatch(name.strip())
+    if m is None:
+        return None
+    try:
+        begin = datetime.fromtimestamp(int(m["begin"]), UTC)
+        end = datetime.fromtimestamp(int(m["end"]), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return ReportFilename(
+        sender=m["sender"],
+        policy_domain=m["domain"],
+        begin=begin,
+        end=end,
+        unique_id=m["uid"],
+        compressed=m["ext"].lower() != "json",
+    )
