@@ -171,7 +171,7 @@ def _tls_failure(exc: BaseException) -> tuple[TlsFailure, str]:
 
 def _tls_error(exc: BaseException, url: str) -> FetchTlsError:
     reason, message = _tls_failure(exc)
-    err = FetchTlsError(f"TLS verification failed ({reason}): {message}", url=url)
+    err = FetchTlsError(f"TLS verification failed ({reason}): {_short(message)}", url=url)
     err.reason = reason  # type: ignore[attr-defined]
     return err
 
@@ -250,7 +250,7 @@ async def fetch_policy(
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, _ResolveFailed):
             raise _dns_fetch_error(exc, url) from None
-        raise FetchError(f"cannot connect: {exc.os_error.strerror or exc.os_error}",
+        raise FetchError(f"cannot connect: {_short(exc.os_error.strerror or exc.os_error)}",
                          url=url) from None
     except TimeoutError:
         raise FetchTimeoutError(
@@ -259,25 +259,29 @@ async def fetch_policy(
     except aiohttp.TooManyRedirects:  # pragma: no cover - redirects are never followed
         raise FetchStatusError("redirect not followed", url=url) from None
     except aiohttp.ClientResponseError as exc:
-        raise FetchError(f"bad HTTP response: {exc.message}", url=url) from None
+        raise FetchError(f"bad HTTP response: {_short(exc.message)}", url=url) from None
     except aiohttp.ClientError as exc:
-        raise FetchError(f"HTTP failure: {exc}", url=url) from None
+        raise FetchError(f"HTTP failure: {_short(exc)}", url=url) from None
     except OSError as exc:
-        raise FetchError(f"network failure: {exc.strerror or exc}", url=url) from None
+        raise FetchError(f"network failure: {_short(exc.strerror or exc)}", url=url) from None
     text, content_type, status = result
     return FetchResult(text=text, content_type=content_type, status=status, url=url,
                        elapsed=time.monotonic() - started,
                        security=dns_resolver.last_security or Security.INSECURE)
 
 
+def _short(value: object, limit: int = 200) -> str:
+    """Peer-controlled text in error messages is cut to a bounded length."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _dns_fetch_error(exc: Any, url: str) -> FetchError:
     os_error = getattr(exc, "os_error", None)
     inner = getattr(os_error, "error", None)
-    if isinstance(inner, FetchError):
-        return FetchError(f"cannot resolve the policy host: {inner}", url=url)
     if isinstance(inner, SmtpTlsError):
         return FetchError(f"cannot resolve the policy host: {inner}", url=url)
-    return FetchError(f"cannot resolve the policy host: {os_error or exc}", url=url)
+    return FetchError(f"cannot resolve the policy host: {_short(os_error or exc)}", url=url)
 
 
 async def _get(
@@ -292,8 +296,8 @@ async def _get(
                 f"HTTP {status} redirect to {where[:200]!r} not followed (RFC 8461 §3.3)",
                 url=url, status=status)
         if status != 200:
-            raise FetchStatusError(f"HTTP {status} {resp.reason or ''}".rstrip(), url=url,
-                                   status=status)
+            raise FetchStatusError(f"HTTP {status} {_short(resp.reason or '', 80)}".rstrip(),
+                                   url=url, status=status)
         content_type = resp.headers.get("Content-Type", "")
         # RFC 8461 §3.3 (B4): the policy is served as text/plain.
         if not is_text_plain(content_type):
