@@ -179,3 +179,99 @@ def test_demo_uses_configured_sqlite_path(tmp_path):
     r = smtptls("demo", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 0
     assert (tmp_path / "elsewhere" / "c.sqlite3").is_file()
+
+
+# --- mta-sts DOMAIN against the lab --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab_env(request):
+    try:
+        lab = request.getfixturevalue("lab")
+    except pytest.FixtureLookupError:
+        pytest.skip("test lab not available (tests/lab fixtures)")
+    from tests.lab import LabDomain, PolicyHost
+
+    return lab, LabDomain, PolicyHost
+
+
+def _lab_args(lab) -> list[str]:
+    host, port = lab.resolver
+    return ["--nameserver", f"{host}:{port}", "--ca-file", str(lab.ca_file), "--timeout", "5"]
+
+
+def _publish(lab_env, prefix, *, txt=("v=STSv1; id=1",), body=None, **host):
+    import random
+
+    lab, LabDomain, PolicyHost = lab_env
+    name = f"{prefix}-{random.randint(0, 10**8):08d}.{lab.ZONE_INSECURE}"
+    body = body if body is not None else (
+        f"version: STSv1\nmode: enforce\nmx: mx1.{name}\nmx: *.mx.{name}\nmax_age: 86400\n")
+    lab.add(LabDomain(name, txt={"_mta-sts": list(txt)} if txt else {},
+                      policy=PolicyHost(body=body, **host)))
+    return name
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+def test_rfc8461_3_3_cli_domain_valid_policy(lab_env):
+    lab = lab_env[0]
+    name = _publish(lab_env, "cli-valid")
+    r = smtptls("mta-sts", name, "--no-cache", "--json", *_lab_args(lab))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["outcome"] == "fetched" and out["record_id"] == "1"
+    assert out["policy"] == {"version": "STSv1", "mode": "enforce", "max_age": 86400,
+                             "mx": [f"mx1.{name}", f"*.mx.{name}"]}
+    assert out["fetch"]["status"] == 200
+    human = smtptls("mta-sts", name, "--no-cache", *_lab_args(lab))
+    assert human.returncode == 0 and "enforce" in human.stdout and narrow(human.stdout)
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.1")
+def test_rfc8461_3_1_cli_no_record_is_exit_1(lab_env):
+    name = _publish(lab_env, "cli-norecord", txt=())
+    r = smtptls("mta-sts", name, "--no-cache", "--json", *_lab_args(lab_env[0]))
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["outcome"] == "no-policy"
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 8.3")
+def test_rfc8461_8_3_cli_mode_none_is_exit_1(lab_env):
+    name = _publish(lab_env, "cli-none", body="version: STSv1\nmode: none\nmax_age: 600\n")
+    r = smtptls("mta-sts", name, "--no-cache", "--json", *_lab_args(lab_env[0]))
+    assert r.returncode == 1 and json.loads(r.stdout)["policy"]["mode"] == "none"
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+@pytest.mark.parametrize(
+    "host, kind",
+    [({"status": 404}, "status"), ({"cert": "expired"}, "tls"),
+     ({"content_type": "text/html"}, "content-type")],
+    ids=["http-404", "expired-cert", "text-html"],
+)
+def test_rfc8461_3_3_cli_fetch_failure_is_exit_2(lab_env, host, kind):
+    name = _publish(lab_env, "cli-fail", **host)
+    r = smtptls("mta-sts", name, "--no-cache", "--json", *_lab_args(lab_env[0]))
+    assert r.returncode == 2
+    out = json.loads(r.stdout)
+    assert out["outcome"] == "fetch-failed" and out["errors"]["fetch"]["kind"] == kind
+    human = smtptls("mta-sts", name, "--no-cache", *_lab_args(lab_env[0]))
+    assert human.returncode == 2 and "fetch error" in human.stdout and narrow(human.stdout)
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+def test_rfc8461_3_3_cli_uses_sqlite_cache_across_runs(lab_env, tmp_path):
+    lab = lab_env[0]
+    name = _publish(lab_env, "cli-cache")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[cache]\nsqlite_path = "{tmp_path / "cache.sqlite3"}"\n')
+    first = smtptls("mta-sts", name, "--json", "--config", str(cfg), *_lab_args(lab))
+    second = smtptls("mta-sts", name, "--json", "--config", str(cfg), *_lab_args(lab))
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert json.loads(first.stdout)["outcome"] == "fetched"
+    assert json.loads(second.stdout)["outcome"] == "cached"

@@ -309,8 +309,9 @@ async def test_rfc8461_3_3_intermediate_chain_accepted(lab_env):
         ("expired", TlsFailure.EXPIRED),
         ("untrusted", TlsFailure.UNTRUSTED),
         ("self-signed", TlsFailure.UNTRUSTED),
+        ("not-yet-valid", TlsFailure.NOT_YET_VALID),
     ],
-    ids=["wrong-name", "expired", "untrusted-ca", "self-signed"],
+    ids=["wrong-name", "expired", "untrusted-ca", "self-signed", "not-yet-valid"],
 )
 async def test_rfc8461_3_3_certificate_must_be_valid(lab_env, cert, reason):
     name = add_policy_domain(lab_env, f"cert-{cert}", cert=cert)
@@ -354,8 +355,9 @@ async def test_rfc8461_3_3_only_200_yields_policy(lab_env, status):
         ("text/html", False),
         ("application/octet-stream", False),
         ("application/json+text/plain", False),
+        (None, False),
     ],
-    ids=["plain", "charset", "upper-case", "html", "octet-stream", "json-plus"],
+    ids=["plain", "charset", "upper-case", "html", "octet-stream", "json-plus", "missing"],
 )
 async def test_rfc8461_3_3_media_type_text_plain(lab_env, content_type, ok):
     name = add_policy_domain(lab_env, "ctype", content_type=content_type)
@@ -377,10 +379,42 @@ async def test_rfc8461_3_3_oversized_body_with_content_length(lab_env):
 
 @pytest.mark.lab
 @pytest.mark.rfc("8461 3.3")
-async def test_rfc8461_3_3_slow_server_times_out(lab_env):
-    name = add_policy_domain(lab_env, "slow", delay=3.0)
+async def test_rfc8461_3_3_oversized_chunked_body(lab_env):
+    # corpus chunked-overlength.loc: no Content-Length, the body grows past 64 KiB
+    name = add_policy_domain(lab_env, "chunked-over", body_size=70000, chunked=True)
+    with pytest.raises(FetchTooLargeError):
+        await lab_fetch(lab_env, name)
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_chunked_policy_within_cap(lab_env):
+    name = add_policy_domain(lab_env, "chunked-ok", chunked=True, chunk_size=16)
+    assert parse_policy((await lab_fetch(lab_env, name)).text).mode is Mode.ENFORCE
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+@pytest.mark.parametrize(
+    "host",
+    [{"delay": 3.0}, {"body_delay": 0.7, "chunk_size": 20}],
+    ids=["slow-head", "trickling-body"],
+)
+async def test_rfc8461_3_3_slow_server_times_out(lab_env, host):
+    name = add_policy_domain(lab_env, "slow", **host)
     with pytest.raises(FetchTimeoutError):
         await lab_fetch(lab_env, name, connect=1.0, total=1.0)
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_connection_refused_and_aborted(lab_env):
+    refused = add_policy_domain(lab_env, "refused", reachable=False)
+    with pytest.raises(FetchError, match="connect"):
+        await lab_fetch(lab_env, refused)
+    aborted = add_policy_domain(lab_env, "aborted", body_size=4000, abort_after=100)
+    with pytest.raises(FetchError):
+        await lab_fetch(lab_env, aborted)
 
 
 @pytest.mark.lab
@@ -456,9 +490,44 @@ async def test_rfc8461_3_1_txt_strings_concatenated(lab_env):
     lab, LabDomain, _ = lab_env
     name = f"{_uniq('split')}.{lab.ZONE_INSECURE}"
     # one TXT record published as two character-strings
-    lab.add(LabDomain(name, txt={"_mta-sts": [["v=STSv1; ", "id=split1"]]}))
+    lab.add(LabDomain(name, txt={"_mta-sts": [("v=STSv1; ", "id=split1")]}))
     answer = await lab_resolver(lab).txt(f"_mta-sts.{name}")
     assert answer.records == ("v=STSv1; id=split1",)
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.1")
+async def test_rfc8461_3_1_cname_chain_followed(lab_env):
+    """Corpus a.cnames.example: _mta-sts.a -> _mta-sts.b -> _mta-sts.c (TXT id=1)."""
+    lab, LabDomain, PolicyHost = lab_env
+    zone = lab.ZONE_SECURE
+    a, b, c = (f"{_uniq(x)}.{zone}" for x in "abc")
+    lab.add(
+        LabDomain(a, policy=PolicyHost(body=POLICY.format(d=a)),
+                  records=[(f"_mta-sts.{a}", "CNAME", f"_mta-sts.{b}.")]),
+        LabDomain(b, records=[(f"_mta-sts.{b}", "CNAME", f"_mta-sts.{c}.")]),
+        LabDomain(c, txt={"_mta-sts": ["v=STSv1; id=1"]}),
+    )
+    answer = await lab_resolver(lab).txt(f"_mta-sts.{a}")
+    assert answer.records == ("v=STSv1; id=1",)
+    assert answer.cname_chain == (f"_mta-sts.{b}", f"_mta-sts.{c}")
+    assert answer.security is Security.SECURE
+    d = await discover(a, dns=lab_resolver(lab), cache=MemoryPolicyCache(),
+                       fetch_config=lab_fetch_config(lab), now=1e9)
+    assert d.outcome is Outcome.FETCHED and d.record_id == "1"  # policy fetched from a
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 3.1")
+async def test_rfc8461_3_1_cname_into_servfail_is_temporary_failure(lab_env):
+    """Corpus followtemperror.example: the CNAME target answers SERVFAIL."""
+    lab, LabDomain, _ = lab_env
+    bad = f"{_uniq('temperror')}.{lab.ZONE_BOGUS}"
+    follow = f"{_uniq('followtemperror')}.{lab.ZONE_INSECURE}"
+    lab.add(LabDomain(bad, txt={"_mta-sts": ["v=STSv1; id=1"]}),
+            LabDomain(follow, records=[(f"_mta-sts.{follow}", "CNAME", f"_mta-sts.{bad}.")]))
+    with pytest.raises(DnsBogus):
+        await lab_resolver(lab).txt(f"_mta-sts.{follow}")
 
 
 @pytest.mark.lab

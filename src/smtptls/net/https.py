@@ -7,7 +7,8 @@ returns the body text. What it enforces, and where the RFC says so:
 - B2 (§3.3, RFC 6125): SNI sent, certificate chain verified against the configured CA
   file (the system store when none), host name checked, expiry checked. Verification
   is never disabled; a failure is a :class:`~smtptls.errors.FetchTlsError` whose
-  ``reason`` is ``expired``, ``wrong-name``, ``untrusted`` or ``handshake``.
+  ``reason`` is ``expired``, ``not-yet-valid``, ``wrong-name``, ``untrusted`` or
+  ``handshake``.
 - B3 (§3.3): redirects are not followed; any status but 200 is a
   :class:`~smtptls.errors.FetchStatusError` carrying the status.
 - B4 (§3.3): the media type must be ``text/plain`` (parameters allowed), else
@@ -65,6 +66,7 @@ class TlsFailure(StrEnum):
     """Why the policy host's certificate was refused (maps to TLSRPT result types)."""
 
     EXPIRED = "expired"  # certificate-expired
+    NOT_YET_VALID = "not-yet-valid"  # certificate-not-trusted / validation-failure
     WRONG_NAME = "wrong-name"  # certificate-host-mismatch
     UNTRUSTED = "untrusted"  # certificate-not-trusted
     HANDSHAKE = "handshake"  # validation-failure / other TLS error
@@ -155,6 +157,8 @@ def _tls_failure(exc: BaseException) -> tuple[TlsFailure, str]:
     # OpenSSL X509_V_ERR_* codes.
     if code == 10:  # CERT_HAS_EXPIRED
         return TlsFailure.EXPIRED, message
+    if code == 9:  # CERT_NOT_YET_VALID
+        return TlsFailure.NOT_YET_VALID, message
     if code == 62:  # HOSTNAME_MISMATCH
         return TlsFailure.WRONG_NAME, message
     if code in (2, 18, 19, 20, 21, 24, 27, 28):  # no issuer / self-signed / untrusted

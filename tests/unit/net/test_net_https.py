@@ -55,10 +55,11 @@ class _CertError(ssl.SSLCertVerificationError):
         (20, "unable to get local issuer certificate", TlsFailure.UNTRUSTED),
         (18, "self-signed certificate", TlsFailure.UNTRUSTED),
         (19, "self-signed certificate in certificate chain", TlsFailure.UNTRUSTED),
-        (9, "certificate is not yet valid", TlsFailure.HANDSHAKE),
+        (9, "certificate is not yet valid", TlsFailure.NOT_YET_VALID),
+        (7, "certificate signature failure", TlsFailure.HANDSHAKE),
     ],
     ids=["expired", "wrong-name", "no-local-issuer", "self-signed", "self-signed-chain",
-         "not-yet-valid"],
+         "not-yet-valid", "bad-signature"],
 )
 def test_rfc8461_3_3_tls_failure_reasons(code, message, reason):
     err = https._tls_error(_CertError(code, message), "https://mta-sts.x/")
