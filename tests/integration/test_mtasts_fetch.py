@@ -586,6 +586,8 @@ async def test_rfc8461_3_3_discovery_cache_life_cycle(lab_env):
 
     publish("4", "version: STSv1\nmode: none\nmax_age: 86400\n")
     d = await run(1004.0)
+    assert d.outcome is Outcome.CACHED and d.rate_limited  # refetch rate-limited (B6)
+    d = await run(1400.0)
     assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.NONE  # D4
     assert (await cache.get(name)).policy.mode is Mode.NONE
 

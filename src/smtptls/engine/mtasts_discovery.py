@@ -37,6 +37,7 @@ from smtptls.config import FetchConfig
 from smtptls.dnssec import Security
 from smtptls.errors import DnsBogus, DnsError, PolicyError, SmtpTlsError, StoreError
 from smtptls.mtasts.cache_logic import (
+    DEFAULT_RETRY_AFTER,
     Action,
     CachedPolicy,
     FetchOutcome,
@@ -89,6 +90,7 @@ class Discovery:
     txt_error: SmtpTlsError | None = None
     fetch_error: SmtpTlsError | None = None
     store_error: SmtpTlsError | None = None
+    rate_limited: bool = False  # a refetch was due but the last one failed too recently
 
     @property
     def from_cache(self) -> bool:
@@ -106,6 +108,7 @@ class Discovery:
             "outcome": self.outcome.value,
             "action": self.action.value,
             "from_cache": self.from_cache,
+            "rate_limited": self.rate_limited,
             "record": None if self.record is None else self.record.to_text(),
             "record_id": self.record_id,
             "txt_records": list(self.txt_records),
@@ -159,6 +162,7 @@ async def discover(
     now: float,
     proactive: bool = False,
     fetcher: Fetcher | None = None,
+    retry_after: float = DEFAULT_RETRY_AFTER,
 ) -> Discovery:
     """Discover the MTA-STS policy of ``domain`` (RFC 8461 §3, §5.1). Never raises
     an :class:`~smtptls.errors.SmtpTlsError`: failures are fields of the result.
@@ -166,7 +170,9 @@ async def discover(
     ``now`` is the current time in seconds since the epoch. ``proactive=True`` is the
     background refresh (D3): a valid record leads to a fetch even with an unchanged id.
     ``fetcher`` replaces :func:`~smtptls.net.https.fetch_policy` (same signature), e.g.
-    to fetch through a proxy-aware transport.
+    to fetch through a proxy-aware transport. ``retry_after``: after a failed refresh,
+    the unexpired cached policy is used without a new fetch for this many seconds
+    (RFC 8461 §3.3 allows rate-limiting refetches; B6).
     """
     fetch_config = fetch_config or FetchConfig()
     try:
@@ -179,7 +185,8 @@ async def discover(
     if task is None or task.done():
         task = asyncio.ensure_future(
             _discover(name, dns=dns, cache=cache, fetch_config=fetch_config, now=now,
-                      proactive=proactive, fetcher=fetcher or fetch_policy))
+                      proactive=proactive, fetcher=fetcher or fetch_policy,
+                      retry_after=retry_after))
         _inflight[key] = task
 
         def _forget(t: asyncio.Task[Discovery], key: Any = key) -> None:
@@ -219,6 +226,7 @@ async def _discover(
     now: float,
     proactive: bool,
     fetcher: Fetcher,
+    retry_after: float,
 ) -> Discovery:
     store_error: SmtpTlsError | None = None
     try:
@@ -247,6 +255,15 @@ async def _discover(
                          store_error=store_error, **common)
 
     assert record is not None  # decide_refresh only fetches with a valid record
+    entry = live(stored, now)
+    if (entry is not None and entry.last_checked > entry.fetched_at
+            and 0 <= now - entry.last_checked < retry_after):
+        # RFC 8461 §3.3: senders MAY rate-limit refetches after a failure; the last
+        # attempt failed (last_checked moved past fetched_at) less than retry_after ago,
+        # so keep applying the unexpired cached policy without fetching again (B6, B8).
+        return Discovery(domain, Outcome.CACHED, Action.USE_CACHED, entry.policy,
+                         entry.policy_id, cached=entry, store_error=store_error,
+                         rate_limited=True, **common)
     fetched: Policy | SmtpTlsError
     fetch: FetchResult | None = None
     fetch_error: SmtpTlsError | None = None

@@ -234,3 +234,19 @@ async def test_store_failures_are_data_not_exceptions():
     assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.ENFORCE
     assert isinstance(d.store_error, StoreError)
     assert d.to_dict()["errors"]["store"]["message"] == "down"
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_refetch_rate_limited_after_failure():
+    cache = MemoryPolicyCache()
+    await cache.put("example.com", cached(policy_id="1"))
+    failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
+    d = await run(FakeDns(txt("2")), cache, failing, now=T0)
+    assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED and failing.calls == 1
+    d = await run(FakeDns(txt("2")), cache, failing, now=T0 + 60)
+    assert d.outcome is Outcome.CACHED and d.rate_limited and failing.calls == 1
+    assert d.policy.mode is Mode.ENFORCE and d.to_dict()["rate_limited"] is True
+    working = FakeFetcher(body=TESTING)
+    d = await run(FakeDns(txt("2")), cache, working, now=T0 + 301)
+    assert d.outcome is Outcome.FETCHED and working.calls == 1
+    assert d.policy.mode is Mode.TESTING
