@@ -54,6 +54,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listen_address(text: str, default_port: int) -> tuple[str, int]:
+    """``parse_hostport`` that also takes port 0 (the system picks a free port)."""
+    if text.strip().endswith(":0"):
+        return parse_hostport(text.strip()[:-2], default_port)[0], 0
+    return parse_hostport(text, default_port)
+
+
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -88,7 +95,7 @@ class ReportsService:
         if (self.options.tls_cert is None) != (self.options.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.options.listen:
-            host, _ = parse_hostport(self.options.listen, 8460)
+            host, _ = listen_address(self.options.listen, 8460)
             if not is_loopback(host) and not self.token:
                 raise ConfigError(
                     f"refusing to serve the dashboard on {host} without a token: set "
@@ -111,7 +118,7 @@ class ReportsService:
                               metrics=self.metrics)
         try:
             if self.options.listen:
-                host, port = parse_hostport(self.options.listen, 8460)
+                host, port = listen_address(self.options.listen, 8460)
                 app = create_app(self.store, intake, metrics=self.metrics, token=self.token,
                                  max_body=cfg.max_body)
                 self._runner = web.AppRunner(app, access_log=None)
@@ -127,7 +134,7 @@ class ReportsService:
             for spec, lmtp in ((self.options.smtp, False), (self.options.lmtp, True)):
                 if not spec:
                     continue
-                host, port = parse_hostport(spec, 24 if lmtp else 25)
+                host, port = listen_address(spec, 24 if lmtp else 25)
                 server = await start_mail_listener(intake, host, port, lmtp=lmtp,
                                                    max_message=max_message)
                 self._servers.append(server)
