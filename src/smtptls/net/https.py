@@ -43,7 +43,6 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from smtptls.config import FetchConfig
 from smtptls.dnssec import Security
 from smtptls.errors import (
-    DnsError,
     FetchContentTypeError,
     FetchError,
     FetchStatusError,
@@ -111,24 +110,27 @@ class DnsAiohttpResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        try:
-            answers = []
-            if family in (socket.AF_INET, socket.AF_UNSPEC):
-                answers.append((socket.AF_INET, await self._dns.a(host)))
-            if family in (socket.AF_INET6, socket.AF_UNSPEC):
-                answers.append((socket.AF_INET6, await self._dns.aaaa(host)))
-        except DnsError as exc:
-            raise _ResolveFailed(exc) from None
+        wanted = []
+        if family in (socket.AF_INET, socket.AF_UNSPEC):
+            wanted.append((socket.AF_INET, "A"))
+        if family in (socket.AF_INET6, socket.AF_UNSPEC):
+            wanted.append((socket.AF_INET6, "AAAA"))
+        # A and AAAA together; one of them failing is fine if the other has addresses
+        answers = await asyncio.gather(*(self._dns.try_query(host, t) for _, t in wanted))
         results: list[ResolveResult] = []
-        for fam, answer in answers:
+        for (fam, _), answer in zip(wanted, answers, strict=True):
             for address in answer.records:
                 results.append(ResolveResult(hostname=host, host=address, port=port,
                                              family=fam, proto=0,
                                              flags=socket.AI_NUMERICHOST))
-        secure = all(a.security is Security.SECURE for _, a in answers)
+        usable = [a for a in answers if a.records]
+        secure = bool(usable) and all(a.security is Security.SECURE for a in usable)
         self.last_security = Security.SECURE if secure else Security.INSECURE
         if not results:
-            nx = any(a.nxdomain for _, a in answers)
+            errors = [a.error for a in answers if a.error is not None]
+            if errors:
+                raise _ResolveFailed(errors[0])
+            nx = any(a.nxdomain for a in answers)
             what = "does not exist (NXDOMAIN)" if nx else "has no address records"
             raise _ResolveFailed(FetchError(f"{host} {what}"))
         return results
