@@ -28,8 +28,11 @@ was wrong and, where it applies, where (line, field, record)::
     │   │   └── MultipleTlsrptRecordsError  more than one v=TLSRPTv1 record (§3)
     │   ├── ReportParseError        report JSON/model errors; .path
     │   ├── ReportTooLargeError     compressed or decompressed size over its cap
-    │   └── ReportMailError         report e-mail (§5.3) unusable
-    │       └── NoReportAttachmentError  no report attachment in the message
+    │   ├── ReportMailError         report e-mail (§5.3) unusable
+    │   │   └── NoReportAttachmentError  no report attachment in the message
+    │   ├── ResultError             a sender's TLS session result is unusable
+    │   │   └── DatagramError       a libtlsrpt datagram is malformed
+    │   └── ReportDeliveryError     a report could not be delivered (§5.3); .permanent
     ├── StoreError                  storage backend failure
     └── ProtocolError               a peer spoke a wire protocol wrongly (socketmap, ...)
 """
@@ -213,6 +216,28 @@ class ReportMailError(ReportError):
 
 class NoReportAttachmentError(ReportMailError):
     """The message carries no TLSRPT report attachment."""
+
+
+class ResultError(ReportError):
+    """A TLS session result (the sending side's raw data for a report) is unusable."""
+
+
+class DatagramError(ResultError):
+    """A libtlsrpt datagram (JSON over a UNIX datagram socket) is malformed."""
+
+
+class ReportDeliveryError(ReportError):
+    """A report could not be delivered to a ``rua`` URI (RFC 8460 §5.3).
+
+    ``permanent`` says whether retrying can help (an unusable URI, a 4xx answer, a 5xx
+    SMTP reply); temporary failures are retried with back-off for about a day.
+    """
+
+    def __init__(self, message: str, *, uri: str | None = None, permanent: bool = False
+                 ) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.permanent = permanent
 
 
 # --- storage and wire protocols --------------------------------------------------------
