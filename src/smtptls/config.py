@@ -82,6 +82,55 @@ class ReportsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsrptConfig:
+    """TLSRPT for senders: session results in, one daily report per policy domain out.
+
+    Identity (RFC 8460 §4.4, §5.3): ``submitter`` is the domain named in report-ids,
+    the Subject, the file name and ``TLS-Report-Submitter`` (empty: this host's FQDN);
+    ``organization_name`` and ``contact_info`` default from it. Collection: a libtlsrpt
+    datagram socket, Postfix log files or journald, and an HTTP endpoint. Delivery:
+    HTTPS POST and DKIM-signed mail through ``smtp_relay``, the first attempt at a
+    random moment within ``send_window`` seconds after 00:00 UTC, retries with
+    exponential back-off from ``retry_initial`` up to ``retry_max`` for ``give_up_after``.
+    """
+
+    organization_name: str = ""
+    contact_info: str = ""
+    submitter: str = ""
+    backend: str = "sqlite"
+    sqlite_path: str = "var/smtptls-tlsrpt.sqlite3"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
+    postgres_schema: str | None = None
+    retention_days: int = 14
+    socket_path: str | None = None
+    socket_mode: str = "0660"
+    http_listen: str | None = "127.0.0.1:8462"
+    http_token: str | None = None
+    log_files: tuple[str, ...] = ()
+    journald: bool = False
+    policy_source: str = "cache"
+    sending_ip: str | None = None
+    flush_interval: float = 1.0
+    batch_size: int = 2000
+    max_pending: int = 100000
+    send_window: float = 14400.0
+    retry_initial: float = 300.0
+    retry_max: float = 7200.0
+    give_up_after: float = 86400.0
+    http_timeout: float = 60.0
+    ca_file: str | None = None
+    smtp_relay: str = "127.0.0.1:25"
+    smtp_starttls: bool = False
+    smtp_timeout: float = 60.0
+    mail_from: str = ""
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_key_file: str = ""
+    rua_cache_size: int = 10000
+    max_report_size: int = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -94,12 +143,15 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     policyd: PolicydConfig = field(default_factory=PolicydConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    tlsrpt: TlsrptConfig = field(default_factory=TlsrptConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cache.backend": ("sqlite", "postgres", "redis"),
     "reports.backend": ("sqlite", "postgres"),
+    "tlsrpt.backend": ("sqlite", "postgres"),
+    "tlsrpt.policy_source": ("cache", "none"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("text", "json"),
 }
