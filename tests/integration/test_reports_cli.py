@@ -1,0 +1,187 @@
+"""``smtptls reports import|list|summary|show|quarantine`` over the real-world corpus.
+
+The expected totals are computed here straight from the corpus files (json + email
+modules), independently of the TLSRPT core and of the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import gzip
+import io
+import json
+import mailbox
+from datetime import UTC, datetime
+
+import pytest
+
+from smtptls.cli.main import main
+
+
+def _payloads(path):
+    """Report JSON objects in one corpus file, decoded by hand."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return [json.loads(data)]
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    out = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        name = part.get_filename() or part.get_param("name") or ""
+        if part.is_multipart() or not (ctype.startswith("application/tlsrpt")
+                                        or str(name).endswith((".json", ".json.gz", ".gz"))):
+            continue
+        body = part.get_payload(decode=True)
+        if body[:2] == b"\x1f\x8b":
+            body = gzip.decompress(body)
+        out.append(json.loads(body))
+    return out
+
+
+def _start_day(text: str) -> str:
+    dt = datetime.fromisoformat(text.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).date().isoformat()
+
+
+@pytest.fixture(scope="module")
+def expected(corpus):
+    reports = {}
+    files = sorted(p for p in (corpus / "tlsrpt-reports").iterdir() if p.suffix in (".json", ".eml"))
+    for path in files:
+        for r in _payloads(path):
+            reports.setdefault((r["report-id"], r["organization-name"]), r)
+    ok = failed = 0
+    per_day: dict[str, list[int]] = {}
+    for r in reports.values():
+        day = _start_day(r["date-range"]["start-datetime"])
+        for p in r.get("policies") or []:
+            s = p.get("summary") or {}
+            a = s.get("total-successful-session-count") or 0
+            b = s.get("total-failure-session-count") or 0
+            ok, failed = ok + a, failed + b
+            slot = per_day.setdefault(day, [0, 0])
+            slot[0] += a
+            slot[1] += b
+    return {"files": files, "reports": reports, "successful": ok, "failed": failed, "per_day": per_day}
+
+
+def run(capsys, *argv):
+    code = main(["reports", *argv])
+    out = capsys.readouterr().out
+    return code, out
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "reports.sqlite3")
+
+
+def test_corpus_imports_and_summary_totals_are_right(capsys, corpus, db, expected):
+    code, out = run(capsys, "import", "--db", db, "--json", str(corpus / "tlsrpt-reports"))
+    result = json.loads(out)
+    assert code == 1  # one negative sample (a cron mail) is quarantined: a finding
+    assert result["stored"] == len(expected["reports"])
+    assert result["quarantined"] == 1 and result["errors"] == []
+    (bad,) = [i for i in result["items"] if i["status"] == "quarantined"]
+    assert bad["source"].endswith("tlsrpt-rs__empty.eml")
+    every_source = {i["source"] for i in result["items"]}
+    assert every_source == {str(p) for p in expected["files"]}  # every file was read
+
+    code, out = run(capsys, "summary", "--db", db, "--json")
+    summary = json.loads(out)
+    assert code == 0
+    assert summary["totals"] == {"reports": len(expected["reports"]),
+                                 "successful_sessions": expected["successful"],
+                                 "failed_sessions": expected["failed"]}
+    per_day = {d["date"]: [d["successful_sessions"], d["failed_sessions"]] for d in summary["days"]}
+    assert per_day == expected["per_day"]
+
+
+def test_reimport_is_idempotent(capsys, corpus, db, expected):
+    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
+    code, out = run(capsys, "import", "--db", db, "--json", str(corpus / "tlsrpt-reports"))
+    result = json.loads(out)
+    assert result["stored"] == 0
+    assert result["duplicate"] == sum(len(_payloads(p)) for p in expected["files"]
+                                      if not p.name.endswith("empty.eml"))
+    code, out = run(capsys, "list", "--db", db, "--json", "--limit", "1000")
+    assert len(json.loads(out)) == len(expected["reports"])
+
+
+def test_summary_csv_and_domain_filter(capsys, corpus, db, expected):
+    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
+    code, out = run(capsys, "summary", "--db", db, "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert sum(int(r["successful_sessions"]) for r in rows if r["record"] == "summary") == expected["successful"]
+    assert sum(int(r["failed_sessions"]) for r in rows if r["record"] == "summary") == expected["failed"]
+    domain = "company-y.example"
+    want = sum(p["summary"]["total-successful-session-count"] for r in expected["reports"].values()
+               for p in r["policies"] if (p["policy"].get("policy-domain") or "").lower() == domain)
+    code, out = run(capsys, "summary", "--db", db, "--json", "--domain", domain)
+    assert json.loads(out)["totals"]["successful_sessions"] == want > 0
+    code, out = run(capsys, "summary", "--db", db, "--json", "--since", "2100-01-01")
+    assert json.loads(out)["totals"]["reports"] == 0
+    code, out = run(capsys, "summary", "--db", db)
+    assert "successful" in out and all(len(line) <= 100 for line in out.splitlines())
+
+
+def test_list_show_and_quarantine(capsys, corpus, db):
+    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
+    code, out = run(capsys, "list", "--db", db, "--domain", "company-y.example", "--json")
+    listed = json.loads(out)
+    assert code == 0 and listed and all("company-y.example" in r["policy_domains"] for r in listed)
+    rid = "5065427c-23d3-47ca-b6e0-946ea0e8c4be"
+    code, out = run(capsys, "show", "--db", db, rid, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["report"]["report-id"] == rid and shown["successful_sessions"] == 5326
+    code, out = run(capsys, "show", "--db", db, str(shown["id"]))
+    assert code == 0 and "certificate-expired" in out
+    code, _ = run(capsys, "show", "--db", db, "no-such-report")
+    assert code == 1
+    code, out = run(capsys, "quarantine", "--db", db, "--json")
+    (entry,) = json.loads(out)
+    assert "no tlsrpt report" in entry["reason"].lower()
+    assert main(["reports", "quarantine", "--db", db, "--raw", str(entry["id"])]) == 0
+    captured = capsys.readouterr()
+    raw = (corpus / "tlsrpt-reports" / "tlsrpt-rs__empty.eml").read_bytes()
+    assert captured.out.encode("utf-8", "surrogateescape") == raw
+
+
+def test_maildir_mbox_and_gzip_files(capsys, corpus, tmp_path, db):
+    emls = sorted((corpus / "tlsrpt-reports").glob("*.eml"))
+    md = mailbox.Maildir(str(tmp_path / "Maildir"), create=True)
+    box = mailbox.mbox(str(tmp_path / "reports.mbox"), create=True)
+    for p in emls:
+        md.add(p.read_bytes())
+        box.add(p.read_bytes())
+    box.flush()
+    box.close()
+    gz = tmp_path / "files" / "rfc.json.gz"
+    gz.parent.mkdir()
+    rfc = json.loads((corpus / "tlsrpt-reports" / "parsedmarc__rfc8460.json").read_bytes())
+    rfc["report-id"] = "gz-1"
+    gz.write_bytes(gzip.compress(json.dumps(rfc).encode()))
+    code, out = run(capsys, "import", "--db", db, "--json", str(tmp_path / "Maildir"))
+    first = json.loads(out)
+    assert first["stored"] + first["duplicate"] + first["quarantined"] >= len(emls)
+    assert first["quarantined"] == 1
+    code, out = run(capsys, "import", "--db", db, "--json", str(tmp_path / "reports.mbox"), str(gz))
+    second = json.loads(out)
+    assert second["stored"] == 1  # only the .json.gz is new; the mbox repeats the maildir
+    assert second["quarantined"] == 1  # the negative sample, again kept
+    assert second["sources"] == len(emls) + 1
+
+
+def test_unreadable_paths_are_reported(capsys, tmp_path, db):
+    big = tmp_path / "big.json"
+    big.write_bytes(b"{" + b" " * (6 * 1024 * 1024) + b"}")
+    code, out = run(capsys, "import", "--db", db, "--json", str(tmp_path / "missing.json"), str(big))
+    result = json.loads(out)
+    assert code == 1
+    assert [e["reason"] for e in result["errors"]] == ["no such file or directory",
+                                                       "larger than 5242880 bytes"]
