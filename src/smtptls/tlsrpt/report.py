@@ -400,23 +400,27 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
 
 def _parse_int(text: str) -> int:
     if len(text) > MAX_NUMBER_CHARS:
-        raise ReportParseError(f"number with {len(text)} digits (at most {MAX_NUMBER_CHARS})")
+        raise ReportParseError(
+            f"number with {len(text)} digits (at most {MAX_NUMBER_CHARS})", path="$"
+        )
     return int(text)
 
 
 def _parse_float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
-        raise ReportParseError(f"number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+        raise ReportParseError(
+            f"number of {len(text)} characters (at most {MAX_NUMBER_CHARS})", path="$"
+        )
     value = float(text)
     if value in (float("inf"), float("-inf")):
         # I-JSON, RFC 7493 §2.2: numbers beyond IEEE 754 double range are not interoperable
-        raise ReportParseError(f"number {text} is out of range")
+        raise ReportParseError(f"number {text} is out of range", path="$")
     return value
 
 
 def _parse_constant(text: str) -> Any:
     # RFC 8259 §6: NaN and Infinity are not JSON
-    raise ReportParseError(f"{text} is not a JSON value")
+    raise ReportParseError(f"{text} is not a JSON value", path="$")
 
 
 def _check_depth(text: str) -> None:
