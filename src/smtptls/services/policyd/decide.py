@@ -1,0 +1,456 @@
+"""The policy engine: DNS + MTA-STS discovery -> destination decision -> socketmap reply.
+
+:class:`PolicyEngine` is the socketmap :class:`~.socketmap.Handler`. It keeps the final
+answer for each next-hop key in memory, already encoded as a netstring, so the hot path
+is one dict lookup. Each answer carries the moment it must be rechecked: the smallest of
+the ``_mta-sts`` TXT TTL and ``txt_recheck_interval`` (RFC 8461 §3.3, D1: notice a
+changed policy ``id``), the MX and TLSA TTLs and the cached policy's expiry (§3.2).
+The refresher (:mod:`.refresh`) recomputes due answers in the background, so requests
+never wait for a recheck; a recheck that fails keeps the previous facts (§5.1, D2: a
+failed refresh never replaces a good cached policy, and an MX lookup that fails keeps
+the last MX list).
+
+Concurrent requests for the same uncomputed key share one computation (and
+:func:`~smtptls.engine.mtasts_discovery.discover` shares one fetch per domain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from smtptls.config import Config, PolicydConfig
+from smtptls.dnssec import Security
+from smtptls.engine.destination import (
+    Decision,
+    DecisionKind,
+    DestinationFacts,
+    HostFacts,
+    NextHop,
+    NextHopKind,
+    Options,
+    TlsaState,
+    classify_tlsa,
+    decide,
+    pre_decide,
+)
+from smtptls.engine.mtasts_discovery import Discovery, Fetcher, Outcome, discover
+from smtptls.errors import DnsBogus, DnsError, InvalidDomainError, PolicyError
+from smtptls.logs import get_logger
+from smtptls.net.dns import Answer
+from smtptls.services.policyd.metrics import PolicydMetrics
+from smtptls.services.policyd.socketmap import Reply
+from smtptls.store.base import PolicyCache
+
+__all__ = ["CachedAnswer", "Explanation", "PolicyEngine", "decision_reply"]
+
+log = get_logger("policyd")
+
+#: Never recheck more often than this, whatever the TTLs say (TTL 0 records).
+MIN_RECHECK = 2.0
+#: A TEMP answer (lookup failed) is retried after this many seconds.
+TEMP_RETRY = 15.0
+#: Answers for keys that are not next hops (IP literals, ".parent") live this long.
+STATIC_TTL = 3600.0
+#: At most this many candidate hosts get TLSA lookups.
+MAX_HOSTS = 32
+
+
+def decision_reply(decision: Decision) -> Reply:
+    """The socketmap reply for a decision."""
+    if decision.kind is DecisionKind.TEMP:
+        return Reply.temp(decision.reason)
+    if decision.policy is None:
+        return Reply.notfound()
+    return Reply.ok(decision.policy)
+
+
+@dataclass(slots=True)
+class CachedAnswer:
+    """One computed answer. ``recheck_at``: when the refresher recomputes it;
+    ``expires_at``: past this a request recomputes it itself (refresher behind)."""
+
+    wire: bytes
+    decision: Decision
+    facts: DestinationFacts | None
+    recheck_at: float
+    expires_at: float
+    last_used: float
+    computed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Everything behind one answer (``smtptls policyd query``)."""
+
+    key: str
+    decision: Decision
+    reply: Reply
+    facts: DestinationFacts | None = None
+    discovery: Discovery | None = None
+    ttl: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "reply": self.reply.to_text(),
+            "decision": self.decision.to_dict(),
+            "facts": None if self.facts is None else self.facts.to_dict(),
+            "mta_sts": None if self.discovery is None else self.discovery.to_dict(),
+            "recheck_after": None if self.ttl is None else round(self.ttl, 1),
+            "notes": list(self.notes),
+        }
+
+
+class _TtlRecorder:
+    """Wraps the resolver given to :func:`discover` to learn the ``_mta-sts`` TXT TTL."""
+
+    def __init__(self, dns: Any) -> None:
+        self._dns = dns
+        self.txt_ttl: int | None = None
+
+    async def txt(self, name: str) -> Answer:
+        answer = await self._dns.txt(name)
+        self.txt_ttl = answer.ttl
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dns, name)
+
+
+def _options(cfg: PolicydConfig) -> Options:
+    return Options(testing_answer=cfg.testing_answer, strict_testing=cfg.strict_testing,
+                   overrides=dict(cfg.overrides))
+
+
+class PolicyEngine:
+    """Computes, caches and refreshes socketmap answers.
+
+    ``dns`` is a :class:`~smtptls.net.dns.DnsResolver` (or anything with the same
+    ``query``/``txt``/``a``/``aaaa`` coroutines); ``cache`` the MTA-STS policy cache;
+    ``clock`` returns seconds since the epoch; ``fetcher`` replaces the HTTPS fetch.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dns: Any,
+        cache: PolicyCache,
+        clock: Callable[[], float] = time.time,
+        metrics: PolicydMetrics | None = None,
+        fetcher: Fetcher | None = None,
+        compute_timeout: float = 20.0,
+        max_answers: int | None = None,
+    ) -> None:
+        self.config = config
+        self.dns = dns
+        self.cache = cache
+        self.clock = clock
+        self.metrics = metrics
+        self.fetcher = fetcher
+        self.compute_timeout = compute_timeout
+        self.max_answers = max_answers or max(config.cache.lru_size, 1)
+        self.options = _options(config.policyd)
+        self._answers: dict[str, CachedAnswer] = {}
+        self._due: list[tuple[float, str]] = []
+        self._inflight: dict[str, asyncio.Task[CachedAnswer]] = {}
+        self.computations = 0  # how many answers were computed (tests, metrics)
+
+    # --- configuration ------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration (SIGHUP): new options, answers recomputed."""
+        self.config = config
+        self.options = _options(config.policyd)
+        self._answers.clear()
+        self._due.clear()
+        self._gauge()
+
+    # --- the socketmap handler ------------------------------------------------------
+
+    def lookup_cached(self, key: str) -> bytes | None:
+        entry = self._answers.get(key)
+        if entry is None:
+            entry = self._answers.get(key.lower())
+            if entry is None:
+                if self.metrics is not None:
+                    self.metrics.cache_miss()
+                return None
+        now = self.clock()
+        if now >= entry.expires_at:
+            if self.metrics is not None:
+                self.metrics.cache_miss()
+            return None
+        entry.last_used = now
+        if self.metrics is not None:
+            self.metrics.cache_hit()
+        return entry.wire
+
+    async def lookup(self, key: str) -> bytes:
+        norm = key.lower()
+        task = self._inflight.get(norm)
+        if task is None:
+            task = asyncio.ensure_future(self._compute_and_store(norm))
+            self._inflight[norm] = task
+            task.add_done_callback(lambda t, k=norm: self._forget(k, t))
+        try:
+            # shield: a timed-out request leaves the computation running for the next
+            entry = await asyncio.wait_for(asyncio.shield(task), self.compute_timeout)
+        except TimeoutError:
+            return Reply.temp("policy lookup still in progress").to_bytes()
+        entry.last_used = self.clock()
+        return entry.wire
+
+    def _forget(self, key: str, task: asyncio.Task[CachedAnswer]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("answer computation failed", key=key[:100],
+                      error=repr(task.exception()))
+
+    # --- background refresh (driven by refresh.Refresher) ---------------------------
+
+    def due_keys(self, now: float, limit: int = 1000) -> list[str]:
+        """Keys whose recheck time has come (each returned once per scheduling)."""
+        out: list[str] = []
+        heap = self._due
+        while heap and heap[0][0] <= now and len(out) < limit:
+            at, key = heapq.heappop(heap)
+            entry = self._answers.get(key)
+            if entry is not None and entry.recheck_at == at:
+                out.append(key)
+        return out
+
+    def next_due(self) -> float | None:
+        return self._due[0][0] if self._due else None
+
+    def idle_since(self, key: str) -> float | None:
+        entry = self._answers.get(key)
+        return None if entry is None else entry.last_used
+
+    def drop(self, key: str) -> None:
+        self._answers.pop(key, None)
+        self._gauge()
+
+    async def refresh(self, key: str) -> CachedAnswer | None:
+        """Recompute ``key`` now (shares a computation already running)."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._compute_and_store(key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        return await asyncio.shield(task)
+
+    # --- computing -----------------------------------------------------------------
+
+    async def _compute_and_store(self, key: str) -> CachedAnswer:
+        previous = self._answers.get(key)
+        try:
+            explanation = await self.explain(key, previous=previous)
+        except Exception as exc:  # a bug or an unexpected library error: never crash
+            log.error("policy computation crashed", key=key[:100],
+                      error=f"{type(exc).__name__}: {exc}")
+            if previous is not None:
+                # keep the previous answer, try again soon
+                previous.recheck_at = self.clock() + TEMP_RETRY
+                previous.expires_at = max(previous.expires_at, previous.recheck_at)
+                heapq.heappush(self._due, (previous.recheck_at, key))
+                return previous
+            decision = Decision(DecisionKind.TEMP, None, "internal error")
+            explanation = Explanation(key, decision, decision_reply(decision), ttl=TEMP_RETRY)
+        now = self.clock()
+        ttl = explanation.ttl if explanation.ttl is not None else TEMP_RETRY
+        entry = CachedAnswer(
+            wire=explanation.reply.to_bytes(),
+            decision=explanation.decision,
+            facts=explanation.facts,
+            recheck_at=now + ttl,
+            # serve a due answer for a while longer if the refresher is late: requests
+            # never wait for a recheck (but never past twice the recheck period)
+            expires_at=now + ttl + max(ttl, MIN_RECHECK),
+            last_used=previous.last_used if previous is not None else now,
+            computed_at=now,
+        )
+        self._store(key, entry)
+        if previous is not None and previous.wire != entry.wire:
+            log.info("answer changed", key=key[:100], before=previous.wire[:200].decode(
+                "utf-8", "replace"), after=entry.wire[:200].decode("utf-8", "replace"))
+        return entry
+
+    def _store(self, key: str, entry: CachedAnswer) -> None:
+        answers = self._answers
+        if key not in answers and len(answers) >= self.max_answers:
+            # evict the oldest insertion (bounded memory; it is recomputed on demand)
+            answers.pop(next(iter(answers)))
+        answers[key] = entry
+        heapq.heappush(self._due, (entry.recheck_at, key))
+        if len(self._due) > 4 * self.max_answers + 1000:
+            self._due = [(e.recheck_at, k) for k, e in answers.items()]
+            heapq.heapify(self._due)
+        self.computations += 1
+        self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.cached_answers.set(len(self._answers))
+
+    async def explain(self, key: str, *, previous: CachedAnswer | None = None) -> Explanation:
+        """Compute the answer for ``key`` with its reasoning (no answer caching)."""
+        try:
+            nexthop = NextHop.parse(key)
+        except InvalidDomainError as exc:
+            decision = Decision(DecisionKind.NOTFOUND, None, f"not a next-hop domain: {exc}")
+            return Explanation(key, decision, decision_reply(decision), ttl=STATIC_TTL)
+        pre = pre_decide(nexthop, self.options)
+        if pre is not None:
+            return Explanation(key, pre, decision_reply(pre), ttl=STATIC_TTL)
+        assert nexthop.policy_domain is not None
+        now = self.clock()
+        recorder = _TtlRecorder(self.dns)
+        if nexthop.kind is NextHopKind.DOMAIN:
+            discovery, mx = await asyncio.gather(
+                self._discover(nexthop.policy_domain, recorder, now),
+                self._try(nexthop.policy_domain, "MX"))
+        else:
+            discovery = await self._discover(nexthop.policy_domain, recorder, now)
+            mx = None
+        facts, ttls, notes = await self._facts(nexthop, mx, discovery, previous)
+        decision = decide(facts, self.options)
+        interval = self.config.policyd.txt_recheck_interval or 300.0
+        ttl_candidates = [interval, *ttls]
+        if recorder.txt_ttl is not None and recorder.txt_ttl > 0:
+            # RFC 8461 §3.3: notice a new id once the TXT record's TTL has run out
+            ttl_candidates.append(float(recorder.txt_ttl))
+        cached = discovery.cached
+        if cached is not None and cached.expires_at > now:
+            ttl_candidates.append(cached.expires_at - now)  # RFC 8461 §3.2: max_age
+        ttl = max(MIN_RECHECK, min(ttl_candidates))
+        if decision.kind is DecisionKind.TEMP:
+            ttl = min(ttl, TEMP_RETRY)
+        self._count(discovery)
+        return Explanation(key, decision, decision_reply(decision), facts, discovery, ttl,
+                           tuple(notes))
+
+    async def _discover(self, domain: str, recorder: _TtlRecorder, now: float) -> Discovery:
+        return await discover(domain, dns=recorder, cache=self.cache,  # type: ignore[arg-type]
+                              fetch_config=self.config.fetch, now=now, fetcher=self.fetcher)
+
+    def _count(self, discovery: Discovery) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.policy_lookups.labels(discovery.outcome.value).inc()
+        err = discovery.fetch_error
+        if err is not None:
+            kind = "syntax" if isinstance(err, PolicyError) else getattr(err, "kind", "other")
+            m.fetch_errors.labels(str(kind)).inc()
+
+    async def _try(self, name: str, rdtype: str) -> Answer:
+        try:
+            return await self.dns.query(name, rdtype)
+        except DnsBogus as exc:
+            return Answer(name, rdtype, (), Security.BOGUS, error=exc)
+        except DnsError as exc:
+            return Answer(name, rdtype, (), Security.INDETERMINATE, error=exc)
+
+    async def _facts(
+        self, nexthop: NextHop, mx: Answer | None, discovery: Discovery,
+        previous: CachedAnswer | None,
+    ) -> tuple[DestinationFacts, list[float], list[str]]:
+        ttls: list[float] = []
+        notes: list[str] = []
+        policy = discovery.policy
+        sts_note = _sts_note(discovery)
+        name = nexthop.name
+        assert name is not None
+        implicit = null_mx = False
+        mx_error: str | None = None
+        mx_security: Security | None = None
+        if nexthop.kind is NextHopKind.HOST:
+            candidates = [(0, name)]
+        else:
+            assert mx is not None
+            mx_security = mx.security
+            if mx.error is not None:
+                mx_error = str(mx.error)
+                prev = previous.facts if previous is not None else None
+                if mx.security is Security.INDETERMINATE and prev is not None and prev.hosts:
+                    # a failed MX recheck keeps the last known MX list (RFC 8461 §5.1 D2
+                    # spirit: a refresh failure never weakens a good answer)
+                    notes.append(f"MX lookup failed ({mx_error}); kept the previous MX list")
+                    facts = replace(prev, policy=policy, sts_note=sts_note)
+                    return facts, [TEMP_RETRY], notes
+                candidates = []
+            elif not mx.records:
+                if mx.nxdomain:
+                    candidates = []
+                else:
+                    # RFC 5321 §5.1: no MX records - the domain itself is the host
+                    implicit = True
+                    candidates = [(0, name)]
+                if mx.ttl:
+                    ttls.append(float(mx.ttl))
+            else:
+                if mx.ttl:
+                    ttls.append(float(mx.ttl))
+                if len(mx.records) == 1 and mx.records[0].exchange in (".", ""):
+                    null_mx = True  # RFC 7505: "0 ." - no mail accepted
+                    candidates = []
+                else:
+                    candidates = [(r.preference, r.exchange) for r in mx.records
+                                  if r.exchange not in (".", "")]
+        hosts: list[HostFacts]
+        dane_possible = nexthop.kind is NextHopKind.HOST or mx_security is Security.SECURE
+        if candidates and dane_possible:
+            hosts = list(await asyncio.gather(*(
+                self._host(pref, host, nexthop.tlsa_port, ttls)
+                for pref, host in candidates[:MAX_HOSTS])))
+            hosts.extend(HostFacts(h, p, TlsaState.INSECURE) for p, h in candidates[MAX_HOSTS:])
+        else:
+            # RFC 7672 §2.2.1: TLSA records of hosts from an insecure MX RRset are not used
+            hosts = [HostFacts(h, p, TlsaState.INSECURE) for p, h in candidates]
+        facts = DestinationFacts(
+            nexthop=nexthop, mx_security=mx_security, hosts=tuple(hosts),
+            implicit_mx=implicit, null_mx=null_mx, mx_error=mx_error, policy=policy,
+            sts_note=sts_note)
+        return facts, ttls, notes
+
+    async def _host(self, pref: int, host: str, port: int, ttls: list[float]) -> HostFacts:
+        tlsa_name = f"_{port}._tcp.{host}"
+        addr, tlsa = await asyncio.gather(self._try(host, "A"), self._try(tlsa_name, "TLSA"))
+        if addr.security is Security.INSECURE and not addr.records:
+            # no IPv4 address: the AAAA RRset decides whether the host is secure
+            addr = await self._try(host, "AAAA")
+        for ans in (addr, tlsa):
+            if ans.ttl:
+                ttls.append(float(ans.ttl))
+        records = tuple(r.to_text() for r in tlsa.records[:16])
+        if addr.security is Security.INSECURE:
+            # RFC 7672 §2.2: TLSA records are used only for hosts whose address records
+            # are DNSSEC-validated (an insecure host name gets no DANE)
+            return HostFacts(host, pref, TlsaState.INSECURE, records)
+        if addr.security in (Security.BOGUS, Security.INDETERMINATE):
+            return HostFacts(host, pref, TlsaState(addr.security.value), records)
+        return HostFacts(host, pref, classify_tlsa(tlsa.security, tlsa.records), records)
+
+
+def _sts_note(discovery: Discovery) -> str:
+    outcome = discovery.outcome
+    if outcome is Outcome.FETCHED:
+        return f"policy id {discovery.policy_id} fetched"
+    if outcome is Outcome.CACHED:
+        return f"policy id {discovery.policy_id} from the cache"
+    if outcome is Outcome.FETCH_FAILED_KEPT_CACHED:
+        return (f"fetch failed ({discovery.fetch_error}); cached policy id "
+                f"{discovery.policy_id} still applies")
+    if outcome is Outcome.FETCH_FAILED:
+        return f"fetch failed ({discovery.fetch_error}) and nothing cached"
+    if discovery.txt_error is not None:
+        return f"no usable _mta-sts record: {discovery.txt_error}"
+    return "no _mta-sts record"

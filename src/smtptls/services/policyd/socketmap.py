@@ -1,0 +1,552 @@
+"""Postfix's socketmap protocol: netstring codec (sans-I/O) and an asyncio server.
+
+The protocol (Postfix ``socketmap_table(5)``) runs over TCP or a UNIX socket. Every
+request and every reply is one netstring (D. J. Bernstein, "Netstrings")::
+
+    netstring = length ":" data ","       ; length: decimal digits, the octets of data
+    request   = name SP key               ; e.g. "postfix example.com"
+    reply     = "OK" SP data | "NOTFOUND" SP | "TEMP" SP reason | "PERM" SP reason
+
+A client may send several requests without waiting (pipelining); replies come back in
+request order. What this module decides about broken input:
+
+- a length with a sign, a leading zero (``"01:"``), no digits, too many digits, a
+  missing ``:`` or ``,``: the framing cannot be trusted any more, so the connection gets
+  one ``PERM`` reply and is closed (nothing after the broken frame is answered);
+- a length above ``max_request``: same — the frame is refused before it is read;
+- a frame that is well formed but not ``name SP key`` (no space, not UTF-8): ``PERM``,
+  and the connection stays usable;
+- an unknown map name: ``PERM`` (Postfix logs it as a configuration error);
+- an idle connection is closed after ``idle_timeout`` seconds.
+
+:class:`NetstringDecoder` and :func:`encode_netstring` are pure; :class:`SocketmapServer`
+serves a :class:`Handler` (the daemon's policy engine) with a fast synchronous path for
+cached answers and an asynchronous one for lookups that need DNS or HTTPS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from smtptls.errors import ProtocolError, SmtpTlsError
+from smtptls.logs import get_logger
+
+__all__ = [
+    "MAX_REPLY",
+    "Handler",
+    "NetstringDecoder",
+    "Reply",
+    "ReplyStatus",
+    "Request",
+    "SocketmapServer",
+    "encode_netstring",
+    "parse_request",
+]
+
+log = get_logger("policyd")
+
+#: Postfix's default ``socketmap_max_reply_size`` is 100000 octets; we never send more.
+MAX_REPLY = 100000
+#: Per connection, at most this many decoded requests wait for their answer; past it
+#: the server stops reading from that client until the backlog drains.
+MAX_PENDING = 1024
+
+
+class ProtocolFramingError(ProtocolError):
+    """A netstring is broken; ``frames`` holds the complete requests decoded before it."""
+
+    def __init__(self, message: str, frames: list[bytes]) -> None:
+        super().__init__(message)
+        self.frames = frames
+
+
+# --- netstrings ---------------------------------------------------------------------
+
+
+def encode_netstring(data: bytes) -> bytes:
+    """``b"OK x"`` -> ``b"4:OK x,"``."""
+    return b"%d:%s," % (len(data), data)
+
+
+class NetstringDecoder:
+    """Incremental netstring decoder: feed it bytes as they arrive, get whole frames.
+
+    ``max_length`` bounds one frame's data; the length prefix is refused as soon as it
+    has more digits than ``max_length`` needs, so nothing unbounded is ever buffered.
+    After a :class:`ProtocolFramingError` the decoder is unusable (``broken`` is True).
+    """
+
+    __slots__ = ("_buf", "_max_digits", "broken", "max_length")
+
+    def __init__(self, max_length: int) -> None:
+        if max_length < 1:
+            raise ProtocolError("max_length must be at least 1")
+        self.max_length = max_length
+        self._max_digits = len(str(max_length))
+        self._buf = bytearray()
+        self.broken = False
+
+    @property
+    def buffered(self) -> int:
+        """Octets received but not yet part of a complete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the frames now complete, in order.
+
+        Raises :class:`ProtocolFramingError` (carrying the frames completed before the
+        fault) when the stream is not a valid netstring sequence.
+        """
+        if self.broken:
+            raise ProtocolFramingError("connection already failed framing", [])
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            colon = buf.find(b":", pos, pos + self._max_digits + 1)
+            if colon < 0:
+                # no ":" yet: every octet so far must be a digit, and not too many
+                head = buf[pos:min(end, pos + self._max_digits + 1)]
+                self._check_digits(head, complete=False, frames=frames)
+                break
+            digits = bytes(buf[pos:colon])
+            self._check_digits(digits, complete=True, frames=frames)
+            length = int(digits)
+            if length > self.max_length:
+                self._fail(f"request of {length} octets exceeds the limit of "
+                           f"{self.max_length}", frames)
+            stop = colon + 1 + length
+            if stop >= end:
+                break  # the data or the trailing "," has not arrived yet
+            if buf[stop] != 0x2C:  # ","
+                self._fail("netstring not terminated by ','", frames)
+            frames.append(bytes(buf[colon + 1:stop]))
+            pos = stop + 1
+        if pos:
+            del buf[:pos]
+        return frames
+
+    def _check_digits(self, digits: bytes | bytearray, *, complete: bool,
+                      frames: list[bytes]) -> None:
+        if not digits:
+            if complete:
+                self._fail("netstring length is empty", frames)
+            return
+        if not digits.isdigit():
+            self._fail("netstring length is not a decimal number", frames)
+        if len(digits) > self._max_digits:
+            self._fail(f"netstring length exceeds the limit of {self.max_length} octets",
+                       frames)
+        if len(digits) > 1 and digits[0] == 0x30:
+            # Netstrings: the length is written without leading zeros ("0:," is fine)
+            self._fail("netstring length has a leading zero", frames)
+
+    def _fail(self, message: str, frames: list[bytes]) -> None:
+        self.broken = True
+        self._buf.clear()
+        raise ProtocolFramingError(message, frames)
+
+
+# --- requests and replies -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One socketmap request: map ``name`` and lookup ``key``."""
+
+    name: str
+    key: str
+
+    def to_bytes(self) -> bytes:
+        return encode_netstring(f"{self.name} {self.key}".encode())
+
+
+def parse_request(frame: bytes) -> Request:
+    """``b"postfix example.com"`` -> ``Request("postfix", "example.com")``.
+
+    socketmap_table(5): the request is the map name, one space, the key. Raises
+    :class:`ProtocolError` for a frame without the space or not in UTF-8.
+    """
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("request is not UTF-8") from None
+    name, sep, key = text.partition(" ")
+    if not sep or not name:
+        raise ProtocolError("request is not 'name key'")
+    return Request(name, key)
+
+
+class ReplyStatus(StrEnum):
+    """socketmap_table(5) reply status words."""
+
+    OK = "OK"
+    NOTFOUND = "NOTFOUND"
+    TEMP = "TEMP"
+    PERM = "PERM"
+
+
+def _clean(text: str, limit: int) -> str:
+    # replies are single-line; control characters would corrupt Postfix's logs
+    out = "".join(c if c.isprintable() else " " for c in text)
+    return out[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A socketmap reply; :meth:`to_bytes` gives the netstring on the wire."""
+
+    status: ReplyStatus
+    data: str = ""
+
+    @classmethod
+    def ok(cls, data: str) -> Reply:
+        return cls(ReplyStatus.OK, data)
+
+    @classmethod
+    def notfound(cls) -> Reply:
+        return cls(ReplyStatus.NOTFOUND, "")
+
+    @classmethod
+    def temp(cls, reason: str) -> Reply:
+        return cls(ReplyStatus.TEMP, reason)
+
+    @classmethod
+    def perm(cls, reason: str) -> Reply:
+        return cls(ReplyStatus.PERM, reason)
+
+    def to_text(self) -> str:
+        # socketmap_table(5): "NOTFOUND " carries an empty data part after the space
+        return f"{self.status.value} {_clean(self.data, MAX_REPLY - 16)}"
+
+    def to_bytes(self) -> bytes:
+        return encode_netstring(self.to_text().encode("utf-8"))
+
+    @classmethod
+    def parse(cls, text: str) -> Reply:
+        """Parse a reply's text (for clients and tests). Raises ProtocolError."""
+        status, sep, data = text.partition(" ")
+        try:
+            st = ReplyStatus(status)
+        except ValueError:
+            raise ProtocolError(f"unknown reply status {status[:20]!r}") from None
+        if not sep:
+            raise ProtocolError("reply without a space after the status")
+        return cls(st, data)
+
+
+# --- the server -----------------------------------------------------------------------
+
+
+class Handler(Protocol):
+    """What the server asks. ``lookup_cached`` must be fast and never block: it returns
+    the encoded reply when it is known in memory, else None; ``lookup`` may do I/O.
+    Both receive the key as sent by Postfix."""
+
+    def lookup_cached(self, key: str) -> bytes | None: ...
+
+    async def lookup(self, key: str) -> bytes: ...
+
+
+Observer = Callable[[str, float], None]  # (reply status, seconds) after each request
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: decode, answer in order, keep reads bounded."""
+
+    def __init__(self, server: SocketmapServer) -> None:
+        self.server = server
+        self.decoder = NetstringDecoder(server.max_request)
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[tuple[bytes, float]] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.closing = False
+        self.close_after_pending = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self._error_reply = b""
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server._connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server._connections.discard(self)
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        # an in-flight lookup keeps running (shared with other clients); its answer is
+        # simply not written
+        self.pending.clear()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._maybe_resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.close_after_pending:
+            return
+        self._arm_idle()
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolFramingError as exc:
+            frames = exc.frames
+            self.close_after_pending = True
+            self.server._framing_errors += 1
+            log.info("socketmap framing error", peer=self._peer(), error=str(exc))
+            error_reply: bytes | None = Reply.perm(f"protocol error: {exc.message}").to_bytes()
+        else:
+            error_reply = None
+        now = time.perf_counter()
+        if self.pending or self.worker is not None:
+            self.pending.extend((f, now) for f in frames)
+        else:
+            out: list[bytes] = []
+            server = self.server
+            for i, frame in enumerate(frames):
+                reply = server._answer_fast(frame)
+                if reply is None:
+                    self.pending.extend((f, now) for f in frames[i:])
+                    break
+                server._observe(reply, time.perf_counter() - now)
+                out.append(reply)
+            if out:
+                assert self.transport is not None
+                self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if error_reply is not None:
+            self.pending.append((b"", -1.0))  # marker: the PERM, then close
+            self._error_reply = error_reply
+        if self.pending and self.worker is None:
+            self.worker = asyncio.ensure_future(self._drain())
+        if len(self.pending) > MAX_PENDING:
+            self._pause_reading()
+
+    def eof_received(self) -> bool | None:
+        # half-close: answer what was asked, then close
+        if self.pending or self.worker is not None:
+            self.close_after_pending = True
+            return True
+        return None
+
+    # internals
+
+    async def _drain(self) -> None:
+        server = self.server
+        try:
+            while self.pending and not self.closing:
+                frame, started = self.pending.popleft()
+                if started < 0:
+                    self._write(self._error_reply)
+                    self._close()
+                    return
+                reply = server._answer_fast(frame)
+                if reply is None:
+                    reply = await server._answer_slow(frame)
+                server._observe(reply, time.perf_counter() - started)
+                self._write(reply)
+                self._maybe_resume_reading()
+        finally:
+            self.worker = None
+        if self.close_after_pending and not self.closing:
+            self._close()
+        elif server._stopping and not self.closing:
+            self._close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm_idle(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle_handle = loop.call_later(self.server.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.worker is not None:
+            self._arm_idle()  # a slow lookup is not idleness
+            return
+        log.debug("closing idle socketmap connection", peer=self._peer())
+        self._close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (self.reading_paused and not self.writing_paused and len(self.pending) <= MAX_PENDING
+                and self.transport is not None and not self.closing):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def _peer(self) -> str:
+        if self.transport is None:
+            return "?"
+        peer = self.transport.get_extra_info("peername")
+        return str(peer) if peer else "unix"
+
+
+def _remove_stale_socket(p: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(p.lstat().st_mode):
+            p.unlink()  # a socket left by a previous run; never any other file
+
+
+class SocketmapServer:
+    """Serves one :class:`Handler` on any number of TCP and UNIX listeners.
+
+    ``map_name`` is the only map name answered (Postfix: the last part of
+    ``socketmap:inet:host:port:NAME``); ``observer`` is called with the reply status
+    and the seconds it took, for metrics.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        map_name: str = "postfix",
+        max_request: int = 1024,
+        idle_timeout: float = 300.0,
+        observer: Observer | None = None,
+    ) -> None:
+        self.handler = handler
+        self.map_name = map_name
+        self.max_request = max_request
+        self.idle_timeout = idle_timeout
+        self.observer = observer
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[_Connection] = set()
+        self._unix_paths: list[Path] = []
+        self._stopping = False
+        self._framing_errors = 0
+        self._unknown_map = Reply.perm("unknown map name").to_bytes()
+
+    # --- answering -------------------------------------------------------------
+
+    def _request(self, frame: bytes) -> tuple[str | None, bytes | None]:
+        try:
+            request = parse_request(frame)
+        except ProtocolError as exc:
+            return None, Reply.perm(f"bad request: {exc.message}").to_bytes()
+        if request.name != self.map_name:
+            return None, self._unknown_map
+        return request.key, None
+
+    def _answer_fast(self, frame: bytes) -> bytes | None:
+        key, error = self._request(frame)
+        if key is None:
+            return error
+        return self.handler.lookup_cached(key)
+
+    async def _answer_slow(self, frame: bytes) -> bytes:
+        key, error = self._request(frame)
+        if key is None:
+            assert error is not None
+            return error
+        try:
+            return await self.handler.lookup(key)
+        except SmtpTlsError as exc:
+            return Reply.temp(f"lookup failed: {exc}").to_bytes()
+        except Exception as exc:  # never let one lookup kill the connection
+            log.error("lookup crashed", key=key[:100], error=f"{type(exc).__name__}: {exc}")
+            return Reply.temp("internal error").to_bytes()
+
+    def _observe(self, reply: bytes, seconds: float) -> None:
+        if self.observer is not None:
+            colon = reply.index(b":")
+            space = reply.find(b" ", colon)
+            self.observer(reply[colon + 1:space].decode("ascii", "replace"), seconds)
+
+    # --- listeners ---------------------------------------------------------------
+
+    async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host:port`` (port 0: any); return the bound address."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), host, port,
+                                          reuse_address=True, backlog=1024)
+        self._servers.append(server)
+        sock = server.sockets[0]
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        addr = sock.getsockname()
+        return addr[0], addr[1]
+
+    async def listen_unix(self, path: str | Path, mode: int = 0o660) -> Path:
+        """Listen on a UNIX socket at ``path`` (a stale socket file is replaced)."""
+        p = Path(path)
+        _remove_stale_socket(p)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: _Connection(self), str(p), backlog=1024)
+        os.chmod(p, mode)
+        self._servers.append(server)
+        self._unix_paths.append(p)
+        return p
+
+    async def listen(self, spec: str) -> str:
+        """``host:port``, ``[v6]:port`` or ``unix:/path``; returns the bound address."""
+        from smtptls.config import parse_hostport
+
+        if spec.startswith("unix:"):
+            return "unix:" + str(await self.listen_unix(spec[5:]))
+        host, port = parse_hostport(spec, 8461)
+        bound_host, bound_port = await self.listen_tcp(host, port)
+        return f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def framing_errors(self) -> int:
+        return self._framing_errors
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop listening, finish in-flight requests (up to ``grace`` s), then close."""
+        self._stopping = True
+        for server in self._servers:
+            server.close()
+        deadline = time.monotonic() + grace
+        for conn in list(self._connections):
+            if conn.worker is None:
+                conn._close()
+        while any(c.worker is not None for c in self._connections):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self._connections):
+            conn._close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        for p in self._unix_paths:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        self._servers.clear()
