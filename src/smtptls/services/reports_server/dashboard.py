@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from urllib.parse import quote
 
-from smtptls.services.reports_server.chart import daily_chart
+from smtptls.services.reports_server.chart import MAX_DAYS, daily_chart
 from smtptls.store.reports_base import (
     DomainOverview,
     QuarantineEntry,
@@ -116,6 +116,13 @@ def _reports_table(reports: Sequence[StoredReport]) -> str:
                   css_id="reports")
 
 
+def _chart_note(summary: Summary) -> str:
+    if summary.days and (summary.days[-1].day - summary.days[0].day).days >= MAX_DAYS:
+        return (f'<p class="warn" id="chart-note">The chart shows the last {MAX_DAYS} days; '
+                "the table below lists every day.</p>")
+    return ""
+
+
 def domain_page(domain: str, summary: Summary, reports: Sequence[StoredReport]) -> str:
     points = [(d.day, d.successful, d.failed) for d in summary.days]
     daily = [(e(d.day.isoformat()), str(d.reports), str(d.successful), str(d.failed),
@@ -128,6 +135,7 @@ def domain_page(domain: str, summary: Summary, reports: Sequence[StoredReport]) 
         f'<span class="failed">{summary.failed}</span> failed sessions in '
         f"{summary.reports} reports.</p>"
         + daily_chart(points, title=f"Daily sessions for {_domain_label(domain)}")
+        + _chart_note(summary)
         + "<h2>Failures by result type, receiving MX and reporter</h2>"
         + _table(("result type", "receiving MX", "reporting organization", "sending MTA IP",
                   "failed sessions"), matrix, numeric={4}, css_id="failures")
