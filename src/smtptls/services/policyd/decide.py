@@ -324,7 +324,7 @@ class PolicyEngine:
         decision = decide(facts, self.options)
         interval = self.config.policyd.txt_recheck_interval or 300.0
         ttl_candidates = [interval, *ttls]
-        if recorder.txt_ttl is not None and recorder.txt_ttl > 0:
+        if recorder.txt_ttl is not None:
             # RFC 8461 §3.3: notice a new id once the TXT record's TTL has run out
             ttl_candidates.append(float(recorder.txt_ttl))
         cached = discovery.cached
@@ -394,11 +394,9 @@ class PolicyEngine:
                     # RFC 5321 §5.1: no MX records - the domain itself is the host
                     implicit = True
                     candidates = [(0, name)]
-                if mx.ttl:
-                    ttls.append(float(mx.ttl))
+                ttls.append(float(mx.ttl))
             else:
-                if mx.ttl:
-                    ttls.append(float(mx.ttl))
+                ttls.append(float(mx.ttl))
                 if len(mx.records) == 1 and mx.records[0].exchange in (".", ""):
                     null_mx = True  # RFC 7505: "0 ." - no mail accepted
                     candidates = []
@@ -428,7 +426,7 @@ class PolicyEngine:
             # no IPv4 address: the AAAA RRset decides whether the host is secure
             addr = await self._try(host, "AAAA")
         for ans in (addr, tlsa):
-            if ans.ttl:
+            if ans.error is None:
                 ttls.append(float(ans.ttl))
         records = tuple(r.to_text() for r in tlsa.records[:16])
         if addr.security is Security.INSECURE:
