@@ -1,0 +1,1 @@
+"""smtptls test suite (a package so that ``tests.lab`` is importable)."""
