@@ -248,9 +248,11 @@ def answer_from_response(
                        rdtype=rdtype)
     security = _security_of(response)
     wanted = dns.rdatatype.from_text(rdtype)
+    if not isinstance(response, dns.message.QueryMessage):
+        raise DnsError("response is not a query response", name=qname, rdtype=rdtype)
     try:
         chain = response.resolve_chaining()
-    except dns.exception.DNSException as exc:
+    except (dns.exception.DNSException, KeyError, ValueError) as exc:
         raise DnsError(f"malformed response: {exc}", name=qname, rdtype=rdtype) from None
     cnames = tuple(_name_text(rrset[0].target) for rrset in chain.cnames if len(rrset))
     if len(cnames) > config.max_cname_chain:

@@ -335,3 +335,16 @@ def test_answer_from_wire_garbage_only_typed_errors(wire):
         answer_from_response("x.example", "TXT", msg, config=CFG)
     except DnsError:
         pass
+
+
+@pytest.mark.parametrize("opcode", ["UPDATE", "NOTIFY", "STATUS"])
+def test_non_query_responses_are_dns_errors(opcode):
+    msg = dns.message.from_text(f"id 1\nopcode {opcode}\nrcode NOERROR\nflags QR\n")
+    with pytest.raises(DnsError):
+        answer_from_response("x.example", "TXT", msg, config=CFG)
+
+
+def test_response_without_question_is_dns_error():
+    msg = dns.message.from_text("id 1\nopcode QUERY\nrcode NOERROR\nflags QR\n")
+    with pytest.raises(DnsError):
+        answer_from_response("x.example", "TXT", msg, config=CFG)
