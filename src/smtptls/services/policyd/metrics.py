@@ -30,7 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from smtptls.config import parse_hostport
+from smtptls.services.policyd.socketmap import parse_listen
 
 __all__ = ["PolicydMetrics", "answer_label", "start_metrics_server"]
 
@@ -101,7 +101,7 @@ class PolicydMetrics:
 async def start_metrics_server(metrics: PolicydMetrics, listen: str) -> tuple[web.AppRunner, str]:
     """Serve ``GET /metrics`` on ``listen`` (``host:port``); returns the runner and the
     bound address. Stop with ``await runner.cleanup()``."""
-    host, port = parse_hostport(listen, 9461)
+    host, port = parse_listen(listen, 9461)
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(),

@@ -261,7 +261,7 @@ class Handler(Protocol):
     async def lookup(self, key: str) -> bytes: ...
 
 
-Observer = Callable[[str, float], None]  # (reply status, seconds) after each request
+Observer = Callable[[bytes, float], None]  # (encoded reply, seconds) after each request
 
 
 class _Connection(asyncio.Protocol):
@@ -414,6 +414,18 @@ class _Connection(asyncio.Protocol):
         return str(peer) if peer else "unix"
 
 
+def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
+    """Like :func:`smtptls.config.parse_hostport`, also accepting port 0 (any free port).
+    Raises :class:`~smtptls.errors.ConfigError`."""
+    from smtptls.config import parse_hostport
+
+    text = spec.strip()
+    if text.endswith(":0") and not text.endswith("::0"):
+        host, _ = parse_hostport(text[:-2], default_port)
+        return host, 0
+    return parse_hostport(text, default_port)
+
+
 def _remove_stale_socket(p: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(p.lstat().st_mode):
@@ -424,7 +436,7 @@ class SocketmapServer:
     """Serves one :class:`Handler` on any number of TCP and UNIX listeners.
 
     ``map_name`` is the only map name answered (Postfix: the last part of
-    ``socketmap:inet:host:port:NAME``); ``observer`` is called with the reply status
+    ``socketmap:inet:host:port:NAME``); ``observer`` is called with each encoded reply
     and the seconds it took, for metrics.
     """
 
@@ -481,9 +493,10 @@ class SocketmapServer:
 
     def _observe(self, reply: bytes, seconds: float) -> None:
         if self.observer is not None:
-            colon = reply.index(b":")
-            space = reply.find(b" ", colon)
-            self.observer(reply[colon + 1:space].decode("ascii", "replace"), seconds)
+            try:
+                self.observer(reply, seconds)
+            except Exception as exc:  # metrics must never break the protocol
+                log.error("request observer failed", error=repr(exc))
 
     # --- listeners ---------------------------------------------------------------
 
@@ -512,11 +525,9 @@ class SocketmapServer:
 
     async def listen(self, spec: str) -> str:
         """``host:port``, ``[v6]:port`` or ``unix:/path``; returns the bound address."""
-        from smtptls.config import parse_hostport
-
         if spec.startswith("unix:"):
             return "unix:" + str(await self.listen_unix(spec[5:]))
-        host, port = parse_hostport(spec, 8461)
+        host, port = parse_listen(spec, 8461)
         bound_host, bound_port = await self.listen_tcp(host, port)
         return f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
 
