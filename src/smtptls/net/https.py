@@ -270,6 +270,8 @@ async def fetch_policy(
         raise FetchError(f"HTTP failure: {_short(exc)}", url=url) from None
     except OSError as exc:
         raise FetchError(f"network failure: {_short(exc.strerror or exc)}", url=url) from None
+    except (ValueError, LookupError) as exc:  # malformed headers, unknown encodings, ...
+        raise FetchError(f"malformed response: {_short(exc)}", url=url) from None
     text, content_type, status = result
     return FetchResult(text=text, content_type=content_type, status=status, url=url,
                        elapsed=time.monotonic() - started,
