@@ -82,6 +82,15 @@ def test_chart_bars_carry_the_numbers():
     assert svg.startswith("<svg") and svg.endswith("</svg>")
 
 
+@pytest.mark.parametrize(("peak", "top"), [(0, 4), (1, 4), (2, 4), (5, 8), (10, 12), (99, 100),
+                                           (5000, 5000), (5629, 6000), (10**9, 10**9)])
+def test_chart_axis_ticks_are_integers(peak, top):
+    svg = daily_chart([(date(2024, 5, 1), peak, 0)])
+    ticks = [int(t) for t in re.findall(r'text-anchor="end" font-size="11">(\d+)</text>', svg)]
+    assert ticks == [top * i // 4 for i in range(5)] and ticks[-1] >= peak
+    assert all(t * 4 % top == 0 or top % 4 == 0 for t in ticks)
+
+
 def test_chart_empty():
     assert "no sessions reported" in daily_chart([])
 

@@ -39,23 +39,30 @@ def fill_days(points: Sequence[tuple[date, int, int]]) -> list[tuple[date, int, 
 
 
 def _nice_max(value: int) -> int:
-    if value <= 0:
-        return 1
+    """Top of the axis: 4 x a round integer step, at least ``value`` (ticks stay integral)."""
+    need = max(1, -(-value // 4))  # ceil(value / 4), at least 1
     magnitude = 1
-    while magnitude * 10 <= value:
+    while magnitude * 10 <= need:
         magnitude *= 10
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude  # pragma: no cover
+    for factor in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        step = factor * magnitude
+        if step >= need and step == int(step):
+            return 4 * int(step)
+    return 40 * magnitude  # pragma: no cover - factor 10 always qualifies
 
 
-def daily_chart(points: Sequence[tuple[date, int, int]], *, title: str = "") -> str:
-    """SVG of (day, successful, failed) points as stacked daily bars."""
+def daily_chart(points: Sequence[tuple[date, int, int]], *, title: str = "",
+                ident: str = "chart-sessions") -> str:
+    """SVG of (day, successful, failed) points as stacked daily bars.
+
+    Pass successful counts of 0 for a failures-only chart on its own scale (failures
+    are often a tiny fraction and invisible beside the successes).
+    """
     days = fill_days(points)
     label = escape(title or "Daily sessions", quote=True)
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-            f'aria-label="{label}" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%">')
+    ident = escape(ident, quote=True)
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{ident}" '
+            f'role="img" aria-label="{label}" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%">')
     if not days:
         return (head + f'<text x="{WIDTH // 2}" y="{HEIGHT // 2}" text-anchor="middle">'
                 "no sessions reported</text></svg>")

@@ -136,6 +136,9 @@ def domain_page(domain: str, summary: Summary, reports: Sequence[StoredReport]) 
         f"{summary.reports} reports.</p>"
         + daily_chart(points, title=f"Daily sessions for {_domain_label(domain)}")
         + _chart_note(summary)
+        + "<h2>Failed sessions per day</h2>"
+        + daily_chart([(d, 0, bad) for d, _, bad in points], ident="chart-failures",
+                      title=f"Daily failed sessions for {_domain_label(domain)}")
         + "<h2>Failures by result type, receiving MX and reporter</h2>"
         + _table(("result type", "receiving MX", "reporting organization", "sending MTA IP",
                   "failed sessions"), matrix, numeric={4}, css_id="failures")
