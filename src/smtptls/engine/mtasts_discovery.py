@@ -44,6 +44,7 @@ from smtptls.mtasts.cache_logic import (
     apply_fetch_result,
     decide_refresh,
     live,
+    needs_proactive_refresh,
 )
 from smtptls.mtasts.policy import Policy, parse_policy
 from smtptls.mtasts.record import StsRecord, parse_txt_records
@@ -51,7 +52,7 @@ from smtptls.net.dns import DnsResolver, normalize_domain
 from smtptls.net.https import FetchResult, fetch_policy
 from smtptls.store.base import PolicyCache
 
-__all__ = ["Discovery", "Outcome", "discover"]
+__all__ = ["Discovery", "Outcome", "discover", "refresh_due"]
 
 log = logging.getLogger("smtptls.mtasts")
 
@@ -304,3 +305,38 @@ async def _store(aw: Any, domain: str) -> SmtpTlsError | None:
         log.warning("policy cache write failed for %s: %s", domain, exc)
         return exc
     return None
+
+
+async def refresh_due(
+    *,
+    dns: DnsResolver,
+    cache: PolicyCache,
+    fetch_config: FetchConfig | None = None,
+    now: float,
+    before_expiry: float = 3600.0,
+    max_domains: int = 1000,
+    concurrency: int = 8,
+    fetcher: Fetcher | None = None,
+) -> list[Discovery]:
+    """Proactively refresh the cached policies that are due (RFC 8461 §3.3, §5.1; D3).
+
+    Walks the cache, picks at most ``max_domains`` entries for which
+    :func:`~smtptls.mtasts.cache_logic.needs_proactive_refresh` says so (daily, or
+    ``before_expiry`` seconds before expiry, rate-limited after failures) and runs
+    :func:`discover` with ``proactive=True`` on them, ``concurrency`` at a time. A policy
+    daemon calls this periodically; the results say what each refresh did.
+    """
+    due: list[str] = []
+    async for domain, cached in cache.iter_all():
+        if needs_proactive_refresh(cached, now, before_expiry):
+            due.append(domain)
+            if len(due) >= max_domains:
+                break
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(domain: str) -> Discovery:
+        async with gate:
+            return await discover(domain, dns=dns, cache=cache, fetch_config=fetch_config,
+                                  now=now, proactive=True, fetcher=fetcher)
+
+    return list(await asyncio.gather(*(one(d) for d in due)))

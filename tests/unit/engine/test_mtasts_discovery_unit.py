@@ -13,7 +13,7 @@ import pytest
 
 from smtptls.config import FetchConfig
 from smtptls.dnssec import Security
-from smtptls.engine.mtasts_discovery import Outcome, discover
+from smtptls.engine.mtasts_discovery import Outcome, discover, refresh_due
 from smtptls.errors import (
     DnsBogus,
     DnsTimeout,
@@ -250,3 +250,29 @@ async def test_rfc8461_3_3_refetch_rate_limited_after_failure():
     d = await run(FakeDns(txt("2")), cache, working, now=T0 + 301)
     assert d.outcome is Outcome.FETCHED and working.calls == 1
     assert d.policy.mode is Mode.TESTING
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_proactive_refresh_of_due_entries():
+    cache = MemoryPolicyCache()
+    await cache.put("old.example", cached(at=T0 - 86400 + 1000))  # a day old: due
+    await cache.put("fresh.example", cached(at=T0 - 60))  # fetched a minute ago
+    dns = FakeDns({"_mta-sts.old.example": ["v=STSv1; id=1"],
+                   "_mta-sts.fresh.example": ["v=STSv1; id=1"]})
+    fetcher = FakeFetcher(body=TESTING)
+    results = await refresh_due(dns=dns, cache=cache, now=T0, fetcher=fetcher)
+    assert [r.domain for r in results] == ["old.example"]
+    assert results[0].outcome is Outcome.FETCHED and fetcher.calls == 1
+    refreshed = await cache.get("old.example")
+    assert refreshed.fetched_at == T0 and refreshed.policy.mode is Mode.TESTING
+    assert (await cache.get("fresh.example")).fetched_at == T0 - 60
+
+
+async def test_proactive_refresh_bounded():
+    cache = MemoryPolicyCache()
+    for i in range(10):
+        await cache.put(f"d{i}.example", cached(at=T0 - 90000 + 7200))
+    dns = FakeDns({f"_mta-sts.d{i}.example": ["v=STSv1; id=1"] for i in range(10)})
+    results = await refresh_due(dns=dns, cache=cache, now=T0, fetcher=FakeFetcher(),
+                                max_domains=3, concurrency=2)
+    assert len(results) == 3
