@@ -151,7 +151,7 @@ class Fetcher(Protocol):
                  resolver: DnsResolver) -> Awaitable[FetchResult]: ...
 
 
-_inflight: dict[tuple[object, str, bool], asyncio.Task[Discovery]] = {}
+_inflight: dict[tuple[int, str, bool], asyncio.Task[Discovery]] = {}
 
 
 async def discover(
@@ -181,7 +181,7 @@ async def discover(
     except SmtpTlsError as exc:
         # Corpus ".good.loc": not a valid policy domain -> no policy, no I/O.
         return Discovery(str(domain), Outcome.NO_POLICY, Action.NO_POLICY, txt_error=exc)
-    key = (cache, name, proactive)
+    key = (id(cache), name, proactive)  # the task keeps cache alive while in flight
     task = _inflight.get(key)
     if task is None or task.done():
         task = asyncio.ensure_future(
