@@ -133,13 +133,13 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print_json([r.to_dict() for r in reports])
         return EXIT_OK
-    print(f"{'id':>5}  {'start':<10}  {'organization':<22} {'policy domains':<24} "
+    print(f"{'id':>5}  {'start':<10}  {'organization':<18} {'policy domains':<20} "
           f"{'ok':>8} {'failed':>7}  report-id")
     for r in reports:
         domains = ",".join(d or "-" for d in r.policy_domains)
-        print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {_cut(r.organization, 22):<22} "
-              f"{_cut(domains, 24):<24} {r.successful:>8} {r.failed:>7}  "
-              f"{_cut(r.report_id, 40)}")
+        print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {_cut(r.organization, 18):<18} "
+              f"{_cut(domains, 20):<20} {r.successful:>8} {r.failed:>7}  "
+              f"{_cut(r.report_id, 22)}")
     return EXIT_OK
 
 
@@ -192,7 +192,7 @@ def _quarantine(args: argparse.Namespace) -> int:
         return EXIT_OK
     for q in entries:
         print(f"{q.pk:>5}  {q.received_at.strftime('%Y-%m-%d %H:%M')}  {q.channel:<6} "
-              f"{q.size:>9}  {_cut(q.remote or '-', 24):<24} {_cut(q.reason, 40)}")
+              f"{q.size:>9}  {_cut(q.remote or '-', 24):<24} {_cut(q.reason, 32)}")
     if not entries:
         print("quarantine is empty")
     return EXIT_OK

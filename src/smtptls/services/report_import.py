@@ -142,7 +142,11 @@ def _mbox_sources(path: Path, max_message: int) -> Iterator[Source]:
 
 def _maildir_sources(path: Path, max_message: int) -> Iterator[Source]:
     for sub in ("new", "cur"):
-        for entry in sorted((path / sub).iterdir()):
+        try:
+            entries = sorted((path / sub).iterdir())
+        except OSError as exc:
+            raise ReportError(f"cannot list {path / sub}: {exc.strerror or exc}") from None
+        for entry in entries:
             if entry.is_file() and not entry.name.startswith("."):
                 yield Source(str(entry), "mail",
                              lambda entry=entry: _read_capped(entry, max_message))
@@ -164,7 +168,10 @@ def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
                 yield (str(root), str(exc))
             continue
         if _is_maildir(root):
-            yield from _maildir_sources(root, max_message)
+            try:
+                yield from _maildir_sources(root, max_message)
+            except ReportError as exc:
+                yield (str(root), str(exc))
             continue
         base_depth = len(root.parts)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -174,7 +181,10 @@ def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
                 dirnames.clear()
             maildirs = [d for d in dirnames if _is_maildir(here / d)]
             for d in maildirs:
-                yield from _maildir_sources(here / d, max_message)
+                try:
+                    yield from _maildir_sources(here / d, max_message)
+                except ReportError as exc:
+                    yield (str(here / d), str(exc))
             dirnames[:] = [d for d in dirnames if d not in maildirs and not d.startswith(".")]
             for fname in sorted(filenames):
                 if fname.startswith(".") or fname.endswith((".md", ".txt")):
@@ -211,6 +221,9 @@ async def import_paths(
             data = item.read()
         except ReportError as exc:
             summary.errors.append((item.name, str(exc)))
+            continue
+        except (OSError, mailbox.Error) as exc:
+            summary.errors.append((item.name, f"cannot read: {exc}"))
             continue
         if item.kind == "body":
             summary.add(item.name, await intake.submit_body(

@@ -133,3 +133,16 @@ def test_dashboard_token_check(header, ok):
 )
 def test_loopback_rule_for_the_dashboard(host, loopback):
     assert is_loopback(host) is loopback
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=80),
+                 st.binary(max_size=60).map(lambda b: "Basic " + base64.b64encode(b).decode())))
+def test_property_token_check_accepts_only_the_token(header):
+    accepted = token_matches(header, "s3cret")
+    if accepted:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            assert value.strip() == "s3cret"
+        else:
+            assert base64.b64decode(value.strip()).decode().partition(":")[2] == "s3cret"

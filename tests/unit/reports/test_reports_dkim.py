@@ -168,3 +168,17 @@ def test_property_rewrite_never_raises_and_is_idempotent(text):
     once = rewrite_key_record(text)
     assert isinstance(once, str)
     assert rewrite_key_record(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_property_signature_keys_never_raises(raw):
+    keys = signature_keys(b"DKIM-Signature: " + raw + b"\r\n\r\nbody")
+    assert isinstance(keys, list) and len(keys) <= 5
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=300))
+async def test_property_verify_never_raises(raw):
+    result = await verify_report_mail(raw, lookup_from({}))
+    assert result.status in set(DkimStatus)
