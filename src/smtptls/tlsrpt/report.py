@@ -54,6 +54,7 @@ valid report ``parse_report(r.to_json(), strict=True) == r``.
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import ipaddress
 import json
@@ -153,6 +154,11 @@ _DETAIL_FIELDS = (
     "additional-information",
     "failure-reason-code",
 )
+_NAME_SETS = {
+    names: frozenset(names)
+    for names in (_REPORT_FIELDS, _DATE_FIELDS, _ENTRY_FIELDS, _POLICY_FIELDS, _SUMMARY_FIELDS,
+                  _DETAIL_FIELDS)
+}
 # Names seen in the wild for a schema member: the §4.4 figure names the *values*
 # mx-host-pattern and additional-info-uri; some senders used those as member names.
 _ALIASES = {
@@ -167,6 +173,12 @@ _MX_PATTERN_RE = re.compile(rf"(?:\*\.)?(?=.{{1,254}}$)(?:{_DOMAIN_LABEL}\.)*{_D
 # RFC 8460 §4.4 contact-info: an addr-spec (RFC 5322 §3.4.1), checked loosely
 _ADDR_SPEC_RE = re.compile(r"[^@\s]+@[^@\s]+")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# a JSON escape that can decode to an unpaired surrogate (RFC 8259 §7)
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+_IPV4_RE = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
 _COUNT_TEXT_RE = re.compile(r"[ \t]*[0-9]{1,16}[ \t]*")
 # RFC 3339 §5.6 date-time, plus the variants real senders wrote (checked below)
 _DATETIME_RE = re.compile(
@@ -442,6 +454,7 @@ def _loads(text: str) -> Any:
         raise ReportParseError("empty input, not a JSON report", path="$")
     _check_depth(text)
     try:
+        # the number hooks bound literal length before int()/float() see them
         return json.loads(
             text,
             object_pairs_hook=_pairs_hook,
@@ -603,12 +616,14 @@ def _member_path(path: str, key: str) -> str:
 class _Reader:
     """Walks one decoded report; strict raises at the first deviation, tolerant notes it."""
 
-    __slots__ = ("strict", "warnings", "dropped")
+    __slots__ = ("strict", "warnings", "dropped", "surrogates")
 
-    def __init__(self, strict: bool) -> None:
+    def __init__(self, strict: bool, *, surrogates: bool = True) -> None:
         self.strict = bool(strict)
         self.warnings: list[str] = []
         self.dropped = 0
+        # False when the input cannot hold an unpaired surrogate (checked once, up front)
+        self.surrogates = surrogates
 
     # what to do with a finding
 
@@ -639,7 +654,10 @@ class _Reader:
         """The object's members under their RFC 8460 names (tolerant: case, aliases)."""
         if not isinstance(obj, dict):
             self.fail(path, f"expected an object, got {_kind(obj)}")
-        for key in getattr(obj, "duplicates", ()):
+        duplicates = getattr(obj, "duplicates", ())
+        if not duplicates and obj.keys() <= _NAME_SETS[names]:
+            return obj  # the common case: exact names, nothing to report
+        for key in duplicates:
             # I-JSON, RFC 7493 §2.3: member names MUST be unique
             self.deviation(
                 _member_path(path, key), "member appears more than once; the last is used"
@@ -679,28 +697,39 @@ class _Reader:
         *default* says, for the warning, what a missing value is read as.
         """
         value = m.get(name, _MISSING)
-        where = f"{path}.{name}"
-        read_as = f"; read as {default}" if default else ""
         if value is None:
             # RFC 8460 §4.4 gives every member a type; null is none of them
-            self.deviation(where, f"null{read_as or '; read as absent'}")
-            value = _MISSING
-        elif value is _MISSING and required:
-            self.deviation(where, f"required member missing{read_as}")
+            self.deviation(f"{path}.{name}", f"null; read as {default or 'absent'}")
+            return _MISSING
+        if value is _MISSING and required:
+            read_as = f"; read as {default}" if default else ""
+            self.deviation(f"{path}.{name}", f"required member missing{read_as}")
         return value
 
-    def text(self, value: Any, path: str) -> str:
+    def text(self, value: Any, path: str, name: str | None = None) -> str:
+        """A string member (*path*.*name*; the path is built only for a finding)."""
+        if type(value) is str and len(value) <= MAX_TEXT and not self.surrogates:
+            return value
+        if name is not None:
+            path = f"{path}.{name}"
         if not isinstance(value, str):
             self.fail(path, f"expected a string, got {_excerpt(value)}")
         if len(value) > MAX_TEXT:
             self.fail(path, f"string of {len(value)} characters (at most {MAX_TEXT})")
-        if _SURROGATE_RE.search(value):
+        if self.surrogates and _SURROGATE_RE.search(value):
             # I-JSON, RFC 7493 §2.1: no unpaired surrogates
             self.deviation(path, "unpaired UTF-16 surrogate; replaced with U+FFFD")
             value = _SURROGATE_RE.sub("\ufffd", value)
         return value
 
     def strings(self, value: Any, path: str) -> tuple[str, ...]:
+        if (
+            type(value) is list
+            and len(value) <= MAX_STRINGS
+            and not self.surrogates
+            and all(type(v) is str and len(v) <= MAX_TEXT for v in value)
+        ):
+            return tuple(value)
         if isinstance(value, str):
             self.deviation(path, "a string where RFC 8460 §4.4 has an array of strings")
             return (self.text(value, path),)
@@ -710,7 +739,11 @@ class _Reader:
             self.fail(path, f"more than {MAX_STRINGS} entries")
         return tuple(self.text(v, f"{path}[{i}]") for i, v in enumerate(value))
 
-    def count(self, value: Any, path: str) -> int:
+    def count(self, value: Any, path: str, name: str | None = None) -> int:
+        if type(value) is int and 0 <= value <= MAX_COUNT:
+            return value
+        if name is not None:
+            path = f"{path}.{name}"
         if isinstance(value, bool):
             self.fail(path, "expected a non-negative integer, got a boolean")
         if isinstance(value, int):
@@ -799,26 +832,40 @@ def _json_array_in_string(lines: tuple[str, ...]) -> tuple[str, ...] | None:
     return None
 
 
-def _check_domain(reader: _Reader, value: str, path: str, *, pattern: bool = False) -> None:
-    regex = _MX_PATTERN_RE if pattern else _DOMAIN_RE
-    if not regex.fullmatch(value):
-        what = "an MX host pattern" if pattern else "a domain name in A-labels"
-        # RFC 8460 §4.4: domains as A-labels (IDN in Punycode), patterns as RFC 8461 §4.1
-        reader.deviation(path, f"{_excerpt(value)} is not {what}")
+def _check_domain(reader: _Reader, value: str, path: str, name: str | None = None) -> None:
+    if not _DOMAIN_RE.fullmatch(value):
+        # RFC 8460 §4.4: domain names as A-labels (an IDN in Punycode)
+        where = path if name is None else f"{path}.{name}"
+        reader.deviation(where, f"{_excerpt(value)} is not a domain name in A-labels")
 
 
-def _check_ip(reader: _Reader, value: str, path: str) -> None:
+@functools.lru_cache(maxsize=4096)
+def _is_ip(value: str) -> bool:
+    if _IPV4_RE.fullmatch(value):
+        return True
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        # RFC 8460 §4.4: an IPv4 (dot-decimal) or IPv6 (RFC 5952) address
-        reader.deviation(path, f"{_excerpt(value)} is not an IP address")
+        return False
+    return True
+
+
+def _check_ip(reader: _Reader, value: str, path: str, name: str) -> None:
+    # RFC 8460 §4.4: an IPv4 (dot-decimal) or IPv6 (RFC 5952) address; sending MTAs
+    # repeat from report to report, so answers are cached (short strings only)
+    if _IPV4_RE.fullmatch(value):
+        return
+    if len(value) > 64 or not _is_ip(value):
+        reader.deviation(f"{path}.{name}", f"{_excerpt(value)} is not an IP address")
 
 
 def _optional_text(reader: _Reader, m: dict[str, Any], name: str, path: str,
                    *, required: bool = False) -> str | None:
+    value = m.get(name, _MISSING)
+    if type(value) is str and len(value) <= MAX_TEXT and not reader.surrogates:
+        return value  # the common case, in one call
     value = reader.get(m, name, path, required=required)
-    return None if value is _MISSING else reader.text(value, f"{path}.{name}")
+    return None if value is _MISSING else reader.text(value, path, name)
 
 
 def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
@@ -827,7 +874,7 @@ def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
     if raw_type is None:
         # without a result type a failure detail says nothing: fatal in both modes
         reader.fail(f"{path}.result-type", "required member missing")
-    rt_text = reader.text(raw_type, f"{path}.result-type")
+    rt_text = reader.text(raw_type, path, "result-type")
     result_type: ResultType | str
     if rt_text in _RESULT_TYPES:
         result_type = _RESULT_TYPES[rt_text]
@@ -838,20 +885,22 @@ def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
         # RFC 8460 §4.3/§6.6: the list grows; receivers keep unknown types
         reader.note(f"{path}.result-type", f"unregistered result type {_excerpt(rt_text)}; kept")
         result_type = rt_text
-    count_value = reader.get(m, "failed-session-count", path, required=True, default="0")
-    count = 0 if count_value is _MISSING else reader.count(
-        count_value, f"{path}.failed-session-count"
-    )
+    count = m.get("failed-session-count")
+    if type(count) is not int or not 0 <= count <= MAX_COUNT:
+        count_value = reader.get(m, "failed-session-count", path, required=True, default="0")
+        count = 0 if count_value is _MISSING else reader.count(
+            count_value, path, "failed-session-count"
+        )
     sending_ip = _optional_text(reader, m, "sending-mta-ip", path, required=True)
     if sending_ip is not None:
-        _check_ip(reader, sending_ip, f"{path}.sending-mta-ip")
+        _check_ip(reader, sending_ip, path, "sending-mta-ip")
     mx_hostname = _optional_text(reader, m, "receiving-mx-hostname", path, required=True)
     if mx_hostname is not None:
-        _check_domain(reader, mx_hostname, f"{path}.receiving-mx-hostname")
+        _check_domain(reader, mx_hostname, path, "receiving-mx-hostname")
     helo = _optional_text(reader, m, "receiving-mx-helo", path)
     receiving_ip = _optional_text(reader, m, "receiving-ip", path)
     if receiving_ip is not None:
-        _check_ip(reader, receiving_ip, f"{path}.receiving-ip")
+        _check_ip(reader, receiving_ip, path, "receiving-ip")
     info = _optional_text(reader, m, "additional-information", path)
     if info is not None:
         try:
@@ -882,7 +931,7 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     raw_type = m.get("policy-type")
     if raw_type is None:
         reader.fail(f"{ppath}.policy-type", "required member missing")
-    pt_text = reader.text(raw_type, f"{ppath}.policy-type")
+    pt_text = reader.text(raw_type, ppath, "policy-type")
     policy_type: PolicyType | str
     if pt_text in _POLICY_TYPES:
         policy_type = _POLICY_TYPES[pt_text]
@@ -910,8 +959,8 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     value = reader.get(m, "policy-domain", ppath, required=True)
     policy_domain = None
     if value is not _MISSING:
-        policy_domain = reader.text(value, f"{ppath}.policy-domain")
-        _check_domain(reader, policy_domain, f"{ppath}.policy-domain")
+        policy_domain = reader.text(value, ppath, "policy-domain")
+        _check_domain(reader, policy_domain, ppath, "policy-domain")
 
     # RFC 8460 §4.4: "in the case where policy-type is sts", the MX patterns (an array;
     # the §4.5 example's string is erratum 6241)
@@ -920,7 +969,11 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     )
     mx_host = () if value is _MISSING else reader.strings(value, f"{ppath}.mx-host")
     for i, pattern in enumerate(mx_host):
-        _check_domain(reader, pattern, f"{ppath}.mx-host[{i}]", pattern=True)
+        if not _MX_PATTERN_RE.fullmatch(pattern):
+            # RFC 8460 §4.4: patterns as in RFC 8461 §4.1, "*." only as the whole left label
+            reader.deviation(
+                f"{ppath}.mx-host[{i}]", f"{_excerpt(pattern)} is not an MX host pattern"
+            )
 
     spath = f"{path}.summary"
     value = reader.get(entry, "summary", path, required=True, default="zero counts")
@@ -933,7 +986,7 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
         # RFC 8460 §4.4: both totals, integers
         count_value = reader.get(summary, name, spath, required=True, default="0")
         counts.append(
-            0 if count_value is _MISSING else reader.count(count_value, f"{spath}.{name}")
+            0 if count_value is _MISSING else reader.count(count_value, spath, name)
         )
 
     dpath = f"{path}.failure-details"
@@ -987,7 +1040,7 @@ def _build_report(reader: _Reader, data: Any) -> Report:
     m = reader.members(data, "$", _REPORT_FIELDS)
 
     value = reader.get(m, "organization-name", "$", required=True, default="''")
-    organization = "" if value is _MISSING else reader.text(value, "$.organization-name")
+    organization = "" if value is _MISSING else reader.text(value, "$", "organization-name")
     if value is not _MISSING and not organization.strip():
         reader.deviation("$.organization-name", "empty")
 
@@ -1005,7 +1058,7 @@ def _build_report(reader: _Reader, data: Any) -> Report:
     value = reader.get(m, "contact-info", "$", required=True)
     contact = None
     if value is not _MISSING:
-        contact = reader.text(value, "$.contact-info")
+        contact = reader.text(value, "$", "contact-info")
         if not _ADDR_SPEC_RE.fullmatch(contact):
             # RFC 8460 §4.4: an addr-spec (RFC 5322 §3.4.1)
             reader.deviation("$.contact-info", f"{_excerpt(contact)} is not an e-mail address")
@@ -1013,7 +1066,7 @@ def _build_report(reader: _Reader, data: Any) -> Report:
     if m.get("report-id") is None:
         # RFC 8460 §4.4: the unique identifier; receivers de-duplicate on it (fatal)
         reader.fail("$.report-id", "required member missing")
-    report_id = reader.text(m["report-id"], "$.report-id")
+    report_id = reader.text(m["report-id"], "$", "report-id")
     if not report_id.strip():
         reader.fail("$.report-id", "empty report-id")
 
@@ -1061,4 +1114,8 @@ def parse_report(
     reader = _Reader(strict)
     text = _decode(data, reader, max_size, max_decompressed)
     obj = _loads(text)
+    # an unpaired surrogate can only come from a \uD8xx escape (or a str passed in)
+    reader.surrogates = bool(
+        _SURROGATE_ESCAPE_RE.search(text) or (isinstance(data, str) and _SURROGATE_RE.search(text))
+    )
     return _build_report(reader, obj)
