@@ -12,6 +12,7 @@ imported files all end here. The rules:
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import enum
@@ -167,7 +168,7 @@ class ReportIntake:
         """An HTTPS POST body or a .json / .json.gz file."""
         intake = Intake(channel, datetime.now(UTC), remote=remote)
         try:
-            record = self.parse_body(body)
+            record = await asyncio.to_thread(self.parse_body, body)  # off the loop
         except ReportError as exc:
             return await self._quarantine(body, str(exc), intake, _kind(exc),
                                           too_large=isinstance(exc, ReportTooLargeError))
@@ -193,7 +194,7 @@ class ReportIntake:
             reason = f"DKIM {dkim.status}" + (f": {dkim.reason}" if dkim.reason else "")
             return [await self._quarantine(raw, reason, intake, "dkim")]
         try:
-            attachments = self.message_attachments(raw)
+            attachments = await asyncio.to_thread(self.message_attachments, raw)
         except ReportError as exc:
             kind = "no-report" if isinstance(exc, NoReportAttachmentError) else _kind(exc)
             return [await self._quarantine(raw, str(exc), intake, kind,
@@ -204,7 +205,7 @@ class ReportIntake:
         outcomes = []
         for i, (filename, payload) in enumerate(attachments[:MAX_ATTACHMENTS]):
             try:
-                record = self.parse_body(payload)
+                record = await asyncio.to_thread(self.parse_body, payload)
             except Exception as exc:
                 # Keep the whole message (its headers give the context), say which part.
                 what = str(exc) if isinstance(exc, ReportError) else type(exc).__name__
