@@ -8,12 +8,16 @@ postmaster reads and the exit status (0 pass, 1 DANE failure or not applicable).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+from smtptls.cli import _tlsa_lookup
+from smtptls.dane.verify import verify_chain
+from smtptls.errors import DaneError, DnsError
 from tests.lab import LabDomain, LabMx, LabZone
 
 pytestmark = pytest.mark.lab
@@ -200,3 +204,44 @@ def test_unreachable_resolver_is_an_error():
         capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "error" in proc.stderr
+
+
+# --- '--lookup' for 'tlsa check' (smtptls.cli._tlsa_lookup) -------------------------------
+
+
+def lookup_args(lab, host: str) -> argparse.Namespace:
+    ip, port = lab.resolver
+    return argparse.Namespace(lookup=host, port=25, nameserver=[f"{ip}:{port}"], timeout=5.0,
+                              config=None)
+
+
+def test_tlsa_lookup_secure_records_verify_the_receiver_chain(published):
+    found = _tlsa_lookup.lookup_from_args(lookup_args(published, "mx.ee.cli.secure.test"))
+    assert found.security == "secure"
+    assert found.name == "_25._tcp.mx.ee.cli.secure.test"
+    ((owner, rec),) = found.parsed
+    assert owner == "_25._tcp.mx.ee.cli.secure.test."
+    chain = published.issue("mx.ee.cli.secure.test", "self-signed")
+    verdict = verify_chain([rec], [chain.leaf_der], ["mx.ee.cli.secure.test"])
+    assert verdict.ok and verdict.reason == "dane-ee-match"
+    assert "DNSSEC secure" in found.summary() and "not validated" not in found.summary()
+
+
+@pytest.mark.rfc("7672 2.1.1")
+def test_tlsa_lookup_insecure_records_are_flagged(published):
+    found = _tlsa_lookup.lookup_from_args(lookup_args(published, "mx.mxi.cli.insecure.test"))
+    assert found.security == "insecure" and len(found.records) == 1
+    assert "not validated" in found.summary()
+    assert found.to_dict()["security"] == "insecure"
+
+
+@pytest.mark.parametrize(
+    "host, error, message",
+    [
+        pytest.param("mx.tb.cli.secure.test", DnsError, "is bogus", id="bogus"),
+        pytest.param("mx.nt.cli.secure.test", DaneError, "no TLSA records", id="none"),
+    ],
+)
+def test_tlsa_lookup_errors(published, host, error, message):
+    with pytest.raises(error, match=message):
+        _tlsa_lookup.lookup_from_args(lookup_args(published, host))
