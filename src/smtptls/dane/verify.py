@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -524,10 +525,14 @@ def verify_chain(
             f"none of the {len(recs)} TLSA record(s) is usable for SMTP "
             "(RFC 7672 §3.1.3, RFC 7671 §9)")
         return DaneVerdict(False, "no-usable-records", why)
-    entries = [_Cert.load(i, raw) for i, raw in enumerate(list(chain)[:MAX_CHAIN])]
-    if not entries:
+    try:
+        sent = list(itertools.islice(iter(chain), MAX_CHAIN))
+    except TypeError:
+        raise DaneError("chain must be a sequence of DER certificates") from None
+    if not sent:
         return DaneVerdict(False, "bad-certificate", "the server sent no certificate")
-    leaf = entries[0]
+    # The leaf first: a DANE-EE match needs nothing else parsed.
+    leaf = _Cert.load(0, sent[0])
 
     # RFC 7672 §3.1.1: DANE-EE(3) matches the leaf; no name or date checks.
     for rec in ee:
@@ -545,6 +550,7 @@ def verify_chain(
 
     # RFC 7672 §3.1.2: DANE-TA(2), the anchor in the chain or in the record.
     assert when is not None
+    entries = [leaf] + [_Cert.load(i, raw) for i, raw in enumerate(sent) if i > 0]
     finder = _PathFinder(entries, ta, _record_anchors(ta))
     best: _Outcome | None = None
     for path in finder.paths(leaf):
