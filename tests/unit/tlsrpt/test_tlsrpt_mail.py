@@ -293,3 +293,28 @@ def test_filename_round_trip():
     parsed = parse_filename(NAME)
     assert parsed.to_text() == NAME
     assert parse_filename(parsed.to_text(), strict=True) == parsed
+
+
+_HOST = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\.(example|com|net)", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_property_subject_and_filename_never_raise(text):
+    for strict in (True, False):
+        subject = parse_subject(text, strict=strict)
+        assert subject is None or subject.domain
+        name = parse_filename(text, strict=strict)
+        assert name is None or name.begin.tzinfo is UTC
+
+
+@settings(max_examples=150, deadline=None)
+@given(_HOST, _HOST, st.from_regex(r"[a-z0-9.+_-]{1,20}@[a-z0-9.-]{1,20}", fullmatch=True),
+       st.integers(0, 4_000_000_000), st.integers(0, 86400),
+       st.none() | st.from_regex(r"[A-Za-z0-9]{1,20}", fullmatch=True), st.booleans())
+def test_property_subject_and_filename_round_trip(domain, submitter, rid, begin, span, uid, gz):
+    subject = ReportSubject(domain, submitter, rid, True)
+    assert parse_subject(subject.to_text(), strict=True) == subject
+    name = ReportFilename(submitter, domain, datetime.fromtimestamp(begin, UTC),
+                          datetime.fromtimestamp(begin + span, UTC), uid, gz)
+    assert parse_filename(name.to_text(), strict=True) == name
