@@ -18,6 +18,8 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smtptls.errors import SmtpProbeError
 from smtptls.net.pkix import verify_pkix
@@ -355,3 +357,38 @@ async def test_lab_probe_without_starttls(lab_probe_domain):
     res = await probe_starttls(mx.address, host=mx.host, limits=FAST)
     assert res.error is not None and res.error.stage == Stage.STARTTLS
     assert not res.starttls_offered and res.stage_reached == Stage.EHLO
+
+
+# --- property: whatever a server sends, the probe ends with a result, never an exception --
+
+
+async def _probe_payload(payload: bytes):
+    async def handler(reader, writer):
+        writer.write(payload)
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(1), 0.05)
+
+    async with serve(handler) as port:
+        return await probe_starttls("127.0.0.1", host="mx.probe.test", port=port,
+                                    limits=ProbeLimits(connect_timeout=1, step_timeout=0.3,
+                                                       total_timeout=1))
+
+
+smtp_ish = st.lists(
+    st.one_of(
+        st.sampled_from([b"220 hi\r\n", b"220-more\r\n", b"250-x\r\n", b"250 STARTTLS\r\n",
+                         b"220 go\r\n", b"554 no\r\n", b"\r\n", b"\n", b"\x16\x03\x01"]),
+        st.binary(max_size=40),
+    ),
+    max_size=8,
+).map(b"".join)
+
+
+@given(smtp_ish)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_server_bytes_end_in_a_result(payload):
+    res = asyncio.run(_probe_payload(payload))
+    assert res.ok is False
+    assert isinstance(res.error, SmtpProbeError)
+    assert res.error.stage in set(Stage)

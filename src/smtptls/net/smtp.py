@@ -421,6 +421,12 @@ def _make_engine(backend: TlsBackend, server_name: str | None, min_version: str)
     raise SmtpProbeError(f"unknown TLS backend {backend!r}", stage=Stage.HANDSHAKE)
 
 
+def _openssl_error() -> type[BaseException]:
+    from OpenSSL import SSL
+
+    return SSL.Error
+
+
 class _TlsFailure(Exception):
     """Internal: a TLS library error, turned into SmtpProbeError by the session."""
 
@@ -710,6 +716,8 @@ async def probe_starttls(
                          else str(exc) or type(exc).__name__)
     except UnicodeEncodeError:
         p.error = p.fail("HELO name must be ASCII", repr(helo_name))
+    except _openssl_error() as exc:  # a TLS library error outside the wrapped calls
+        p.error = p.fail("TLS error", _describe_tls_error(exc))
     finally:
         await _close(p)
     return p.result()
