@@ -399,10 +399,10 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Obj:
     obj = _Obj(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        dups: list[str] = []
+        dups: dict[str, None] = {}  # ordered, O(1) membership: linear in the object size
         for key, _ in pairs:
-            if key in seen and key not in dups:
-                dups.append(key)
+            if key in seen:
+                dups[key] = None
             seen.add(key)
         obj.duplicates = tuple(dups)
     else:

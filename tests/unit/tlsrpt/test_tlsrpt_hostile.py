@@ -21,7 +21,7 @@ from tlsrpt_samples import dumps, rfc8460_example
 
 from smtptls.errors import ReportError, ReportParseError, ReportTooLargeError
 from smtptls.tlsrpt import Report, parse_report
-from smtptls.tlsrpt.report import DEFAULT_MAX_DECOMPRESSED, MAX_DEPTH
+from smtptls.tlsrpt.report import DEFAULT_MAX_DECOMPRESSED, MAX_DEPTH, MAX_WARNINGS
 
 MIB = 1024 * 1024
 
@@ -323,3 +323,13 @@ def test_property_mutated_reports_raise_only_report_errors(data):
             continue
         # whatever parses serialises, and its canonical form parses again
         assert Report.from_dict(json.loads(report.to_json())) == report
+
+
+@pytest.mark.timeout(20)
+def test_many_duplicate_members_cost_linear_time():
+    members = ",".join(f'"k{i}": 1, "k{i}": 2' for i in range(50_000))
+    text = dumps(rfc8460_example()).decode()[:-1] + "," + members + "}"
+    started = time.monotonic()
+    report = parse_report(text)
+    assert time.monotonic() - started < 5
+    assert len(report.warnings) == MAX_WARNINGS + 1
