@@ -87,6 +87,15 @@ def _name(name: str) -> str:
     return norm
 
 
+def _tuple(value: object, what: str) -> tuple:
+    if isinstance(value, str | bytes):
+        raise DaneError(f"{what} must be a sequence, not a single value")
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise DaneError(f"{what} must be a sequence") from None
+
+
 def _security(value: object, what: str) -> Security:
     try:
         return Security(value)
@@ -110,7 +119,7 @@ class TlsaLookup:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "security", _security(self.security, "TLSA lookup"))
-        recs = tuple(self.records)
+        recs = _tuple(self.records, "TlsaLookup.records")
         if not all(isinstance(r, TLSARecord) for r in recs):
             raise DaneError("TlsaLookup.records must hold TLSARecord values")
         object.__setattr__(self, "records", recs)
@@ -136,7 +145,7 @@ class HostLookup:
         object.__setattr__(self, "name", _name(self.name))
         object.__setattr__(self, "address_security",
                            _security(self.address_security, f"{self.name} address"))
-        chain = tuple(self.cname_chain)
+        chain = _tuple(self.cname_chain, "cname_chain")
         if len(chain) > MAX_CNAME_CHAIN:
             raise DaneError(f"{self.name}: CNAME chain longer than {MAX_CNAME_CHAIN}")
         object.__setattr__(self, "cname_chain", tuple(_name(n) for n in chain))
@@ -165,7 +174,7 @@ class DestinationLookup:
     def __post_init__(self) -> None:
         object.__setattr__(self, "domain", _name(self.domain))
         object.__setattr__(self, "mx_security", _security(self.mx_security, "MX lookup"))
-        hosts = tuple(self.mx_hosts)
+        hosts = _tuple(self.mx_hosts, "mx_hosts")
         if len(hosts) > MAX_HOSTS:
             raise DaneError(f"{self.domain}: more than {MAX_HOSTS} MX hosts")
         object.__setattr__(self, "mx_hosts", tuple(_name(h) for h in hosts))
@@ -265,6 +274,8 @@ def decide_host(
                           f"{name} is in an insecure zone: DANE does not apply")
     norm = {}
     for key, value in tlsa.items():
+        if not isinstance(value, TlsaLookup):
+            raise DaneError(f"TLSA lookup for {key!r} is not a TlsaLookup")
         norm[_name(key)] = value
     tried = []
     for base in candidates:

@@ -518,7 +518,11 @@ def verify_chain(
         raise DaneError("chain must be a sequence of DER certificates, not one value")
     if isinstance(reference_names, str):
         reference_names = [reference_names]
-    refs = [n for n in list(reference_names)[:MAX_REFERENCE_NAMES] if isinstance(n, str)]
+    try:
+        names_given = list(itertools.islice(iter(reference_names), MAX_REFERENCE_NAMES))
+    except TypeError:
+        raise DaneError("reference_names must be a sequence of names") from None
+    refs = [n for n in names_given if isinstance(n, str)]
 
     if not usable:
         why = "the TLSA RRset is empty" if not recs else (

@@ -231,6 +231,12 @@ def test_rfc7672_2_2_3_tlsa_query_name() -> None:
         pytest.param(lambda: HostLookup("mx.example.com", S, ("x.example",) * 17),
                      id="cname-chain-too-long"),
         pytest.param(lambda: TlsaLookup(S, ("3 1 1 00",)), id="records-not-typed"),
+        pytest.param(lambda: TlsaLookup(S, None), id="records-none"),
+        pytest.param(lambda: HostLookup("mx.example.com", S, None), id="cname-chain-none"),
+        pytest.param(lambda: DestinationLookup("example.com", S, "mx.example.com"),
+                     id="mx-hosts-string"),
+        pytest.param(lambda: decide_host(HostLookup(MX, S), {MX: "secure"}),
+                     id="tlsa-lookup-not-typed"),
         pytest.param(lambda: DestinationLookup("example.com", S, ("mx.example",) * 65),
                      id="too-many-mx"),
         pytest.param(lambda: decide_destination(

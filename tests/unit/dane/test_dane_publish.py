@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import serialization
 from dane_certs import NOW, key, make_cert, pki, rec, zeros
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtptls.dane import (
     TLSARecord,
@@ -204,3 +206,21 @@ def test_rollover_advice_errors_are_typed(published: list, current) -> None:
 
 def test_records_are_tlsa_records() -> None:
     assert isinstance(tlsa_from_cert(pki().leaf.cert), TLSARecord)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from([b"", b"-----BEGIN CERTIFICATE-----\n",
+                                                 b"-----BEGIN PUBLIC KEY-----\n",
+                                                 b"-----BEGIN PRIVATE KEY-----\n"]))
+def test_property_publish_inputs_only_typed_errors(raw: bytes, prefix: bytes) -> None:
+    data = prefix + raw
+    try:
+        record = tlsa_from_cert(data)
+    except DaneError:
+        record = None
+    assert record is None or isinstance(record, TLSARecord)
+    try:
+        certs = load_certificates(data)
+    except DaneError:
+        certs = []
+    assert isinstance(certs, list)

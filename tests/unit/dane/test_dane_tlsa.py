@@ -268,3 +268,13 @@ def test_property_select_usable_subset_and_agile(rrset: list[TLSARecord]) -> Non
         if r.mtype == MatchingType.SHA256:
             assert not any(o.usage == r.usage and o.selector == r.selector
                            and o.mtype == MatchingType.SHA512 for o in kept)
+
+
+@given(st.binary(max_size=120))
+def test_property_from_wire_only_typed_errors(raw: bytes) -> None:
+    try:
+        rec = TLSARecord.from_wire(raw)
+    except TlsaRecordError:
+        assert len(raw) < 4
+        return
+    assert rec.to_wire() == raw

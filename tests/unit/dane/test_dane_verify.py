@@ -436,6 +436,9 @@ def test_long_chain_is_bounded() -> None:
                      id="chain-single-bytes"),
         pytest.param(lambda p: verify_chain([zeros(2, 1, 1)], p.chain, HOST, "2025-01-01"),
                      id="now-string"),
+        pytest.param(lambda p: verify_chain([zeros(3, 1, 1)], 42, HOST, NOW), id="chain-int"),
+        pytest.param(lambda p: verify_chain([zeros(3, 1, 1)], p.chain, None, NOW),
+                     id="names-none"),
     ],
 )
 def test_caller_errors_are_typed(call) -> None:
