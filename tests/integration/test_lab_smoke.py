@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import smtplib
 import socket
 import ssl
@@ -24,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
-from tests.lab import CertKind, LabDomain, LabError, LabMx, LabZone, PolicyHost
+from tests.lab import CertKind, LabDomain, LabError, LabMx, LabZone, PolicyHost, runtime
 
 pytestmark = pytest.mark.lab
 
@@ -386,3 +387,150 @@ def test_receiver_data_reply_is_configurable(lab):
             pytest.raises(smtplib.SMTPDataError) as err:
         s.sendmail("a@client.test", ["b@tempfail.insecure.test"], b"Subject: x\r\n\r\nx\r\n")
     assert err.value.smtp_code == 451
+
+
+# --- the sending Postfix ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pf_domains(lab):
+    return {d.name: d for d in lab.add(
+        LabDomain("pf-good.secure.test",
+                  mx=[LabMx("mx.pf-good.secure.test", cert="good", tlsa=["3 1 1 auto"])]),
+        LabDomain("pf-plain.insecure.test", mx=[LabMx("mx.pf-plain.insecure.test", starttls=False)]),
+        LabDomain("pf-dane-bad.secure.test",
+                  mx=[LabMx("mx.pf-dane-bad.secure.test", cert="good",
+                            tlsa=["3 1 1 " + "00" * 32])]),
+        LabDomain("pf-broken.bogus.test", mx=[LabMx("mx.pf-broken.bogus.test")]),
+    )}
+
+
+@pytest.fixture
+def postfix(lab, pf_domains):
+    pf = lab.postfix()
+    yield pf
+    pf.stop()
+
+
+@pytest.mark.e2e
+def test_postfix_delivers_opportunistically_over_tls(lab, postfix):
+    resolv_before = open("/etc/resolv.conf", "rb").read()
+    lab.clear_messages("mx.pf-good.secure.test")
+    qid = postfix.submit("sender@lab.test", "rcpt@pf-good.secure.test",
+                         "Subject: postfix smoke\r\n\r\nhello\r\n")
+    d = postfix.wait_delivery(qid, timeout=20)
+    assert d.status == "sent", d.line
+    assert d.relay.startswith("mx.pf-good.secure.test[")
+    assert d.tls is not None and d.tls.level == "Trusted"  # may + lab CA: chain trusted
+    msg = lab.wait_for_messages("mx.pf-good.secure.test", 1, timeout=10)[-1]
+    assert msg.tls and msg.peer[0] == lab.postfix_address
+    assert msg.message["Subject"] == "postfix smoke"
+    postfix.wait_queue_empty(timeout=10)
+    assert open("/etc/resolv.conf", "rb").read() == resolv_before
+
+
+@pytest.mark.e2e
+def test_postfix_sendmail_path_and_plaintext_receiver(lab, postfix):
+    lab.clear_messages("mx.pf-plain.insecure.test")
+    postfix.sendmail("sender@lab.test", "rcpt@pf-plain.insecure.test",
+                     b"Subject: via sendmail\r\n\r\nx\r\n")
+    msg = lab.wait_for_messages("mx.pf-plain.insecure.test", 1, timeout=20)[-1]
+    assert not msg.tls
+    sent = [d for d in postfix.deliveries() if d.recipient == "rcpt@pf-plain.insecure.test"]
+    assert sent and sent[-1].status == "sent" and sent[-1].tls is None
+
+
+@pytest.mark.e2e
+@pytest.mark.rfc("7672 2.1.1")
+def test_postfix_resolves_through_the_lab_validator(lab, postfix):
+    """A bogus MX RRset is a temporary failure: Postfix asks Unbound, not the host's DNS."""
+    qid = postfix.submit("sender@lab.test", "rcpt@pf-broken.bogus.test", "Subject: x\r\n\r\nx\r\n")
+    d = postfix.wait_delivery(qid, timeout=20)
+    assert d.status == "deferred"
+    assert "pf-broken.bogus.test" in d.detail and "try again" in d.detail.lower()
+    postfix.delete_all()
+
+
+@pytest.mark.e2e
+@pytest.mark.rfc("7672 2.2")
+@pytest.mark.parametrize(
+    "domain, status, level",
+    [("pf-good.secure.test", "sent", "Verified"),
+     ("pf-dane-bad.secure.test", "deferred", None),
+     ("pf-plain.insecure.test", "sent", None)],
+    ids=["dane-match", "dane-mismatch", "insecure-zone-no-dane"],
+)
+def test_postfix_dane_sees_the_ad_bit(lab, postfix, domain, status, level):
+    """With smtp_tls_security_level=dane Postfix only verifies when the AD bit reached it."""
+    postfix.reload(smtp_tls_security_level="dane")
+    qid = postfix.submit("sender@lab.test", f"rcpt@{domain}", "Subject: dane\r\n\r\nx\r\n")
+    d = postfix.wait_delivery(qid, timeout=20)
+    assert d.status == status, d.line
+    if level is not None:
+        assert d.tls is not None and d.tls.level == level
+    if status == "deferred":
+        assert "Server certificate not verified" in d.detail or "TLSA" in d.detail, d.detail
+        postfix.delete_all()
+
+
+class _Socketmap:
+    """Minimal socketmap server (netstrings) answering one fixed reply to every lookup."""
+
+    def __init__(self, reply: bytes) -> None:
+        import threading
+
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                buf = b""
+                try:
+                    while True:
+                        data = conn.recv(4096)
+                        if not data:
+                            break
+                        buf += data
+                        while b":" in buf:
+                            size, rest = buf.split(b":", 1)
+                            n = int(size)
+                            if len(rest) < n + 1:
+                                break
+                            self.requests.append(rest[:n])
+                            buf = rest[n + 1:]
+                            conn.sendall(b"%d:%s," % (len(self.reply), self.reply))
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.e2e
+def test_postfix_policy_map_hook(lab, pf_domains):
+    """lab.postfix(policy_map=...) makes Postfix ask that socketmap for every next hop."""
+    server = _Socketmap(b"OK encrypt")
+    pf = lab.postfix(policy_map=f"socketmap:inet:127.0.0.1:{server.port}:postfix")
+    try:
+        qid = pf.submit("sender@lab.test", "rcpt@pf-plain.insecure.test", "Subject: x\r\n\r\nx\r\n")
+        d = pf.wait_delivery(qid, timeout=20)
+        assert d.status == "deferred"
+        assert "TLS is required, but was not offered" in d.detail
+        assert b"postfix pf-plain.insecure.test" in server.requests
+    finally:
+        pf.stop()
+        server.close()
+    # Nothing of that Postfix is left: the lab's marked processes are NSD and Unbound only.
+    left = {os.path.basename(os.readlink(f"/proc/{p}/exe"))
+            for p in runtime.find_lab_processes(lab.dir) if os.path.exists(f"/proc/{p}")}
+    assert left <= {"nsd", "unbound"}, left
