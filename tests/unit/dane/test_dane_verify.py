@@ -489,3 +489,25 @@ def test_property_verify_chain_only_verdicts(data: st.DataObject) -> None:
     assert isinstance(v, DaneVerdict)
     assert v.reason in RESULT_TYPES
     assert v.ok == (v.reason in ("dane-ee-match", "dane-ta-match"))
+
+
+@pytest.mark.parametrize(
+    ("records", "names", "reason"),
+    [
+        pytest.param(lambda k, other: [zeros(2, 1, 1)], HOST, "no-match", id="no-anchor"),
+        pytest.param(lambda k, other: [rec(2, 1, 0, other)], HOST, "no-match",
+                     id="unrelated-key-anchor"),
+        pytest.param(lambda k, other: [rec(2, 1, 0, k)], ["wrong.example"], "name-mismatch",
+                     id="every-path-fails-names"),
+    ],
+)
+def test_adversarial_chain_work_is_bounded(records, names: list[str], reason: str) -> None:
+    """Fifteen self-issued "CA" certificates signed by one key: every one verifies every
+    other, so the paths are many; the search is bounded and still ends in a verdict."""
+    k = key("ec", 90)
+    cas = [make_cert("CA", k, ca=True) for _ in range(15)]
+    leaf = make_cert("mx", key("ec", 91), cas[0], san=HOST)
+    other = make_cert("x", key("ec", 92))
+    ca_spki = cas[0].spki
+    v = verdict(records(ca_spki, other), [leaf.der] + [c.der for c in cas], names)
+    assert not v.ok and v.reason == reason
