@@ -57,6 +57,11 @@ SCENARIOS = {
                                tlsa=["2 1 1 auto"]),
                         "pass", "pass", "dane-required",
                         "TLSA 2 1 1 matches the trust anchor at depth 1", 0),
+    # A self-signed leaf matched by a DANE-TA record is its own anchor (depth 0).
+    "ta-self-signed": (one_mx("tass.cli.secure.test", cert="self-signed", tlsa=["2 1 1 auto"]),
+                       "pass", "pass", "dane-required",
+                       "TLSA 2 1 1 matches the self-signed server certificate as trust anchor",
+                       0),
     "ta-wrong-name": (one_mx("tawn.cli.secure.test", cert="wrong-name", full_chain=True,
                              tlsa=["2 1 1 auto"]),
                       "fail", "fail", "dane-required", "[name-mismatch]", 1),
@@ -173,6 +178,16 @@ def test_rfc7672_2_2_2_non_mx_destination(published):
     (mx,) = out["mx"]
     assert mx["host"] == "amx.cli.secure.test" and mx["preference"] is None
     assert code == 0
+
+
+@pytest.mark.rfc("7672 2.2.1")
+def test_rfc7672_2_2_1_insecure_mx_rrset_means_no_tlsa_lookups(published):
+    code, out = run_dane(published, "mxi.cli.insecure.test")
+    (mx,) = out["mx"]
+    assert out["mx_security"] == "insecure"
+    assert mx["tlsa"] == [] and mx["decision"]["reason"] == "mx-insecure"
+    assert "sign the zone with DNSSEC" in mx["reason"]
+    assert code == 1
 
 
 def test_no_probe_is_dns_only(published):

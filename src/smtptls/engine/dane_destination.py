@@ -39,7 +39,7 @@ from smtptls.dane.decide import (
     tlsa_candidates,
     tlsa_query_name,
 )
-from smtptls.dane.tlsa import TLSARecord
+from smtptls.dane.tlsa import TLSARecord, Usage
 from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
 from smtptls.errors import InvalidDomainError
@@ -202,7 +202,7 @@ def _is_null_mx(answer: Answer) -> bool:
             and answer.records[0].exchange in ("", ".", "@"))
 
 
-async def _host_dns(resolver: DnsResolver, host: str, port: int) -> _HostDns:
+async def _host_dns(resolver: DnsResolver, host: str, port: int, want_tlsa: bool) -> _HostDns:
     a, aaaa = await asyncio.gather(resolver.try_query(host, "A"),
                                    resolver.try_query(host, "AAAA"))
     # Both address RRsets must be trustworthy: a bogus AAAA makes the host unusable
@@ -217,7 +217,8 @@ async def _host_dns(resolver: DnsResolver, host: str, port: int) -> _HostDns:
     addresses = tuple(dict.fromkeys(str(r) for r in (*a.records, *aaaa.records)))
     lookup = HostLookup(host, address_security, chain, first)
     tlsa: dict[str, TlsaAnswer] = {}
-    bases = tlsa_candidates(lookup)
+    # RFC 7672 §2.2.1: below an insecure MX RRset no TLSA lookups are made.
+    bases = tlsa_candidates(lookup) if want_tlsa else ()
     answers = await asyncio.gather(*(resolver.try_query(tlsa_query_name(b, port), "TLSA")
                                      for b in bases))
     for base, ans in zip(bases, answers, strict=True):
@@ -243,8 +244,12 @@ def _describe_match(v: DaneVerdict) -> str:
     rec = v.matched
     if rec is None:  # pragma: no cover - ok verdicts carry the record
         return v.detail
-    what = "the server certificate" if v.depth in (0, None) else f"the trust anchor at " \
-        f"depth {v.depth}"
+    if rec.usage == Usage.DANE_EE:
+        what = "the server certificate"
+    elif v.depth == 0:
+        what = "the self-signed server certificate as trust anchor"
+    else:
+        what = f"the trust anchor at depth {v.depth}"
     return f"TLSA {int(rec.usage)} {int(rec.selector)} {int(rec.mtype)} matches {what}"
 
 
@@ -388,7 +393,8 @@ async def check_destination(
     names = hosts if has_mx else [domain]
     dns_results: list[_HostDns] = []
     if mx_answer.security not in (Security.BOGUS, Security.INDETERMINATE):
-        dns_results = list(await asyncio.gather(*(_host_dns(resolver, h, port)
+        want_tlsa = not has_mx or mx_answer.security is Security.SECURE
+        dns_results = list(await asyncio.gather(*(_host_dns(resolver, h, port, want_tlsa)
                                                   for h in names)))
     tlsa_map = {base: TlsaLookup(t.security, t.records)
                 for r in dns_results for base, t in r.tlsa.items()}
