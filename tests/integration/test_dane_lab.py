@@ -25,7 +25,7 @@ def tlsa_for(lab, host: str, spec: str = "3 1 1 auto", kind: str = "good") -> st
 @pytest.fixture(scope="module")
 def dl(lab):
     """The destinations of this module, published in one update."""
-    lab.add_zone(LabZone("exp.secure.test", "expired"))
+    lab.add_zone(LabZone("dlexp.secure.test", "expired"))
     real_ins = "real.ci.insecure.test"
     lab.add(
         # Two MX hosts, one passing and one with a stale TLSA record.
@@ -39,8 +39,8 @@ def dl(lab):
             LabMx("mx.mixed.dl.insecure.test", pref=20),
         ]),
         # MX RRset in a zone whose signatures are corrupted / expired.
-        LabDomain("mb.bogus.test", mx=[LabMx("mx.mb.dl.secure.test", tlsa=["3 1 1 auto"])]),
-        LabDomain("me.exp.secure.test", mx=[LabMx("mx.me.dl.secure.test",
+        LabDomain("dlmb.bogus.test", mx=[LabMx("mx.mb.dl.secure.test", tlsa=["3 1 1 auto"])]),
+        LabDomain("me.dlexp.secure.test", mx=[LabMx("mx.me.dl.secure.test",
                                                   tlsa=["3 1 1 auto"])]),
         # RFC 7505 null MX.
         LabDomain("null.dl.secure.test", records=[("null.dl.secure.test", "MX", "0 .")]),
@@ -90,7 +90,7 @@ async def test_dane_on_some_mx_hosts_only_is_partial(dl):
 
 
 @pytest.mark.rfc("7672 2.2.1")
-@pytest.mark.parametrize("domain", ["mb.bogus.test", "me.exp.secure.test"],
+@pytest.mark.parametrize("domain", ["dlmb.bogus.test", "me.dlexp.secure.test"],
                          ids=["corrupted-signatures", "expired-signatures"])
 async def test_rfc7672_2_2_1_bogus_mx_rrset_defers_the_destination(dl, domain):
     report = await check(dl, domain)
