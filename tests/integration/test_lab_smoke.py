@@ -534,3 +534,67 @@ def test_postfix_policy_map_hook(lab, pf_domains):
     left = {os.path.basename(os.readlink(f"/proc/{p}/exe"))
             for p in runtime.find_lab_processes(lab.dir) if os.path.exists(f"/proc/{p}")}
     assert left <= {"nsd", "unbound"}, left
+
+
+# --- running by hand and cleaning up after a dead owner ---------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_python_m_tests_lab_up_and_down():
+    import json
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.lab", "up"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("stop with"):
+                break
+        text = "".join(lines)
+        info = json.loads(text[: text.index("\n}\n") + 2])
+        resolver = info["resolver"].split(":")[0]
+        r = dns.query.udp(dns.message.make_query("good.secure.test", "MX", want_dnssec=True),
+                          resolver, timeout=3)
+        assert r.answer and r.flags & dns.flags.AD
+        assert info["startup_seconds"] < 15 and os.path.exists(info["ca_file"])
+        net = info["net"].split(".")[1]  # only this lab: others may be up on the machine
+        down = subprocess.run([sys.executable, "-m", "tests.lab", "down", "--net", net], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30)
+        assert "stopped lab" in down.stdout
+        assert proc.wait(15) == 0
+        assert not os.path.exists(info["dir"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_leftovers_of_a_killed_lab_are_reaped():
+    import signal
+    import sys
+
+    code = ("import sys, time; from tests.lab import Lab; lab = Lab().start(); "
+            "print(lab.net.n, flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        n = int(proc.stdout.readline())
+        lab_dir = runtime.lab_dir(n)
+        assert len(runtime.find_lab_processes(lab_dir)) >= 2  # NSD and Unbound
+        proc.send_signal(signal.SIGKILL)  # no finalizer, no atexit: daemons are orphaned
+        proc.wait(10)
+        assert runtime.find_lab_processes(lab_dir)
+        assert n in runtime.reap_all_stale()
+        assert runtime.find_lab_processes(lab_dir) == []
+        assert not lab_dir.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

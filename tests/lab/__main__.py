@@ -71,11 +71,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(_args: argparse.Namespace) -> int:
+def cmd_down(args: argparse.Namespace) -> int:
     labs = runtime.running_labs()
     stopped = 0
     for state in labs:
-        if state.get("mode") != "up":
+        if state.get("mode") != "up" or (args.net is not None and state.get("net") != args.net):
             continue
         pid = int(state["owner_pid"])
         os.kill(pid, signal.SIGTERM)
@@ -84,7 +84,7 @@ def cmd_down(_args: argparse.Namespace) -> int:
             time.sleep(0.1)
         print(f"stopped lab 127.{state['net']}.0.0/16 (pid {pid})")
         stopped += 1
-    cleaned = runtime.reap_all_stale()
+    cleaned = runtime.reap_all_stale() if args.net is None else []
     for n in cleaned:
         print(f"removed leftovers of lab 127.{n}.0.0/16")
     if not stopped and not cleaned:
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--net", type=int, default=None,
                     help="use 127.NET.0.0/16 (default: $SMTPTLS_LAB_NET or a free one)")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop labs started with 'up'").set_defaults(func=cmd_down)
+    down = sub.add_parser("down", help="stop labs started with 'up' (all, or --net N)")
+    down.add_argument("--net", type=int, default=None, help="only the lab on 127.NET.0.0/16")
+    down.set_defaults(func=cmd_down)
     sub.add_parser("status", help="list running labs").set_defaults(func=cmd_status)
     args = p.parse_args(argv)
     return args.func(args)

@@ -140,9 +140,7 @@ class Lab:
             with contextlib.suppress(Exception):
                 runtime.kill_pids(runtime.find_lab_processes(self.net.dir))
             shutil.rmtree(self.net.dir, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                runtime.lock_path(self.net.n).unlink()
-            self.net.release()
+            self.net.release()  # the (empty) lock file stays for the next lab
 
     def __enter__(self) -> Lab:
         return self.start() if not self._started else self

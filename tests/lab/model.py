@@ -54,6 +54,14 @@ class ZoneKind(enum.StrEnum):
     EXPIRED = "expired"    # signed, DS in the parent, every RRSIG expired two days ago
 
 
+def _member(enum_cls: type[enum.StrEnum], value: object, what: str) -> enum.StrEnum:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_cls)
+        raise LabError(f"unknown {what} {value!r} (one of: {choices})") from None
+
+
 def normalize_name(name: str) -> str:
     """Lower case, no trailing dot; raises :class:`LabError` for an unusable name."""
     if not isinstance(name, str):
@@ -73,7 +81,7 @@ class LabZone:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", normalize_name(self.name))
-        object.__setattr__(self, "kind", ZoneKind(self.kind))
+        object.__setattr__(self, "kind", _member(ZoneKind, self.kind, "zone kind"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +114,7 @@ class LabMx:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", normalize_name(self.host))
-        object.__setattr__(self, "cert", CertKind(self.cert))
+        object.__setattr__(self, "cert", _member(CertKind, self.cert, "cert kind"))
         if isinstance(self.tlsa, str):
             raise LabError("LabMx.tlsa is a list of rdata strings, not one string")
         object.__setattr__(self, "tlsa", tuple(self.tlsa))
@@ -146,7 +154,7 @@ class PolicyHost:
     reachable: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cert", CertKind(self.cert))
+        object.__setattr__(self, "cert", _member(CertKind, self.cert, "cert kind"))
         if not 100 <= self.status <= 599:
             raise LabError(f"HTTP status out of range: {self.status}")
         if self.chunk_size < 1:

@@ -155,7 +155,10 @@ class LabPki:
                       for n in names)
         if not names:
             raise LabError("a certificate needs at least one name")
-        kind = CertKind(kind)
+        try:
+            kind = CertKind(kind)
+        except ValueError:
+            raise LabError(f"unknown cert kind {kind!r}") from None
         key = (names, kind, full_chain)
         with self._lock:
             if key not in self._cache:

@@ -39,7 +39,7 @@ from .model import LabError
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["Delivery", "Postfix", "TlsSession"]
+__all__ = ["Delivery", "Postfix", "TlsSession", "parse_deliveries"]
 
 START_TIMEOUT = 20.0
 TOOL_TIMEOUT = 30.0
@@ -361,22 +361,7 @@ class Postfix:
 
     def deliveries(self, queue_id: str | None = None) -> list[Delivery]:
         """Every delivery status line (with its TLS line, if any), oldest first."""
-        last_tls: dict[str, TlsSession] = {}
-        out = []
-        for line in self.log().splitlines():
-            t = _TLS.search(line)
-            if t is not None:
-                last_tls[t["pid"]] = TlsSession(t["level"], t["peer"], t["detail"])
-                continue
-            m = _STATUS.search(line)
-            if m is None or (queue_id is not None and m["qid"] != queue_id):
-                continue
-            out.append(Delivery(
-                queue_id=m["qid"], recipient=m["rcpt"], status=m["status"],
-                relay=m["relay"], dsn=m["dsn"], detail=m["detail"] or "",
-                tls=last_tls.pop(m["pid"], None) if m["svc"] in ("smtp", "relay") else None,
-                line=line))
-        return out
+        return parse_deliveries(self.log(), queue_id)
 
     def wait_delivery(self, queue_id: str, timeout: float = 30.0,
                       statuses: Iterable[str] = ("sent", "deferred", "bounced", "expired"),
@@ -392,3 +377,36 @@ class Postfix:
                 raise LabError(f"no {sorted(wanted)} for {queue_id} after {timeout}s:\n"
                                f"{self.log_tail()}")
             time.sleep(0.1)
+
+
+def parse_deliveries(log: str, queue_id: str | None = None) -> list[Delivery]:
+    """Delivery outcomes in a Postfix log, each with the TLS line its smtp process
+    logged before it (``smtp_tls_loglevel = 1``), oldest first."""
+    pending: dict[str, TlsSession] = {}             # pid -> TLS line not yet claimed
+    claimed: dict[str, tuple[str, TlsSession]] = {}  # pid -> (queue ID, its TLS line)
+    out = []
+    for line in log.splitlines():
+        t = _TLS.search(line)
+        if t is not None:
+            pending[t["pid"]] = TlsSession(t["level"], t["peer"], t["detail"])
+            claimed.pop(t["pid"], None)
+            continue
+        m = _STATUS.search(line)
+        if m is None:
+            continue
+        tls = None
+        if m["svc"] in ("smtp", "relay", "lmtp"):
+            pid = m["pid"]
+            if pid in pending:
+                # The first status line after a handshake is that session's message;
+                # further recipients of the same message share the session.
+                tls = pending.pop(pid)
+                claimed[pid] = (m["qid"], tls)
+            elif pid in claimed and claimed[pid][0] == m["qid"]:
+                tls = claimed[pid][1]
+        if queue_id is not None and m["qid"] != queue_id:
+            continue
+        out.append(Delivery(queue_id=m["qid"], recipient=m["rcpt"], status=m["status"],
+                            relay=m["relay"], dsn=m["dsn"], detail=m["detail"] or "",
+                            tls=tls, line=line))
+    return out

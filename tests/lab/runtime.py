@@ -208,8 +208,8 @@ def reap_all_stale() -> list[int]:
             if lab_dir(n).exists():
                 reap_stale(n)
                 cleaned.append(n)
-            with contextlib.suppress(OSError):
-                lock.unlink()
+            # The lock file stays: unlinking it could let two labs lock two inodes
+            # under one name.
         finally:
             os.close(fd)
     return cleaned
