@@ -125,6 +125,8 @@ _STATUS_RE = re.compile(
 _RELAY_RE = re.compile(_HOSTADDR)
 _MESSAGE_ID_RE = re.compile(r"message-id=<?(?P<mid>[^>\s]*)>?")
 _HOST_IN_TEXT_RE = re.compile(rf"(?:by|host) {_HOSTADDR}")
+_LEADING_HOST_RE = re.compile(r"(?:warning: )?(?:(?P<host>[^\s\[\]:]+)(?:\[(?P<ip>[^\]\s]+)\])?"
+                               r"(?::\d+)?): ")
 _TLSA_HOST_RE = re.compile(r"TLSA (?:lookup error|records?)[^:]* for (?P<host>[^\s:\[\]]+):"
                            r"(?P<port>\d+)")
 _NUM_RE = re.compile(r"num=(?P<num>\d+):(?P<text>.*)")
@@ -455,8 +457,9 @@ class PostfixLogParser:
         if m is not None:
             host, ip = m["host"], m["ip"]
             if current is not None and current.tls is None and not current.reused \
-                    and current.host == host and current.ip == ip:
-                s = current  # the verification lines came first
+                    and current.host == host and current.ip in (None, ip):
+                s = current  # the verification lines (or a TLSA warning) came first
+                s.ip = ip
             else:
                 if current is not None:
                     self._park(pid, current)
@@ -470,10 +473,11 @@ class PostfixLogParser:
         if m is not None:
             host, ip = m["host"], m["ip"]
             if current is None or current.tls is not None or current.reused \
-                    or (current.host, current.ip) != (host, ip):
+                    or current.host != host or current.ip not in (None, ip):
                 if current is not None:
                     self._park(pid, current)
                 current = self._start(pid, t, host, ip)
+            current.ip = ip
             current.add(_verify_problem(m["why"]), f"certificate verification failed: {m['why']}")
             self._last_closed.pop(pid, None)
             return []
@@ -482,7 +486,10 @@ class PostfixLogParser:
         if m is None:
             # warnings without a queue id ("warning: ... all TLSA records unusable ...")
             found = problems_in(msg)
-            if found and current is not None:
+            if found:
+                if current is None:
+                    host, ip = self._host_in(msg)
+                    current = self._start(pid, t, host, ip)
                 for p in found:
                     current.add(p, msg)
             return []
@@ -517,6 +524,9 @@ class PostfixLogParser:
         m = _TLSA_HOST_RE.search(text)
         if m is not None:
             return m["host"], None
+        m = _LEADING_HOST_RE.match(text)
+        if m is not None and "." in m["host"]:
+            return m["host"], m["ip"]
         return None, None
 
     def _status(self, pid: int, t: datetime, qid: str, status: re.Match[str],
