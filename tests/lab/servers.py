@@ -177,6 +177,12 @@ class ServerThread:
             s.close()
         for t in list(self._conn_tasks):
             t.cancel()
+        # SMTP sessions still open (aiosmtpd tasks) end here, not as "destroyed pending".
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        if others:
+            await asyncio.wait(others, timeout=2)
         for s in servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2)
