@@ -1,0 +1,221 @@
+"""PostgreSQL result store: one database for a fleet of sending MTAs.
+
+Every collector writes its batches into the same counters (UPSERTs that add, so
+concurrent collectors never lose an increment), and one sender reads them. ``schema``
+puts the tables in their own schema (created if missing), which is also how the tests
+isolate one run from another. A batch is acknowledged only after its transaction has
+committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from smtptls.errors import StoreError
+from smtptls.store import results_base as q
+from smtptls.store.results_base import (
+    Batch,
+    DeliveryRecord,
+    DeliveryStatus,
+    ResultSummary,
+)
+from smtptls.tlsrpt.aggregate import DayTally
+from smtptls.tlsrpt.results import SessionResult
+
+__all__ = ["PostgresResultStore"]
+
+_LOCK_KEY = 846_002  # advisory lock serializing schema creation between collectors
+
+
+def _pg(text: str) -> str:
+    # The shared SQL uses "?" placeholders; psycopg uses "%s". A bare "? IS NULL" has no
+    # type PostgreSQL can infer, so those are cast to text.
+    return text.replace("(? IS NULL", "(?::text IS NULL").replace("?", "%s")
+
+
+class PostgresResultStore:
+    """``PostgresResultStore("postgresql://postgres@127.0.0.1/test", schema="tlsrpt")``."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1,
+                 max_size: int = 4, timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = timeout
+        self._pool: AsyncConnectionPool | None = None
+        self._policy_ids: dict[str, int] = {}
+
+    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+        if self.schema:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(
+                sql.Identifier(self.schema)))
+        await conn.commit()
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = AsyncConnectionPool(
+            self.dsn, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout,
+            configure=self._configure, open=False,
+            kwargs={"connect_timeout": max(1, int(self.timeout))},
+        )
+        try:
+            await pool.open(wait=True, timeout=self.timeout)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL result store: {exc}") from None
+        self._pool = pool
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                if self.schema:
+                    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema)))
+                    await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(
+                        sql.Identifier(self.schema)))
+                ddl = q.SCHEMA.format(pk="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+                for statement in ddl.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await self.close()
+            raise StoreError(f"cannot create the result store schema: {exc}") from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> PostgresResultStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _require(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise StoreError("result store is not open")
+        return self._pool
+
+    async def _read(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        pool = self._require()
+        try:
+            async with pool.connection() as conn:
+                cur = await conn.execute(_pg(text), tuple(params))
+                return list(await cur.fetchall())
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def add_batch(self, batch: Batch) -> int:
+        if not batch.results:
+            return 0
+        pool = self._require()
+        try:
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                ids: dict[str, int] = {}
+                for digest, policy in batch.policies.items():
+                    pid = self._policy_ids.get(digest)
+                    if pid is None:
+                        await cur.execute(_pg(q.INSERT_POLICY), q.policy_params(digest, policy))
+                        await cur.execute(_pg(q.SELECT_POLICY_ID), (digest,))
+                        row = await cur.fetchone()
+                        pid = int(row[0])
+                    ids[digest] = pid
+                # Sorted, so that concurrent collectors take row locks in one order.
+                await cur.executemany(_pg(q.UPSERT_SESSIONS), sorted(
+                    (day, ids[digest], batch.policies[digest].policy_domain, ok, bad)
+                    for (day, digest), (ok, bad) in batch.sessions.items()))
+                await cur.executemany(_pg(q.UPSERT_DETAIL), sorted(
+                    (day, ids[digest], detail, rtype, count)
+                    for (day, digest, detail), (rtype, count) in batch.details.items()))
+            # Leaving the transaction block committed it: the results may be acknowledged.
+            self._policy_ids.update(ids)
+            return batch.results
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    async def add_results(self, results: Sequence[SessionResult], *,
+                          default_sending_ip: str | None = None) -> int:
+        return await self.add_batch(q.fold(results, default_sending_ip=default_sending_ip))
+
+    async def put_delivery(self, record: DeliveryRecord) -> None:
+        pool = self._require()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(_pg(q.UPSERT_DELIVERY), q.delivery_params(record))
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    async def prune(self, before: date) -> int:
+        pool = self._require()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                n = 0
+                for statement in q.PRUNE:
+                    cur = await conn.execute(_pg(statement), (before.isoformat(),))
+                    n += cur.rowcount
+                await conn.execute(q.PRUNE_POLICIES)
+            self._policy_ids.clear()
+            return n
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    async def drop_schema(self) -> None:
+        """Drop this store's schema and everything in it (tests and benchmarks)."""
+        if not self.schema:
+            raise StoreError("refusing to drop the tables of the default schema")
+        pool = self._require()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(self.schema)))
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def days(self) -> list[str]:
+        return [str(r[0]) for r in await self._read(q.SELECT_DAYS)]
+
+    async def domains(self, day: date) -> list[str]:
+        return [str(r[0]) for r in await self._read(q.SELECT_DOMAINS, (day.isoformat(),))]
+
+    async def tally(self, day: date, domains: Iterable[str] | None = None) -> DayTally:
+        key = (day.isoformat(),)
+        policies = {int(r[0]): str(r[1]) for r in await self._read(q.SELECT_DAY_POLICIES, key)}
+        sessions = await self._read(q.SELECT_DAY_SESSIONS, key)
+        details = await self._read(q.SELECT_DAY_DETAILS, key)
+        return q.filter_tally(q.tally_from_rows(day, policies, sessions, details),
+                              q.domain_filter(domains))
+
+    async def summaries(self, *, day: date | None = None, domain: str | None = None,
+                        limit: int = 1000) -> list[ResultSummary]:
+        d = None if day is None else day.isoformat()
+        dom = None if domain is None else domain.lower().rstrip(".")
+        sessions = await self._read(q.SELECT_SUMMARY_SESSIONS, (d, d, dom, dom, limit))
+        failures = await self._read(q.SELECT_SUMMARY_FAILURES, (d, d, dom, dom))
+        keep = {(str(r[0]), str(r[1]), str(r[2])) for r in sessions}
+        return q.summaries_from_rows(
+            sessions, [r for r in failures if (str(r[0]), str(r[1]), str(r[2])) in keep])
+
+    async def get_delivery(self, report_id: str, uri: str) -> DeliveryRecord | None:
+        rows = await self._read(q.SELECT_DELIVERY, (report_id, uri))
+        return None if not rows else q.delivery_from_row(rows[0])
+
+    async def deliveries(self, *, day: str | None = None, status: DeliveryStatus | None = None,
+                         limit: int = 1000) -> list[DeliveryRecord]:
+        s = None if status is None else str(status)
+        rows = await self._read(q.SELECT_DELIVERIES, (day, day, s, s, limit))
+        return [q.delivery_from_row(r) for r in rows]

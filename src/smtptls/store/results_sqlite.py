@@ -1,0 +1,215 @@
+"""SQLite result store: the zero-configuration default for one MTA.
+
+WAL journal with ``synchronous=FULL``: a batch is on disk when :meth:`add_batch`
+returns, so an acknowledged result survives a crash or power loss. All SQLite calls run
+on one dedicated thread (the connection is never shared between threads and the event
+loop never blocks on the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+from smtptls.errors import StoreError
+from smtptls.store import results_base as q
+from smtptls.store.results_base import (
+    Batch,
+    DeliveryRecord,
+    DeliveryStatus,
+    ResultSummary,
+)
+from smtptls.tlsrpt.aggregate import DayTally
+from smtptls.tlsrpt.results import SessionResult
+
+T = TypeVar("T")
+
+__all__ = ["SqliteResultStore"]
+
+
+class SqliteResultStore:
+    """``SqliteResultStore("var/smtptls-tlsrpt.sqlite3")``; ``":memory:"`` for tests."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0,
+                 synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._policy_ids: dict[str, int] = {}
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None or self._executor is None:
+            raise StoreError("result store is not open")
+        conn = self._conn
+
+        def run() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.rollback()
+                    except sqlite3.Error:
+                        pass
+                raise StoreError(f"sqlite result store {self.path}: {exc}") from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create directory for {self.path}: {exc}") from None
+        if self.synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise StoreError(f"bad synchronous mode {self.synchronous!r}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlsrpt-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                       check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # Durable on commit: a result is acknowledged only once it is on disk.
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.executescript(q.SCHEMA.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT")
+                                   + ";")
+                return conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open sqlite result store {self.path}: {exc}") from None
+
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                          connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        conn, executor = self._conn, self._executor
+        self._conn, self._executor = None, None
+        if conn is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SqliteResultStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._call(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def _policy_id(self, conn: sqlite3.Connection, digest: str, batch: Batch) -> int:
+        pid = self._policy_ids.get(digest)
+        if pid is None:
+            conn.execute(q.INSERT_POLICY, q.policy_params(digest, batch.policies[digest]))
+            pid = int(conn.execute(q.SELECT_POLICY_ID, (digest,)).fetchone()[0])
+            self._policy_ids[digest] = pid
+        return pid
+
+    async def add_batch(self, batch: Batch) -> int:
+        if not batch.results:
+            return 0
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = {d: self._policy_id(conn, d, batch) for d in batch.policies}
+                conn.executemany(q.UPSERT_SESSIONS, [
+                    (day, ids[digest], batch.policies[digest].policy_domain, ok, bad)
+                    for (day, digest), (ok, bad) in batch.sessions.items()])
+                conn.executemany(q.UPSERT_DETAIL, [
+                    (day, ids[digest], detail, rtype, count)
+                    for (day, digest, detail), (rtype, count) in batch.details.items()])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._policy_ids.clear()  # ids inserted in this transaction are gone
+                raise
+            return batch.results
+
+        return await self._call(write)
+
+    async def add_results(self, results: Sequence[SessionResult], *,
+                          default_sending_ip: str | None = None) -> int:
+        return await self.add_batch(q.fold(results, default_sending_ip=default_sending_ip))
+
+    async def put_delivery(self, record: DeliveryRecord) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(q.UPSERT_DELIVERY, q.delivery_params(record))
+
+        await self._call(write)
+
+    async def prune(self, before: date) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = sum(conn.execute(s, (before.isoformat(),)).rowcount for s in q.PRUNE)
+                conn.execute(q.PRUNE_POLICIES)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._policy_ids.clear()
+            return n
+
+        return await self._call(write)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def days(self) -> list[str]:
+        return [str(r[0]) for r in await self._read(q.SELECT_DAYS)]
+
+    async def domains(self, day: date) -> list[str]:
+        return [str(r[0]) for r in await self._read(q.SELECT_DOMAINS, (day.isoformat(),))]
+
+    async def tally(self, day: date, domains: Iterable[str] | None = None) -> DayTally:
+        def read(conn: sqlite3.Connection) -> DayTally:
+            key = (day.isoformat(),)
+            policies = {int(r[0]): str(r[1])
+                        for r in conn.execute(q.SELECT_DAY_POLICIES, key).fetchall()}
+            sessions = conn.execute(q.SELECT_DAY_SESSIONS, key).fetchall()
+            details = conn.execute(q.SELECT_DAY_DETAILS, key).fetchall()
+            return q.tally_from_rows(day, policies, sessions, details)
+
+        return q.filter_tally(await self._call(read), q.domain_filter(domains))
+
+    async def summaries(self, *, day: date | None = None, domain: str | None = None,
+                        limit: int = 1000) -> list[ResultSummary]:
+        d = None if day is None else day.isoformat()
+        dom = None if domain is None else domain.lower().rstrip(".")
+        sessions = await self._read(q.SELECT_SUMMARY_SESSIONS, (d, d, dom, dom, limit))
+        failures = await self._read(q.SELECT_SUMMARY_FAILURES, (d, d, dom, dom))
+        keep = {(str(r[0]), str(r[1]), str(r[2])) for r in sessions}
+        return q.summaries_from_rows(
+            sessions, [r for r in failures if (str(r[0]), str(r[1]), str(r[2])) in keep])
+
+    async def get_delivery(self, report_id: str, uri: str) -> DeliveryRecord | None:
+        rows = await self._read(q.SELECT_DELIVERY, (report_id, uri))
+        return None if not rows else q.delivery_from_row(rows[0])
+
+    async def deliveries(self, *, day: str | None = None, status: DeliveryStatus | None = None,
+                         limit: int = 1000) -> list[DeliveryRecord]:
+        s = None if status is None else str(status)
+        rows = await self._read(q.SELECT_DELIVERIES, (day, day, s, s, limit))
+        return [q.delivery_from_row(r) for r in rows]
