@@ -20,15 +20,19 @@ several in one process. Metric names::
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from smtptls.services.policyd.socketmap import parse_listen
 
@@ -36,6 +40,9 @@ __all__ = ["PolicydMetrics", "answer_label", "start_metrics_server"]
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
             30.0)
+#: Distinct encoded replies counted individually (one per domain answer at most);
+#: beyond that replies are labelled on the spot.
+_MAX_DISTINCT_REPLIES = 100000
 _LABELS = ("dane-only", "dane", "secure", "notfound", "temp", "perm", "other")
 
 
@@ -50,18 +57,49 @@ def answer_label(reply: bytes) -> str:
     return {b"NOTFOUND": "notfound", b"TEMP": "temp", b"PERM": "perm"}.get(status, "other")
 
 
+class _HotPathCollector:
+    """Exports the per-request counters, kept as plain integers on the hot path (no
+    locks, no label lookups per request) and turned into metric families on scrape."""
+
+    def __init__(self, owner: PolicydMetrics) -> None:
+        self.owner = owner
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        o = self.owner
+        requests = CounterMetricFamily("smtptls_policyd_requests",
+                                       "socketmap requests by answer", labels=["answer"])
+        by_label = dict.fromkeys(_LABELS, 0)
+        for reply, count in list(o._by_reply.items()):
+            label = o._label_of.get(reply) or answer_label(reply)
+            by_label[label] += count
+        for label, count in o._other_replies.items():
+            by_label[label] += count
+        for label in _LABELS:
+            requests.add_metric([label], by_label[label])
+        yield requests
+        cumulative, buckets = 0, []
+        for bound, count in zip((*_BUCKETS, float("inf")), o._lat_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily("smtptls_policyd_request_seconds",
+                                    "socketmap request latency", buckets=buckets,
+                                    sum_value=o._lat_sum)
+        cache = CounterMetricFamily("smtptls_policyd_answer_cache", "answer cache lookups",
+                                    labels=["result"])
+        cache.add_metric(["hit"], o.hits)
+        cache.add_metric(["miss"], o.misses)
+        yield cache
+
+
 class PolicydMetrics:
     """The daemon's metrics; ``observe`` is the socketmap server's per-request hook."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("smtptls_policyd_requests", "socketmap requests by answer",
-                                ["answer"], registry=r)
-        self.latency = Histogram("smtptls_policyd_request_seconds",
-                                 "socketmap request latency", buckets=_BUCKETS, registry=r)
-        self.answer_cache = Counter("smtptls_policyd_answer_cache",
-                                    "answer cache lookups", ["result"], registry=r)
         self.policy_lookups = Counter("smtptls_policyd_policy_lookups",
                                       "MTA-STS discoveries by outcome", ["outcome"], registry=r)
         self.fetch_errors = Counter("smtptls_policyd_fetch_errors",
@@ -73,26 +111,34 @@ class PolicydMetrics:
                                  registry=r)
         self.cached_answers = Gauge("smtptls_policyd_cached_answers",
                                     "entries in the answer cache", registry=r)
-        self._by_label = {label: self.requests.labels(label) for label in _LABELS}
-        self._hit = self.answer_cache.labels("hit")
-        self._miss = self.answer_cache.labels("miss")
+        # hot-path state: plain numbers, exported by _HotPathCollector
+        self.hits = 0
+        self.misses = 0
+        self._by_reply: dict[bytes, int] = {}
         self._label_of: dict[bytes, str] = {}
-        self._observe_latency = self.latency.observe
+        self._other_replies: dict[str, int] = dict.fromkeys(_LABELS, 0)
+        self._lat_counts = [0] * (len(_BUCKETS) + 1)
+        self._lat_sum = 0.0
+        r.register(_HotPathCollector(self))  # type: ignore[arg-type]
 
     def observe(self, reply: bytes, seconds: float) -> None:
-        label = self._label_of.get(reply)
-        if label is None:
-            label = answer_label(reply)
-            if len(self._label_of) < 4096:
-                self._label_of[reply] = label
-        self._by_label[label].inc()
-        self._observe_latency(seconds)
+        by_reply = self._by_reply
+        count = by_reply.get(reply)
+        if count is not None:
+            by_reply[reply] = count + 1
+        elif len(by_reply) < _MAX_DISTINCT_REPLIES:
+            by_reply[reply] = 1
+            self._label_of[reply] = answer_label(reply)
+        else:
+            self._other_replies[answer_label(reply)] += 1
+        self._lat_counts[bisect_left(_BUCKETS, seconds)] += 1
+        self._lat_sum += seconds
 
     def cache_hit(self) -> None:
-        self._hit.inc()
+        self.hits += 1
 
     def cache_miss(self) -> None:
-        self._miss.inc()
+        self.misses += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

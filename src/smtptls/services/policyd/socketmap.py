@@ -111,6 +111,15 @@ class NetstringDecoder:
         if self.broken:
             raise ProtocolFramingError("connection already failed framing", [])
         buf = self._buf
+        if not buf and data[-1:] == b",":
+            # fast path: exactly one whole frame in this read (the usual case)
+            colon = data.find(b":", 0, self._max_digits + 1)
+            if colon > 0 and (colon == 1 or data[0] != 0x30):
+                digits = data[:colon]
+                if digits.isdigit():
+                    length = int(digits)
+                    if length <= self.max_length and colon + length + 2 == len(data):
+                        return [data[colon + 1:-1]]
         buf += data
         frames: list[bytes] = []
         pos = 0
@@ -278,6 +287,7 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.last_activity = 0.0
         self._error_reply = b""
 
     # asyncio callbacks
@@ -286,7 +296,10 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.server._connections.add(self)
-        self._arm_idle()
+        loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
+        self.last_activity = loop.time()
+        self.idle_handle = loop.call_later(self.server.idle_timeout, self._idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -308,7 +321,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or self.close_after_pending:
             return
-        self._arm_idle()
+        # a float store per read; the idle timer checks it when it fires (no re-arming)
+        self.last_activity = self._loop_time()
         try:
             frames = self.decoder.feed(data)
         except ProtocolFramingError as exc:
@@ -383,15 +397,15 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _arm_idle(self) -> None:
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle_handle = loop.call_later(self.server.idle_timeout, self._idle)
-
     def _idle(self) -> None:
-        if self.worker is not None:
-            self._arm_idle()  # a slow lookup is not idleness
+        if self.closing:
+            return
+        idle_for = self._loop_time() - self.last_activity
+        timeout = self.server.idle_timeout
+        if self.worker is not None or idle_for < timeout:
+            # active, or a slow lookup in flight (not idleness): look again later
+            delay = timeout if self.worker is not None else timeout - idle_for
+            self.idle_handle = asyncio.get_running_loop().call_later(delay, self._idle)
             return
         log.debug("closing idle socketmap connection", peer=self._peer())
         self._close()
@@ -450,7 +464,8 @@ class SocketmapServer:
         observer: Observer | None = None,
     ) -> None:
         self.handler = handler
-        self.map_name = map_name
+        self._map_name = map_name
+        self._map_bytes = map_name.encode("utf-8")
         self.max_request = max_request
         self.idle_timeout = idle_timeout
         self.observer = observer
@@ -461,9 +476,24 @@ class SocketmapServer:
         self._framing_errors = 0
         self._unknown_map = Reply.perm("unknown map name").to_bytes()
 
+    @property
+    def map_name(self) -> str:
+        return self._map_name
+
+    @map_name.setter
+    def map_name(self, value: str) -> None:
+        self._map_name = value
+        self._map_bytes = value.encode("utf-8")
+
     # --- answering -------------------------------------------------------------
 
     def _request(self, frame: bytes) -> tuple[str | None, bytes | None]:
+        name, sep, key = frame.partition(b" ")
+        if sep and name == self._map_bytes:
+            try:
+                return key.decode("utf-8"), None
+            except UnicodeDecodeError:
+                pass
         try:
             request = parse_request(frame)
         except ProtocolError as exc:
