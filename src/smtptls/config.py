@@ -108,7 +108,7 @@ class TlsrptConfig:
     http_token: str | None = None
     log_files: tuple[str, ...] = ()
     journald: bool = False
-    policy_source: str = "cache"
+    policy_source: str = "policyd"
     sending_ip: str | None = None
     flush_interval: float = 1.0
     batch_size: int = 2000
@@ -151,7 +151,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "cache.backend": ("sqlite", "postgres", "redis"),
     "reports.backend": ("sqlite", "postgres"),
     "tlsrpt.backend": ("sqlite", "postgres"),
-    "tlsrpt.policy_source": ("cache", "none"),
+    "tlsrpt.policy_source": ("policyd", "cache", "none"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("text", "json"),
 }
