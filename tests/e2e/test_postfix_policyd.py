@@ -311,3 +311,33 @@ def test_rfc8461_2_dane_and_mta_sts_dane_applies(world) -> None:
     assert daemon.query(d) == "OK dane-only"
     result = deliver(pf, d, "sent")
     assert result.tls is not None and result.tls.level in ("Verified", "Trusted")
+
+
+@pytest.mark.rfc("8461 4.1")
+def test_rfc8461_4_1_unlisted_mx_skipped_listed_mx_used(world) -> None:
+    lab, pf, daemon, LabDomain, LabMx, PolicyHost = world
+    d = f"{uniq('stsskip')}.{lab.ZONE_INSECURE}"
+    # the preferred MX is not in the policy (valid certificate for its own name): Postfix
+    # must skip it and deliver to the listed one
+    lab.add(LabDomain(d, mx=[LabMx(f"rogue.{d}", pref=10, cert="good"),
+                             LabMx(f"mx1.{d}", pref=20, cert="good")],
+                      txt={"_mta-sts": ["v=STSv1; id=1"]},
+                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+    assert daemon.query(d) == f"OK secure match=mx1.{d} servername=hostname"
+    result = deliver(pf, d, "sent")
+    assert result.relay is not None and result.relay.startswith(f"mx1.{d}[")
+    assert lab.messages(f"rogue.{d}") == []
+    assert len(lab.messages(f"mx1.{d}")) == 1
+
+
+@pytest.mark.rfc("7672 2.2")
+def test_rfc7672_2_2_some_mx_with_tlsa_is_dane(world) -> None:
+    lab, pf, daemon, LabDomain, LabMx, _ = world
+    d = f"{uniq('danemix')}.{lab.ZONE_SECURE}"
+    lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", pref=10, cert="self-signed",
+                                   tlsa=["3 1 1 auto"]),
+                             LabMx(f"mx2.{d}", pref=20, cert="good")]))
+    assert daemon.query(d) == "OK dane"
+    result = deliver(pf, d, "sent")
+    assert result.relay is not None and result.relay.startswith(f"mx1.{d}[")
+    assert result.tls is not None and result.tls.level == "Verified"
