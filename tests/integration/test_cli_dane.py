@@ -260,3 +260,24 @@ def test_tlsa_lookup_insecure_records_are_flagged(published):
 def test_tlsa_lookup_errors(published, host, error, message):
     with pytest.raises(error, match=message):
         _tlsa_lookup.lookup_from_args(lookup_args(published, host))
+
+
+def test_tlsa_check_lookup_cli_end_to_end(published, tmp_path):
+    """``smtptls tlsa check CERT --lookup HOST``: records from DNS, matched to the chain."""
+    chain = published.issue("mx.ee.cli.secure.test", "self-signed")
+    pem = tmp_path / "chain.pem"
+    pem.write_bytes(chain.chain_pem)
+    ip, port = published.resolver
+    base = [sys.executable, "-m", "smtptls", "tlsa", "check", str(pem),
+            "--nameserver", f"{ip}:{port}", "--json"]
+    ok = subprocess.run([*base, "--lookup", "mx.ee.cli.secure.test"], capture_output=True,
+                        text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["ok"] is True and out["lookup"]["security"] == "secure"
+    bad = subprocess.run([*base, "--lookup", "mx.nt.cli.secure.test"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "no TLSA records" in bad.stderr
+    neither = subprocess.run([sys.executable, "-m", "smtptls", "tlsa", "check", str(pem)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert neither.returncode == 2 and "--records FILE or --lookup" in neither.stderr

@@ -24,6 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smtptls.cli import _tlsa_lookup
 from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.dane.publish import load_certificates, tlsa_from_cert
 from smtptls.dane.tlsa import MatchingType, TLSARecord, Usage, parse_records, select_usable
@@ -123,10 +124,19 @@ def _check(args: argparse.Namespace) -> int:
     certs = load_certificates(_read(args.cert, "certificate file"))
     if not certs:
         raise DaneError(f"no certificate found in {args.cert}")
-    text = _read(args.records, "records file").decode("utf-8", "replace")
-    parsed = parse_records(text)
-    if not parsed:
-        raise DaneError(f"no TLSA record found in {args.records}")
+    found = None
+    if args.lookup:
+        if args.records:
+            raise DaneError("give either --records or --lookup, not both")
+        found = _tlsa_lookup.lookup_from_args(args)
+        parsed = list(found.parsed)
+    elif args.records:
+        text = _read(args.records, "records file").decode("utf-8", "replace")
+        parsed = parse_records(text)
+        if not parsed:
+            raise DaneError(f"no TLSA record found in {args.records}")
+    else:
+        raise DaneError("give --records FILE or --lookup HOST")
     ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     chain = [_Cert.load(i, d) for i, d in enumerate(ders)]
     records = [r for _, r in parsed]
@@ -151,8 +161,13 @@ def _check(args: argparse.Namespace) -> int:
                    "result_type": v.result_type}
     ok = verdict["ok"] if verdict is not None else any_match
     if args.json:
-        print_json({"ok": ok, "records": rows, "verdict": verdict})
+        out = {"ok": ok, "records": rows, "verdict": verdict}
+        if found is not None:
+            out["lookup"] = found.to_dict()
+        print_json(out)
     else:
+        if found is not None:
+            print(found.summary())
         for i, cert in enumerate(certs):
             print(f"certificate {i}: {_subject(cert)}")
         for row in rows:
@@ -227,11 +242,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  smtptls tlsa check fullchain.pem --records tlsa.txt\n"
         "  smtptls tlsa check fullchain.pem --records tlsa.zone --host mx.example.com "
         "--json\n"
+        "  smtptls tlsa check fullchain.pem --lookup mx.example.com --nameserver 127.0.0.1\n"
         "exit codes: 0 a usable record matches (or verification ok with --host), "
         "1 none, 2 error")
     c.add_argument("cert", metavar="CERT.pem", help="PEM chain as the server sends it")
-    c.add_argument("--records", metavar="FILE", required=True,
+    c.add_argument("--records", metavar="FILE",
                    help="TLSA records, one per line (zone-file lines accepted)")
+    _tlsa_lookup.add_arguments(c)
     c.add_argument("--host", metavar="NAME", action="append",
                    help="reference name for DANE-TA name checks (repeatable); runs the "
                    "full verification")
