@@ -73,6 +73,8 @@ class ReportsConfig:
 
     listen: str = "127.0.0.1:8460"
     smtp_listen: str | None = None
+    lmtp_listen: str | None = None
+    require_dkim: bool = False  # quarantine report mail whose DKIM signature fails
     backend: str = "sqlite"
     sqlite_path: str = "var/smtptls-reports.sqlite3"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"

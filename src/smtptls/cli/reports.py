@@ -67,16 +67,16 @@ def _serve(args: argparse.Namespace) -> int:
     if args.db:
         cfg = dataclasses.replace(
             cfg, reports=dataclasses.replace(cfg.reports, sqlite_path=args.db))
-    token = args.token or os.environ.get(TOKEN_ENV) or None
+    token = args.token or os.environ.get(TOKEN_ENV) or cfg.reports.token or None
     options = ServeOptions(
         listen=args.listen or cfg.reports.listen,
         smtp=args.smtp or cfg.reports.smtp_listen,
-        lmtp=args.lmtp,
+        lmtp=args.lmtp or cfg.reports.lmtp_listen,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         token=token,
         verify_dkim=not args.no_dkim,
-        require_dkim=args.require_dkim,
+        require_dkim=args.require_dkim or cfg.reports.require_dkim,
     )
     asyncio.run(serve(cfg, options))
     return EXIT_OK
