@@ -19,7 +19,7 @@ system:
 
 ## run: start the main service on the embedded SQLite default (no config needed)
 run: $(STAMP)
-	$(VENV)/bin/smtptls demo
+	$(VENV)/bin/smtptls --log-level info policyd
 
 ## test: install everything the tests need (Debian packages included) and run the full suite
 test: system $(STAMP)
