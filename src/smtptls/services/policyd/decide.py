@@ -175,22 +175,22 @@ class PolicyEngine:
     # --- the socketmap handler ------------------------------------------------------
 
     def lookup_cached(self, key: str) -> bytes | None:
+        """The encoded answer for ``key`` if it is in memory and not expired (hot path:
+        no I/O, no await)."""
         entry = self._answers.get(key)
         if entry is None:
             entry = self._answers.get(key.lower())
-            if entry is None:
-                if self.metrics is not None:
-                    self.metrics.cache_miss()
-                return None
-        now = self.clock()
-        if now >= entry.expires_at:
-            if self.metrics is not None:
-                self.metrics.cache_miss()
-            return None
-        entry.last_used = now
-        if self.metrics is not None:
-            self.metrics.cache_hit()
-        return entry.wire
+        metrics = self.metrics
+        if entry is not None:
+            now = self.clock()
+            if now < entry.expires_at:
+                entry.last_used = now
+                if metrics is not None:
+                    metrics.hits += 1
+                return entry.wire
+        if metrics is not None:
+            metrics.misses += 1
+        return None
 
     async def lookup(self, key: str) -> bytes:
         norm = key.lower()

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from time import perf_counter
 from typing import Protocol
 
 from smtptls.errors import ProtocolError, SmtpTlsError
@@ -111,15 +112,9 @@ class NetstringDecoder:
         if self.broken:
             raise ProtocolFramingError("connection already failed framing", [])
         buf = self._buf
-        if not buf and data[-1:] == b",":
-            # fast path: exactly one whole frame in this read (the usual case)
-            colon = data.find(b":", 0, self._max_digits + 1)
-            if colon > 0 and (colon == 1 or data[0] != 0x30):
-                digits = data[:colon]
-                if digits.isdigit():
-                    length = int(digits)
-                    if length <= self.max_length and colon + length + 2 == len(data):
-                        return [data[colon + 1:-1]]
+        frame = self.single_frame(data)
+        if frame is not None:
+            return [frame]
         buf += data
         frames: list[bytes] = []
         pos = 0
@@ -147,6 +142,22 @@ class NetstringDecoder:
         if pos:
             del buf[:pos]
         return frames
+
+    def single_frame(self, data: bytes) -> bytes | None:
+        """The frame, when nothing is buffered and ``data`` is exactly one valid
+        netstring (the usual case: one request per read); else None (use :meth:`feed`)."""
+        if self._buf or self.broken or data[-1:] != b",":
+            return None
+        colon = data.find(b":", 0, self._max_digits + 1)
+        if colon <= 0 or (colon > 1 and data[0] == 0x30):
+            return None
+        digits = data[:colon]
+        if not digits.isdigit():
+            return None
+        length = int(digits)
+        if length > self.max_length or colon + length + 2 != len(data):
+            return None
+        return data[colon + 1:-1]
 
     def _check_digits(self, digits: bytes | bytearray, *, complete: bool,
                       frames: list[bytes]) -> None:
@@ -323,6 +334,20 @@ class _Connection(asyncio.Protocol):
             return
         # a float store per read; the idle timer checks it when it fires (no re-arming)
         self.last_activity = self._loop_time()
+        server = self.server
+        if self.worker is None and not self.pending:
+            # hot path: one whole request whose answer is in memory
+            frame = self.decoder.single_frame(data)
+            if frame is not None:
+                started = perf_counter()
+                reply = server._answer_fast(frame)
+                if reply is not None:
+                    self.transport.write(reply)  # type: ignore[union-attr]
+                    server._observe(reply, perf_counter() - started)
+                    return
+                self.pending.append((frame, started))
+                self.worker = asyncio.ensure_future(self._drain())
+                return
         try:
             frames = self.decoder.feed(data)
         except ProtocolFramingError as exc:
@@ -333,18 +358,17 @@ class _Connection(asyncio.Protocol):
             error_reply: bytes | None = Reply.perm(f"protocol error: {exc.message}").to_bytes()
         else:
             error_reply = None
-        now = time.perf_counter()
+        now = perf_counter()
         if self.pending or self.worker is not None:
             self.pending.extend((f, now) for f in frames)
         else:
             out: list[bytes] = []
-            server = self.server
             for i, frame in enumerate(frames):
                 reply = server._answer_fast(frame)
                 if reply is None:
                     self.pending.extend((f, now) for f in frames[i:])
                     break
-                server._observe(reply, time.perf_counter() - now)
+                server._observe(reply, perf_counter() - now)
                 out.append(reply)
             if out:
                 assert self.transport is not None
@@ -378,7 +402,7 @@ class _Connection(asyncio.Protocol):
                 reply = server._answer_fast(frame)
                 if reply is None:
                     reply = await server._answer_slow(frame)
-                server._observe(reply, time.perf_counter() - started)
+                server._observe(reply, perf_counter() - started)
                 self._write(reply)
                 self._maybe_resume_reading()
         finally:
@@ -464,6 +488,7 @@ class SocketmapServer:
         observer: Observer | None = None,
     ) -> None:
         self.handler = handler
+        self._lookup_cached = handler.lookup_cached
         self._map_name = map_name
         self._map_bytes = map_name.encode("utf-8")
         self.max_request = max_request
@@ -503,10 +528,13 @@ class SocketmapServer:
         return request.key, None
 
     def _answer_fast(self, frame: bytes) -> bytes | None:
-        key, error = self._request(frame)
-        if key is None:
-            return error
-        return self.handler.lookup_cached(key)
+        name, sep, key = frame.partition(b" ")
+        if sep and name == self._map_bytes:
+            try:
+                return self._lookup_cached(key.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        return self._request(frame)[1]
 
     async def _answer_slow(self, frame: bytes) -> bytes:
         key, error = self._request(frame)
