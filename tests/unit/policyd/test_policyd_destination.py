@@ -69,6 +69,7 @@ NEXTHOPS = [
     ("[ipv6:2001:db8::1]", NextHopKind.IP_LITERAL, "ipv6:2001:db8::1", None),
     ("192.0.2.7", NextHopKind.IP_LITERAL, "192.0.2.7", None),
     (".example.com", NextHopKind.PARENT, ".example.com", None),
+    ("bücher.example", NextHopKind.DOMAIN, "xn--bcher-kva.example", None),
 ]
 
 

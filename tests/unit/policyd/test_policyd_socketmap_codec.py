@@ -190,3 +190,36 @@ def test_socketmap_reply_parse_rejects(text: str) -> None:
 def test_socketmap_reply_is_bounded() -> None:
     assert len(Reply.ok("x" * 500000).to_bytes()) <= 100000 + 10
     assert ReplyStatus("TEMP") is ReplyStatus.TEMP
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_property_parse_request_only_typed_errors(frame: bytes) -> None:
+    try:
+        request = parse_request(frame)
+    except ProtocolError:
+        return
+    assert parse_request(request.to_bytes()[request.to_bytes().index(b":") + 1:-1]) == request
+
+
+@given(st.sampled_from(list(ReplyStatus)), st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_property_reply_roundtrip(status: ReplyStatus, data: str) -> None:
+    reply = Reply(status, data)
+    text = reply.to_text()
+    parsed = Reply.parse(text)
+    assert parsed.status is status
+    assert parsed.to_text() == text  # printable, single line, stable
+    frames = NetstringDecoder(200000).feed(reply.to_bytes())
+    assert frames == [text.encode("utf-8")]
+
+
+@given(st.text(max_size=100))
+@settings(max_examples=200, deadline=None)
+def test_property_reply_parse_only_typed_errors(text: str) -> None:
+    try:
+        reply = Reply.parse(text)
+    except ProtocolError:
+        return
+    assert reply.status in ReplyStatus
+    assert text.startswith(reply.status.value + " ")
