@@ -72,8 +72,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.domain:
         print(f"smtptls policyd: unexpected argument {args.domain!r}", file=sys.stderr)
         return EXIT_ERROR
+    from smtptls import logs
     from smtptls.services.policyd.daemon import run
 
+    # the daemon logs per the [logging] section unless --log-level/--log-format say otherwise
+    logs.setup(getattr(args, "log_level", None) or cfg.logging.level,
+               getattr(args, "log_format", None) or cfg.logging.format)
     metrics = args.metrics
     if metrics is not None and metrics.lower() in ("off", "none", ""):
         metrics = ""
