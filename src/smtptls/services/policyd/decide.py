@@ -58,6 +58,8 @@ TEMP_RETRY = 15.0
 STATIC_TTL = 3600.0
 #: At most this many candidate hosts get TLSA lookups.
 MAX_HOSTS = 32
+#: At most this many answers are computed at once (DNS and HTTPS work); more wait.
+MAX_CONCURRENT = 256
 
 
 def decision_reply(decision: Decision) -> Reply:
@@ -160,6 +162,7 @@ class PolicyEngine:
         self._answers: dict[str, CachedAnswer] = {}
         self._due: list[tuple[float, str]] = []
         self._inflight: dict[str, asyncio.Task[CachedAnswer]] = {}
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self.computations = 0  # how many answers were computed (tests, metrics)
 
     # --- configuration ------------------------------------------------------------
@@ -252,7 +255,8 @@ class PolicyEngine:
     async def _compute_and_store(self, key: str) -> CachedAnswer:
         previous = self._answers.get(key)
         try:
-            explanation = await self.explain(key, previous=previous)
+            async with self._slots:
+                explanation = await self.explain(key, previous=previous)
         except Exception as exc:  # a bug or an unexpected library error: never crash
             log.error("policy computation crashed", key=key[:100],
                       error=f"{type(exc).__name__}: {exc}")
