@@ -287,3 +287,12 @@ async def test_explain_gives_the_reasoning(world, clock) -> None:
     assert data["facts"]["hosts"][0]["host"] == "mx1.example.com"
     assert data["mta_sts"]["policy"]["mode"] == "enforce"
     assert "enforce" in data["decision"]["reason"]
+
+
+async def test_failed_tlsa_lookup_is_rechecked_soon(world, clock) -> None:
+    world.mx("example.com", "mx1.example.com", security=Security.SECURE)
+    world.host("mx1.example.com", security=Security.SECURE, tlsa=DnsTimeout("no answer"))
+    engine = make_engine(world, clock)
+    assert await engine.lookup("example.com") == netstring(b"OK dane")
+    entry = engine._answers["example.com"]
+    assert entry.recheck_at - entry.computed_at <= 15.0

@@ -335,7 +335,10 @@ class PolicyEngine:
         if cached is not None and cached.expires_at > now:
             ttl_candidates.append(cached.expires_at - now)  # RFC 8461 §3.2: max_age
         ttl = max(MIN_RECHECK, min(ttl_candidates))
-        if decision.kind is DecisionKind.TEMP:
+        transient = facts.mx_security is Security.INDETERMINATE or any(
+            h.tlsa is TlsaState.INDETERMINATE for h in facts.hosts)
+        if decision.kind is DecisionKind.TEMP or transient:
+            # a failed lookup may be transient: decide again soon
             ttl = min(ttl, TEMP_RETRY)
         self._count(discovery)
         return Explanation(key, decision, decision_reply(decision), facts, discovery, ttl,
