@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtptls",
         formatter_class=Formatter,
         description="MTA-STS, DANE for SMTP and SMTP TLS Reporting, in one toolkit.",
-        epilog="examples:\n  smtptls mta-sts example.com\n  smtptls mta-sts parse mta-sts.txt --json\n"
+        epilog="examples:\n"
+        "  smtptls mta-sts example.com\n"
+        "  smtptls mta-sts parse mta-sts.txt --json\n"
+        "  smtptls dane example.com --json\n"
+        "  smtptls policyd --listen 127.0.0.1:8461\n"
+        "  smtptls reports serve --smtp 127.0.0.1:2525\n"
         "  smtptls config check smtptls.toml",
     )
     parser.add_argument("--version", action="version", version=f"smtptls {smtptls.__version__}")
