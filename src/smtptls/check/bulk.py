@@ -1,0 +1,260 @@
+"""Bulk checks: many domains, concurrently, resumable, with a summary.
+
+- :func:`parse_domain_lines` reads a domain list (one per line, ``#`` comments, the
+  first comma- or white-space-separated field; duplicates dropped, invalid names
+  counted);
+- :func:`read_results` reads a JSON Lines results file written earlier, so a run can
+  resume: domains already there are skipped and still counted in the summary;
+- :func:`run_bulk` checks the rest with ``concurrency`` workers sharing one
+  :class:`~smtptls.check.gather.Gatherer` (global connection semaphore, per-address
+  limits, run-scoped memos), each domain under the gatherer's per-domain time limit;
+- :class:`BulkSummary` aggregates adoption (MTA-STS, modes, TLSRPT, DANE, DNSSEC) and
+  the most frequent findings; its JSON schema is ``smtptls.check-summary/1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from smtptls.check.evaluate import evaluate
+from smtptls.check.findings import Area, Finding, Severity
+from smtptls.check.gather import Gatherer
+from smtptls.check.report import CheckReport
+from smtptls.errors import InvalidDomainError, SmtpTlsError
+from smtptls.net.dns import normalize_domain
+
+__all__ = ["SUMMARY_SCHEMA", "BulkSummary", "parse_domain_lines", "read_results", "run_bulk"]
+
+SUMMARY_SCHEMA = "smtptls.check-summary/1"
+MAX_LINE = 4096  # characters of one input or results line that are looked at
+MAX_RESULT_LINE = 4 * 1024 * 1024
+TOP_REASONS = 10
+
+
+@dataclass(slots=True)
+class DomainList:
+    domains: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def parse_domain_lines(lines: Iterable[str], *, limit: int = 10_000_000) -> DomainList:
+    """Domains from a list: blank lines and ``#`` comments skipped, first field used.
+
+    Never raises for content: unusable names land in ``invalid`` (at most 1000 kept).
+    Raises :class:`SmtpTlsError` when more than ``limit`` domains are given.
+    """
+    out = DomainList()
+    seen: set[str] = set()
+    for raw in lines:
+        if not isinstance(raw, str):
+            raise SmtpTlsError("domain list lines must be text")
+        line = raw[:MAX_LINE].split("#", 1)[0].strip().replace(",", " ")
+        if not line:
+            continue
+        first = line.split()[0]
+        try:
+            name = normalize_domain(first)
+        except InvalidDomainError:
+            if len(out.invalid) < 1000:
+                out.invalid.append(first[:100])
+            continue
+        if name in seen:
+            out.duplicates += 1
+            continue
+        if len(out.domains) >= limit:
+            raise SmtpTlsError(f"more than {limit} domains in the list")
+        seen.add(name)
+        out.domains.append(name)
+    return out
+
+
+def read_results(lines: Iterable[str]) -> tuple[list[CheckReport], int]:
+    """Reports from a JSON Lines results file, and how many lines were unusable.
+
+    A truncated last line (a run killed mid-write) is simply unusable: its domain is
+    checked again.
+    """
+    reports: list[CheckReport] = []
+    bad = 0
+    for raw in lines:
+        if not isinstance(raw, str):
+            raise SmtpTlsError("results lines must be text")
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) > MAX_RESULT_LINE:
+            bad += 1
+            continue
+        try:
+            reports.append(CheckReport.from_dict(json.loads(line)))
+        except (ValueError, RecursionError, SmtpTlsError):
+            bad += 1
+    return reports, bad
+
+
+@dataclass(slots=True)
+class BulkSummary:
+    """Counts over every report of a run (resumed ones included)."""
+
+    domains: int = 0
+    resumed: int = 0
+    invalid: int = 0
+    timed_out: int = 0
+    with_error: int = 0
+    with_warning: int = 0
+    mta_sts_record: int = 0
+    mta_sts_policy: int = 0
+    modes: Counter[str] = field(default_factory=Counter)
+    tlsrpt: int = 0
+    dane: Counter[str] = field(default_factory=Counter)
+    mx_dnssec: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    reason_text: dict[str, str] = field(default_factory=dict)
+    elapsed: float = 0.0
+    checked_now: int = 0
+
+    def add(self, report: CheckReport, *, resumed: bool = False) -> None:
+        self.domains += 1
+        self.resumed += int(resumed)
+        self.timed_out += int(report.timed_out)
+        worst = report.worst
+        self.with_error += int(worst is Severity.ERROR)
+        self.with_warning += int(worst is Severity.WARNING)
+        a = report.adoption
+        self.mta_sts_record += int(a.mta_sts_record)
+        if a.mta_sts is not None:
+            self.mta_sts_policy += 1
+            self.modes[a.mta_sts] += 1
+        self.tlsrpt += int(a.tlsrpt)
+        self.dane[a.dane] += 1
+        if a.mx_dnssec:
+            self.mx_dnssec[a.mx_dnssec] += 1
+        for code in {f.code for f in report.findings
+                     if f.severity is not Severity.INFO and f.area is not Area.CHECK}:
+            self.reasons[code] += 1
+            if code not in self.reason_text and len(self.reason_text) < 1000:
+                self.reason_text[code] = next(
+                    f.message for f in report.findings if f.code == code)[:120]
+
+    def _pct(self, n: int) -> float:
+        return round(100.0 * n / self.domains, 1) if self.domains else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = self.checked_now / self.elapsed if self.elapsed > 0 else 0.0
+        return {
+            "schema": SUMMARY_SCHEMA,
+            "domains": self.domains,
+            "checked_now": self.checked_now,
+            "resumed": self.resumed,
+            "invalid": self.invalid,
+            "timed_out": self.timed_out,
+            "elapsed": round(self.elapsed, 3),
+            "rate": round(rate, 1),
+            "with_error": self.with_error,
+            "with_warning": self.with_warning,
+            "adoption": {
+                "mta_sts_record": {"count": self.mta_sts_record,
+                                   "percent": self._pct(self.mta_sts_record)},
+                "mta_sts_policy": {"count": self.mta_sts_policy,
+                                   "percent": self._pct(self.mta_sts_policy)},
+                "mta_sts_modes": dict(sorted(self.modes.items())),
+                "tlsrpt": {"count": self.tlsrpt, "percent": self._pct(self.tlsrpt)},
+                "dane": {k: {"count": v, "percent": self._pct(v)}
+                         for k, v in sorted(self.dane.items())},
+                "mx_dnssec": dict(sorted(self.mx_dnssec.items())),
+            },
+            "top_failures": [{"code": c, "domains": n, "percent": self._pct(n),
+                              "example": self.reason_text.get(c, "")}
+                             for c, n in self.reasons.most_common(TOP_REASONS)],
+        }
+
+    def render(self) -> str:
+        d = self.to_dict()
+        a = d["adoption"]
+        lines = [f"{self.domains} domain(s) ({self.checked_now} checked now in "
+                 f"{self.elapsed:.1f} s, {d['rate']}/s; {self.resumed} resumed, "
+                 f"{self.invalid} invalid, {self.timed_out} over the time limit)",
+                 f"  with errors: {self.with_error} ({self._pct(self.with_error)}%), "
+                 f"worst a warning: {self.with_warning} ({self._pct(self.with_warning)}%)",
+                 f"  MTA-STS record: {a['mta_sts_record']['percent']}%   valid policy: "
+                 f"{a['mta_sts_policy']['percent']}%   modes: "
+                 + (", ".join(f"{k} {v}" for k, v in a["mta_sts_modes"].items()) or "-"),
+                 f"  TLSRPT: {a['tlsrpt']['percent']}%   DANE: "
+                 + ", ".join(f"{k} {v['percent']}%" for k, v in a["dane"].items())
+                 + "   MX DNSSEC: "
+                 + (", ".join(f"{k} {v}" for k, v in a["mx_dnssec"].items()) or "-")]
+        if d["top_failures"]:
+            lines.append("  top failures:")
+            for t in d["top_failures"]:
+                lines.append(f"    {t['domains']:>7} ({t['percent']:>5}%)  {t['code']}")
+        return "\n".join(lines)
+
+
+def _failure_report(domain: str, gatherer: Gatherer, exc: SmtpTlsError) -> CheckReport:
+    f = Finding("check.failed", Severity.ERROR, Area.CHECK, domain,
+                f"the check could not run: {exc}")
+    return CheckReport(domain, gatherer._clock(), (f,))
+
+
+async def run_bulk(domains: Iterable[str], gatherer: Gatherer, *, concurrency: int = 50,
+                   out: IO[str] | None = None, summary: BulkSummary | None = None,
+                   on_done: Callable[[CheckReport], None] | None = None) -> BulkSummary:
+    """Check ``domains`` with ``concurrency`` workers; write JSON Lines to ``out``.
+
+    Each report is written as one line as soon as it is ready (flushed every few
+    lines and at the end), so an interrupted run loses at most the domains in flight.
+    """
+    if not 1 <= concurrency <= 10000:
+        raise SmtpTlsError("concurrency must be between 1 and 10000")
+    summary = summary or BulkSummary()
+    started = time.monotonic()
+    source: Iterator[str] = iter(domains)
+    pending_writes = 0
+
+    def record(report: CheckReport) -> None:
+        nonlocal pending_writes
+        summary.add(report)
+        summary.checked_now += 1
+        if out is not None:
+            out.write(json.dumps(report.to_dict(), separators=(",", ":")) + "\n")
+            pending_writes += 1
+            if pending_writes >= 100:
+                out.flush()
+                pending_writes = 0
+        if on_done is not None:
+            on_done(report)
+
+    async def worker() -> None:
+        for domain in source:  # one shared iterator: each domain taken once
+            try:
+                report = evaluate(await gatherer.gather(domain))
+            except SmtpTlsError as exc:
+                report = _failure_report(domain, gatherer, exc)
+            record(report)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        summary.elapsed += time.monotonic() - started
+        if out is not None:
+            out.flush()
+    return summary
+
+
+def open_results(path: Path) -> tuple[list[CheckReport], int]:
+    """Read a results file for resuming (missing file: nothing done yet)."""
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            return read_results(fh)
+    except FileNotFoundError:
+        return [], 0
+    except OSError as exc:
+        raise SmtpTlsError(f"cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,237 @@
+"""``smtptls check DOMAIN...`` and ``smtptls check --bulk FILE``: audit domains.
+
+Exit status (docs/check.md): 0 every domain has no finding or only ``info`` ones;
+1 some domain has a ``warning`` or an ``error``; 2 usage or internal error. In bulk
+mode: 0 when the run completed (findings are in the results), 2 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from smtptls import config
+from smtptls.check.bulk import BulkSummary, open_results, parse_domain_lines, run_bulk
+from smtptls.check.evaluate import evaluate
+from smtptls.check.gather import CheckOptions, Gatherer
+from smtptls.check.render import render_report
+from smtptls.check.report import CheckReport
+from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
+from smtptls.errors import ConfigError, SmtpTlsError
+
+MAX_LIST_BYTES = 1024 * 1024 * 1024  # a domain list larger than 1 GiB is refused
+
+EPILOG = """\
+examples:
+  smtptls check example.com
+  smtptls check example.com example.org --json
+  smtptls check example.com --no-smtp --nameserver 127.0.0.1:53 --ca-file lab-ca.pem
+  smtptls check --bulk domains.txt --out results.jsonl --concurrency 100 --no-smtp
+  cut -d, -f2 top-1m.csv | smtptls check --bulk - --out results.jsonl --json
+
+For each domain: the MX RRset (DNSSEC status), STARTTLS/TLS of every MX (version,
+cipher, PKIX chain, names, expiry), MTA-STS (record, policy fetch with every RFC 8461
+limit, MX coverage, max_age, mode), TLSRPT (record, rua reachability), DANE (TLSA per
+MX, DNSSEC, live match, record advice, rollover safety) and DANE/MTA-STS consistency.
+Each finding has a severity and the fix to publish.
+
+exit status: 0 no finding above info; 1 a warning or an error finding (any domain);
+  2 usage or internal error. --bulk: 0 when the run completed, 2 otherwise.
+The --json schema "smtptls.check/1" (and "smtptls.check-summary/1" for --bulk --json)
+is documented in docs/check.md.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="audit domains: MX, TLS, MTA-STS, TLSRPT, DANE",
+                       formatter_class=Formatter, epilog=EPILOG,
+                       description="Audit the mail transport security of domains and say "
+                       "what to fix.")
+    p.add_argument("domains", metavar="DOMAIN", nargs="*", help="domains to check")
+    p.add_argument("--json", action="store_true",
+                   help="JSON output (one report, or a list of reports; with --bulk: the "
+                   "summary)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--nameserver", metavar="IP[:PORT]", action="append",
+                   help="validating resolver to ask (repeatable; default: config, then "
+                   "resolv.conf)")
+    p.add_argument("--ca-file", metavar="FILE",
+                   help="PEM trust store for HTTPS and MX certificates (default: system)")
+    p.add_argument("--no-smtp", action="store_true", help="do not connect to MX hosts")
+    p.add_argument("--no-rua-probe", action="store_true",
+                   help="do not probe TLSRPT rua destinations")
+    p.add_argument("--timeout", metavar="S", type=float, default=30.0,
+                   help="time limit per network step (default 30)")
+    p.add_argument("--domain-timeout", metavar="S", type=float, default=None,
+                   help="time limit per domain (default 120, bulk 60)")
+    p.add_argument("--port", type=int, default=25, help="SMTP port of the MX hosts")
+    p.add_argument("--helo-name", metavar="NAME", help="EHLO name (default: this host's FQDN)")
+    p.add_argument("--ipv6", action="store_true", help="also probe IPv6 addresses")
+    p.add_argument("--brief", action="store_true", help="findings only, no facts overview")
+    b = p.add_argument_group("bulk")
+    b.add_argument("--bulk", metavar="FILE|-", help="check every domain listed in FILE "
+                   "(one per line; '-' reads standard input)")
+    b.add_argument("--concurrency", metavar="N", type=int, default=100,
+                   help="domains checked at once (default 100)")
+    b.add_argument("--max-connections", metavar="N", type=int, default=64,
+                   help="open connections at once, all kinds (default 64)")
+    b.add_argument("--per-host", metavar="N", type=int, default=2,
+                   help="open SMTP connections per MX address (default 2)")
+    b.add_argument("--out", metavar="FILE", help="append one JSON report per line; domains "
+                   "already in FILE are skipped (resume)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace, bulk: bool) -> CheckOptions:
+    cfg = config.load(args.config)
+    dns_cfg = cfg.dns
+    if args.nameserver:
+        dns_cfg = dataclasses.replace(dns_cfg, nameservers=tuple(args.nameserver))
+    if not 0 < args.timeout <= 600:
+        raise ConfigError("--timeout must be between 0 and 600 seconds")
+    dns_cfg = dataclasses.replace(dns_cfg, timeout=min(dns_cfg.timeout, args.timeout))
+    helo = args.helo_name or socket.getfqdn()
+    if "." not in helo or not helo.isascii():
+        helo = "localhost"
+    domain_timeout = args.domain_timeout or (60.0 if bulk else 120.0)
+    return CheckOptions(dns=dns_cfg, ca_file=args.ca_file or cfg.fetch.ca_file,
+                        smtp=not args.no_smtp, rua_probe=not args.no_rua_probe,
+                        timeout=args.timeout, domain_timeout=domain_timeout,
+                        smtp_port=args.port, helo_name=helo, ipv6=args.ipv6,
+                        max_connections=args.max_connections,
+                        per_host_connections=args.per_host)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bulk:
+        if args.domains:
+            raise ConfigError("give domains either as arguments or with --bulk, not both")
+        return _bulk(args)
+    if not args.domains:
+        print("smtptls check: error: give at least one DOMAIN (or --bulk FILE)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    options = _options(args, bulk=False)
+
+    async def main() -> list[CheckReport]:
+        async with Gatherer(options) as g:
+            return [evaluate(await g.gather(d)) for d in args.domains]
+
+    reports = asyncio.run(main())
+    if args.json:
+        docs = [r.to_dict() for r in reports]
+        print_json(docs[0] if len(docs) == 1 else docs)
+    else:
+        print("\n\n".join(render_report(r, verbose=not args.brief) for r in reports))
+    return EXIT_NEGATIVE if any(r.failed for r in reports) else EXIT_OK
+
+
+def _read_list(name: str) -> list[str]:
+    try:
+        if name == "-":
+            data = sys.stdin.read(MAX_LIST_BYTES + 1)
+        else:
+            with Path(name).open("r", encoding="utf-8", errors="replace") as fh:
+                data = fh.read(MAX_LIST_BYTES + 1)
+    except OSError as exc:
+        raise SmtpTlsError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_LIST_BYTES:
+        raise SmtpTlsError(f"{name}: domain list larger than {MAX_LIST_BYTES} bytes")
+    return data.splitlines()
+
+
+class _Progress:
+    """A rich progress bar on stderr (rate and ETA), or nothing."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.progress: Any = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[rate]:>7.1f}/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.task = self.progress.add_task("check", total=total, rate=0.0)
+
+    def __enter__(self) -> _Progress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, _report: CheckReport) -> None:
+        if self.progress is None:
+            return
+        self.progress.advance(self.task)
+        speed = self.progress.tasks[0].speed or 0.0
+        self.progress.update(self.task, rate=speed)
+
+
+def _bulk(args: argparse.Namespace) -> int:
+    options = _options(args, bulk=True)
+    listing = parse_domain_lines(_read_list(args.bulk))
+    summary = BulkSummary(invalid=len(listing.invalid))
+    todo = listing.domains
+    out_path = Path(args.out) if args.out else None
+    if out_path is not None:
+        done, bad = open_results(out_path)
+        wanted = set(todo)
+        finished = set()
+        for r in done:
+            if r.domain in wanted and r.domain not in finished:
+                finished.add(r.domain)
+                summary.add(r, resumed=True)
+        todo = [d for d in todo if d not in finished]
+        if bad:
+            print(f"smtptls check: {bad} unreadable line(s) in {out_path} ignored "
+                  "(their domains are checked again)", file=sys.stderr)
+    show = sys.stderr.isatty() and not args.quiet
+    out_fh = None
+    try:
+        if out_path is not None:
+            try:
+                out_fh = out_path.open("a+", encoding="utf-8")
+            except OSError as exc:
+                raise SmtpTlsError(f"cannot write {out_path}: {exc.strerror}") from None
+            if out_fh.tell() > 0:
+                out_fh.seek(out_fh.tell() - 1)
+                if out_fh.read(1) != "\n":
+                    out_fh.write("\n")  # end a line cut short by an interrupted run
+        sink = out_fh if out_fh is not None else (None if args.json else sys.stdout)
+
+        async def main() -> BulkSummary:
+            async with Gatherer(options) as g:
+                with _Progress(len(todo), show) as progress:
+                    return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
+                                          summary=summary, on_done=progress.advance)
+
+        asyncio.run(main())
+    finally:
+        if out_fh is not None:
+            out_fh.close()
+    if args.json:
+        print_json(summary.to_dict())
+    elif not args.quiet or out_path is not None:
+        print(summary.render(), file=sys.stderr if sink is sys.stdout else sys.stdout)
+    return EXIT_OK
+
