@@ -54,7 +54,6 @@ valid report ``parse_report(r.to_json(), strict=True) == r``.
 from __future__ import annotations
 
 import enum
-import functools
 import io
 import ipaddress
 import json
@@ -64,6 +63,8 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+
+import orjson
 
 from smtptls.errors import ReportError, ReportParseError, ReportTooLargeError
 from smtptls.tlsrpt.record import check_uri
@@ -159,6 +160,11 @@ _NAME_SETS = {
     for names in (_REPORT_FIELDS, _DATE_FIELDS, _ENTRY_FIELDS, _POLICY_FIELDS, _SUMMARY_FIELDS,
                   _DETAIL_FIELDS)
 }
+# Nesting depth of the objects each name set belongs to (the report object is 1).
+_DEPTHS = {
+    _REPORT_FIELDS: 1, _DATE_FIELDS: 2, _ENTRY_FIELDS: 3, _POLICY_FIELDS: 4,
+    _SUMMARY_FIELDS: 4, _DETAIL_FIELDS: 5,
+}
 # Names seen in the wild for a schema member: the §4.4 figure names the *values*
 # mx-host-pattern and additional-info-uri; some senders used those as member names.
 _ALIASES = {
@@ -179,6 +185,25 @@ _IPV4_RE = re.compile(
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 )
+# RFC 4291 §2.2 text forms of an IPv6 address made of hex groups only (no embedded IPv4,
+# no zone): every string it matches is an address. Anything else is asked of ipaddress.
+_IPV6_GROUPS_RE = re.compile(
+    "|".join((
+        "(?:H:){7}H",  # eight groups
+        "::(?:H:){0,6}H",  # "::" then one to seven groups
+        "H::(?:H:){0,5}H",  # one group, "::", one to six
+        "(?:H:){1}H::(?:H:){0,4}H",
+        "(?:H:){2}H::(?:H:){0,3}H",
+        "(?:H:){3}H::(?:H:){0,2}H",
+        "(?:H:){4}H::(?:H:){0,1}H",
+        "(?:H:){5}H::H",  # six groups, "::", one
+        "(?:(?:H:){0,6}H)?::",  # up to seven groups, then "::"
+    )).replace("H", "[0-9A-Fa-f]{1,4}")
+)
+# the usual form of a report date (RFC 3339 §5.6 in UTC, no fraction)
+_PLAIN_DATETIME_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9]Z"
+)
 _COUNT_TEXT_RE = re.compile(r"[ \t]*[0-9]{1,16}[ \t]*")
 # RFC 3339 §5.6 date-time, plus the variants real senders wrote (checked below)
 _DATETIME_RE = re.compile(
@@ -188,6 +213,8 @@ _DATETIME_RE = re.compile(
     r"[ ]?(?P<tz>[Zz]|UTC|GMT|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
 )
 _STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# a JSON escape that decodes to ':' (RFC 8259 §7), which the member count must not miss
+_COLON_ESCAPE_RE = re.compile(r"\\u003[aA]")
 _BRACKET_RE = re.compile(r"[\[\]{}]")
 
 
@@ -474,6 +501,55 @@ def _loads(text: str) -> Any:
         raise ReportParseError(f"not valid JSON: {str(exc)[:100]}", path="$") from None
 
 
+class _Redo(Exception):  # noqa: N818 - a control-flow signal, never raised to callers
+    """The quickly decoded tree may differ from what :func:`_loads` returns: start over."""
+
+
+def _loads_quick(text: str) -> Any:
+    """The JSON value of *text* decoded by orjson, or None where that may differ from
+    :func:`_loads` (which then decides, errors included).
+
+    orjson and the standard decoder accept the same RFC 8259 text and give the same
+    dicts, lists, strings, booleans and integers up to 64 bits. What is left to check:
+
+    - duplicate member names, which both decoders fold silently (last one wins) while
+      :func:`_loads` reports them (I-JSON, RFC 7493 §2.3). Every ``:`` in JSON text is
+      a name separator or a character inside a string; orjson re-encodes strings as
+      they were and never writes ``:`` as an escape, so re-encoding the decoded value
+      gives as many ``:`` as the input exactly when no member was folded away. The one
+      way a decoded ``:`` has no ``:`` in the input is the escape ``\\u003a``: such text
+      is left to :func:`_loads`.
+    - floats (orjson also turns integers beyond 64 bits into floats) and nesting deeper
+      than MAX_DEPTH: :class:`_Reader` in quick mode raises :class:`_Redo` wherever it
+      would keep or skip such a value (see ``_Reader.quick``).
+    - unpaired surrogates: orjson refuses them, so its strings have none.
+    """
+    if "\\" in text and _COLON_ESCAPE_RE.search(text):
+        return None
+    try:
+        value = orjson.loads(text)
+        # bounded: the input is at most max_decompressed characters
+        again = orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    if again.count(b":") != text.count(":"):
+        return None  # a member name given twice
+    return value
+
+
+def _plain_tree(value: Any, depth: int) -> bool:
+    """Whether *value* (at nesting *depth*) holds no float and nests at most MAX_DEPTH."""
+    if type(value) is float:
+        return False
+    if type(value) is dict:
+        value = list(value.values())
+    elif type(value) is not list:
+        return True
+    if depth > MAX_DEPTH:
+        return False
+    return all(_plain_tree(v, depth + 1) for v in value)
+
+
 def _gunzip(data: bytes, cap: int, reader: _Reader) -> bytes:
     """Stream-decompress gzip (RFC 1952) to at most *cap* bytes; members concatenated."""
     out = bytearray()
@@ -616,7 +692,7 @@ def _member_path(path: str, key: str) -> str:
 class _Reader:
     """Walks one decoded report; strict raises at the first deviation, tolerant notes it."""
 
-    __slots__ = ("strict", "warnings", "dropped", "surrogates")
+    __slots__ = ("strict", "warnings", "dropped", "surrogates", "quick")
 
     def __init__(self, strict: bool, *, surrogates: bool = True) -> None:
         self.strict = bool(strict)
@@ -624,6 +700,10 @@ class _Reader:
         self.dropped = 0
         # False when the input cannot hold an unpaired surrogate (checked once, up front)
         self.surrogates = surrogates
+        # True while reading a tree from _loads_quick: a value that decoder may have read
+        # differently from _loads (a float, deep nesting) raises _Redo where it would be
+        # kept or skipped unseen; errors are rerun on _loads' tree as well
+        self.quick = False
 
     # what to do with a finding
 
@@ -652,11 +732,19 @@ class _Reader:
 
     def members(self, obj: Any, path: str, names: tuple[str, ...]) -> dict[str, Any]:
         """The object's members under their RFC 8460 names (tolerant: case, aliases)."""
-        if not isinstance(obj, dict):
-            self.fail(path, f"expected an object, got {_kind(obj)}")
-        duplicates = getattr(obj, "duplicates", ())
-        if not duplicates and obj.keys() <= _NAME_SETS[names]:
-            return obj  # the common case: exact names, nothing to report
+        if type(obj) is dict:
+            # a plain dict: quickly decoded (duplicates already ruled out) or from_dict
+            if obj.keys() <= _NAME_SETS[names]:
+                return obj  # the common case: exact names, nothing to report
+            duplicates: tuple[str, ...] = ()
+        else:
+            if not isinstance(obj, dict):
+                self.fail(path, f"expected an object, got {_kind(obj)}")
+            duplicates = getattr(obj, "duplicates", ())
+            if not duplicates and obj.keys() <= _NAME_SETS[names]:
+                return obj
+        if self.quick and not _plain_tree(obj, _DEPTHS[names]):
+            raise _Redo  # members may be skipped below: they must read the same either way
         for key in duplicates:
             # I-JSON, RFC 7493 §2.3: member names MUST be unique
             self.deviation(
@@ -742,6 +830,8 @@ class _Reader:
     def count(self, value: Any, path: str, name: str | None = None) -> int:
         if type(value) is int and 0 <= value <= MAX_COUNT:
             return value
+        if self.quick and type(value) is float:
+            raise _Redo  # _loads bounds the literal's length first
         if name is not None:
             path = f"{path}.{name}"
         if isinstance(value, bool):
@@ -761,6 +851,21 @@ class _Reader:
         return number
 
     def date_time(self, value: Any, path: str, *, end: bool) -> datetime:
+        if type(value) is str:
+            # the usual form, and the same days report after report: nothing to tell
+            known = _DATES.get(value)
+            if known is not None:
+                return known
+            if _PLAIN_DATETIME_RE.fullmatch(value):
+                try:
+                    moment = datetime(
+                        int(value[:4]), int(value[5:7]), int(value[8:10]),
+                        int(value[11:13]), int(value[14:16]), int(value[17:19]), tzinfo=UTC,
+                    )
+                except ValueError:
+                    pass  # out of range: said below
+                else:
+                    return _remember(_DATES, value, moment)  # type: ignore[no-any-return]
         text = self.text(value, path)
         stripped = text.strip()
         m = _DATETIME_RE.fullmatch(stripped)
@@ -832,30 +937,66 @@ def _json_array_in_string(lines: tuple[str, ...]) -> tuple[str, ...] | None:
     return None
 
 
+# Answers of the pure checks below, for short strings: host names, addresses and dates
+# repeat within a report and from report to report. Bounded: a full memo starts over.
+_MEMO_SIZE = 4096
+_MEMO_KEY_CHARS = 255
+_DOMAIN_OK: dict[str, bool] = {}
+_MX_PATTERN_OK: dict[str, bool] = {}
+_IP_OK: dict[str, bool] = {}
+_DATES: dict[str, datetime] = {}
+
+
+def _remember(memo: dict[str, Any], key: str, value: Any) -> Any:
+    if len(key) <= _MEMO_KEY_CHARS:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+    return value
+
+
+def _domain_ok(value: str) -> bool:
+    # RFC 8460 §4.4: domain names as A-labels (an IDN in Punycode)
+    ok = _DOMAIN_OK.get(value)
+    if ok is None:
+        ok = _remember(_DOMAIN_OK, value, _DOMAIN_RE.fullmatch(value) is not None)
+    return ok
+
+
+def _mx_pattern_ok(value: str) -> bool:
+    # RFC 8460 §4.4: patterns as in RFC 8461 §4.1, "*." only as the whole left label
+    ok = _MX_PATTERN_OK.get(value)
+    if ok is None:
+        ok = _remember(_MX_PATTERN_OK, value, _MX_PATTERN_RE.fullmatch(value) is not None)
+    return ok
+
+
+def _ip_ok(value: str) -> bool:
+    # RFC 8460 §4.4: an IPv4 (dot-decimal) or IPv6 (RFC 5952) address
+    ok = _IP_OK.get(value)
+    if ok is None:
+        if _IPV4_RE.fullmatch(value) or _IPV6_GROUPS_RE.fullmatch(value):
+            ok = True
+        elif len(value) > 64:
+            return False
+        else:
+            try:
+                ipaddress.ip_address(value)
+                ok = True
+            except ValueError:
+                ok = False
+        _remember(_IP_OK, value, ok)
+    return ok
+
+
 def _check_domain(reader: _Reader, value: str, path: str, name: str | None = None) -> None:
-    if not _DOMAIN_RE.fullmatch(value):
-        # RFC 8460 §4.4: domain names as A-labels (an IDN in Punycode)
+    if not _domain_ok(value):
         where = path if name is None else f"{path}.{name}"
         reader.deviation(where, f"{_excerpt(value)} is not a domain name in A-labels")
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_ip(value: str) -> bool:
-    if _IPV4_RE.fullmatch(value):
-        return True
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _check_ip(reader: _Reader, value: str, path: str, name: str) -> None:
-    # RFC 8460 §4.4: an IPv4 (dot-decimal) or IPv6 (RFC 5952) address; sending MTAs
-    # repeat from report to report, so answers are cached (short strings only)
-    if _IPV4_RE.fullmatch(value):
-        return
-    if len(value) > 64 or not _is_ip(value):
+    if not _ip_ok(value):
         reader.deviation(f"{path}.{name}", f"{_excerpt(value)} is not an IP address")
 
 
@@ -868,57 +1009,97 @@ def _optional_text(reader: _Reader, m: dict[str, Any], name: str, path: str,
     return None if value is _MISSING else reader.text(value, path, name)
 
 
-def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
-    m = reader.members(obj, path, _DETAIL_FIELDS)
-    raw_type = m.get("result-type")
+def _result_type(reader: _Reader, raw_type: Any, path: str) -> ResultType | str:
     if raw_type is None:
         # without a result type a failure detail says nothing: fatal in both modes
         reader.fail(f"{path}.result-type", "required member missing")
     rt_text = reader.text(raw_type, path, "result-type")
-    result_type: ResultType | str
     if rt_text in _RESULT_TYPES:
-        result_type = _RESULT_TYPES[rt_text]
-    elif rt_text.strip().lower() in _RESULT_TYPES:
+        return _RESULT_TYPES[rt_text]
+    if rt_text.strip().lower() in _RESULT_TYPES:
         reader.deviation(f"{path}.result-type", f"result type {rt_text!r} read as lower case")
-        result_type = _RESULT_TYPES[rt_text.strip().lower()]
-    else:
-        # RFC 8460 §4.3/§6.6: the list grows; receivers keep unknown types
-        reader.note(f"{path}.result-type", f"unregistered result type {_excerpt(rt_text)}; kept")
-        result_type = rt_text
-    count = m.get("failed-session-count")
+        return _RESULT_TYPES[rt_text.strip().lower()]
+    # RFC 8460 §4.3/§6.6: the list grows; receivers keep unknown types
+    reader.note(f"{path}.result-type", f"unregistered result type {_excerpt(rt_text)}; kept")
+    return rt_text
+
+
+def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
+    # Each member first takes the common case inline (a short string, or an optional
+    # member left out); anything else goes through the reader, which tells.
+    m = reader.members(obj, path, _DETAIL_FIELDS)
+    get = m.get
+    plain = not reader.surrogates
+    raw_type = get("result-type")
+    result_type = _RESULT_TYPES.get(raw_type) if type(raw_type) is str else None
+    if result_type is None:
+        result_type = _result_type(reader, raw_type, path)
+    count = get("failed-session-count")
     if type(count) is not int or not 0 <= count <= MAX_COUNT:
         count_value = reader.get(m, "failed-session-count", path, required=True, default="0")
         count = 0 if count_value is _MISSING else reader.count(
             count_value, path, "failed-session-count"
         )
-    sending_ip = _optional_text(reader, m, "sending-mta-ip", path, required=True)
-    if sending_ip is not None:
+    sending_ip = get("sending-mta-ip")
+    if not (plain and type(sending_ip) is str and len(sending_ip) <= MAX_TEXT):
+        sending_ip = _optional_text(reader, m, "sending-mta-ip", path, required=True)
+    if sending_ip is not None and not _ip_ok(sending_ip):
         _check_ip(reader, sending_ip, path, "sending-mta-ip")
-    mx_hostname = _optional_text(reader, m, "receiving-mx-hostname", path, required=True)
-    if mx_hostname is not None:
+    mx_hostname = get("receiving-mx-hostname")
+    if not (plain and type(mx_hostname) is str and len(mx_hostname) <= MAX_TEXT):
+        mx_hostname = _optional_text(reader, m, "receiving-mx-hostname", path, required=True)
+    if mx_hostname is not None and not _domain_ok(mx_hostname):
         _check_domain(reader, mx_hostname, path, "receiving-mx-hostname")
-    helo = _optional_text(reader, m, "receiving-mx-helo", path)
-    receiving_ip = _optional_text(reader, m, "receiving-ip", path)
-    if receiving_ip is not None:
+    helo = get("receiving-mx-helo", _MISSING)
+    if helo is _MISSING:
+        helo = None
+    elif not (plain and type(helo) is str and len(helo) <= MAX_TEXT):
+        helo = _optional_text(reader, m, "receiving-mx-helo", path)
+    receiving_ip = get("receiving-ip", _MISSING)
+    if receiving_ip is _MISSING:
+        receiving_ip = None
+    elif not (plain and type(receiving_ip) is str and len(receiving_ip) <= MAX_TEXT):
+        receiving_ip = _optional_text(reader, m, "receiving-ip", path)
+    if receiving_ip is not None and not _ip_ok(receiving_ip):
         _check_ip(reader, receiving_ip, path, "receiving-ip")
-    info = _optional_text(reader, m, "additional-information", path)
+    info = get("additional-information", _MISSING)
+    if info is _MISSING:
+        info = None
+    elif not (plain and type(info) is str and len(info) <= MAX_TEXT):
+        info = _optional_text(reader, m, "additional-information", path)
     if info is not None:
         try:
             # RFC 8460 §4.4: additional-information is a URI (RFC 3986)
             check_uri(info)
         except ReportError:
             reader.deviation(f"{path}.additional-information", "not a valid URI; kept as sent")
-    reason = _optional_text(reader, m, "failure-reason-code", path)
+    reason = get("failure-reason-code", _MISSING)
+    if reason is _MISSING:
+        reason = None
+    elif not (plain and type(reason) is str and len(reason) <= MAX_TEXT):
+        reason = _optional_text(reader, m, "failure-reason-code", path)
+    # positional, in field order: result_type, failed_session_count, sending_mta_ip,
+    # receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information,
+    # failure_reason_code
     return FailureDetail(
-        result_type=result_type,
-        failed_session_count=count,
-        sending_mta_ip=sending_ip,
-        receiving_mx_hostname=mx_hostname,
-        receiving_mx_helo=helo,
-        receiving_ip=receiving_ip,
-        additional_information=info,
-        failure_reason_code=reason,
+        result_type, count, sending_ip, mx_hostname, helo, receiving_ip, info, reason
     )
+
+
+def _policy_type(reader: _Reader, raw_type: Any, ppath: str) -> PolicyType | str:
+    if raw_type is None:
+        reader.fail(f"{ppath}.policy-type", "required member missing")
+    pt_text = reader.text(raw_type, ppath, "policy-type")
+    if pt_text in _POLICY_TYPES:
+        return _POLICY_TYPES[pt_text]
+    if pt_text.strip().lower() in _POLICY_TYPES:
+        reader.deviation(f"{ppath}.policy-type", f"policy type {pt_text!r} read as lower case")
+        return _POLICY_TYPES[pt_text.strip().lower()]
+    # RFC 8460 §4.4: "the only three valid choices are tlsa, sts, no-policy-found"
+    reader.deviation(
+        f"{ppath}.policy-type", f"unknown policy type {_excerpt(pt_text)}; kept as given"
+    )
+    return pt_text
 
 
 def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
@@ -927,70 +1108,72 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     if entry.get("policy") is None:
         reader.fail(ppath, "required member missing")
     m = reader.members(entry["policy"], ppath, _POLICY_FIELDS)
+    plain = not reader.surrogates
 
     raw_type = m.get("policy-type")
-    if raw_type is None:
-        reader.fail(f"{ppath}.policy-type", "required member missing")
-    pt_text = reader.text(raw_type, ppath, "policy-type")
-    policy_type: PolicyType | str
-    if pt_text in _POLICY_TYPES:
-        policy_type = _POLICY_TYPES[pt_text]
-    elif pt_text.strip().lower() in _POLICY_TYPES:
-        reader.deviation(f"{ppath}.policy-type", f"policy type {pt_text!r} read as lower case")
-        policy_type = _POLICY_TYPES[pt_text.strip().lower()]
-    else:
-        # RFC 8460 §4.4: "the only three valid choices are tlsa, sts, no-policy-found"
-        reader.deviation(
-            f"{ppath}.policy-type", f"unknown policy type {_excerpt(pt_text)}; kept as given"
-        )
-        policy_type = pt_text
+    policy_type = _POLICY_TYPES.get(raw_type) if type(raw_type) is str else None
+    if policy_type is None:
+        policy_type = _policy_type(reader, raw_type, ppath)
 
-    applied = policy_type in (PolicyType.STS, PolicyType.TLSA)
+    applied = policy_type is PolicyType.STS or policy_type is PolicyType.TLSA
     # RFC 8460 §4.4: policy-string encodes the applied policy (none for no-policy-found)
-    value = reader.get(m, "policy-string", ppath, required=applied, default="[]")
+    value = m.get("policy-string", _MISSING)
+    if value is None or (value is _MISSING and applied):
+        value = reader.get(m, "policy-string", ppath, required=applied, default="[]")
     policy_string = () if value is _MISSING else reader.strings(value, f"{ppath}.policy-string")
-    if _json_array_in_string(policy_string) is not None:
+    if (
+        len(policy_string) == 1
+        and policy_string[0].lstrip().startswith("[")
+        and _json_array_in_string(policy_string) is not None
+    ):
         reader.note(
             f"{ppath}.policy-string",
             "one string holding a JSON-encoded array; kept as sent (see policy_lines)",
         )
 
     # RFC 8460 §4.4: the Policy Domain, also for no-policy-found
-    value = reader.get(m, "policy-domain", ppath, required=True)
-    policy_domain = None
-    if value is not _MISSING:
-        policy_domain = reader.text(value, ppath, "policy-domain")
+    policy_domain = m.get("policy-domain")
+    if not (plain and type(policy_domain) is str and len(policy_domain) <= MAX_TEXT):
+        value = reader.get(m, "policy-domain", ppath, required=True)
+        policy_domain = None
+        if value is not _MISSING:
+            policy_domain = reader.text(value, ppath, "policy-domain")
+    if policy_domain is not None and not _domain_ok(policy_domain):
         _check_domain(reader, policy_domain, ppath, "policy-domain")
 
     # RFC 8460 §4.4: "in the case where policy-type is sts", the MX patterns (an array;
     # the §4.5 example's string is erratum 6241)
-    value = reader.get(
-        m, "mx-host", ppath, required=policy_type == PolicyType.STS, default="[]"
-    )
+    value = m.get("mx-host", _MISSING)
+    if value is None or (value is _MISSING and policy_type is PolicyType.STS):
+        value = reader.get(
+            m, "mx-host", ppath, required=policy_type is PolicyType.STS, default="[]"
+        )
     mx_host = () if value is _MISSING else reader.strings(value, f"{ppath}.mx-host")
     for i, pattern in enumerate(mx_host):
-        if not _MX_PATTERN_RE.fullmatch(pattern):
-            # RFC 8460 §4.4: patterns as in RFC 8461 §4.1, "*." only as the whole left label
+        if not _mx_pattern_ok(pattern):
             reader.deviation(
                 f"{ppath}.mx-host[{i}]", f"{_excerpt(pattern)} is not an MX host pattern"
             )
 
-    spath = f"{path}.summary"
-    value = reader.get(entry, "summary", path, required=True, default="zero counts")
-    summary = {} if value is _MISSING else reader.members(value, spath, _SUMMARY_FIELDS)
-    counts = []
-    for name in _SUMMARY_FIELDS:
-        if value is _MISSING:
-            counts.append(0)
-            continue
-        # RFC 8460 §4.4: both totals, integers
-        count_value = reader.get(summary, name, spath, required=True, default="0")
-        counts.append(
-            0 if count_value is _MISSING else reader.count(count_value, spath, name)
-        )
+    # RFC 8460 §4.4: both totals, integers
+    value = entry.get("summary")
+    if value is None:
+        value = reader.get(entry, "summary", path, required=True, default="zero counts")
+    if value is _MISSING:
+        successful = failed = 0
+    else:
+        summary = reader.members(value, f"{path}.summary", _SUMMARY_FIELDS)
+        successful = summary.get("total-successful-session-count")
+        if type(successful) is not int or not 0 <= successful <= MAX_COUNT:
+            successful = _summary_count(reader, summary, path, _SUMMARY_FIELDS[0])
+        failed = summary.get("total-failure-session-count")
+        if type(failed) is not int or not 0 <= failed <= MAX_COUNT:
+            failed = _summary_count(reader, summary, path, _SUMMARY_FIELDS[1])
 
     dpath = f"{path}.failure-details"
-    value = reader.get(entry, "failure-details", path, required=True, default="[]")
+    value = entry.get("failure-details", _MISSING)
+    if value is None or value is _MISSING:
+        value = reader.get(entry, "failure-details", path, required=True, default="[]")
     if value is _MISSING:
         raw_details: list[Any] | tuple[Any, ...] = ()
     elif not isinstance(value, list | tuple):
@@ -999,25 +1182,30 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
         raw_details = value
     if len(raw_details) > MAX_FAILURE_DETAILS:
         reader.fail(dpath, f"more than {MAX_FAILURE_DETAILS} entries")
-    details = tuple(_build_detail(reader, d, f"{dpath}[{i}]") for i, d in enumerate(raw_details))
+    details = []
+    in_details = 0
+    for i, raw in enumerate(raw_details):
+        detail = _build_detail(reader, raw, f"{dpath}[{i}]")
+        in_details += detail.failed_session_count
+        details.append(detail)
 
-    result = PolicyResult(
-        policy_type=policy_type,
-        policy_domain=policy_domain,
-        total_successful_session_count=counts[0],
-        total_failure_session_count=counts[1],
-        policy_string=policy_string,
-        mx_host=mx_host,
-        failure_details=details,
-    )
-    if result.failed_in_details > result.total_failure_session_count:
+    if in_details > failed:
         # RFC 8460 §4.3 result types are not exclusive, so this is allowed; worth a look
         reader.note(
             dpath,
-            f"failed-session-count adds up to {result.failed_in_details}, more than "
-            f"total-failure-session-count {result.total_failure_session_count}",
+            f"failed-session-count adds up to {in_details}, more than "
+            f"total-failure-session-count {failed}",
         )
-    return result
+    # positional, in field order: policy_type, policy_domain, the two totals,
+    # policy_string, mx_host, failure_details
+    return PolicyResult(
+        policy_type, policy_domain, successful, failed, policy_string, mx_host, tuple(details)
+    )
+
+
+def _summary_count(reader: _Reader, summary: dict[str, Any], path: str, name: str) -> int:
+    count_value = reader.get(summary, name, f"{path}.summary", required=True, default="0")
+    return 0 if count_value is _MISSING else reader.count(count_value, f"{path}.summary", name)
 
 
 def _check_range(reader: _Reader, start: datetime, end: datetime) -> None:
@@ -1113,6 +1301,18 @@ def parse_report(
     """
     reader = _Reader(strict)
     text = _decode(data, reader, max_size, max_decompressed)
+    obj = _loads_quick(text)
+    if obj is not None:
+        decoded = len(reader.warnings)  # deviations found while decoding (BOM, zip, ...)
+        reader.quick = True
+        reader.surrogates = False  # orjson refuses unpaired surrogates
+        try:
+            return _build_report(reader, obj)
+        except (_Redo, ReportParseError):
+            # the reference decoder's tree decides, and names the error as it always has
+            del reader.warnings[decoded:]
+            reader.dropped = 0
+            reader.quick = False
     obj = _loads(text)
     # an unpaired surrogate can only come from a \uD8xx escape (or a str passed in)
     reader.surrogates = bool(
