@@ -1,0 +1,1025 @@
+"""``smtptls tlsrpt collect``: TLS session results in, counters in the result store out.
+
+Sources (any combination, all feeding one :class:`Collector`):
+
+- **libtlsrpt datagrams** (Postfix >= 3.10, ``smtp_tlsrpt_socket_name``): an
+  ``AF_UNIX``/``SOCK_DGRAM`` socket; one JSON datagram per delivery attempt
+  (:mod:`smtptls.tlsrpt.libtlsrpt`). The protocol is fire and forget: the MTA never
+  waits, so datagrams are batched and written every ``flush_interval`` seconds (or
+  every ``batch_size`` results). A crash loses at most the last interval.
+- **Postfix logs**, for any Postfix version: files followed like ``tail -F`` (a rotated
+  file — new inode — is read to its end, then the new file from its start; a truncated
+  file is read again from its start), or journald through ``journalctl -o json -f``
+  (an argument list, never a shell). Lines become sessions
+  (:class:`~smtptls.tlsrpt.postfix_log.PostfixLogParser`) and sessions results under
+  the policy that applied (:class:`PolicyLookup`). Batched like datagrams.
+- **Python API** for other MTAs: ``await collector.record(result)`` returns once the
+  result is committed.
+- **HTTP** ``POST /v1/results`` (JSON, the form of
+  :meth:`~smtptls.tlsrpt.results.SessionResult.to_dict`; one object, a list, or
+  ``{"results": [...]}``): answered ``200`` only after the commit, ``400`` with the
+  reason for a bad result, ``503`` when the store is down. A ``Bearer`` token is
+  required when one is configured (and when listening beyond loopback).
+
+Report mails of our own are never counted (their Message-ID is recognised in
+Postfix's log; API and HTTP callers may pass ``message-id``), so reports never loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import json
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from smtptls.config import Config, parse_hostport
+from smtptls.errors import (
+    ConfigError,
+    DatagramError,
+    ResultError,
+    SmtpTlsError,
+    StoreError,
+)
+from smtptls.logs import get_logger
+from smtptls.store.results_base import Batch, ResultStore, open_result_store
+from smtptls.tlsrpt.libtlsrpt import decode_datagram
+from smtptls.tlsrpt.postfix_log import (
+    LogSession,
+    PolicyContext,
+    PostfixLogParser,
+    is_report_message_id,
+    session_result,
+)
+from smtptls.tlsrpt.report import ResultType
+from smtptls.tlsrpt.results import SessionResult, loads_bounded, normalize_ip
+
+__all__ = [
+    "CachePolicyLookup",
+    "Collector",
+    "CollectorMetrics",
+    "CollectorService",
+    "DatagramListener",
+    "EnginePolicyLookup",
+    "JournalFollower",
+    "LogFollower",
+    "NoPolicyLookup",
+    "PolicyLookup",
+    "StaticPolicyLookup",
+    "context_from_explanation",
+    "run_collector",
+]
+
+_log = get_logger("tlsrpt.collect")
+
+MAX_HTTP_BODY = 4 * 1024 * 1024
+MAX_HTTP_RESULTS = 10_000
+MAX_READ = 1024 * 1024  # bytes of a log file read per poll
+MAX_PARTIAL = 64 * 1024  # an unterminated line longer than this is dropped
+SOCKET_RCVBUF = 4 * 1024 * 1024
+CONTEXT_TTL = 300.0  # seconds a domain's policy context is reused
+MAX_CONTEXTS = 10_000
+SOURCES = ("datagram", "log", "journal", "api", "http")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+class CollectorMetrics:
+    """Prometheus counters of one collector (own registry)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.results = Counter("smtptls_tlsrpt_results", "TLS session results accepted, by "
+                               "source", ["source"], registry=self.registry)
+        self.stored = Counter("smtptls_tlsrpt_results_stored", "Results committed to the "
+                              "store", registry=self.registry)
+        self.dropped = Counter("smtptls_tlsrpt_results_dropped", "Results dropped, by reason",
+                               ["reason"], registry=self.registry)
+        self.bad_input = Counter("smtptls_tlsrpt_bad_input", "Datagrams or requests that did "
+                                 "not decode, by source", ["source"], registry=self.registry)
+        self.batches = Counter("smtptls_tlsrpt_batches", "Store transactions",
+                               registry=self.registry)
+        self.store_errors = Counter("smtptls_tlsrpt_store_errors", "Failed store "
+                                    "transactions", registry=self.registry)
+        self.pending = Gauge("smtptls_tlsrpt_pending", "Results waiting to be written",
+                             registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# --- the collector ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Item:
+    results: Sequence[SessionResult]
+    future: asyncio.Future[int] | None
+
+
+class Collector:
+    """Batches results into store transactions.
+
+    :meth:`record` / :meth:`record_many` wait for the commit of the batch holding their
+    results (group commit: concurrent callers share one transaction); :meth:`submit`
+    queues without waiting (datagrams, logs). ``max_pending`` bounds memory: beyond it
+    :meth:`submit` drops (counted) and :meth:`record` raises :class:`StoreError`.
+    """
+
+    def __init__(self, store: ResultStore, *, batch_size: int = 2000,
+                 flush_interval: float = 1.0, max_pending: int = 100_000,
+                 default_sending_ip: str | None = None,
+                 metrics: CollectorMetrics | None = None) -> None:
+        self.store = store
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = max(0.0, flush_interval)
+        self.max_pending = max(1, max_pending)
+        self.default_sending_ip = default_sending_ip
+        self.metrics = metrics or CollectorMetrics()
+        self._items: collections.deque[_Item] = collections.deque()
+        self._pending = 0
+        self._waiters = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._first_pending_at: float | None = None
+        self.stored = 0
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def _enqueue(self, results: Sequence[SessionResult], future: asyncio.Future[int] | None,
+                 source: str) -> None:
+        self._items.append(_Item(results, future))
+        self._pending += len(results)
+        if future is not None:
+            self._waiters += 1
+        if self._first_pending_at is None:
+            self._first_pending_at = time.monotonic()
+        self._idle.clear()
+        self._wakeup.set()
+        self.metrics.results.labels(source if source in SOURCES else "api").inc(len(results))
+        self.metrics.pending.set(self._pending)
+
+    def submit(self, results: Sequence[SessionResult], *, source: str = "datagram") -> int:
+        """Queue results without waiting for the commit (fire and forget)."""
+        if not results:
+            return 0
+        if self._pending + len(results) > self.max_pending:
+            self.metrics.dropped.labels("backlog").inc(len(results))
+            return 0
+        self._enqueue(list(results), None, source)
+        return len(results)
+
+    async def record_many(self, results: Sequence[SessionResult], *, source: str = "api",
+                          message_id: str | None = None) -> int:
+        """Store results; returns after they are committed. Results of one of our own
+        report mails (``message_id``) are dropped, never reported (no report loops)."""
+        if message_id and is_report_message_id(message_id):
+            self.metrics.dropped.labels("own-report").inc(len(results))
+            return 0
+        for r in results:
+            if not isinstance(r, SessionResult):
+                raise ResultError("record needs SessionResult values")
+        if not results:
+            return 0
+        if self._task is None:
+            raise StoreError("collector is not running")
+        if self._pending + len(results) > self.max_pending:
+            self.metrics.dropped.labels("backlog").inc(len(results))
+            raise StoreError("collector backlog full, try again later")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enqueue(list(results), future, source)
+        return await future
+
+    async def record(self, result: SessionResult, *, message_id: str | None = None) -> None:
+        """Store one result (the Python API for MTAs); returns after the commit."""
+        await self.record_many([result], message_id=message_id)
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Write everything pending, then stop."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wakeup.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (or failed)."""
+        self._wakeup.set()
+        await self._idle.wait()
+
+    def _take(self) -> tuple[list[_Item], int]:
+        items, n = [], 0
+        while self._items and (n < self.batch_size or not items):
+            item = self._items.popleft()
+            items.append(item)
+            n += len(item.results)
+        return items, n
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._items:
+                self._idle.set()
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # A caller waits: write now. Only fire-and-forget results: gather them for up
+            # to flush_interval (or until a batch is full), fewer transactions.
+            if not self._waiters and not self._stopping and self._pending < self.batch_size:
+                started = self._first_pending_at or time.monotonic()
+                remaining = self.flush_interval - (time.monotonic() - started)
+                if remaining > 0:
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    continue
+            items, n = self._take()
+            batch = Batch()
+            for item in items:
+                for r in item.results:
+                    batch.add(r, default_sending_ip=self.default_sending_ip)
+            try:
+                await self.store.add_batch(batch)
+            except (StoreError, OSError) as exc:
+                self.metrics.store_errors.inc()
+                _log.error("store write failed", results=n, error=str(exc))
+                keep = [i for i in items if i.future is None]
+                for item in items:
+                    if item.future is not None:
+                        self._waiters -= 1
+                        self._pending -= len(item.results)
+                        if not item.future.done():
+                            item.future.set_exception(StoreError(f"not stored: {exc}"))
+                if self._stopping:
+                    dropped = sum(len(i.results) for i in keep)
+                    self.metrics.dropped.labels("store-down").inc(dropped)
+                    self._pending -= dropped
+                    continue
+                # fire-and-forget results go back to the front and are retried
+                self._items.extendleft(reversed(keep))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.1
+            self.stored += n
+            self.metrics.batches.inc()
+            self.metrics.stored.inc(n)
+            self._pending -= n
+            for item in items:
+                if item.future is not None:
+                    self._waiters -= 1
+                    if not item.future.done():
+                        item.future.set_result(len(item.results))
+            self._first_pending_at = time.monotonic() if self._items else None
+            self.metrics.pending.set(self._pending)
+
+
+# --- which policy applied (for log-derived results) -------------------------------------------
+
+
+class PolicyLookup(Protocol):
+    async def context(self, domain: str) -> PolicyContext: ...
+
+
+class NoPolicyLookup:
+    """Every domain: ``no-policy-found`` (``policy_source = "none"``)."""
+
+    async def context(self, domain: str) -> PolicyContext:
+        return PolicyContext(domain)
+
+
+class StaticPolicyLookup:
+    """Fixed contexts per domain (tests, and MTAs that know their policies)."""
+
+    def __init__(self, contexts: Iterable[PolicyContext]) -> None:
+        self.contexts = {c.domain: c for c in contexts}
+
+    async def context(self, domain: str) -> PolicyContext:
+        return self.contexts.get(domain) or PolicyContext(domain)
+
+
+def _sts_strings(policy: Any) -> tuple[str, ...]:
+    # RFC 8460 §4.4: policy-string holds the MTA-STS policy, one line per string
+    return tuple(line for line in policy.to_text().splitlines() if line.strip())
+
+
+def _sts_failure(error: SmtpTlsError | None) -> ResultType | None:
+    """RFC 8460 §4.3.2.2: why no MTA-STS policy could be had."""
+    from smtptls.errors import FetchContentTypeError, FetchTlsError, PolicyError
+
+    if error is None:
+        return None
+    if isinstance(error, FetchTlsError):
+        return ResultType.STS_WEBPKI_INVALID  # the policy host's PKIX validation failed
+    if isinstance(error, PolicyError | FetchContentTypeError):
+        return ResultType.STS_POLICY_INVALID  # fetched, but not a valid policy
+    return ResultType.STS_POLICY_FETCH_ERROR  # unreachable, HTTP status, timeout, ...
+
+
+class CachePolicyLookup:
+    """MTA-STS from the policy cache policyd fills (``policy_source = "cache"``): no DNS,
+    no DANE; a domain with a live cached policy is ``sts``, any other ``no-policy-found``."""
+
+    def __init__(self, cache: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self.clock = clock
+
+    async def context(self, domain: str) -> PolicyContext:
+        from smtptls.mtasts.cache_logic import effective_policy
+        from smtptls.mtasts.policy import Mode
+
+        try:
+            cached = await self.cache.get(domain)
+        except SmtpTlsError:
+            return PolicyContext(domain)
+        policy = effective_policy(cached, self.clock())
+        if policy is None or policy.mode is Mode.NONE:
+            return PolicyContext(domain)
+        return PolicyContext(domain, "sts", policy.mode.value, _sts_strings(policy),
+                             tuple(p.lower() for p in policy.mx))
+
+
+def context_from_explanation(domain: str, explanation: Any) -> PolicyContext:
+    """The policy context of a policy daemon decision (:class:`~smtptls.services.policyd.
+    decide.Explanation`): DANE hosts and their TLSA records, else the MTA-STS policy,
+    else why MTA-STS discovery failed, else no policy."""
+    from smtptls.engine.destination import DecisionKind, TlsaState
+    from smtptls.mtasts.policy import Mode
+
+    decision = explanation.decision
+    facts = explanation.facts
+    if decision.kind in (DecisionKind.DANE, DecisionKind.DANE_ONLY) and facts is not None:
+        tlsa = {h.host: tuple(h.tlsa_records) for h in facts.hosts
+                if h.tlsa in (TlsaState.USABLE, TlsaState.UNUSABLE) and h.tlsa_records}
+        return PolicyContext(domain, "tlsa", tlsa_records=tlsa,
+                             dane_required=decision.kind is DecisionKind.DANE_ONLY)
+    discovery = explanation.discovery
+    policy = None if discovery is None else discovery.policy
+    if policy is not None and policy.mode is not Mode.NONE:
+        return PolicyContext(domain, "sts", policy.mode.value, _sts_strings(policy),
+                             tuple(p.lower() for p in policy.mx))
+    if discovery is not None and policy is None and discovery.record is not None:
+        failure = _sts_failure(discovery.fetch_error)
+        if failure is not None:
+            return PolicyContext(domain, sts_failure=failure)
+    return PolicyContext(domain)
+
+
+class EnginePolicyLookup:
+    """The policy daemon's own decision (``policy_source = "policyd"``): the same DNS,
+    DANE and MTA-STS logic Postfix was answered with, computed in this process."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    async def context(self, domain: str) -> PolicyContext:
+        try:
+            explanation = await self.engine.explain(domain)
+        except SmtpTlsError as exc:
+            _log.warning("policy lookup failed", domain=domain, error=str(exc))
+            return PolicyContext(domain)
+        return context_from_explanation(domain, explanation)
+
+
+class _CachedLookup:
+    """A TTL/LRU cache in front of a lookup: one policy computation per domain per
+    ``ttl`` seconds, whatever the log volume."""
+
+    def __init__(self, inner: PolicyLookup, ttl: float = CONTEXT_TTL,
+                 size: int = MAX_CONTEXTS) -> None:
+        self.inner = inner
+        self.ttl = ttl
+        self.size = size
+        self._entries: collections.OrderedDict[str, tuple[float, PolicyContext]] = \
+            collections.OrderedDict()
+
+    async def context(self, domain: str) -> PolicyContext:
+        now = time.monotonic()
+        hit = self._entries.get(domain)
+        if hit is not None and hit[0] > now:
+            self._entries.move_to_end(domain)
+            return hit[1]
+        ctx = await self.inner.context(domain)
+        self._entries[domain] = (now + self.ttl, ctx)
+        self._entries.move_to_end(domain)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return ctx
+
+
+class SendingAddress:
+    """``sending-mta-ip`` for log-derived results (Postfix does not log its own
+    address): the configured one, else the source address the kernel picks for the
+    receiving IP (a UDP ``connect``: no packet is sent)."""
+
+    def __init__(self, configured: str | None) -> None:
+        self.configured = None if not configured else normalize_ip(configured)
+        self._cache: dict[str, str | None] = {}
+
+    def for_destination(self, ip: str | None) -> str | None:
+        if self.configured or ip is None:
+            return self.configured
+        if ip not in self._cache:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.connect((ip, 25))
+                    self._cache[ip] = normalize_ip(s.getsockname()[0])
+            except (OSError, ResultError):
+                self._cache[ip] = None
+            if len(self._cache) > MAX_CONTEXTS:
+                self._cache.clear()
+        return self._cache[ip]
+
+
+class LogIngest:
+    """Postfix log lines -> results -> :meth:`Collector.submit` (shared by the file and
+    journald followers)."""
+
+    def __init__(self, collector: Collector, lookup: PolicyLookup, *,
+                 sending: SendingAddress | None = None, tz: tzinfo | None = None,
+                 source: str = "log") -> None:
+        self.collector = collector
+        self.lookup = lookup if isinstance(lookup, _CachedLookup) else _CachedLookup(lookup)
+        self.sending = sending or SendingAddress(None)
+        self.parser = PostfixLogParser(tz=tz or _local_tz())
+        self.source = source
+        self.sessions = 0
+
+    async def sessions_to_results(self, sessions: list[LogSession]) -> None:
+        results = []
+        for s in sessions:
+            ctx = await self.lookup.context(s.domain)
+            try:
+                r = session_result(s, ctx, sending_ip=self.sending.for_destination(
+                    s.receiving_ip))
+            except SmtpTlsError as exc:
+                _log.debug("session not mapped", domain=s.domain, error=str(exc))
+                continue
+            if r is not None:
+                results.append(r)
+        self.sessions += len(sessions)
+        self.collector.submit(results, source=self.source)
+
+    async def lines(self, lines: Iterable[str]) -> None:
+        now = datetime.now(UTC)
+        sessions: list[LogSession] = []
+        for line in lines:
+            sessions += self.parser.feed(line, now)
+        if sessions:
+            await self.sessions_to_results(sessions)
+
+    async def journal_entries(self, entries: Iterable[dict[str, Any]]) -> None:
+        now = datetime.now(UTC)
+        sessions: list[LogSession] = []
+        for entry in entries:
+            sessions += self.parser.feed_journal(entry, now)
+        if sessions:
+            await self.sessions_to_results(sessions)
+
+
+def _local_tz() -> tzinfo:
+    tz = datetime.now().astimezone().tzinfo
+    return tz if tz is not None else UTC
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, listener: DatagramListener) -> None:
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.listener.received(data)
+
+    def error_received(self, exc: Exception) -> None:  # pragma: no cover - kernel errors
+        _log.warning("datagram socket error", error=str(exc))
+
+
+class DatagramListener:
+    """The libtlsrpt UNIX datagram socket (what Postfix's ``smtp_tlsrpt_socket_name``
+    names). A stale socket file is replaced; anything else at the path is refused."""
+
+    def __init__(self, collector: Collector, path: str | Path, *, mode: int = 0o660,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.collector = collector
+        self.path = Path(path)
+        self.mode = mode
+        self.clock = clock
+        self.datagrams = 0
+        self.bad = 0
+        self._transport: asyncio.BaseTransport | None = None
+
+    def received(self, data: bytes) -> None:
+        self.datagrams += 1
+        try:
+            results = decode_datagram(data).to_results(self.clock())
+        except DatagramError as exc:
+            self.bad += 1
+            self.collector.metrics.bad_input.labels("datagram").inc()
+            if self.bad <= 10 or self.bad % 1000 == 0:
+                _log.warning("bad datagram", error=str(exc), count=self.bad)
+            return
+        self.collector.submit(results, source="datagram")
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ConfigError(f"{self.path} exists and is not a socket",
+                                  key="tlsrpt.socket_path")
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
+            sock.bind(str(self.path))
+            os.chmod(self.path, self.mode)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot bind {self.path}: {exc.strerror or exc}",
+                              key="tlsrpt.socket_path") from None
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _DatagramProtocol(self), sock=sock)
+        _log.info("listening", kind="libtlsrpt", path=str(self.path))
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class LogFollower:
+    """Follows one log file like ``tail -F``: new lines as they are written; a rotated
+    file (another inode at the path) is read to its end, then the new one from its
+    start; a truncated file (shorter than our position) is read again from its start."""
+
+    def __init__(self, ingest: LogIngest, path: str | Path, *, poll: float = 0.25,
+                 from_start: bool = False) -> None:
+        self.ingest = ingest
+        self.path = Path(path)
+        self.poll = poll
+        self.from_start = from_start
+        self._file: Any = None
+        self._inode: int | None = None
+        self._partial = b""
+        self._task: asyncio.Task[None] | None = None
+        self.lines = 0
+        self.rotations = 0
+        self.truncations = 0
+
+    def _open(self, at_end: bool) -> bool:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
+        except OSError:
+            return False
+        st = os.fstat(f.fileno())
+        if at_end:
+            f.seek(0, os.SEEK_END)
+        self._file, self._inode = f, st.st_ino
+        self._partial = b""
+        return True
+
+    def _read(self) -> list[str]:
+        if self._file is None:
+            return []
+        chunk = self._file.read(MAX_READ)
+        if not chunk:
+            return []
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        if len(self._partial) > MAX_PARTIAL:
+            self._partial = b""  # a line this long is not Postfix's
+        self.lines += len(complete)
+        return [c.decode("utf-8", "replace") for c in complete]
+
+    def poll_once(self) -> list[str]:
+        """Lines available now, handling rotation and truncation (sync, non-blocking)."""
+        if self._file is None:
+            if not self._open(at_end=not self.from_start and self._inode is None):
+                return []
+        lines = self._read()
+        while True:
+            more = self._read()
+            if not more:
+                break
+            lines += more
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return lines  # rotated away, the new file not there yet: keep the old one
+        if st.st_ino != self._inode:
+            # rotated: the old file is read to its end above; now the new one, from 0
+            self.rotations += 1
+            self._file.close()
+            self._file = None
+            if self._open(at_end=False):
+                lines += self._read()
+        elif st.st_size < self._file.tell():
+            # truncated (copytruncate): read again from the start
+            self.truncations += 1
+            self._file.seek(0)
+            self._partial = b""
+            lines += self._read()
+        return lines
+
+    async def run(self) -> None:
+        while True:
+            lines = self.poll_once()
+            if lines:
+                await self.ingest.lines(lines)
+            else:
+                await asyncio.sleep(self.poll)
+
+    def start(self) -> None:
+        if self._task is None:
+            # position at the end now, so lines written after start() are read
+            if self._file is None and not self.from_start:
+                self._open(at_end=True)
+            self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class JournalFollower:
+    """journald through ``journalctl --output=json --follow`` (mail facility), started
+    with an argument list; restarted with back-off when it exits."""
+
+    def __init__(self, ingest: LogIngest, *, argv: Sequence[str] | None = None) -> None:
+        self.ingest = ingest
+        self.argv = list(argv) if argv is not None else [
+            "journalctl", "--output=json", "--follow", "--lines=0", "--no-pager",
+            "SYSLOG_FACILITY=2"]
+        self._task: asyncio.Task[None] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self.entries = 0
+
+    async def _once(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            limit=MAX_PARTIAL)
+        assert self._proc.stdout is not None
+        batch: list[dict[str, Any]] = []
+        while True:
+            try:
+                # with entries waiting, do not sit on them: hand them over after 0.2 s
+                line = await asyncio.wait_for(self._proc.stdout.readline(),
+                                              0.2 if batch else None)
+            except TimeoutError:
+                await self.ingest.journal_entries(batch)
+                batch = []
+                continue
+            except (asyncio.LimitOverrunError, ValueError):
+                continue  # an entry longer than the limit: skipped
+            if not line:
+                break
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                batch.append(entry)
+                self.entries += 1
+            if len(batch) >= 500:
+                await self.ingest.journal_entries(batch)
+                batch = []
+        if batch:
+            await self.ingest.journal_entries(batch)
+        await self._proc.wait()
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._once()
+                _log.warning("journalctl exited", code=self._proc.returncode if self._proc
+                             else None)
+            except OSError as exc:
+                _log.error("cannot run journalctl", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.terminate()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 5)
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+COLLECTOR_KEY = web.AppKey("collector", Collector)
+TOKEN_KEY = web.AppKey("token", object)
+
+
+def _authorized(request: web.Request) -> bool:
+    token = request.app[TOKEN_KEY]
+    if not token:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                             str(token).encode())
+
+
+def _json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data) + "\n", status=status,
+                        content_type="application/json")
+
+
+def parse_http_results(body: bytes, now: datetime) -> tuple[list[SessionResult], int]:
+    """The results of a ``POST /v1/results`` body, and how many were our own report
+    mails (dropped). Raises :class:`ResultError` naming the bad item."""
+    data = loads_bounded(body, MAX_HTTP_BODY)
+    if isinstance(data, dict) and "results" in data:
+        data = data["results"]
+    items = data if isinstance(data, list) else [data]
+    if len(items) > MAX_HTTP_RESULTS:
+        raise ResultError(f"more than {MAX_HTTP_RESULTS} results in one request")
+    out, own = [], 0
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "message-id" in item:
+            item = dict(item)
+            mid = item.pop("message-id")
+            if isinstance(mid, str) and is_report_message_id(mid):
+                own += 1
+                continue
+        try:
+            out.append(SessionResult.from_dict(item, now=now))
+        except ResultError as exc:
+            raise ResultError(f"results[{i}]: {exc}") from None
+    return out, own
+
+
+async def _post_results(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _json_response({"status": "refused", "reason": "authentication required"}, 401)
+    collector = request.app[COLLECTOR_KEY]
+    if request.content_length is not None and request.content_length > MAX_HTTP_BODY:
+        return _json_response({"status": "refused", "reason": "body too large"}, 413)
+    body = await request.content.read(MAX_HTTP_BODY + 1)
+    if len(body) > MAX_HTTP_BODY:
+        return _json_response({"status": "refused", "reason": "body too large"}, 413)
+    try:
+        results, own = parse_http_results(body, datetime.now(UTC))
+    except ResultError as exc:
+        collector.metrics.bad_input.labels("http").inc()
+        return _json_response({"status": "refused", "reason": str(exc)}, 400)
+    if own:
+        collector.metrics.dropped.labels("own-report").inc(own)
+    try:
+        stored = await collector.record_many(results, source="http")
+    except StoreError as exc:
+        return web.Response(text=json.dumps({"status": "unavailable", "reason": str(exc)}),
+                            status=503, content_type="application/json",
+                            headers={"Retry-After": "30"})
+    return _json_response({"status": "stored", "stored": stored, "dropped_own": own})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return web.Response(status=401, text="authentication required\n")
+    body = request.app[COLLECTOR_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(collector: Collector, *, token: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_HTTP_BODY + 1024)
+    app[COLLECTOR_KEY] = collector
+    app[TOKEN_KEY] = token
+    app.router.add_post("/v1/results", _post_results)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """``host:port`` to listen on; port 0 (any free port) is allowed here."""
+    stripped = text.strip()
+    if stripped.endswith(":0") and not stripped.endswith("::0"):
+        host, _ = parse_hostport(stripped[:-2], 8462)
+        return host, 0
+    return parse_hostport(stripped, 8462)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return normalize_ip(host) in ("::1",) or normalize_ip(host).startswith("127.")
+    except ResultError:
+        return False
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+async def make_policy_lookup(config: Config) -> tuple[PolicyLookup, list[Any]]:
+    """The configured :class:`PolicyLookup` and what must be closed at the end."""
+    source = config.tlsrpt.policy_source
+    if source == "none":
+        return NoPolicyLookup(), []
+    from smtptls.store import open_policy_cache
+
+    cache = await open_policy_cache(config.cache)
+    if source == "cache":
+        return CachePolicyLookup(cache), [cache]
+    from smtptls.net.dns import DnsResolver
+    from smtptls.services.policyd.decide import PolicyEngine
+
+    engine = PolicyEngine(config, dns=DnsResolver(config.dns), cache=cache)
+    return EnginePolicyLookup(engine), [cache]
+
+
+def _socket_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an octal mode", key="tlsrpt.socket_mode") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError("mode out of range", key="tlsrpt.socket_mode")
+    return mode
+
+
+class CollectorService:
+    """Everything ``smtptls tlsrpt collect`` runs: store, collector, sources, HTTP."""
+
+    def __init__(self, config: Config, *, store: ResultStore | None = None,
+                 lookup: PolicyLookup | None = None, from_start: bool = False) -> None:
+        self.config = config
+        cfg = config.tlsrpt
+        self.store = store or open_result_store(cfg)
+        self._own_store = store is None
+        self.lookup = lookup
+        self.from_start = from_start
+        self.collector = Collector(self.store, batch_size=cfg.batch_size,
+                                   flush_interval=cfg.flush_interval,
+                                   max_pending=cfg.max_pending,
+                                   default_sending_ip=cfg.sending_ip)
+        self.datagrams: DatagramListener | None = None
+        self.followers: list[LogFollower] = []
+        self.journal: JournalFollower | None = None
+        self.ingest: LogIngest | None = None
+        self._closers: list[Any] = []
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    def check(self) -> None:
+        cfg = self.config.tlsrpt
+        if cfg.http_listen:
+            host, _ = _listen_address(cfg.http_listen)
+            if not _is_loopback(host) and not cfg.http_token:
+                raise ConfigError("refusing to accept results beyond loopback without a "
+                                  "token", key="tlsrpt.http_token")
+        if not (cfg.socket_path or cfg.log_files or cfg.journald or cfg.http_listen):
+            raise ConfigError("nothing to collect from: set socket_path, log_files, "
+                              "journald or http_listen", key="tlsrpt")
+
+    async def start(self) -> None:
+        self.check()
+        cfg = self.config.tlsrpt
+        if self._own_store:
+            await self.store.open()
+        self.collector.start()
+        try:
+            if cfg.socket_path:
+                self.datagrams = DatagramListener(self.collector, cfg.socket_path,
+                                                  mode=_socket_mode(cfg.socket_mode))
+                await self.datagrams.start()
+            if cfg.log_files or cfg.journald:
+                if self.lookup is None:
+                    self.lookup, self._closers = await make_policy_lookup(self.config)
+                sending = SendingAddress(cfg.sending_ip)
+                self.ingest = LogIngest(self.collector, self.lookup, sending=sending)
+                for path in cfg.log_files:
+                    follower = LogFollower(self.ingest, path, from_start=self.from_start)
+                    follower.start()
+                    self.followers.append(follower)
+                if cfg.journald:
+                    journal_ingest = LogIngest(self.collector, self.lookup, sending=sending,
+                                               source="journal")
+                    self.journal = JournalFollower(journal_ingest)
+                    self.journal.start()
+            if cfg.http_listen:
+                host, port = _listen_address(cfg.http_listen)
+                self._runner = web.AppRunner(create_app(self.collector, token=cfg.http_token),
+                                             access_log=None)
+                await self._runner.setup()
+                site = web.TCPSite(self._runner, host, port)
+                await site.start()
+                server = site._server
+                self.http_port = int(server.sockets[0].getsockname()[1]) if server else port
+                _log.info("listening", kind="http", host=host, port=self.http_port)
+        except OSError as exc:
+            await self.stop()
+            raise ConfigError(f"cannot start the collector: {exc.strerror or exc}") from None
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.datagrams is not None:
+            await self.datagrams.stop()
+        for f in self.followers:
+            await f.stop()
+        self.followers.clear()
+        if self.journal is not None:
+            await self.journal.stop()
+            self.journal = None
+        await self.collector.stop()
+        for c in self._closers:
+            with contextlib.suppress(SmtpTlsError):
+                await c.close()
+        self._closers.clear()
+        if self._own_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> CollectorService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_collector(config: Config, *, from_start: bool = False,
+                        on_started: Callable[[CollectorService], Awaitable[None]] | None = None
+                        ) -> None:
+    """Run until SIGINT/SIGTERM."""
+    service = CollectorService(config, from_start=from_start)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if on_started is not None:
+            await on_started(service)
+        await stop.wait()
+    finally:
+        await service.stop()
