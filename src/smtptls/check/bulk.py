@@ -46,7 +46,8 @@ class DomainList:
 
 
 def parse_domain_lines(lines: Iterable[str], *, limit: int = 10_000_000) -> DomainList:
-    """Domains from a list: blank lines and ``#`` comments skipped, first field used.
+    """Domains from a list: blank lines and ``#`` comments skipped, first field used;
+    single-label names (``localhost``, a header word) count as invalid.
 
     Never raises for content: unusable names land in ``invalid`` (at most 1000 kept).
     Raises :class:`SmtpTlsError` when more than ``limit`` domains are given.
@@ -62,6 +63,8 @@ def parse_domain_lines(lines: Iterable[str], *, limit: int = 10_000_000) -> Doma
         first = line.split()[0]
         try:
             name = normalize_domain(first)
+            if "." not in name:
+                raise InvalidDomainError("a mail domain has at least two labels")
         except InvalidDomainError:
             if len(out.invalid) < 1000:
                 out.invalid.append(first[:100])

@@ -203,7 +203,8 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
             out.append(_f("dane.unusable-record", Severity.WARNING, owner,
                           f"TLSA {rec.to_text()[:24]}...: {why}; clients ignore it",
                           _suggested_record(h.host, probe, base), "RFC 7671 §9"))
-    if probe is not None and d.all_records:
+    # Rollover advice only where DANE works today: otherwise the live findings say it.
+    if probe is not None and d.records and h.passed is True:
         try:
             advice = rollover_advice(d.all_records, list(probe.chain_der))
         except DaneError:
@@ -221,8 +222,8 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
                     fix = _suggested_record(h.host, probe, base)
                 out.append(_f(f"dane.rollover.{a.code}", level, owner, a.message, fix,
                               "RFC 7671 §8"))
-    elif d.records and not any(r.usage == Usage.DANE_EE and r.selector == Selector.SPKI
-                               for r in d.records):
+    elif d.records and h.passed is None and not any(
+            r.usage == Usage.DANE_EE and r.selector == Selector.SPKI for r in d.records):
         out.append(_f("dane.rollover.prefer-3-1-1", Severity.INFO, owner,
                       "a 3 1 1 record (DANE-EE, SPKI, SHA2-256) is the recommended form: it "
                       "survives certificate renewals with the same key",

@@ -27,6 +27,7 @@ __all__ = [
     "RuaFacts",
     "TlsaFacts",
     "cert_facts",
+    "is_root",
 ]
 
 
@@ -239,4 +240,9 @@ class DomainFacts:
     @property
     def null_mx(self) -> bool:
         # RFC 7505 §3: one MX with preference 0 and the root as exchange: no mail.
-        return len(self.mx.records) == 1 and self.mx.records[0].split()[-1] in (".", "")
+        return len(self.mx.records) == 1 and is_root(self.mx.records[0].split()[-1])
+
+
+def is_root(exchange: str) -> bool:
+    """The root name as an MX exchange, in any of the forms it is shown in."""
+    return exchange.rstrip(".") in ("", "@")

@@ -38,6 +38,7 @@ from smtptls.check.facts import (
     RuaFacts,
     TlsaFacts,
     cert_facts,
+    is_root,
 )
 from smtptls.check.mx import MAX_HOSTS, mx_targets
 from smtptls.config import DnsConfig, FetchConfig
@@ -268,7 +269,7 @@ class Gatherer:
     async def _mail_side(self, part: _Partial) -> None:
         mx = part.mx
         assert mx is not None
-        if mx.nxdomain or (len(mx.records) == 1 and mx.records[0].split()[-1] == "."):
+        if mx.nxdomain or (len(mx.records) == 1 and is_root(mx.records[0].split()[-1])):
             return
         if mx.failed:
             return
@@ -428,7 +429,7 @@ class Gatherer:
         if mx.nxdomain:
             return RuaFacts(uri, "mailto", False, f"{domain} does not exist")
         if mx.records:
-            if len(mx.records) == 1 and mx.records[0].exchange in ("", "."):
+            if len(mx.records) == 1 and is_root(mx.records[0].exchange):
                 return RuaFacts(uri, "mailto", False, f"{domain} publishes a null MX")
             return RuaFacts(uri, "mailto", True, f"{domain} has MX records")
         a = await self.resolver.try_query(domain, "A")
