@@ -60,7 +60,7 @@ import json
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -160,6 +160,12 @@ _NAME_SETS = {
     for names in (_REPORT_FIELDS, _DATE_FIELDS, _ENTRY_FIELDS, _POLICY_FIELDS, _SUMMARY_FIELDS,
                   _DETAIL_FIELDS)
 }
+_REPORT_NAMES = _NAME_SETS[_REPORT_FIELDS]
+_DATE_NAMES = _NAME_SETS[_DATE_FIELDS]
+_ENTRY_NAMES = _NAME_SETS[_ENTRY_FIELDS]
+_POLICY_NAMES = _NAME_SETS[_POLICY_FIELDS]
+_SUMMARY_NAMES = _NAME_SETS[_SUMMARY_FIELDS]
+_DETAIL_NAMES = _NAME_SETS[_DETAIL_FIELDS]
 # Nesting depth of the objects each name set belongs to (the report object is 1).
 _DEPTHS = {
     _REPORT_FIELDS: 1, _DATE_FIELDS: 2, _ENTRY_FIELDS: 3, _POLICY_FIELDS: 4,
@@ -199,10 +205,6 @@ _IPV6_GROUPS_RE = re.compile(
         "(?:H:){5}H::H",  # six groups, "::", one
         "(?:(?:H:){0,6}H)?::",  # up to seven groups, then "::"
     )).replace("H", "[0-9A-Fa-f]{1,4}")
-)
-# the usual form of a report date (RFC 3339 §5.6 in UTC, no fraction)
-_PLAIN_DATETIME_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9]Z"
 )
 _COUNT_TEXT_RE = re.compile(r"[ \t]*[0-9]{1,16}[ \t]*")
 # RFC 3339 §5.6 date-time, plus the variants real senders wrote (checked below)
@@ -334,6 +336,15 @@ class Report:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        if (
+            type(self.start_datetime) is datetime
+            and self.start_datetime.tzinfo is UTC
+            and type(self.end_datetime) is datetime
+            and self.end_datetime.tzinfo is UTC
+            and type(self.policies) is tuple
+            and type(self.warnings) is tuple
+        ):
+            return  # already as kept: what the parser builds
         for name in ("start_datetime", "end_datetime"):
             value = getattr(self, name)
             if not isinstance(value, datetime) or value.tzinfo is None:
@@ -411,6 +422,51 @@ class Report:
     @property
     def date_range(self) -> tuple[datetime, datetime]:
         return (self.start_datetime, self.end_datetime)
+
+
+# --- building checked values ------------------------------------------------------------
+
+# The parser builds many small frozen values from members it has already checked; these
+# fill their slots directly, in field order, as the dataclass __init__ would (no
+# __post_init__ runs for these two classes). tests/unit/tlsrpt compares both ways.
+_new = object.__new__
+(_fd_type, _fd_count, _fd_sending_ip, _fd_mx_hostname, _fd_helo, _fd_receiving_ip,
+ _fd_info, _fd_reason) = (getattr(FailureDetail, f.name).__set__ for f in fields(FailureDetail))
+(_pr_type, _pr_domain, _pr_successful, _pr_failed, _pr_string, _pr_mx_host,
+ _pr_details) = (getattr(PolicyResult, f.name).__set__ for f in fields(PolicyResult))
+
+
+def _failure_detail(
+    result_type: ResultType | str, count: int, sending_ip: str | None,
+    mx_hostname: str | None, helo: str | None, receiving_ip: str | None,
+    info: str | None, reason: str | None,
+) -> FailureDetail:
+    detail = _new(FailureDetail)
+    _fd_type(detail, result_type)
+    _fd_count(detail, count)
+    _fd_sending_ip(detail, sending_ip)
+    _fd_mx_hostname(detail, mx_hostname)
+    _fd_helo(detail, helo)
+    _fd_receiving_ip(detail, receiving_ip)
+    _fd_info(detail, info)
+    _fd_reason(detail, reason)
+    return detail  # type: ignore[no-any-return]
+
+
+def _policy_result(
+    policy_type: PolicyType | str, domain: str | None, successful: int, failed: int,
+    policy_string: tuple[str, ...], mx_host: tuple[str, ...],
+    details: tuple[FailureDetail, ...],
+) -> PolicyResult:
+    result = _new(PolicyResult)
+    _pr_type(result, policy_type)
+    _pr_domain(result, domain)
+    _pr_successful(result, successful)
+    _pr_failed(result, failed)
+    _pr_string(result, policy_string)
+    _pr_mx_host(result, mx_host)
+    _pr_details(result, details)
+    return result  # type: ignore[no-any-return]
 
 
 # --- decoding: bytes -> text -> JSON ---------------------------------------------------------
@@ -811,13 +867,12 @@ class _Reader:
         return value
 
     def strings(self, value: Any, path: str) -> tuple[str, ...]:
-        if (
-            type(value) is list
-            and len(value) <= MAX_STRINGS
-            and not self.surrogates
-            and all(type(v) is str and len(v) <= MAX_TEXT for v in value)
-        ):
-            return tuple(value)
+        if type(value) is list and len(value) <= MAX_STRINGS and not self.surrogates:
+            for v in value:
+                if type(v) is not str or len(v) > MAX_TEXT:
+                    break
+            else:
+                return tuple(value)
         if isinstance(value, str):
             self.deviation(path, "a string where RFC 8460 §4.4 has an array of strings")
             return (self.text(value, path),)
@@ -851,75 +906,89 @@ class _Reader:
         return number
 
     def date_time(self, value: Any, path: str, *, end: bool) -> datetime:
-        if type(value) is str:
-            # the usual form, and the same days report after report: nothing to tell
-            known = _DATES.get(value)
-            if known is not None:
-                return known
-            if _PLAIN_DATETIME_RE.fullmatch(value):
-                try:
-                    moment = datetime(
-                        int(value[:4]), int(value[5:7]), int(value[8:10]),
-                        int(value[11:13]), int(value[14:16]), int(value[17:19]), tzinfo=UTC,
-                    )
-                except ValueError:
-                    pass  # out of range: said below
-                else:
-                    return _remember(_DATES, value, moment)  # type: ignore[no-any-return]
         text = self.text(value, path)
-        stripped = text.strip()
-        m = _DATETIME_RE.fullmatch(stripped)
-        if m is None:
-            self.fail(path, f"not an RFC 3339 date-time: {_excerpt(text)}")
-        if stripped != text:
-            self.deviation(path, "white space around the date-time")
-        if m["h"] is None:
-            # date only: the whole day; the end of a range means the end of that day
-            self.deviation(
-                path,
-                "date without a time; read as "
-                + ("23:59:59Z, the end of that day" if end else "00:00:00Z"),
-            )
-            hour, minute, second = (23, 59, 59) if end else (0, 0, 0)
-        else:
-            hour, minute = int(m["h"]), int(m["mi"])
-            second = int(m["s"]) if m["s"] is not None else 0
-            if m["sep"] == " ":
-                self.deviation(path, "space between date and time; RFC 3339 §5.6 uses 'T'")
-            if m["s"] is None:
-                self.deviation(path, "time without seconds; RFC 3339 §5.6 requires them")
-        micro = int((m["frac"][1:] + "000000")[:6]) if m["frac"] else 0
-        tz = m["tz"]
-        offset = timedelta(0)
-        if m["h"] is not None and tz is None:
-            # RFC 3339 §5.6: time-offset is required; Microsoft 2023 reports omit it
-            self.deviation(path, "no time zone; read as UTC")
-        elif tz is not None and tz not in ("Z", "z"):
-            if tz in ("UTC", "GMT"):
-                self.deviation(path, f"time zone written as {tz!r}; RFC 3339 uses 'Z'")
+        # the same days come report after report: their readings are kept
+        memo = _DATE_READINGS[end]
+        reading = memo.get(text)
+        if reading is None:
+            reading = _remember(memo, text, _read_datetime(text, end=end))
+        moment, findings = reading
+        for kind, message in findings:
+            if kind == "fail":
+                self.fail(path, message)
+            elif kind == "deviation":
+                self.deviation(path, message)
             else:
-                sign = -1 if tz[0] == "-" else 1
-                digits = tz[1:].replace(":", "")
-                if len(digits) != 4 or ":" not in tz:
-                    self.deviation(path, f"time offset {tz!r} is not RFC 3339 ±hh:mm")
-                hours, minutes = int(digits[:2]), int(digits[2:] or "0")
-                if hours > 23 or minutes > 59:
-                    self.fail(path, f"time offset {tz!r} out of range")
-                offset = sign * timedelta(hours=hours, minutes=minutes)
-                if offset:
-                    self.note(path, f"offset {tz}; converted to UTC (RFC 8460 §4.1 uses UTC days)")
-        if second == 60:
-            # RFC 3339 §5.6 allows a leap second; Python datetimes do not
-            self.note(path, "leap second :60 read as :59")
-            second = 59
-        try:
-            local = datetime(
-                int(m["y"]), int(m["mo"]), int(m["d"]), hour, minute, second, micro,
-                tzinfo=timezone(offset),
-            )
-            return local.astimezone(UTC)
-        except (ValueError, OverflowError):
-            return self.fail(path, f"not a valid date-time: {_excerpt(text)}")
+                self.note(path, message)
+        return moment  # type: ignore[no-any-return]
+
+
+# Readings of date-time texts, for the start (False) and the end (True) of a range.
+_DATE_READINGS: dict[bool, dict[str, Any]] = {False: {}, True: {}}
+_Findings = tuple[tuple[str, str], ...]
+
+
+def _read_datetime(text: str, *, end: bool) -> tuple[datetime | None, _Findings]:
+    """A date-time as UTC, with the findings in order: ``("deviation" | "note" | "fail",
+    message)``; after a "fail" there is no datetime."""
+    found: list[tuple[str, str]] = []
+    stripped = text.strip()
+    m = _DATETIME_RE.fullmatch(stripped)
+    if m is None:
+        return None, (("fail", f"not an RFC 3339 date-time: {_excerpt(text)}"),)
+    if stripped != text:
+        found.append(("deviation", "white space around the date-time"))
+    if m["h"] is None:
+        # date only: the whole day; the end of a range means the end of that day
+        found.append((
+            "deviation",
+            "date without a time; read as "
+            + ("23:59:59Z, the end of that day" if end else "00:00:00Z"),
+        ))
+        hour, minute, second = (23, 59, 59) if end else (0, 0, 0)
+    else:
+        hour, minute = int(m["h"]), int(m["mi"])
+        second = int(m["s"]) if m["s"] is not None else 0
+        if m["sep"] == " ":
+            found.append(("deviation", "space between date and time; RFC 3339 §5.6 uses 'T'"))
+        if m["s"] is None:
+            found.append(("deviation", "time without seconds; RFC 3339 §5.6 requires them"))
+    micro = int((m["frac"][1:] + "000000")[:6]) if m["frac"] else 0
+    tz = m["tz"]
+    offset = timedelta(0)
+    if m["h"] is not None and tz is None:
+        # RFC 3339 §5.6: time-offset is required; Microsoft 2023 reports omit it
+        found.append(("deviation", "no time zone; read as UTC"))
+    elif tz is not None and tz not in ("Z", "z"):
+        if tz in ("UTC", "GMT"):
+            found.append(("deviation", f"time zone written as {tz!r}; RFC 3339 uses 'Z'"))
+        else:
+            sign = -1 if tz[0] == "-" else 1
+            digits = tz[1:].replace(":", "")
+            if len(digits) != 4 or ":" not in tz:
+                found.append(("deviation", f"time offset {tz!r} is not RFC 3339 ±hh:mm"))
+            hours, minutes = int(digits[:2]), int(digits[2:] or "0")
+            if hours > 23 or minutes > 59:
+                found.append(("fail", f"time offset {tz!r} out of range"))
+                return None, tuple(found)
+            offset = sign * timedelta(hours=hours, minutes=minutes)
+            if offset:
+                found.append(
+                    ("note", f"offset {tz}; converted to UTC (RFC 8460 §4.1 uses UTC days)")
+                )
+    if second == 60:
+        # RFC 3339 §5.6 allows a leap second; Python datetimes do not
+        found.append(("note", "leap second :60 read as :59"))
+        second = 59
+    try:
+        local = datetime(
+            int(m["y"]), int(m["mo"]), int(m["d"]), hour, minute, second, micro,
+            tzinfo=timezone(offset),
+        )
+        return local.astimezone(UTC), tuple(found)
+    except (ValueError, OverflowError):
+        found.append(("fail", f"not a valid date-time: {_excerpt(text)}"))
+        return None, tuple(found)
 
 
 def _json_array_in_string(lines: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -944,7 +1013,6 @@ _MEMO_KEY_CHARS = 255
 _DOMAIN_OK: dict[str, bool] = {}
 _MX_PATTERN_OK: dict[str, bool] = {}
 _IP_OK: dict[str, bool] = {}
-_DATES: dict[str, datetime] = {}
 
 
 def _remember(memo: dict[str, Any], key: str, value: Any) -> Any:
@@ -974,18 +1042,21 @@ def _mx_pattern_ok(value: str) -> bool:
 def _ip_ok(value: str) -> bool:
     # RFC 8460 §4.4: an IPv4 (dot-decimal) or IPv6 (RFC 5952) address
     ok = _IP_OK.get(value)
-    if ok is None:
-        if _IPV4_RE.fullmatch(value) or _IPV6_GROUPS_RE.fullmatch(value):
+    if ok is not None:
+        return ok
+    if _IPV4_RE.fullmatch(value) or _IPV6_GROUPS_RE.fullmatch(value):
+        ok = True
+    elif len(value) > 64:
+        return False
+    else:
+        try:
+            ipaddress.ip_address(value)
             ok = True
-        elif len(value) > 64:
-            return False
-        else:
-            try:
-                ipaddress.ip_address(value)
-                ok = True
-            except ValueError:
-                ok = False
-        _remember(_IP_OK, value, ok)
+        except ValueError:
+            ok = False
+    if len(_IP_OK) >= _MEMO_SIZE:
+        _IP_OK.clear()
+    _IP_OK[value] = ok  # at most 64 characters here
     return ok
 
 
@@ -1027,7 +1098,10 @@ def _result_type(reader: _Reader, raw_type: Any, path: str) -> ResultType | str:
 def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
     # Each member first takes the common case inline (a short string, or an optional
     # member left out); anything else goes through the reader, which tells.
-    m = reader.members(obj, path, _DETAIL_FIELDS)
+    if type(obj) is dict and obj.keys() <= _DETAIL_NAMES:
+        m = obj  # the common case of members(): a plain dict with exact names
+    else:
+        m = reader.members(obj, path, _DETAIL_FIELDS)
     get = m.get
     plain = not reader.surrogates
     raw_type = get("result-type")
@@ -1078,10 +1152,7 @@ def _build_detail(reader: _Reader, obj: Any, path: str) -> FailureDetail:
         reason = None
     elif not (plain and type(reason) is str and len(reason) <= MAX_TEXT):
         reason = _optional_text(reader, m, "failure-reason-code", path)
-    # positional, in field order: result_type, failed_session_count, sending_mta_ip,
-    # receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information,
-    # failure_reason_code
-    return FailureDetail(
+    return _failure_detail(
         result_type, count, sending_ip, mx_hostname, helo, receiving_ip, info, reason
     )
 
@@ -1103,11 +1174,16 @@ def _policy_type(reader: _Reader, raw_type: Any, ppath: str) -> PolicyType | str
 
 
 def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
-    entry = reader.members(obj, path, _ENTRY_FIELDS)
+    if type(obj) is dict and obj.keys() <= _ENTRY_NAMES:
+        entry = obj  # the common case of members(), as below
+    else:
+        entry = reader.members(obj, path, _ENTRY_FIELDS)
     ppath = f"{path}.policy"
-    if entry.get("policy") is None:
+    m = entry.get("policy")
+    if m is None:
         reader.fail(ppath, "required member missing")
-    m = reader.members(entry["policy"], ppath, _POLICY_FIELDS)
+    if type(m) is not dict or not m.keys() <= _POLICY_NAMES:
+        m = reader.members(m, ppath, _POLICY_FIELDS)
     plain = not reader.surrogates
 
     raw_type = m.get("policy-type")
@@ -1162,7 +1238,9 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     if value is _MISSING:
         successful = failed = 0
     else:
-        summary = reader.members(value, f"{path}.summary", _SUMMARY_FIELDS)
+        summary = value
+        if type(summary) is not dict or not summary.keys() <= _SUMMARY_NAMES:
+            summary = reader.members(value, f"{path}.summary", _SUMMARY_FIELDS)
         successful = summary.get("total-successful-session-count")
         if type(successful) is not int or not 0 <= successful <= MAX_COUNT:
             successful = _summary_count(reader, summary, path, _SUMMARY_FIELDS[0])
@@ -1196,9 +1274,7 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
             f"failed-session-count adds up to {in_details}, more than "
             f"total-failure-session-count {failed}",
         )
-    # positional, in field order: policy_type, policy_domain, the two totals,
-    # policy_string, mx_host, failure_details
-    return PolicyResult(
+    return _policy_result(
         policy_type, policy_domain, successful, failed, policy_string, mx_host, tuple(details)
     )
 
@@ -1206,6 +1282,10 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
 def _summary_count(reader: _Reader, summary: dict[str, Any], path: str, name: str) -> int:
     count_value = reader.get(summary, name, f"{path}.summary", required=True, default="0")
     return 0 if count_value is _MISSING else reader.count(count_value, f"{path}.summary", name)
+
+
+_ONE_DAY = timedelta(days=1)
+_ONE_DAY_TO_2359 = timedelta(days=1, seconds=-1)
 
 
 def _check_range(reader: _Reader, start: datetime, end: datetime) -> None:
@@ -1218,9 +1298,9 @@ def _check_range(reader: _Reader, start: datetime, end: datetime) -> None:
         reader.note(path, "start-datetime is not 00:00:00Z; §4.1 reports cover UTC days")
         return
     span = end - start
-    if span == timedelta(days=1):
+    if span == _ONE_DAY:
         reader.note(path, "end-datetime is the next day's 00:00:00Z (24:00); accepted")
-    elif span != timedelta(days=1, seconds=-1):
+    elif span != _ONE_DAY_TO_2359:
         reader.note(path, f"date-range spans {span}, not one UTC day (§4.1 SHOULD)")
 
 
@@ -1301,21 +1381,46 @@ def parse_report(
     """
     reader = _Reader(strict)
     text = _decode(data, reader, max_size, max_decompressed)
+    decoded = len(reader.warnings)  # deviations found while decoding (BOM, zip, ...)
+    report = _read_quick(reader, text)
+    if report is not None:
+        return report
+    # the reference decoder's tree decides, and names any error as it always has
+    del reader.warnings[decoded:]
+    reader.dropped = 0
+    return _read_reference(reader, text, from_str=isinstance(data, str))
+
+
+def _read_quick(reader: _Reader, text: str) -> Report | None:
+    """The report read from orjson's tree, or None where :func:`_read_reference` must
+    decide: the tree may differ from the reference one, or something is wrong with it.
+    The two give the same report and warnings wherever this one answers."""
     obj = _loads_quick(text)
-    if obj is not None:
-        decoded = len(reader.warnings)  # deviations found while decoding (BOM, zip, ...)
-        reader.quick = True
-        reader.surrogates = False  # orjson refuses unpaired surrogates
-        try:
-            return _build_report(reader, obj)
-        except (_Redo, ReportParseError):
-            # the reference decoder's tree decides, and names the error as it always has
-            del reader.warnings[decoded:]
-            reader.dropped = 0
-            reader.quick = False
+    if obj is None:
+        return None
+    reader.quick = True
+    reader.surrogates = False  # orjson refuses unpaired surrogates
+    try:
+        return _build_report(reader, obj)
+    except (_Redo, ReportParseError):
+        return None
+    finally:
+        reader.quick = False
+
+
+def _read_reference(reader: _Reader, text: str, *, from_str: bool) -> Report:
+    """The report read from the standard decoder's tree (duplicate names recorded, number
+    literals bounded as they are read, nesting checked first)."""
     obj = _loads(text)
     # an unpaired surrogate can only come from a \uD8xx escape (or a str passed in)
     reader.surrogates = bool(
-        _SURROGATE_ESCAPE_RE.search(text) or (isinstance(data, str) and _SURROGATE_RE.search(text))
+        ("\\u" in text and _SURROGATE_ESCAPE_RE.search(text))
+        or (from_str and _SURROGATE_RE.search(text))
     )
     return _build_report(reader, obj)
+
+
+def _forget() -> None:
+    """Empty the memos of checks and date readings (benchmarks time a cold parser)."""
+    for memo in (_DOMAIN_OK, _MX_PATTERN_OK, _IP_OK, *_DATE_READINGS.values()):
+        memo.clear()
