@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import orjson  # noqa: E402
+
 from smtptls.tlsrpt import parse_report  # noqa: E402
 from smtptls.tlsrpt.report import _forget  # noqa: E402
 
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         ("smtptls tolerant, valid, JSON", lambda d: parse_report(d), clean),
         ("smtptls strict, valid, JSON", lambda d: parse_report(d, strict=True), clean),
         ("smtptls strict, valid, gzip", lambda d: parse_report(d, strict=True), clean_gz),
+        # floors: decoding alone, no validation and no model (what any parser pays first)
+        ("json.loads only, valid, JSON", lambda d: json.loads(d), clean),
+        ("orjson.loads only, valid, JSON", orjson.loads, clean),
     ]
     print(f"{'parser':<34} {'reports/s':>10} {'MB/s JSON':>10}")
     for label, fn, items in rows:

@@ -49,6 +49,16 @@ of the §4.4 figure, dates as ``YYYY-MM-DDTHH:MM:SSZ``, ``mx-host`` always an ar
 §4.5 example's string form is erratum 6241), ``additional-information`` (never the
 schema's value name ``additional-info-uri``), every array present. For every strictly
 valid report ``parse_report(r.to_json(), strict=True) == r``.
+
+Speed. The JSON text is first decoded by orjson and read from that tree (the *quick*
+reading); whenever that tree could differ from the standard decoder's (a member name
+given twice, a float, an integer beyond 64 bits, nesting past the bound, an escaped
+``:``) or the report has an error, the report is read again from the standard
+decoder's tree (the *reference* reading), which records duplicate names, bounds number
+literals as it reads them and checks the nesting first. Both give the same report, the
+same warnings and the same errors (``tests/unit/tlsrpt/test_tlsrpt_quick.py``). The
+checks of host names, addresses and dates keep bounded memos of their answers, since
+the same values come report after report.
 """
 
 from __future__ import annotations
@@ -137,6 +147,7 @@ class ResultType(enum.StrEnum):
 
 
 _POLICY_TYPES = {t.value: t for t in PolicyType}
+_STS, _TLSA = PolicyType.STS, PolicyType.TLSA  # (a member lookup on an enum class is slow)
 _RESULT_TYPES = {t.value: t for t in ResultType}
 
 # RFC 8460 §4.4 member names, in the order of the schema figure.
@@ -866,13 +877,16 @@ class _Reader:
             value = _SURROGATE_RE.sub("\ufffd", value)
         return value
 
-    def strings(self, value: Any, path: str) -> tuple[str, ...]:
+    def strings(self, value: Any, path: str, name: str | None = None) -> tuple[str, ...]:
+        """An array of strings (*path*.*name*; the path is built only for a finding)."""
         if type(value) is list and len(value) <= MAX_STRINGS and not self.surrogates:
             for v in value:
                 if type(v) is not str or len(v) > MAX_TEXT:
                     break
             else:
                 return tuple(value)
+        if name is not None:
+            path = f"{path}.{name}"
         if isinstance(value, str):
             self.deviation(path, "a string where RFC 8460 §4.4 has an array of strings")
             return (self.text(value, path),)
@@ -1191,12 +1205,12 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     if policy_type is None:
         policy_type = _policy_type(reader, raw_type, ppath)
 
-    applied = policy_type is PolicyType.STS or policy_type is PolicyType.TLSA
+    applied = policy_type is _STS or policy_type is _TLSA
     # RFC 8460 §4.4: policy-string encodes the applied policy (none for no-policy-found)
     value = m.get("policy-string", _MISSING)
     if value is None or (value is _MISSING and applied):
         value = reader.get(m, "policy-string", ppath, required=applied, default="[]")
-    policy_string = () if value is _MISSING else reader.strings(value, f"{ppath}.policy-string")
+    policy_string = () if value is _MISSING else reader.strings(value, ppath, "policy-string")
     if (
         len(policy_string) == 1
         and policy_string[0].lstrip().startswith("[")
@@ -1220,11 +1234,9 @@ def _build_policy(reader: _Reader, obj: Any, path: str) -> PolicyResult:
     # RFC 8460 §4.4: "in the case where policy-type is sts", the MX patterns (an array;
     # the §4.5 example's string is erratum 6241)
     value = m.get("mx-host", _MISSING)
-    if value is None or (value is _MISSING and policy_type is PolicyType.STS):
-        value = reader.get(
-            m, "mx-host", ppath, required=policy_type is PolicyType.STS, default="[]"
-        )
-    mx_host = () if value is _MISSING else reader.strings(value, f"{ppath}.mx-host")
+    if value is None or (value is _MISSING and policy_type is _STS):
+        value = reader.get(m, "mx-host", ppath, required=policy_type is _STS, default="[]")
+    mx_host = () if value is _MISSING else reader.strings(value, ppath, "mx-host")
     for i, pattern in enumerate(mx_host):
         if not _mx_pattern_ok(pattern):
             reader.deviation(
