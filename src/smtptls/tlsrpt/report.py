@@ -1317,17 +1317,29 @@ def _check_range(reader: _Reader, start: datetime, end: datetime) -> None:
 
 
 def _build_report(reader: _Reader, data: Any) -> Report:
-    m = reader.members(data, "$", _REPORT_FIELDS)
+    if type(data) is dict and data.keys() <= _REPORT_NAMES:
+        m = data  # the common case of members(), as in the builders above
+    else:
+        m = reader.members(data, "$", _REPORT_FIELDS)
+    plain = not reader.surrogates
 
-    value = reader.get(m, "organization-name", "$", required=True, default="''")
-    organization = "" if value is _MISSING else reader.text(value, "$", "organization-name")
-    if value is not _MISSING and not organization.strip():
+    organization = m.get("organization-name")
+    if not (plain and type(organization) is str and len(organization) <= MAX_TEXT):
+        value = reader.get(m, "organization-name", "$", required=True, default="''")
+        organization = (
+            None if value is _MISSING else reader.text(value, "$", "organization-name")
+        )
+    if organization is None:
+        organization = ""
+    elif not organization.strip():
         reader.deviation("$.organization-name", "empty")
 
-    if m.get("date-range") is None:
+    dates = m.get("date-range")
+    if dates is None:
         # without its dates a report cannot be filed: fatal in both modes
         reader.fail("$.date-range", "required member missing")
-    dates = reader.members(m["date-range"], "$.date-range", _DATE_FIELDS)
+    if type(dates) is not dict or not dates.keys() <= _DATE_NAMES:
+        dates = reader.members(dates, "$.date-range", _DATE_FIELDS)
     for name in _DATE_FIELDS:
         if dates.get(name) is None:
             reader.fail(f"$.date-range.{name}", "required member missing")
