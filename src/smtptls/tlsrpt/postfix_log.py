@@ -19,7 +19,9 @@ What Postfix (3.x, ``smtp_tls_loglevel = 1``) logs and what it means::
     [server |CA ]certificate verification failed for H[IP]:P: <why>
         why: certificate has expired / certificate not yet valid / untrusted issuer ...
         / self-signed certificate / not trusted by local or TLSA policy / num=62:hostname
-        mismatch / num=N:<OpenSSL text>
+        mismatch / num=65:no matching DANE TLSA records / num=N:<OpenSSL text>
+        (logged only where Postfix verifies: enforced policies and DANE; at opportunistic
+        levels only the summary level above is logged)
     QID: TLS is required, but was not offered by host H[IP]        starttls-not-supported
     QID: TLS is required, but host H[IP] refused to start TLS: ... starttls-not-supported
     QID: Server certificate not verified | not trusted             the cause logged before
@@ -152,8 +154,9 @@ _VERIFY_PROBLEMS: tuple[tuple[re.Pattern[str], Problem], ...] = (
     (re.compile(r"certificate has expired|num=10:"), Problem.CERT_EXPIRED),
     (re.compile(r"certificate not yet valid|num=9:"), Problem.CERT_NOT_YET_VALID),
     (re.compile(r"hostname mismatch|name mismatch|num=62:"), Problem.CERT_NAME_MISMATCH),
+    # num=65 (OpenSSL X509_V_ERR_DANE_NO_MATCH): "no matching DANE TLSA records"
     (re.compile(r"untrusted issuer|self-signed certificate|not trusted by local or TLSA"
-                r"|num=(?:2|18|19|20|21|27):"), Problem.CERT_UNTRUSTED),
+                r"|no matching DANE TLSA|num=(?:2|18|19|20|21|27|65):"), Problem.CERT_UNTRUSTED),
 )
 
 

@@ -220,8 +220,58 @@ SCENARIOS = [
 ]
 
 
+# Lines as the lab's Postfix 3.7.11 wrote them (tests/e2e/test_postfix_tlsrpt.py), with the
+# host names shortened: at the opportunistic level (MTA-STS testing) Postfix logs only the
+# trust level; where it verifies (enforce, DANE) it logs the OpenSSL reason first.
+REAL_37 = [
+    pytest.param(log(
+        "postfix/smtp[32030]: Untrusted TLS connection established to mx1.mail.example.com"
+        "[127.225.1.2]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+        "key-exchange X25519 server-signature ECDSA (prime256v1) server-digest SHA256",
+        "postfix/smtp[32030]: B5C2E212672: to=<user@example.com>, relay=mx1.mail.example.com"
+        "[127.225.1.2]:25, delay=0.02, delays=0/0/0.01/0, dsn=2.0.0, status=sent (250 OK)",
+    ), STS_TESTING, [("sts", "certificate-not-trusted", "mx1.mail.example.com", "127.225.1.2")],
+        id="postfix37-sts-testing-untrusted"),
+    pytest.param(log(
+        "postfix/smtp[32030]: server certificate verification failed for mx1.mail.example.com"
+        "[127.225.1.3]:25: num=62:hostname mismatch",
+        "postfix/smtp[32030]: Untrusted TLS connection established to mx1.mail.example.com"
+        "[127.225.1.3]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+        "key-exchange X25519 server-signature ECDSA (prime256v1) server-digest SHA256",
+        "postfix/smtp[32030]: D017F212672: to=<user@example.com>, relay=mx1.mail.example.com"
+        "[127.225.1.3]:25, delay=0.02, delays=0/0/0.02/0, dsn=4.7.5, status=deferred "
+        "(Server certificate not verified)",
+    ), STS_ENFORCE, [("sts", "certificate-host-mismatch", "mx1.mail.example.com",
+                      "127.225.1.3")], id="postfix37-sts-enforce-hostname-mismatch"),
+    pytest.param(log(
+        "postfix/smtp[32030]: server certificate verification failed for mx1.example.net"
+        "[127.225.1.5]:25: num=65:no matching DANE TLSA records",
+        "postfix/smtp[32030]: Untrusted TLS connection established to mx1.example.net"
+        "[127.225.1.5]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+        "key-exchange X25519 server-signature ECDSA (prime256v1) server-digest SHA256",
+        "postfix/smtp[32030]: 13DEA2126D2: to=<user@example.net>, relay=mx1.example.net"
+        "[127.225.1.5]:25, delay=0.03, delays=0/0/0.03/0, dsn=4.7.5, status=deferred "
+        "(Server certificate not verified)",
+    ), DANE, [("tlsa", "tlsa-invalid", "mx1.example.net", "127.225.1.5")],
+        id="postfix37-dane-no-matching-tlsa"),
+    pytest.param(log(
+        "postfix/smtp[32030]: 316032126D2: to=<user@example.org>, relay=mx1.example.org"
+        "[127.225.1.6]:25, delay=0.01, delays=0/0/0.01/0, dsn=2.0.0, status=sent (250 OK)",
+    ), NONE, [("no-policy-found", "starttls-not-supported", "mx1.example.org", "127.225.1.6")],
+        id="postfix37-plaintext"),
+    pytest.param(log(
+        "postfix/smtp[32030]: Trusted TLS connection established to mx1.example.org"
+        "[127.225.1.7]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) "
+        "key-exchange X25519 server-signature ECDSA (prime256v1) server-digest SHA256",
+        "postfix/smtp[32030]: 4B9962126D2: to=<user@example.org>, relay=mx1.example.org"
+        "[127.225.1.7]:25, delay=0.01, delays=0/0/0.01/0, dsn=2.0.0, status=sent (250 OK)",
+    ), NONE, [("no-policy-found", "ok", "mx1.example.org", "127.225.1.7")],
+        id="postfix37-opportunistic-trusted"),
+]
+
+
 @pytest.mark.rfc("8460 4.3")
-@pytest.mark.parametrize(("lines", "context", "expected"), SCENARIOS)
+@pytest.mark.parametrize(("lines", "context", "expected"), SCENARIOS + REAL_37)
 def test_rfc8460_4_3_postfix_log_mapping(lines, context, expected):
     got = results_of(lines, context)
     assert [summary(r) for r in got] == expected
