@@ -568,7 +568,7 @@ def _loads(text: str) -> Any:
         raise ReportParseError(f"not valid JSON: {str(exc)[:100]}", path="$") from None
 
 
-class _Redo(Exception):  # noqa: N818 - a control-flow signal, never raised to callers
+class _Redo(Exception):  # a control-flow signal inside parse_report, never raised to callers
     """The quickly decoded tree may differ from what :func:`_loads` returns: start over."""
 
 
