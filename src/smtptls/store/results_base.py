@@ -66,9 +66,20 @@ def policy_json(policy: AppliedPolicy) -> str:
                       ensure_ascii=False)
 
 
+_DIGESTS: dict[AppliedPolicy, str] = {}
+_DETAILS: dict[DetailKey, str] = {}
+_MEMO_SIZE = 50_000
+
+
 def policy_digest(policy: AppliedPolicy) -> str:
     """The key under which a policy is stored once (SHA-256 of its canonical JSON)."""
-    return hashlib.sha256(policy_json(policy).encode("utf-8")).hexdigest()[:32]
+    digest = _DIGESTS.get(policy)
+    if digest is None:
+        digest = hashlib.sha256(policy_json(policy).encode("utf-8")).hexdigest()[:32]
+        if len(_DIGESTS) >= _MEMO_SIZE:
+            _DIGESTS.clear()
+        _DIGESTS[policy] = digest
+    return digest
 
 
 def policy_from_json(text: str) -> AppliedPolicy:
@@ -79,7 +90,13 @@ def policy_from_json(text: str) -> AppliedPolicy:
 
 
 def detail_json(key: DetailKey) -> str:
-    return json.dumps(list(key), separators=(",", ":"), ensure_ascii=False)
+    text = _DETAILS.get(key)
+    if text is None:
+        text = json.dumps(list(key), separators=(",", ":"), ensure_ascii=False)
+        if len(_DETAILS) >= _MEMO_SIZE:
+            _DETAILS.clear()
+        _DETAILS[key] = text
+    return text
 
 
 def detail_from_json(text: str) -> DetailKey:

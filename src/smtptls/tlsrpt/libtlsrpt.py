@@ -58,6 +58,7 @@ from smtptls.tlsrpt.results import AppliedPolicy, Failure, SessionResult
 
 __all__ = [
     "MAX_DATAGRAM",
+    "CachedDecoder",
     "PROTOCOL_VERSION",
     "Datagram",
     "DatagramFailure",
@@ -341,6 +342,36 @@ def decode_datagram(data: bytes | str) -> Datagram:
         policies=tuple(_policy(p, f"policies[{i}]") for i, p in enumerate(policies)),
         version=version,
     )
+
+
+class CachedDecoder:
+    """:func:`decode_datagram` + :meth:`Datagram.to_results` with a bounded memory.
+
+    An MTA sends the same bytes again and again (same domain, same policy, same
+    outcome). Identical datagrams of one UTC day give the same results, which only
+    differ in their time stamp, and a report only counts per day; so a repeated
+    datagram reuses the results decoded the first time that day (the time of the first
+    one). Decoding errors are not cached.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = max(1, size)
+        self._cache: dict[tuple[bytes, Any], list[SessionResult]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def results(self, data: bytes, now: datetime) -> list[SessionResult]:
+        key = (data, now.date())
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        results = decode_datagram(data).to_results(now)
+        if len(self._cache) >= self.size:
+            self._cache.clear()  # cheap and bounded; a steady MTA refills it at once
+        self._cache[key] = results
+        return results
 
 
 # --- encoding (an MTA's side, for tests and tools) ------------------------------------------------

@@ -46,6 +46,7 @@ from the ``now`` it is given and the zone from ``tz``.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -221,7 +222,21 @@ class LogLine:
         return self.program.rsplit("/", 1)[-1]
 
 
+_STAMPS: dict[tuple[str, ...], datetime | None] = {}
+
+
 def _bsd_time(m: re.Match[str], now: datetime, tz: tzinfo) -> datetime | None:
+    # a busy log has thousands of lines per second stamp: convert each stamp once
+    key = (m["mon"], m["day"], m["h"], m["m"], m["s"], str(now.date()), str(tz))
+    if key in _STAMPS:
+        return _STAMPS[key]
+    if len(_STAMPS) > 4096:
+        _STAMPS.clear()
+    t = _STAMPS[key] = _bsd_time_uncached(m, now, tz)
+    return t
+
+
+def _bsd_time_uncached(m: re.Match[str], now: datetime, tz: tzinfo) -> datetime | None:
     month = _MONTHS.get(m["mon"])
     if month is None:
         return None
@@ -354,8 +369,8 @@ def _relay(relay: str) -> tuple[str | None, str | None]:
 
 
 def _is_ip_literal(host: str | None) -> bool:
-    if not host:
-        return False
+    if not host or not (host[0].isdigit() or ":" in host or host[0] == "["):
+        return False  # a host name (a name starting with a digit is checked below)
     try:
         normalize_ip(host)
     except ResultError:
@@ -593,6 +608,12 @@ class PostfixLogParser:
 # --- sessions to results -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=10_000)
+def _applied(ptype: PolicyType, domain: str, strings: tuple[str, ...],
+             patterns: tuple[str, ...]) -> AppliedPolicy:
+    return AppliedPolicy(ptype, domain, strings, patterns)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyContext:
     """What applied to deliveries to one domain, as the policy daemon decided.
@@ -618,13 +639,12 @@ class PolicyContext:
     def applied(self, mx_host: str | None) -> AppliedPolicy:
         """The policy a session with ``mx_host`` was under (RFC 8460 §4.4 ``policy``)."""
         if self.kind == "tlsa" and mx_host is not None and self.tlsa_records.get(mx_host):
-            return AppliedPolicy(PolicyType.TLSA, self.domain, self.tlsa_records[mx_host])
+            return _applied(PolicyType.TLSA, self.domain, tuple(self.tlsa_records[mx_host]), ())
         if self.kind == "sts":
-            return AppliedPolicy(PolicyType.STS, self.domain, self.sts_strings,
-                                 self.mx_patterns)
+            return _applied(PolicyType.STS, self.domain, self.sts_strings, self.mx_patterns)
         if self.sts_failure is not None:
-            return AppliedPolicy(PolicyType.STS, self.domain)
-        return AppliedPolicy.none_found(self.domain)
+            return _applied(PolicyType.STS, self.domain, (), ())
+        return _applied(PolicyType.NO_POLICY_FOUND, self.domain, (), ())
 
     def mx_allowed(self, mx_host: str | None) -> bool:
         """RFC 8461 §4.1: does ``mx_host`` match an ``mx`` pattern of the policy?"""

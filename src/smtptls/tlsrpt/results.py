@@ -75,9 +75,32 @@ _POLICY_TYPES = {t.value: t for t in PolicyType}
 # --- small checked values -------------------------------------------------------------------
 
 
+# Collectors normalize the same few thousand names and addresses millions of times a day:
+# remember the good ones (bounded; emptied when full).
+_MEMO_SIZE = 100_000
+_NAMES: dict[str, str] = {}
+_IPS: dict[str, str] = {}
+
+
+def _remember(memo: dict[str, str], key: str, value: str) -> str:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def normalize_domain_name(value: Any, what: str = "domain") -> str:
     """Lower-case A-label form of a DNS name, no trailing dot (RFC 8460 §4.4: domains as
     A-labels). Raises :class:`ResultError` for anything that is not a host name."""
+    if isinstance(value, str):
+        hit = _NAMES.get(value)
+        if hit is not None:
+            return hit
+        return _remember(_NAMES, value, _normalize_domain_name(value, what))
+    return _normalize_domain_name(value, what)
+
+
+def _normalize_domain_name(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ResultError(f"{what} must be a string, not {type(value).__name__}")
     text = value.strip().rstrip(".")
@@ -97,6 +120,15 @@ def normalize_domain_name(value: Any, what: str = "domain") -> str:
 
 def normalize_ip(value: Any, what: str = "IP address") -> str:
     """An IPv4 or IPv6 address in canonical text form (RFC 8460 §4.4; RFC 5952 for IPv6)."""
+    if isinstance(value, str):
+        hit = _IPS.get(value)
+        if hit is not None:
+            return hit
+        return _remember(_IPS, value, _normalize_ip(value, what))
+    return _normalize_ip(value, what)
+
+
+def _normalize_ip(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ResultError(f"{what} must be a string, not {type(value).__name__}")
     text = value.strip()
