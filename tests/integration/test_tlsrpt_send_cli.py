@@ -138,7 +138,7 @@ sqlite_path = "{db}"
         code, out, err = await cli("tlsrpt", "send", "--config", str(conf), "--day",
                                    "2024-05-01", "--dry-run", "--json", "--report")
         assert code == 0, err
-        data = json.loads(out)
+        (data,) = json.loads(out)["runs"]
         (report,) = data["reports"]
         assert report["rua"] == [f"https://127.0.0.1:{port}/tlsrpt"]
         assert report["report"]["policies"][0]["summary"] == {

@@ -449,3 +449,14 @@ async def test_loop_mode_runs_and_stops(results_store, flaky_server, ca):
     stop.set()
     await asyncio.wait_for(task, 5)
     assert len(flaky.bodies) == 1
+
+
+async def test_run_pending_covers_yesterday_and_the_day_before(results_store):
+    await results_store.add_results([SessionResult.success(T_RESULT - timedelta(days=1), STS)])
+    dns = FakeDns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=https://r.example/x"]})
+    sender = ReportSender(sender_config(), results_store, dns=dns,
+                          clock=Clock(NEXT_DAY + timedelta(hours=1)))
+    runs = await sender.run_pending(days=2, dry_run=True)
+    assert [r.day for r in runs] == [DAY, DAY - timedelta(days=1)]
+    assert [r.planned[0].report.total_successful for r in runs] == [7, 1]
+    assert dns.queries == 1  # the rua record was cached for its TTL

@@ -6,10 +6,11 @@
 
 JSON output (``--json``), stable:
 
-- ``send``: ``{"day", "dry_run", "reports": [{"policy_domain", "report_id", "successful",
-  "failed", "rua", "skipped", "dns_error", "gzip_bytes", "subject", "filename"
-  [, "report"]}], "deliveries": [{"policy_domain", "report_id", "uri", "status",
-  "attempted", "attempts", "detail", "next_attempt"}]}``
+- ``send``: ``{"runs": [{"day", "dry_run", "reports": [{"policy_domain", "report_id",
+  "successful", "failed", "rua", "skipped", "dns_error", "gzip_bytes", "subject",
+  "filename" [, "report"]}], "deliveries": [{"policy_domain", "report_id", "uri",
+  "status", "attempted", "attempts", "detail", "next_attempt"}]}]}`` — one run for
+  ``--day``, else yesterday's and the day before's (whose retries may still be due)
 - ``results``: ``{"results": [{"day", "policy_domain", "policy_type", "successful",
   "failed", "failures": {result-type: count}}], "deliveries": [{"report_id", "uri",
   "day", "policy_domain", "status", "attempts", "created_at", "next_attempt",
@@ -107,20 +108,26 @@ def _send(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             await run_loop(sender, stop=stop)
             return None
-        summary = await sender.run_day(day, dry_run=args.dry_run, force=args.now)
-        return summary, sender.identity.submitter
+        if day is not None:
+            runs = [await sender.run_day(day, dry_run=args.dry_run, force=args.now)]
+        else:
+            # yesterday, and the day before: its deliveries may still be in their retry
+            # period (first attempt after midnight, retries for about a day)
+            runs = await sender.run_pending(days=2, dry_run=args.dry_run, force=args.now)
+        return runs, sender.identity.submitter
 
     result = _with_store(cfg, run)
     if result is None:
         return EXIT_OK
-    summary, submitter = result
+    runs, submitter = result
     if args.json:
-        print_json(summary.to_dict(dry_run=args.dry_run, submitter=submitter,
-                                   with_report=args.report))
+        print_json({"runs": [r.to_dict(dry_run=args.dry_run, submitter=submitter,
+                                       with_report=args.report) for r in runs]})
     else:
-        _print_summary(summary, dry_run=args.dry_run, show_report=args.report)
-    bad = [o for o in summary.outcomes if o.attempted and o.status is not
-           DeliveryStatus.DELIVERED]
+        for summary in runs:
+            _print_summary(summary, dry_run=args.dry_run, show_report=args.report)
+    bad = [o for r in runs for o in r.outcomes
+           if o.attempted and o.status is not DeliveryStatus.DELIVERED]
     return EXIT_NEGATIVE if bad else EXIT_OK
 
 
@@ -226,7 +233,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "1 a delivery failed, 2 error")
     add_common(s)
     s.add_argument("--db", metavar="PATH", help="SQLite result store (default tlsrpt.sqlite_path)")
-    s.add_argument("--day", metavar="YYYY-MM-DD", help="UTC day to report (default: yesterday)")
+    s.add_argument("--day", metavar="YYYY-MM-DD",
+                   help="UTC day to report (default: yesterday, and the day before for its "
+                   "retries)")
     s.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     s.add_argument("--now", action="store_true",
                    help="send now, ignoring the spreading schedule and retry back-off")

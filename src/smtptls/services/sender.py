@@ -551,12 +551,15 @@ class ReportSender:
                 await self.store.prune(day - timedelta(days=self.cfg.retention_days))
         return summary
 
-    async def run_pending(self, *, days: int = 2, dry_run: bool = False) -> list[RunSummary]:
-        """The previous UTC day and the ``days - 1`` before it (their retries)."""
+    async def run_pending(self, *, days: int = 2, dry_run: bool = False,
+                          force: bool = False) -> list[RunSummary]:
+        """The previous UTC day and the ``days - 1`` before it (their retries), newest
+        first."""
         last = previous_day(self.clock())
         out = []
-        for back in range(days - 1, -1, -1):
-            out.append(await self.run_day(last - timedelta(days=back), dry_run=dry_run))
+        for back in range(days):
+            out.append(await self.run_day(last - timedelta(days=back), dry_run=dry_run,
+                                          force=force))
         return out
 
     async def next_due(self) -> datetime | None:
