@@ -494,3 +494,22 @@ def test_sending_address_configured_or_routed():
     assert SendingAddress("198.51.100.1").for_destination("192.0.2.1") == "198.51.100.1"
     assert SendingAddress(None).for_destination("127.0.0.1") == "127.0.0.1"
     assert SendingAddress(None).for_destination(None) is None
+
+
+def test_log_backlog_taken_in_bounded_steps(tmp_path, monkeypatch):
+    import smtptls.services.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_READ", 256)
+    monkeypatch.setattr(collector_module, "MAX_CHUNKS", 2)
+    log = tmp_path / "big.log"
+    log.write_text("".join(delivered(i, f"DDDD{i:06d}") for i in range(50)))
+    follower = LogFollower(None, log, from_start=True)  # type: ignore[arg-type]
+    steps, total = 0, 0
+    while True:
+        lines = follower.poll_once()
+        if not lines and follower.poll_once() == []:
+            break
+        assert sum(len(x) + 1 for x in lines) <= 2 * 256 + 512  # bounded per step
+        steps += 1
+        total += len(lines)
+    assert total == 100 and steps > 10

@@ -88,7 +88,8 @@ _log = get_logger("tlsrpt.collect")
 
 MAX_HTTP_BODY = 4 * 1024 * 1024
 MAX_HTTP_RESULTS = 10_000
-MAX_READ = 1024 * 1024  # bytes of a log file read per poll
+MAX_READ = 1024 * 1024  # bytes of a log file read at once
+MAX_CHUNKS = 8  # reads per poll: a backlog is handed on in steps of at most 8 MiB
 MAX_PARTIAL = 64 * 1024  # an unterminated line longer than this is dropped
 SOCKET_RCVBUF = 4 * 1024 * 1024
 CONTEXT_TTL = 300.0  # seconds a domain's policy context is reused
@@ -645,47 +646,51 @@ class LogFollower:
         self._partial = b""
         return True
 
-    def _read(self) -> list[str]:
+    def _read(self) -> tuple[list[str], bool]:
+        """Complete lines of the next chunk, and whether the end of the file was hit."""
         if self._file is None:
-            return []
+            return [], True
         chunk = self._file.read(MAX_READ)
         if not chunk:
-            return []
+            return [], True
         data = self._partial + chunk
         *complete, self._partial = data.split(b"\n")
         if len(self._partial) > MAX_PARTIAL:
             self._partial = b""  # a line this long is not Postfix's
         self.lines += len(complete)
-        return [c.decode("utf-8", "replace") for c in complete]
+        return [c.decode("utf-8", "replace") for c in complete], False
 
     def poll_once(self) -> list[str]:
-        """Lines available now, handling rotation and truncation (sync, non-blocking)."""
+        """Lines available now (at most ``MAX_CHUNKS`` reads, so a long backlog is taken
+        in bounded steps), handling rotation and truncation once the end is reached."""
         if self._file is None:
             if not self._open(at_end=not self.from_start and self._inode is None):
                 return []
-        lines = self._read()
-        while True:
-            more = self._read()
-            if not more:
-                break
+        lines: list[str] = []
+        for _ in range(MAX_CHUNKS):
+            more, eof = self._read()
             lines += more
+            if eof:
+                break
+        else:
+            return lines  # more to read: the caller comes back at once
         try:
             st = os.stat(self.path)
         except OSError:
             return lines  # rotated away, the new file not there yet: keep the old one
         if st.st_ino != self._inode:
-            # rotated: the old file is read to its end above; now the new one, from 0
+            # rotated: the old file has been read to its end; now the new one, from 0
             self.rotations += 1
             self._file.close()
             self._file = None
             if self._open(at_end=False):
-                lines += self._read()
+                lines += self._read()[0]
         elif st.st_size < self._file.tell():
             # truncated (copytruncate): read again from the start
             self.truncations += 1
             self._file.seek(0)
             self._partial = b""
-            lines += self._read()
+            lines += self._read()[0]
         return lines
 
     async def run(self) -> None:
