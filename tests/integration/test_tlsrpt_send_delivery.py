@@ -327,6 +327,9 @@ async def test_rfc8460_5_3_gives_up_after_the_retry_period(results_store, flaky_
     outcome = None
     for _ in range(100):
         (outcome,) = (await sender.run_day(DAY)).outcomes
+        # the retry period counts from the first attempt, also as stored
+        stored = await results_store.get_delivery(outcome.report_id, uri)
+        assert stored.created_at == started
         if outcome.status is not DeliveryStatus.PENDING:
             break
         clock.now = outcome.next_attempt

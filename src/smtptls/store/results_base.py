@@ -158,7 +158,9 @@ class DeliveryStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    """What happened to one report for one ``rua`` URI."""
+    """What happened to one report for one ``rua`` URI. ``created_at`` is when it was
+    planned, and from the first attempt on, that attempt's time (the retry period
+    counts from it)."""
 
     report_id: str
     uri: str
@@ -395,7 +397,8 @@ UPSERT_DELIVERY = (
     "INSERT INTO tlsrpt_delivery (report_id, uri, day, policy_domain, status, attempts, "
     "created_at, next_attempt, last_attempt, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (report_id, uri) DO UPDATE SET status = excluded.status, "
-    "attempts = excluded.attempts, next_attempt = excluded.next_attempt, "
+    "attempts = excluded.attempts, created_at = excluded.created_at, "
+    "next_attempt = excluded.next_attempt, "
     "last_attempt = excluded.last_attempt, last_error = excluded.last_error")
 SELECT_DELIVERIES = (
     "SELECT report_id, uri, day, policy_domain, status, attempts, created_at, next_attempt, "
