@@ -247,3 +247,31 @@ def test_check_bulk_resumes_and_summarises(reports, lab, tmp_path):
     assert any(t["code"] == "mta-sts.policy-status" for t in summary["top_failures"])
     lines = [json.loads(x) for x in out.read_text().splitlines()[-1:]]
     assert lines[0]["domain"] == "chk-p404.insecure.test"
+    # Several processes: same reports, one file, one summary.
+    out2 = tmp_path / "parallel.jsonl"
+    third = subprocess.run([*base[:7], str(out2), *base[8:], "--workers", "2"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["checked_now"] == 3
+    assert sorted(json.loads(x)["domain"] for x in out2.read_text().splitlines()) == \
+        sorted(names[:3])
+
+
+async def test_bulk_resolver_agrees_with_the_project_resolver(lab, reports):
+    """Same answers and DNSSEC statuses through the shared-socket bulk resolver."""
+    from smtptls.check.dnsbulk import BulkResolver
+    from smtptls.net.dns import DnsResolver
+
+    cfg = DnsConfig(nameservers=(lab.resolver[0],), timeout=5.0)
+    bulk, plain = BulkResolver(cfg), DnsResolver(cfg)
+    try:
+        for name, rdtype in [("chk-clean.secure.test", "MX"), ("chk-plain.insecure.test", "MX"),
+                             ("_mta-sts.chk-clean.secure.test", "TXT"),
+                             ("_25._tcp.mx1.chk-clean.secure.test", "TLSA"),
+                             ("nothing-here.secure.test", "A"), ("broken.bogus.test", "MX"),
+                             ("alias.chk-alias.insecure.test", "A")]:
+            a, b = await bulk.try_query(name, rdtype), await plain.try_query(name, rdtype)
+            assert (a.records, a.security, a.nxdomain, a.cname_chain) == \
+                (b.records, b.security, b.nxdomain, b.cname_chain), name
+    finally:
+        bulk.close()

@@ -261,3 +261,97 @@ def open_results(path: Path) -> tuple[list[CheckReport], int]:
         return [], 0
     except OSError as exc:
         raise SmtpTlsError(f"cannot read {path}: {exc.strerror}") from None
+
+
+# --- several processes ------------------------------------------------------------------
+
+
+def _child(shard: list[str], options: Any, concurrency: int, conn: Any) -> None:
+    """A worker process: check ``shard`` and send each report as a JSON line."""
+    import contextlib
+
+    async def main() -> None:
+        async with Gatherer(options) as g:
+            batch: list[str] = []
+
+            def send(report: CheckReport) -> None:
+                batch.append(json.dumps(report.to_dict(), separators=(",", ":")))
+                if len(batch) >= 20:
+                    conn.send(batch[:])
+                    batch.clear()
+
+            await run_bulk(shard, g, concurrency=concurrency, on_done=send)
+            if batch:
+                conn.send(batch)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # the parent reports the interruption
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            conn.send(None)
+            conn.close()
+
+
+def run_bulk_processes(domains: list[str], options: Any, *, workers: int, concurrency: int,
+                       out: IO[str] | None = None, summary: BulkSummary | None = None,
+                       on_done: Callable[[CheckReport], None] | None = None) -> BulkSummary:
+    """Like :func:`run_bulk`, sharded over ``workers`` processes (one gatherer each).
+
+    The domain list is dealt round-robin; each process runs ``concurrency // workers``
+    domains at once with its share of the connection limits. This process writes the
+    results, keeps the summary and calls ``on_done``.
+    """
+    import dataclasses
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    if not 1 <= workers <= 64:
+        raise SmtpTlsError("workers must be between 1 and 64")
+    summary = summary or BulkSummary()
+    started = time.monotonic()
+    per = dataclasses.replace(
+        options, max_connections=max(1, options.max_connections // workers),
+        max_dns_queries=max(1, options.max_dns_queries // workers))
+    ctx = multiprocessing.get_context("fork")
+    procs, conns = [], []
+    for i in range(workers):
+        shard = domains[i::workers]
+        if not shard:
+            continue
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_child, args=(shard, per, max(1, concurrency // workers),
+                                             child_conn), daemon=True)
+        p.start()
+        child_conn.close()
+        procs.append(p)
+        conns.append(parent_conn)
+    open_conns = list(conns)
+    try:
+        while open_conns:
+            for conn in wait(open_conns):
+                try:
+                    batch = conn.recv()
+                except EOFError:
+                    batch = None
+                if batch is None:
+                    open_conns.remove(conn)
+                    continue
+                for line in batch:
+                    report = CheckReport.from_dict(json.loads(line))
+                    summary.add(report)
+                    summary.checked_now += 1
+                    if out is not None:
+                        out.write(line + "\n")
+                    if on_done is not None:
+                        on_done(report)
+                if out is not None:
+                    out.flush()
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        summary.elapsed += time.monotonic() - started
+    return summary

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from smtptls.check.dane import decide
+from smtptls.check.dnsbulk import BulkResolver
 from smtptls.check.facts import (
     DomainFacts,
     FetchFacts,
@@ -40,6 +41,7 @@ from smtptls.check.facts import (
     cert_facts,
     is_root,
 )
+from smtptls.check.fetch import AddressFirstResolver, fetch_policy_with, https_ssl_context
 from smtptls.check.mx import MAX_HOSTS, mx_targets
 from smtptls.config import DnsConfig, FetchConfig
 from smtptls.dane.decide import HostLookup, Requirement, tlsa_candidates, tlsa_query_name
@@ -60,7 +62,7 @@ from smtptls.errors import (
 )
 from smtptls.mtasts.record import is_sts_candidate
 from smtptls.net.dns import Answer, DnsResolver, normalize_domain
-from smtptls.net.https import DnsAiohttpResolver, fetch_policy
+from smtptls.net.https import DnsAiohttpResolver, FetchResult, fetch_policy
 from smtptls.net.pkix import verify_pkix
 from smtptls.net.smtp import ProbeLimits, probe_starttls
 from smtptls.tlsrpt.record import is_tlsrpt_record, parse_record
@@ -91,12 +93,16 @@ class CheckOptions:
     max_connections: int = 64  # open connections at once, all kinds (global semaphore)
     per_host_connections: int = 2  # open SMTP connections per MX address
     memo_size: int = 20000  # entries per run-scoped memo (hosts, probes, rua)
+    max_dns_queries: int = 128  # DNS queries in flight at once (resolvers drop floods)
+    bulk_dns: bool = False  # one shared UDP socket, AD bit without DO (check.dnsbulk)
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout <= 600 or not 0 < self.domain_timeout <= 3600:
             raise ConfigError("timeouts must be positive (at most 600 s per step)")
         if not 1 <= self.max_connections <= 10000 or not 1 <= self.per_host_connections <= 64:
             raise ConfigError("connection limits out of range")
+        if not 1 <= self.max_dns_queries <= 10000:
+            raise ConfigError("max_dns_queries out of range")
         if not 1 <= self.max_addresses <= 16 or not 1 <= self.smtp_port <= 65535:
             raise ConfigError("max_addresses or smtp_port out of range")
 
@@ -144,6 +150,23 @@ class _Memo:
         return value
 
 
+class _BoundedResolver(DnsResolver):
+    """A :class:`DnsResolver` with a bound on queries in flight.
+
+    A validating resolver answers a burst of thousands of concurrent queries by
+    dropping some (Unbound: ``num-queries-per-thread``), which a stub sees as timeouts;
+    a bulk run keeps its burst below that.
+    """
+
+    def __init__(self, config: DnsConfig, limit: int) -> None:
+        super().__init__(config)
+        self._inflight = asyncio.Semaphore(limit)
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        async with self._inflight:
+            return await super().query(name, rdtype)
+
+
 class _HostLimits:
     """Per-address semaphores, created on demand and dropped when idle (bounded)."""
 
@@ -186,6 +209,7 @@ class _Partial:
 
     domain: str
     mx: LookupFacts | None = None
+    mx_answer: Answer | None = None
     sts_txt: LookupFacts | None = None
     tlsrpt_txt: LookupFacts | None = None
     hosts: list[MxFacts] = field(default_factory=list)
@@ -201,7 +225,12 @@ class Gatherer:
                  resolver: DnsResolver | None = None,
                  clock: Callable[[], dt.datetime] | None = None) -> None:
         self.options = options or CheckOptions()
-        self.resolver = resolver or DnsResolver(self.options.dns)
+        if resolver is None:
+            if self.options.bulk_dns:
+                resolver = BulkResolver(self.options.dns, limit=self.options.max_dns_queries)
+            else:
+                resolver = _BoundedResolver(self.options.dns, self.options.max_dns_queries)
+        self.resolver = resolver
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         size = self.options.memo_size
         self._hosts = _Memo(size)
@@ -210,6 +239,7 @@ class Gatherer:
         self._connections = asyncio.Semaphore(self.options.max_connections)
         self._per_host = _HostLimits(self.options.per_host_connections)
         self._session: aiohttp.ClientSession | None = None
+        self._fetch_sess: aiohttp.ClientSession | None = None
         if self.options.ca_file is not None:
             try:
                 with open(self.options.ca_file, "rb"):
@@ -225,9 +255,12 @@ class Gatherer:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if isinstance(self.resolver, BulkResolver):
+            self.resolver.close()
+        for sess in (self._session, self._fetch_sess):
+            if sess is not None:
+                await sess.close()
+        self._session = self._fetch_sess = None
 
     # --- one domain ---------------------------------------------------------------------
 
@@ -262,6 +295,7 @@ class Gatherer:
                                             r.try_query(f"_mta-sts.{d}", "TXT"),
                                             r.try_query(f"_smtp._tls.{d}", "TXT"))
         part.mx = _lookup(mx, d)
+        part.mx_answer = mx
         part.sts_txt = _lookup(sts, f"_mta-sts.{d}")
         part.tlsrpt_txt = _lookup(rpt, f"_smtp._tls.{d}")
         await asyncio.gather(self._mail_side(part), self._policy(part), self._tlsrpt(part))
@@ -368,8 +402,11 @@ class Gatherer:
         body = content_type = None
         try:
             async with self._connections:
-                result = await fetch_policy(part.domain, config=self.options.fetch,
-                                            resolver=self.resolver)
+                if self.options.bulk_dns:
+                    result = await self._fetch_shared(part.domain)
+                else:
+                    result = await fetch_policy(part.domain, config=self.options.fetch,
+                                                resolver=self.resolver)
             body, content_type, status = result.text, result.content_type, result.status
         except FetchTlsError as exc:
             kind, error, tls_reason = "tls", str(exc), getattr(exc, "reason", None)
@@ -393,6 +430,28 @@ class Gatherer:
                                  None if tls_reason is None else str(tls_reason),
                                  time.monotonic() - started)
 
+    def _fetch_session(self) -> aiohttp.ClientSession:
+        """One session for every policy fetch of a bulk run (RFC 8461 §3.3 settings)."""
+        if self._fetch_sess is None:
+            config = self.options.fetch
+            ctx = https_ssl_context(config)
+            connector = aiohttp.TCPConnector(resolver=AddressFirstResolver(self.resolver),
+                                             ssl=ctx, use_dns_cache=False, force_close=True,
+                                             limit=self.options.max_connections)
+            timeout = aiohttp.ClientTimeout(total=config.total_timeout,
+                                            connect=config.connect_timeout,
+                                            sock_connect=config.connect_timeout)
+            self._fetch_sess = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),  # B6: no cookies
+                timeout=timeout, auto_decompress=True, trust_env=False,
+                raise_for_status=False)
+        return self._fetch_sess
+
+    async def _fetch_shared(self, domain: str) -> FetchResult:
+        """:func:`~smtptls.net.https.fetch_policy` with one session and TLS context for
+        the run: the same request, limits and errors, without building both per domain."""
+        return await fetch_policy_with(self._fetch_session(), domain, self.options.fetch)
+
     # --- TLSRPT -------------------------------------------------------------------------
 
     async def _tlsrpt(self, part: _Partial) -> None:
@@ -407,23 +466,26 @@ class Gatherer:
         except SmtpTlsError:
             return
         uris = [u for u in record.report_uris][:MAX_RUA]
-        part.rua = list(await asyncio.gather(*(self._rua.get(u, lambda u=u: self._probe_rua(u))
-                                               for u in uris)))
+        part.rua = list(await asyncio.gather(*(self._rua.get(
+            u, lambda u=u: self._probe_rua(u, part)) for u in uris)))
 
-    async def _probe_rua(self, uri: str) -> RuaFacts:
+    async def _probe_rua(self, uri: str, part: _Partial | None = None) -> RuaFacts:
         scheme = uri.partition(":")[0].lower()
         if scheme == "mailto":
-            return await self._probe_mailto(uri)
+            return await self._probe_mailto(uri, part)
         return await self._probe_https(uri)
 
-    async def _probe_mailto(self, uri: str) -> RuaFacts:
+    async def _probe_mailto(self, uri: str, part: _Partial | None = None) -> RuaFacts:
         address = uri.partition(":")[2].partition("?")[0]
         domain = address.rpartition("@")[2]
         try:
             domain = normalize_domain(domain)
         except InvalidDomainError:
             return RuaFacts(uri, "mailto", False, f"{domain[:80]!r} is not a mail domain")
-        mx = await self.resolver.try_query(domain, "MX")
+        if part is not None and part.mx_answer is not None and domain == part.domain:
+            mx = part.mx_answer  # the checked domain itself: its MX answer is at hand
+        else:
+            mx = await self.resolver.try_query(domain, "MX")
         if mx.error is not None:
             return RuaFacts(uri, "mailto", None, f"MX lookup of {domain} failed: {mx.error}")
         if mx.nxdomain:

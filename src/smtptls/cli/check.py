@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from smtptls import config
-from smtptls.check.bulk import BulkSummary, open_results, parse_domain_lines, run_bulk
+from smtptls.check.bulk import (
+    BulkSummary,
+    open_results,
+    parse_domain_lines,
+    run_bulk,
+    run_bulk_processes,
+)
 from smtptls.check.evaluate import evaluate
 from smtptls.check.gather import CheckOptions, Gatherer
 from smtptls.check.render import render_report
@@ -84,6 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="open SMTP connections per MX address (default 2)")
     b.add_argument("--out", metavar="FILE", help="append one JSON report per line; domains "
                    "already in FILE are skipped (resume)")
+    b.add_argument("--workers", metavar="N", type=int, default=1,
+                   help="processes sharing the list (default 1; e.g. the number of cores)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -105,7 +113,7 @@ def _options(args: argparse.Namespace, bulk: bool) -> CheckOptions:
                         timeout=args.timeout, domain_timeout=domain_timeout,
                         smtp_port=args.port, helo_name=helo, ipv6=args.ipv6,
                         max_connections=args.max_connections,
-                        per_host_connections=args.per_host)
+                        per_host_connections=args.per_host, bulk_dns=bulk)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,7 +233,13 @@ def _bulk(args: argparse.Namespace) -> int:
                     return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
                                           summary=summary, on_done=progress.advance)
 
-        asyncio.run(main())
+        if args.workers > 1:
+            with _Progress(len(todo), show) as progress:
+                run_bulk_processes(todo, options, workers=args.workers,
+                                   concurrency=args.concurrency, out=sink, summary=summary,
+                                   on_done=progress.advance)
+        else:
+            asyncio.run(main())
     finally:
         if out_fh is not None:
             out_fh.close()
