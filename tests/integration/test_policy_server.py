@@ -214,3 +214,37 @@ async def test_rfc8461_3_3_round_trip_publish_serve_check(lab, tmp_path):
     finally:
         await server.stop()
         await asyncio.to_thread(lab.remove, domain)
+
+
+async def test_policy_server_cli_sighup_reloads_and_sigterm_stops(lab, tmp_path):
+    import signal
+
+    address = _address(lab)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "smtptls", "policy-server", "--dir", str(tmp_path), "--plain",
+        "--listen", f"{address}:8081", "--reload-interval", "3600",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"listening on" in line
+        status, _, _ = await _get(address, 8081, sni=None, host="mta-sts.late.example",
+                                  tls=False)
+        assert status == 404
+        d = tmp_path / "late.example"
+        d.mkdir()
+        (d / "mta-sts.txt").write_text(POLICY.format(d="late.example", age=86400))
+        proc.send_signal(signal.SIGHUP)  # rescan now, not in an hour
+        for _ in range(50):
+            status, _, body = await _get(address, 8081, sni=None,
+                                         host="mta-sts.late.example", tls=False)
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200 and b"mx1.late.example" in body
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

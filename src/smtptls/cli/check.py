@@ -30,7 +30,7 @@ from smtptls.check.report import CheckReport
 from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.errors import ConfigError, SmtpTlsError
 
-MAX_LIST_BYTES = 1024 * 1024 * 1024  # a domain list larger than 1 GiB is refused
+MAX_LIST_BYTES = 256 * 1024 * 1024  # a domain list larger than 256 MiB is refused
 
 EPILOG = """\
 examples:
