@@ -62,6 +62,7 @@ from smtptls.tlsrpt.postfix_log import (
     LogSession,
     PolicyContext,
     PostfixLogParser,
+    fold_sessions,
     is_report_message_id,
     session_result,
 )
@@ -131,6 +132,8 @@ class CollectorMetrics:
 class _Item:
     results: Sequence[SessionResult]
     future: asyncio.Future[int] | None
+    counts: Sequence[int] | None = None  # how many sessions each result stands for
+    n: int = 0  # sessions in this item
 
 
 class Collector:
@@ -140,6 +143,8 @@ class Collector:
     results (group commit: concurrent callers share one transaction); :meth:`submit`
     queues without waiting (datagrams, logs). ``max_pending`` bounds memory: beyond it
     :meth:`submit` drops (counted) and :meth:`record` raises :class:`StoreError`.
+    :meth:`submit_counted` queues results that each stand for several sessions (the log
+    path folds sessions that differ only in their time of day before handing them over).
     """
 
     def __init__(self, store: ResultStore, *, batch_size: int = 2000,
@@ -166,16 +171,18 @@ class Collector:
     # -- intake --------------------------------------------------------------------------------
 
     def _enqueue(self, results: Sequence[SessionResult], future: asyncio.Future[int] | None,
-                 source: str) -> None:
-        self._items.append(_Item(results, future))
-        self._pending += len(results)
+                 source: str, counts: Sequence[int] | None = None, n: int | None = None
+                 ) -> None:
+        n = len(results) if n is None else n
+        self._items.append(_Item(results, future, counts, n))
+        self._pending += n
         if future is not None:
             self._waiters += 1
         if self._first_pending_at is None:
             self._first_pending_at = time.monotonic()
         self._idle.clear()
         self._wakeup.set()
-        self.metrics.results.labels(source if source in SOURCES else "api").inc(len(results))
+        self.metrics.results.labels(source if source in SOURCES else "api").inc(n)
         self.metrics.pending.set(self._pending)
 
     def submit(self, results: Sequence[SessionResult], *, source: str = "datagram") -> int:
@@ -187,6 +194,23 @@ class Collector:
             return 0
         self._enqueue(list(results), None, source)
         return len(results)
+
+    def submit_counted(self, counted: Sequence[tuple[SessionResult, int]], *,
+                       source: str = "log") -> int:
+        """Queue results each standing for ``count`` sessions (fire and forget), as if
+        each had been submitted ``count`` times: the store keeps counters per UTC day,
+        so sessions that differ only in their time of that day are one result with a
+        count. Returns the number of sessions queued (0 when the backlog is full)."""
+        results = [r for r, c in counted if c > 0]
+        counts = [c for _, c in counted if c > 0]
+        n = sum(counts)
+        if not n:
+            return 0
+        if self._pending + n > self.max_pending:
+            self.metrics.dropped.labels("backlog").inc(n)
+            return 0
+        self._enqueue(results, None, source, counts, n)
+        return n
 
     async def record_many(self, results: Sequence[SessionResult], *, source: str = "api",
                           message_id: str | None = None) -> int:
@@ -240,7 +264,7 @@ class Collector:
         while self._items and (n < self.batch_size or not items):
             item = self._items.popleft()
             items.append(item)
-            n += len(item.results)
+            n += item.n
         return items, n
 
     async def _run(self) -> None:
@@ -265,9 +289,14 @@ class Collector:
                     continue
             items, n = self._take()
             batch = Batch()
+            default_ip = self.default_sending_ip
             for item in items:
-                for r in item.results:
-                    batch.add(r, default_sending_ip=self.default_sending_ip)
+                if item.counts is None:
+                    for r in item.results:
+                        batch.add(r, default_sending_ip=default_ip)
+                else:
+                    for r, count in zip(item.results, item.counts, strict=True):
+                        batch.add(r, count, default_sending_ip=default_ip)
             try:
                 await self.store.add_batch(batch)
             except (StoreError, OSError) as exc:
@@ -277,11 +306,11 @@ class Collector:
                 for item in items:
                     if item.future is not None:
                         self._waiters -= 1
-                        self._pending -= len(item.results)
+                        self._pending -= item.n
                         if not item.future.done():
                             item.future.set_exception(StoreError(f"not stored: {exc}"))
                 if self._stopping:
-                    dropped = sum(len(i.results) for i in keep)
+                    dropped = sum(i.n for i in keep)
                     self.metrics.dropped.labels("store-down").inc(dropped)
                     self._pending -= dropped
                     continue
@@ -299,7 +328,7 @@ class Collector:
                 if item.future is not None:
                     self._waiters -= 1
                     if not item.future.done():
-                        item.future.set_result(len(item.results))
+                        item.future.set_result(item.n)
             self._first_pending_at = time.monotonic() if self._items else None
             self.metrics.pending.set(self._pending)
 
@@ -463,8 +492,18 @@ class SendingAddress:
 
 
 class LogIngest:
-    """Postfix log lines -> results -> :meth:`Collector.submit` (shared by the file and
-    journald followers)."""
+    """Postfix log lines -> results -> the collector (shared by the file and journald
+    followers).
+
+    A result depends on a session's recipient domain, MX host, addresses, TLS level,
+    problems and outcome, and on the policy of the domain — not on its time, which the
+    store only keeps as the UTC day. So the sessions of one read are folded by all of
+    that plus the day (:func:`~smtptls.tlsrpt.postfix_log.fold_sessions`), each kind is
+    mapped once (one policy lookup, one
+    :func:`~smtptls.tlsrpt.postfix_log.session_result`) and handed over as one result
+    with a count (:meth:`Collector.submit_counted`): the same counters as one result
+    per session, without building one.
+    """
 
     def __init__(self, collector: Collector, lookup: PolicyLookup, *,
                  sending: SendingAddress | None = None, tz: tzinfo | None = None,
@@ -477,8 +516,11 @@ class LogIngest:
         self.sessions = 0
 
     async def sessions_to_results(self, sessions: list[LogSession]) -> None:
-        results = []
-        for s in sessions:
+        await self._submit(fold_sessions(sessions))
+
+    async def _submit(self, folded: list[tuple[LogSession, int]]) -> None:
+        counted = []
+        for s, count in folded:
             ctx = await self.lookup.context(s.domain)
             try:
                 r = session_result(s, ctx, sending_ip=self.sending.for_destination(
@@ -487,17 +529,15 @@ class LogIngest:
                 _log.debug("session not mapped", domain=s.domain, error=str(exc))
                 continue
             if r is not None:
-                results.append(r)
-        self.sessions += len(sessions)
-        self.collector.submit(results, source=self.source)
+                counted.append((r, count))
+        self.sessions += sum(count for _, count in folded)
+        if counted:
+            self.collector.submit_counted(counted, source=self.source)
 
     async def lines(self, lines: Iterable[str]) -> None:
-        now = datetime.now(UTC)
-        sessions: list[LogSession] = []
-        for line in lines:
-            sessions += self.parser.feed(line, now)
-        if sessions:
-            await self.sessions_to_results(sessions)
+        folded = self.parser.feed_counted(lines, datetime.now(UTC))
+        if folded:
+            await self._submit(folded)
 
     async def journal_entries(self, entries: Iterable[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
@@ -653,12 +693,20 @@ class LogFollower:
         chunk = self._file.read(MAX_READ)
         if not chunk:
             return [], True
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
+        data = self._partial + chunk if self._partial else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            complete: list[str] = []
+            self._partial = data
+        else:
+            # one decode and one split for the whole chunk: the same lines as decoding
+            # each line (a newline byte is never part of a UTF-8 sequence)
+            complete = data[:end].decode("utf-8", "replace").split("\n")
+            self._partial = data[end + 1:]
         if len(self._partial) > MAX_PARTIAL:
             self._partial = b""  # a line this long is not Postfix's
         self.lines += len(complete)
-        return [c.decode("utf-8", "replace") for c in complete], False
+        return complete, False
 
     def poll_once(self) -> list[str]:
         """Lines available now (at most ``MAX_CHUNKS`` reads, so a long backlog is taken

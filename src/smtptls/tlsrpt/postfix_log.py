@@ -49,7 +49,7 @@ import enum
 import functools
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -69,6 +69,7 @@ __all__ = [
     "PostfixLogParser",
     "Problem",
     "TlsLevel",
+    "fold_sessions",
     "is_report_message_id",
     "parse_syslog_line",
     "problems_in",
@@ -113,14 +114,24 @@ class Problem(enum.StrEnum):
     TLSA_UNUSABLE = "tlsa-unusable"
 
 
-_HOSTADDR = r"(?P<host>[^\s\[\]]+)\[(?P<ip>[^\]\s]+)\](?::(?P<port>\d+))?"
-_TLS_LINE_RE = re.compile(
-    r"(?P<level>Verified|Trusted|Untrusted|Anonymous) TLS connection "
-    rf"(?P<how>established|reused) to {_HOSTADDR}: (?P<rest>.*)")
-_VERIFY_RE = re.compile(
-    rf"(?:(?:server|CA) )?certificate verification failed for {_HOSTADDR}: (?P<why>.*)")
-_QID_RE = re.compile(r"(?P<qid>[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,20}): "
-                     r"(?P<rest>.*)")
+
+
+def _hostaddr(tag: str = "") -> str:
+    return (rf"(?P<host{tag}>[^\s\[\]]+)\[(?P<ip{tag}>[^\]\s]+)\]"
+            rf"(?::(?P<port{tag}>\d+))?")
+
+
+_HOSTADDR = _hostaddr()
+_TLS_LINE = (r"(?P<level>Verified|Trusted|Untrusted|Anonymous) TLS connection "
+             rf"(?P<how>established|reused) to {_hostaddr()}: (?P<tls>.*)")
+_VERIFY = (rf"(?:(?:server|CA) )?certificate verification failed for {_hostaddr('_v')}: "
+           r"(?P<why>.*)")
+_QID = r"(?P<qid>[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,20}): (?P<rest>.*)"
+_QID_RE = re.compile(_QID)
+# An smtp line is one of three kinds, told apart by one match: the TLS summary, a
+# verification failure, or a line about a queued message. Alternatives are tried in
+# this order and no text fits two of them (their first words differ).
+_SMTP_RE = re.compile(f"{_TLS_LINE}|{_VERIFY}|{_QID}")
 _STATUS_RE = re.compile(
     r"to=<(?P<rcpt>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,\s]+),"
     r".*? status=(?P<status>sent|deferred|bounced|expired|undeliverable)"
@@ -161,8 +172,16 @@ _VERIFY_PROBLEMS: tuple[tuple[re.Pattern[str], Problem], ...] = (
 )
 
 
+# Every alternative of every row above holds one of these words (a unit test checks it):
+# a text with none of them names no problem. Most texts ("250 2.0.0 Ok: queued as ...")
+# are such, and three substring tests say so faster than nine searches.
+_TEXT_PROBLEM_WORDS = ("TLS", "certificate not", "mismatch")
+
+
 def problems_in(text: str) -> list[Problem]:
     """The TLS problems Postfix names in a free-text reason (table above)."""
+    if "TLS" not in text and "certificate not" not in text and "mismatch" not in text:
+        return []
     out = []
     for regex, problem in _TEXT_PROBLEMS:
         if regex.search(text) and problem not in out:
@@ -200,12 +219,12 @@ def is_report_message_id(message_id: str, submitter: str | None = None) -> bool:
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-_BSD_RE = re.compile(
-    r"(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
-    r"(?:\.\d+)? (?P<host>\S+) (?P<prog>[\w./-]+)\[(?P<pid>\d{1,10})\]: (?P<msg>.*)")
-_ISO_RE = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?) "
-    r"(?P<host>\S+) (?P<prog>[\w./-]+)\[(?P<pid>\d{1,10})\]: (?P<msg>.*)")
+_BSD_STAMP = (r"(?P<stamp>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):"
+              r"(?P<s>\d\d))(?:\.\d+)?")
+_ISO_STAMP = r"(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
+_TAG = r"(?P<prog>[\w./-]+)\[(?P<pid>\d{1,10})\]: "
+_BSD_RE = re.compile(rf"{_BSD_STAMP} (?P<host>\S+) {_TAG}(?P<msg>.*)")
+_ISO_RE = re.compile(rf"{_ISO_STAMP} (?P<host>\S+) {_TAG}(?P<msg>.*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +387,9 @@ def _relay(relay: str) -> tuple[str | None, str | None]:
     return m["host"], m["ip"]
 
 
+_LEVELS = {level.value: level for level in TlsLevel}
+
+
 def _is_ip_literal(host: str | None) -> bool:
     if not host or not (host[0].isdigit() or ":" in host or host[0] == "["):
         return False  # a host name (a name starting with a digit is checked below)
@@ -378,12 +400,104 @@ def _is_ip_literal(host: str | None) -> bool:
     return True
 
 
+_MISSING: Any = object()
+_MAX_STAMPS = 4096  # distinct time stamps remembered (one per second of log)
+_MAX_NAMES = 10_000  # host names, addresses and program names remembered
+_DIGITS = frozenset("0123456789")
+
+
+class _Stamps:
+    """Time stamp texts to UTC datetimes, each distinct text converted once: a busy log
+    has thousands of lines per second stamp. A traditional stamp takes its year from
+    ``now``, so those are remembered for one day of ``now`` only (bounded, like
+    :func:`parse_syslog_line`'s own memo, with which the results are the same)."""
+
+    __slots__ = ("bsd", "day", "iso", "tz")
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.day: Any = None
+        self.bsd: dict[str, datetime | None] = {}
+        self.iso: dict[str, datetime | None] = {}
+
+    def valid_for(self, now: datetime) -> dict[str, datetime | None]:
+        day = now.date()
+        if day != self.day:
+            self.day = day
+            self.bsd = {}
+        return self.bsd
+
+    def bsd_time(self, stamp: str, m: re.Match[str], now: datetime) -> datetime | None:
+        if len(self.bsd) >= _MAX_STAMPS:
+            self.bsd.clear()
+        t = self.bsd[stamp] = _bsd_time_uncached(m, now, self.tz)
+        return t
+
+    def iso_time(self, ts: str) -> datetime | None:
+        """``_iso_time(ts)``, with the second and the zone converted once and the
+        fraction (at most 6 digits are kept, as there) added."""
+        if not ts.isascii() or len(ts) < 19:
+            return _iso_time(ts)  # digits of other scripts: the careful way
+        rest = ts[19:]
+        micro = 0
+        if rest[:1] == ".":
+            j = 1
+            while j < len(rest) and rest[j] in _DIGITS:  # at most 9 (the line's regex)
+                j += 1
+            micro = int(rest[1:j][:6].ljust(6, "0"))
+            rest = rest[j:]
+        key = ts[:19] + rest
+        base = self.iso.get(key, _MISSING)
+        if base is _MISSING:
+            if len(self.iso) >= _MAX_STAMPS:
+                self.iso.clear()
+            base = self.iso[key] = _iso_time(key)
+        if base is None or not micro:
+            return base  # type: ignore[no-any-return]
+        return base.replace(microsecond=micro)  # type: ignore[no-any-return]
+
+
+_Folded = dict[tuple[Any, ...], list[Any]]  # fold key -> [first session, count]
+_Sink = list[LogSession] | _Folded
+
+
+def _fold_key(s: LogSession) -> tuple[Any, ...]:
+    t = s.time
+    return (t.toordinal() if t.tzinfo is UTC else t.astimezone(UTC).toordinal(),
+            s.domain, s.mx_host, s.receiving_ip, s.tls, s.problems, s.delivered)
+
+
+def fold_sessions(sessions: Iterable[LogSession]) -> list[tuple[LogSession, int]]:
+    """Sessions alike in everything :func:`session_result` reads, on the same UTC day, as
+    the first of them and their number: each maps to the same result but for its time,
+    and a TLSRPT report counts sessions per UTC day (RFC 8460 §4.1), so one result with
+    a count stands for all of them. (The queue id is not read: our own report mails
+    were dropped before.)"""
+    out: _Folded = {}
+    for s in sessions:
+        key = _fold_key(s)
+        folded = out.get(key)
+        if folded is None:
+            out[key] = [s, 1]
+        else:
+            folded[1] += 1
+    return [(s, n) for s, n in out.values()]
+
+
 class PostfixLogParser:
     """Rebuilds ``smtp`` client sessions from Postfix log lines (pure, bounded state).
 
-    ``feed(line, now)`` returns the sessions the line completed. ``own_message_id`` says
-    whether a ``message-id`` is one of our report mails; their sessions are dropped.
-    ``stats`` counts what was seen.
+    ``feed(line, now)`` returns the sessions the line completed; :meth:`feed_many` does
+    the same for many lines at once (what a log follower reads), faster. ``feed_line``
+    takes an already split :class:`LogLine`. ``own_message_id`` says whether a
+    ``message-id`` is one of our report mails; their sessions are dropped. ``stats``
+    counts what was seen.
+
+    How many lines a second it takes: most lines of a mail log are not the ``smtp``
+    client's (``smtpd``, ``qmgr``, ``cleanup``, other daemons) and are passed over by a
+    substring test before any regular expression; a line of interest is split by one
+    expression and sorted by one more; time stamps, program names, host names and
+    addresses are converted once each (bounded memos), not once per line.
     """
 
     def __init__(self, *, tz: tzinfo = UTC,
@@ -394,18 +508,94 @@ class PostfixLogParser:
         self.services = services
         self._open: OrderedDict[int, _Open] = OrderedDict()
         self._pending: OrderedDict[int, list[_Open]] = OrderedDict()
-        self._last_closed: dict[int, tuple[str, str]] = {}
+        self._last_closed: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._own: OrderedDict[str, None] = OrderedDict()
         self.stats = {"lines": 0, "postfix_lines": 0, "sessions": 0, "own_dropped": 0,
                       "expired": 0}
+        # A line of service S has "S[" right after its program name (``postfix/S[pid]``),
+        # so a line holding none of these strings is nobody's we read.
+        self._needles = tuple(f"{service}[" for service in services)
+        self._stamps = _Stamps(tz)
+        self._programs: dict[str, str] = {}
+        self._relays: dict[str, tuple[str | None, str | None]] = {}
+        self._domains: dict[str, str | None] = {}
+        self._peers: dict[tuple[str | None, str | None], tuple[str | None, str | None] | None] \
+            = {}
 
     # -- input ------------------------------------------------------------------------------
 
     def feed(self, line: str, now: datetime) -> list[LogSession]:
         """One syslog text line."""
-        self.stats["lines"] += 1
-        parsed = parse_syslog_line(line, now=now, tz=self.tz)
-        return [] if parsed is None else self.feed_line(parsed)
+        return self.feed_many((line,), now)
+
+    def feed_many(self, lines: Iterable[str], now: datetime) -> list[LogSession]:
+        """Syslog text lines, in order: the sessions they completed. The same sessions
+        and state as :meth:`feed` line by line (and as :func:`parse_syslog_line` with
+        :meth:`feed_line`), at a fraction of the cost per line."""
+        out: list[LogSession] = []
+        self._feed_lines(lines, now, out)
+        return out
+
+    def feed_counted(self, lines: Iterable[str], now: datetime
+                     ) -> list[tuple[LogSession, int]]:
+        """:meth:`feed_many`, the sessions folded as :func:`fold_sessions` folds them
+        (the first of each kind, and how many there were), without building the others."""
+        out: _Folded = {}
+        self._feed_lines(lines, now, out)
+        return [(s, n) for s, n in out.values()]
+
+    def _feed_lines(self, lines: Iterable[str], now: datetime, out: _Sink) -> None:
+        needles = self._needles
+        services = self.services
+        own_default = self.own_message_id is is_report_message_id
+        programs = self._programs
+        stamps = self._stamps
+        bsd = stamps.valid_for(now)
+        bsd_match = _BSD_RE.match
+        smtp = self._smtp
+        count = postfix = 0
+        for line in lines:
+            count += 1
+            if not isinstance(line, str):
+                continue
+            # Cheap rejection first: a line of none of our services, and no cleanup line
+            # that could name a report mail of ours, can change nothing.
+            for needle in needles:
+                if needle in line:
+                    break
+            else:
+                if "cleanup[" not in line or "message-id=" not in line or (
+                        own_default and "tlsrpt." not in line.lower()):
+                    continue
+            if len(line) > MAX_LINE:
+                line = line[:MAX_LINE]
+            line = line.rstrip("\r\n")
+            m = bsd_match(line)
+            if m is not None:
+                stamp, prog, pid, msg = m.group("stamp", "prog", "pid", "msg")
+                t = bsd.get(stamp, _MISSING)
+                if t is _MISSING:
+                    t = stamps.bsd_time(stamp, m, now)
+            else:
+                m = _ISO_RE.match(line)
+                if m is None:
+                    continue
+                ts, prog, pid, msg = m.group("ts", "prog", "pid", "msg")
+                t = stamps.iso_time(ts)
+            if t is None:
+                continue
+            service = programs.get(prog)
+            if service is None:
+                if len(programs) >= _MAX_NAMES:
+                    programs.clear()
+                service = programs[prog] = prog.rsplit("/", 1)[-1]
+            if service == "cleanup":
+                self._cleanup(msg)
+            elif service in services:
+                postfix += 1
+                smtp(int(pid), t, msg, out)
+        self.stats["lines"] += count
+        self.stats["postfix_lines"] += postfix
 
     def feed_journal(self, entry: Mapping[str, Any], now: datetime) -> list[LogSession]:
         """One journald JSON entry."""
@@ -416,12 +606,14 @@ class PostfixLogParser:
     def feed_line(self, line: LogLine) -> list[LogSession]:
         service = line.service
         if service == "cleanup":
-            self._cleanup(line)
+            self._cleanup(line.message)
             return []
         if service not in self.services:
             return []
         self.stats["postfix_lines"] += 1
-        return self._smtp(line)
+        out: list[LogSession] = []
+        self._smtp(line.pid, line.time, line.message, out)
+        return out
 
     def expire(self, now: datetime) -> int:
         """Forget sessions that never saw their end (lost lines, a crashed process)."""
@@ -437,8 +629,8 @@ class PostfixLogParser:
 
     # -- cleanup: message-ids of our own report mails -----------------------------------------
 
-    def _cleanup(self, line: LogLine) -> None:
-        m = _QID_RE.match(line.message)
+    def _cleanup(self, message: str) -> None:
+        m = _QID_RE.match(message)
         if m is None:
             return
         mid = _MESSAGE_ID_RE.match(m["rest"])
@@ -452,8 +644,9 @@ class PostfixLogParser:
     def _start(self, pid: int, t: datetime, host: str | None, ip: str | None) -> _Open:
         self._open[pid] = s = _Open(t, host, ip)
         self._open.move_to_end(pid)
-        while len(self._open) > MAX_PROCESSES:
-            self._open.popitem(last=False)
+        if len(self._open) > MAX_PROCESSES:
+            while len(self._open) > MAX_PROCESSES:
+                self._open.popitem(last=False)
         return s
 
     def _park(self, pid: int, s: _Open) -> None:
@@ -467,13 +660,13 @@ class PostfixLogParser:
         while len(self._pending) > MAX_PROCESSES:
             self._pending.popitem(last=False)
 
-    def _smtp(self, line: LogLine) -> list[LogSession]:
-        pid, t, msg = line.pid, line.time, line.message
+    def _smtp(self, pid: int, t: datetime, msg: str, out: _Sink) -> None:
         current = self._open.get(pid)
+        m = _SMTP_RE.match(msg)
+        kind = None if m is None else m.lastgroup
 
-        m = _TLS_LINE_RE.match(msg)
-        if m is not None:
-            host, ip = m["host"], m["ip"]
+        if kind == "tls":
+            level, how, host, ip = m.group("level", "how", "host", "ip")  # type: ignore[union-attr]
             if current is not None and current.tls is None and not current.reused \
                     and current.host == host and current.ip in (None, ip):
                 s = current  # the verification lines (or a TLSA warning) came first
@@ -482,25 +675,23 @@ class PostfixLogParser:
                 if current is not None:
                     self._park(pid, current)
                 s = self._start(pid, t, host, ip)
-            s.tls = TlsLevel(m["level"])
-            s.reused = m["how"] == "reused"
+            s.tls = _LEVELS[level]
+            s.reused = how == "reused"
             self._last_closed.pop(pid, None)
-            return []
+            return
 
-        m = _VERIFY_RE.match(msg)
-        if m is not None:
-            host, ip = m["host"], m["ip"]
+        if kind == "why":
+            host, ip, why = m.group("host_v", "ip_v", "why")  # type: ignore[union-attr]
             if current is None or current.tls is not None or current.reused \
                     or current.host != host or current.ip not in (None, ip):
                 if current is not None:
                     self._park(pid, current)
                 current = self._start(pid, t, host, ip)
             current.ip = ip
-            current.add(_verify_problem(m["why"]), f"certificate verification failed: {m['why']}")
+            current.add(_verify_problem(why), f"certificate verification failed: {why}")
             self._last_closed.pop(pid, None)
-            return []
+            return
 
-        m = _QID_RE.match(msg)
         if m is None:
             # warnings without a queue id ("warning: ... all TLSA records unusable ...")
             found = problems_in(msg)
@@ -510,20 +701,21 @@ class PostfixLogParser:
                     current = self._start(pid, t, host, ip)
                 for p in found:
                     current.add(p, msg)
-            return []
-        qid, rest = m["qid"], m["rest"]
+            return
+        qid, rest = m.group("qid", "rest")
         status = _STATUS_RE.match(rest)
         if status is None:
-            return self._non_final(pid, t, qid, rest, current)
-        return self._status(pid, t, qid, status, current)
+            self._non_final(pid, t, qid, rest, current)
+        else:
+            self._status(pid, t, qid, status, current, out)
 
     def _non_final(self, pid: int, t: datetime, qid: str, text: str,
-                   current: _Open | None) -> list[LogSession]:
+                   current: _Open | None) -> None:
         # Postfix gave up on this MX and goes on to the next one (same delivery, same pid).
         found = problems_in(text)
         if current is None:
             if not found:
-                return []
+                return
             host, ip = self._host_in(text)
             current = self._start(pid, t, host, ip)
         for p in found:
@@ -532,7 +724,6 @@ class PostfixLogParser:
         del self._open[pid]
         self._park(pid, current)
         self._last_closed.pop(pid, None)
-        return []
 
     @staticmethod
     def _host_in(text: str) -> tuple[str | None, str | None]:
@@ -548,19 +739,25 @@ class PostfixLogParser:
         return None, None
 
     def _status(self, pid: int, t: datetime, qid: str, status: re.Match[str],
-                current: _Open | None) -> list[LogSession]:
-        rcpt, relay, state, text = status["rcpt"], status["relay"], status["status"], \
-            status["text"] or ""
+                current: _Open | None, out: _Sink) -> None:
+        rcpt, relay, state, text = status.group("rcpt", "relay", "status", "text")
+        text = text or ""
         domain = rcpt.rpartition("@")[2]
-        host, ip = _relay(relay)
+        peer = self._relays.get(relay)
+        if peer is None:
+            if len(self._relays) >= _MAX_NAMES:
+                self._relays.clear()
+            peer = self._relays[relay] = _relay(relay)
+        host, ip = peer
         key = (qid, relay)
         if current is None and self._last_closed.get(pid) == key:
-            return []  # another recipient of a session already counted
+            return  # another recipient of a session already counted
         found = problems_in(text)
         if current is None:
             if host is None:
                 if not found:  # relay=none: no connection (DNS, suspended, ...)
-                    return self._flush_pending(pid, qid, domain)
+                    self._flush_pending(pid, qid, domain, out)
+                    return
                 host, ip = self._host_in(text)
             current = self._start(pid, t, host, ip)
         elif current.host is None:
@@ -571,38 +768,78 @@ class PostfixLogParser:
         current.delivered = state == "sent"
         del self._open[pid]
         self._last_closed[pid] = key
-        out = self._flush_pending(pid, qid, domain)
+        self._last_closed.move_to_end(pid)
+        if len(self._last_closed) > MAX_PROCESSES:  # pids are reused: keep the latest only
+            self._last_closed.popitem(last=False)
+        self._flush_pending(pid, qid, domain, out)
         if current.counts or (current.delivered and not current.reused):
-            session = self._session(current, domain)
-            if session is not None:
-                out.append(session)
-        return out
+            self._session(current, domain, out)
 
-    def _flush_pending(self, pid: int, qid: str, domain: str) -> list[LogSession]:
-        pending = self._pending.pop(pid, [])
-        out = []
-        for s in pending:
-            if s.queue_id in (None, qid):
-                session = self._session(s, domain)
-                if session is not None:
-                    out.append(session)
-        return out
+    def _flush_pending(self, pid: int, qid: str, domain: str, out: _Sink) -> None:
+        pending = self._pending.pop(pid, None)
+        if pending:
+            for s in pending:
+                if s.queue_id in (None, qid):
+                    self._session(s, domain, out)
 
-    def _session(self, s: _Open, domain: str) -> LogSession | None:
+    def _session(self, s: _Open, domain: str, out: _Sink) -> None:
         if s.queue_id is not None and s.queue_id in self._own:
             self.stats["own_dropped"] += 1
-            return None
-        if _is_ip_literal(s.host) or not domain or _is_ip_literal(domain.strip("[]")):
-            return None  # content filters and address literals: no policy domain
-        try:
-            domain = normalize_domain_name(domain, "recipient domain")
-            host = None if s.host is None else normalize_domain_name(s.host, "MX host")
-            ip = None if s.ip is None else normalize_ip(s.ip)
-        except ResultError:
-            return None
+            return
+        # content filters and address literals have no policy domain; names that do not
+        # normalize are no session either (each name and address checked once)
+        name = self._domains.get(domain, _MISSING)
+        if name is _MISSING:
+            name = self._domain(domain)
+        if name is None:
+            return
+        peer = self._peers.get((s.host, s.ip), _MISSING)
+        if peer is _MISSING:
+            peer = self._peer(s.host, s.ip)
+        if peer is None:
+            return
         self.stats["sessions"] += 1
-        return LogSession(s.started, domain, s.queue_id, host, ip, s.tls, tuple(s.problems),
-                          s.delivered)
+        problems = tuple(s.problems)
+        if type(out) is dict:
+            # the key of fold_sessions, from the parts at hand
+            t = s.started
+            key = (t.toordinal() if t.tzinfo is UTC else t.astimezone(UTC).toordinal(),
+                   name, peer[0], peer[1], s.tls, problems, s.delivered)
+            folded = out.get(key)
+            if folded is not None:
+                folded[1] += 1
+                return
+            out[key] = [LogSession(s.started, name, s.queue_id, peer[0], peer[1], s.tls,
+                                   problems, s.delivered), 1]
+        else:
+            out.append(LogSession(s.started, name, s.queue_id, peer[0],  # type: ignore[union-attr]
+                                  peer[1], s.tls, problems, s.delivered))
+
+    def _domain(self, domain: str) -> str | None:
+        if len(self._domains) >= _MAX_NAMES:
+            self._domains.clear()
+        name: str | None = None
+        if domain and not _is_ip_literal(domain.strip("[]")):
+            try:
+                name = normalize_domain_name(domain, "recipient domain")
+            except ResultError:
+                name = None
+        self._domains[domain] = name
+        return name
+
+    def _peer(self, host: str | None, ip: str | None
+              ) -> tuple[str | None, str | None] | None:
+        if len(self._peers) >= _MAX_NAMES:
+            self._peers.clear()
+        peer: tuple[str | None, str | None] | None = None
+        if not _is_ip_literal(host):
+            try:
+                peer = (None if host is None else normalize_domain_name(host, "MX host"),
+                        None if ip is None else normalize_ip(ip))
+            except ResultError:
+                peer = None
+        self._peers[(host, ip)] = peer
+        return peer
 
 
 # --- sessions to results -------------------------------------------------------------------------
