@@ -41,7 +41,7 @@ from smtptls.check.facts import (
     cert_facts,
     is_root,
 )
-from smtptls.check.fetch import AddressFirstResolver, fetch_policy_with, https_ssl_context
+from smtptls.check.fetch import AddressFirstResolver, fetch_policy_with, fetch_session
 from smtptls.check.mx import MAX_HOSTS, mx_targets
 from smtptls.config import DnsConfig, FetchConfig
 from smtptls.dane.decide import HostLookup, Requirement, tlsa_candidates, tlsa_query_name
@@ -433,18 +433,9 @@ class Gatherer:
     def _fetch_session(self) -> aiohttp.ClientSession:
         """One session for every policy fetch of a bulk run (RFC 8461 §3.3 settings)."""
         if self._fetch_sess is None:
-            config = self.options.fetch
-            ctx = https_ssl_context(config)
-            connector = aiohttp.TCPConnector(resolver=AddressFirstResolver(self.resolver),
-                                             ssl=ctx, use_dns_cache=False, force_close=True,
+            self._fetch_sess = fetch_session(self.options.fetch,
+                                             AddressFirstResolver(self.resolver),
                                              limit=self.options.max_connections)
-            timeout = aiohttp.ClientTimeout(total=config.total_timeout,
-                                            connect=config.connect_timeout,
-                                            sock_connect=config.connect_timeout)
-            self._fetch_sess = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),  # B6: no cookies
-                timeout=timeout, auto_decompress=True, trust_env=False,
-                raise_for_status=False)
         return self._fetch_sess
 
     async def _fetch_shared(self, domain: str) -> FetchResult:

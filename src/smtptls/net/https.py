@@ -30,6 +30,7 @@ TLSRPT reports as ``sts-policy-invalid`` (RFC 8460 §4.3.2.2).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 import time
@@ -139,7 +140,8 @@ class DnsAiohttpResolver(AbstractResolver):
         return None
 
 
-def _ssl_context(config: FetchConfig) -> ssl.SSLContext:
+def https_ssl_context(config: FetchConfig) -> ssl.SSLContext:
+    """The verifying TLS context of policy fetches (chain, name, expiry, TLS >= 1.2)."""
     # RFC 8461 §3.3: the certificate MUST be valid for mta-sts.<domain> and chain to a
     # trusted root; create_default_context checks the chain, the expiry and the name.
     try:
@@ -208,50 +210,29 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int, url: str) -> byte
     return bytes(buf)
 
 
-async def fetch_policy(
-    domain: str, *, config: FetchConfig | None = None, resolver: DnsResolver
-) -> FetchResult:
-    """Fetch the MTA-STS policy body of ``domain`` (RFC 8461 §3.3).
+async def fetch_policy_with(session: aiohttp.ClientSession, domain: str,
+                            config: FetchConfig) -> FetchResult:
+    """The policy request of :func:`fetch_policy` through a caller's session.
 
-    Raises :class:`~smtptls.errors.InvalidDomainError` before any I/O for a name that
-    cannot be a policy domain, a :class:`~smtptls.errors.FetchError` subclass for
-    transport failures, and :class:`~smtptls.errors.PolicySyntaxError` for a body that
-    is not UTF-8. Never disables certificate verification, never follows redirects.
+    For callers that fetch many policies (``smtptls check --bulk``): one session, one TLS
+    context. The session must be built like :func:`fetch_policy`'s: the verifying
+    context of :func:`https_ssl_context`, no cookies, ``trust_env=False``, the
+    configured timeouts. Same request (``GET``, no redirects, only 200, ``text/plain``,
+    the body cap enforced while streaming: RFC 8461 §3.3) and the same typed errors.
     """
-    config = config or FetchConfig()
     url = policy_url(domain)  # validates the domain first (no I/O on a bad name)
-    ctx = _ssl_context(config)
-    dns_resolver = DnsAiohttpResolver(resolver)
-    timeout = aiohttp.ClientTimeout(
-        total=config.total_timeout,
-        connect=config.connect_timeout,
-        sock_connect=config.connect_timeout,
-    )
-    connector = aiohttp.TCPConnector(
-        resolver=dns_resolver, ssl=ctx, use_dns_cache=False, force_close=True, limit=1
-    )
     headers = {"User-Agent": config.user_agent, "Accept": "text/plain"}
     started = time.monotonic()
     try:
-        async with aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),  # RFC 8461 §3.3 (B6): no cookies
-            timeout=timeout,
-            auto_decompress=True,
-            trust_env=False,  # no proxies or .netrc credentials from the environment
-            raise_for_status=False,
-        ) as session:
-            async with asyncio.timeout(config.total_timeout + 1):
-                result = await _get(session, url, headers, config)
+        async with asyncio.timeout(config.total_timeout + 1):
+            text, content_type, status = await _get(session, url, headers, config)
     except SmtpTlsError:
         raise
     except aiohttp.ClientConnectorCertificateError as exc:
         raise _tls_error(exc, url) from None
     except aiohttp.ClientConnectorDNSError as exc:
         raise _dns_fetch_error(exc, url) from None
-    except aiohttp.ClientSSLError as exc:
-        raise _tls_error(exc, url) from None
-    except ssl.SSLError as exc:
+    except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
         raise _tls_error(exc, url) from None
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, _ResolveFailed):
@@ -272,10 +253,49 @@ async def fetch_policy(
         raise FetchError(f"network failure: {_short(exc.strerror or exc)}", url=url) from None
     except (ValueError, LookupError) as exc:  # malformed headers, unknown encodings, ...
         raise FetchError(f"malformed response: {_short(exc)}", url=url) from None
-    text, content_type, status = result
     return FetchResult(text=text, content_type=content_type, status=status, url=url,
-                       elapsed=time.monotonic() - started,
-                       security=dns_resolver.last_security or Security.INSECURE)
+                       elapsed=time.monotonic() - started)
+
+
+def fetch_session(config: FetchConfig, resolver: AbstractResolver, *,
+                  limit: int = 1) -> aiohttp.ClientSession:
+    """An HTTP session for policy fetches: verifying TLS, no cookies, no environment."""
+    timeout = aiohttp.ClientTimeout(
+        total=config.total_timeout,
+        connect=config.connect_timeout,
+        sock_connect=config.connect_timeout,
+    )
+    connector = aiohttp.TCPConnector(
+        resolver=resolver, ssl=https_ssl_context(config), use_dns_cache=False,
+        force_close=True, limit=limit,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # RFC 8461 §3.3 (B6): no cookies
+        timeout=timeout,
+        auto_decompress=True,
+        trust_env=False,  # no proxies or .netrc credentials from the environment
+        raise_for_status=False,
+    )
+
+
+async def fetch_policy(
+    domain: str, *, config: FetchConfig | None = None, resolver: DnsResolver
+) -> FetchResult:
+    """Fetch the MTA-STS policy body of ``domain`` (RFC 8461 §3.3).
+
+    Raises :class:`~smtptls.errors.InvalidDomainError` before any I/O for a name that
+    cannot be a policy domain, a :class:`~smtptls.errors.FetchError` subclass for
+    transport failures, and :class:`~smtptls.errors.PolicySyntaxError` for a body that
+    is not UTF-8. Never disables certificate verification, never follows redirects.
+    """
+    config = config or FetchConfig()
+    policy_url(domain)  # validates the domain first (no I/O on a bad name)
+    dns_resolver = DnsAiohttpResolver(resolver)
+    async with fetch_session(config, dns_resolver) as session:
+        result = await fetch_policy_with(session, domain, config)
+    return dataclasses.replace(result,
+                               security=dns_resolver.last_security or Security.INSECURE)
 
 
 def _short(value: object, limit: int = 200) -> str:

@@ -95,14 +95,14 @@ def test_decode_only_typed_errors(body):
 
 
 def test_ssl_context_verifies_and_checks_names():
-    ctx = https._ssl_context(FetchConfig())
+    ctx = https.https_ssl_context(FetchConfig())
     assert ctx.verify_mode is ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
 
 
 def test_ssl_context_bad_ca_file_is_fetch_error(tmp_path):
     with pytest.raises(FetchError, match="CA file"):
-        https._ssl_context(FetchConfig(ca_file=str(tmp_path / "missing.pem")))
+        https.https_ssl_context(FetchConfig(ca_file=str(tmp_path / "missing.pem")))
 
 
 async def test_aiohttp_resolver_wraps_dns_errors_as_oserror():
