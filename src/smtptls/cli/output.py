@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a finding or a negative result (no policy, verification failed)
@@ -25,3 +29,29 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> No
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples in epilogs as written."""
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` shortened to ``width`` characters with an ellipsis (human output)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class _Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Store)
+
+
+def run_with_store(store: S, fn: Callable[[S], Awaitable[T]]) -> T:
+    """Open ``store``, run ``fn(store)`` on a fresh event loop, and always close it."""
+
+    async def run() -> T:
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

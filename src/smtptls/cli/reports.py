@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from smtptls import config as config_mod
-from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
+from smtptls.cli.output import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    Formatter,
+    cut,
+    print_json,
+    run_with_store,
+)
 from smtptls.config import Config
 from smtptls.store.reports_base import (
     CSV_COLUMNS,
@@ -41,20 +48,7 @@ def _store(args: argparse.Namespace, cfg: Config) -> ReportStore:
 
 def _with_store(args: argparse.Namespace, fn: Callable[[ReportStore], Awaitable[T]]) -> T:
     cfg = _config(args)
-    store = _store(args, cfg)
-
-    async def run() -> T:
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return run_with_store(_store(args, cfg), fn)
 
 
 # --- serve -------------------------------------------------------------------------------
@@ -104,7 +98,7 @@ def _import(args: argparse.Namespace) -> int:
         progress = None
         if sys.stderr.isatty() and not args.json:
             def progress(name: str) -> None:
-                print(f"\r\033[Kimporting {_cut(name, 90)}", end="", file=sys.stderr)
+                print(f"\r\033[Kimporting {cut(name, 90)}", end="", file=sys.stderr)
         result = await import_paths(args.paths, intake, max_body=cfg.reports.max_body,
                                     verify_dkim=args.verify_dkim, progress=progress)
         if progress:
@@ -117,9 +111,9 @@ def _import(args: argparse.Namespace) -> int:
     else:
         for source, outcome in result.outcomes:
             what = outcome.report_id if outcome.report_id else outcome.reason
-            print(f"{outcome.outcome!s:<12} {_cut(source, 50):<50} {_cut(str(what), 36)}")
+            print(f"{outcome.outcome!s:<12} {cut(source, 50):<50} {cut(str(what), 36)}")
         for source, reason in result.errors:
-            print(f"{'error':<12} {_cut(source, 50):<50} {_cut(reason, 36)}")
+            print(f"{'error':<12} {cut(source, 50):<50} {cut(reason, 36)}")
         print(f"{result.stored} stored, {result.duplicate} duplicate, "
               f"{result.quarantined} quarantined, {len(result.errors)} not readable")
     return EXIT_OK if not (result.quarantined or result.errors) else EXIT_NEGATIVE
@@ -137,9 +131,9 @@ def _list(args: argparse.Namespace) -> int:
           f"{'ok':>8} {'failed':>7}  report-id")
     for r in reports:
         domains = ",".join(d or "-" for d in r.policy_domains)
-        print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {_cut(r.organization, 18):<18} "
-              f"{_cut(domains, 20):<20} {r.successful:>8} {r.failed:>7}  "
-              f"{_cut(r.report_id, 22)}")
+        print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {cut(r.organization, 18):<18} "
+              f"{cut(domains, 20):<20} {r.successful:>8} {r.failed:>7}  "
+              f"{cut(r.report_id, 22)}")
     return EXIT_OK
 
 
@@ -166,7 +160,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"{key:<14} {d[key] if d[key] is not None else '-'}")
     print(f"{'sessions':<14} {report.successful} successful, {report.failed} failed")
     for w in report.warnings:
-        print(f"{'warning':<14} {_cut(w, 84)}")
+        print(f"{'warning':<14} {cut(w, 84)}")
     for p in report.policies:
         print(f"\npolicy {p.policy_type} {p.policy_domain or '-'}: {p.successful} successful, "
               f"{p.failed} failed")
@@ -192,7 +186,7 @@ def _quarantine(args: argparse.Namespace) -> int:
         return EXIT_OK
     for q in entries:
         print(f"{q.pk:>5}  {q.received_at.strftime('%Y-%m-%d %H:%M')}  {q.channel:<6} "
-              f"{q.size:>9}  {_cut(q.remote or '-', 24):<24} {_cut(q.reason, 32)}")
+              f"{q.size:>9}  {cut(q.remote or '-', 24):<24} {cut(q.reason, 32)}")
     if not entries:
         print("quarantine is empty")
     return EXIT_OK
@@ -219,13 +213,13 @@ def _summary(args: argparse.Namespace) -> int:
     for d in summary.days:
         kinds = ", ".join(f"{k} {v}" for k, v in d.by_result_type.items())
         print(f"{d.day.isoformat():<10} {d.reports:>7} {d.successful:>11} {d.failed:>8}  "
-              f"{_cut(kinds, 58)}")
+              f"{cut(kinds, 58)}")
     if summary.failures:
         print(f"\n{'result type':<28} {'receiving MX':<26} {'reporter':<18} "
               f"{'sending IP':<16} {'sessions':>8}")
         for rt, mx, org, ip, n in summary.failures[:50]:
-            print(f"{_cut(rt, 28):<28} {_cut(mx or '-', 26):<26} {_cut(org, 18):<18} "
-                  f"{_cut(ip or '-', 16):<16} {n:>8}")
+            print(f"{cut(rt, 28):<28} {cut(mx or '-', 26):<26} {cut(org, 18):<18} "
+                  f"{cut(ip or '-', 16):<16} {n:>8}")
     return EXIT_OK
 
 

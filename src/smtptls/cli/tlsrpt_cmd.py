@@ -30,7 +30,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from smtptls import config as config_mod
-from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, add_common, print_json
+from smtptls.cli.output import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    Formatter,
+    add_common,
+    cut,
+    print_json,
+    run_with_store,
+)
 from smtptls.config import Config
 from smtptls.store.results_base import DeliveryStatus, ResultStore, open_result_store
 
@@ -48,20 +56,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _with_store(cfg: Config, fn: Callable[[ResultStore], Awaitable[T]]) -> T:
-    store = open_result_store(cfg.tlsrpt)
-
-    async def run() -> T:
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return run_with_store(open_result_store(cfg.tlsrpt), fn)
 
 
 # --- collect -----------------------------------------------------------------------------------
@@ -136,10 +131,10 @@ def _print_summary(summary: Any, *, dry_run: bool, show_report: bool) -> None:
     print(f"{what} for {summary.day.isoformat()} (UTC): {len(summary.planned)} policy domain(s)")
     for p in summary.planned:
         note = p.skipped or (f"rua lookup failed: {p.dns_error}" if p.dns_error else "")
-        print(f"  {_cut(p.domain, 40):<40} ok {p.report.total_successful:>8}  "
-              f"failed {p.report.total_failed:>6}  {_cut(note, 30)}")
+        print(f"  {cut(p.domain, 40):<40} ok {p.report.total_successful:>8}  "
+              f"failed {p.report.total_failed:>6}  {cut(note, 30)}")
         for uri in p.uris:
-            print(f"      -> {_cut(uri, 88)}")
+            print(f"      -> {cut(uri, 88)}")
         if show_report:
             print(p.report.to_json(indent=2))
     if summary.outcomes:
@@ -147,7 +142,7 @@ def _print_summary(summary: Any, *, dry_run: bool, show_report: bool) -> None:
     for o in summary.outcomes:
         when = "" if o.next_attempt is None else \
             f" next {o.next_attempt.strftime('%Y-%m-%d %H:%M:%SZ')}"
-        print(f"  {o.status!s:<10} {_cut(o.uri, 50):<50} {_cut(o.detail, 20)}{when}")
+        print(f"  {o.status!s:<10} {cut(o.uri, 50):<50} {cut(o.detail, 20)}{when}")
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -178,13 +173,13 @@ def _results(args: argparse.Namespace) -> int:
               "failures")
         for r in rows:
             top = ", ".join(f"{k} {v}" for k, v in list(r.failures.items())[:2])
-            print(f"{r.day:<10} {_cut(r.policy_domain, 34):<34} {r.policy_type:<15} "
-                  f"{r.successful:>9} {r.failed:>7}  {_cut(top, 19)}")
+            print(f"{r.day:<10} {cut(r.policy_domain, 34):<34} {r.policy_type:<15} "
+                  f"{r.successful:>9} {r.failed:>7}  {cut(top, 19)}")
         if args.deliveries:
             print("\ndeliveries:")
             for d in deliveries:
-                print(f"  {d.day} {d.status!s:<10} {d.attempts:>2}x {_cut(d.uri, 44):<44} "
-                      f"{_cut(d.last_error, 22)}")
+                print(f"  {d.day} {d.status!s:<10} {d.attempts:>2}x {cut(d.uri, 44):<44} "
+                      f"{cut(d.last_error, 22)}")
     return EXIT_OK if rows or deliveries else EXIT_NEGATIVE
 
 
