@@ -92,6 +92,7 @@ MAX_HTTP_RESULTS = 10_000
 MAX_READ = 1024 * 1024  # bytes of a log file read at once
 MAX_CHUNKS = 8  # reads per poll: a backlog is handed on in steps of at most 8 MiB
 MAX_PARTIAL = 64 * 1024  # an unterminated line longer than this is dropped
+BACKLOG_WAIT = 30.0  # seconds log results wait for room in a full collector, then drop
 SOCKET_RCVBUF = 4 * 1024 * 1024
 CONTEXT_TTL = 300.0  # seconds a domain's policy context is reused
 MAX_CONTEXTS = 10_000
@@ -260,12 +261,26 @@ class Collector:
         await self._idle.wait()
 
     def _take(self) -> tuple[list[_Item], int]:
-        items, n = [], 0
-        while self._items and (n < self.batch_size or not items):
+        """Items for one transaction, at most ``batch_size`` results in all (a result
+        with a count is one counter increment, however many sessions it stands for),
+        and the number of sessions they hold."""
+        items, rows, n = [], 0, 0
+        while self._items and (rows < self.batch_size or not items):
             item = self._items.popleft()
             items.append(item)
+            rows += len(item.results)
             n += item.n
         return items, n
+
+    async def room_for(self, n: int) -> None:
+        """Wait until ``n`` more sessions fit under ``max_pending`` (or nothing is
+        pending, or the writer is not running): for a source that can wait — a log file
+        keeps what is not read yet — where the datagram socket, which cannot, drops.
+        Callers bound the wait (``asyncio.timeout``)."""
+        while self._pending and self._pending + n > self.max_pending \
+                and self._task is not None:
+            self._wakeup.set()
+            await self._idle.wait()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -532,6 +547,11 @@ class LogIngest:
                 counted.append((r, count))
         self.sessions += sum(count for _, count in folded)
         if counted:
+            # a backlog read faster than the store commits waits for the writer rather
+            # than being dropped (the file keeps what is not read yet)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BACKLOG_WAIT):
+                    await self.collector.room_for(sum(c for _, c in counted))
             self.collector.submit_counted(counted, source=self.source)
 
     async def lines(self, lines: Iterable[str]) -> None:
@@ -741,12 +761,20 @@ class LogFollower:
             lines += self._read()[0]
         return lines
 
+    async def step(self) -> bool:
+        """One :meth:`poll_once`, its lines handed to the ingest; then the event loop
+        runs once, so the collector commits what this step gave while the next one is
+        read (a backlog keeps both CPUs busy). False when there was nothing to read."""
+        lines = self.poll_once()
+        if not lines:
+            return False
+        await self.ingest.lines(lines)
+        await asyncio.sleep(0)
+        return True
+
     async def run(self) -> None:
         while True:
-            lines = self.poll_once()
-            if lines:
-                await self.ingest.lines(lines)
-            else:
+            if not await self.step():
                 await asyncio.sleep(self.poll)
 
     def start(self) -> None:

@@ -123,7 +123,7 @@ def _hostaddr(tag: str = "") -> str:
 
 _HOSTADDR = _hostaddr()
 _TLS_LINE = (r"(?P<level>Verified|Trusted|Untrusted|Anonymous) TLS connection "
-             rf"(?P<how>established|reused) to {_hostaddr()}: (?P<tls>.*)")
+             rf"(?P<how>established|reused) to {_hostaddr()}: ")  # the cipher text is not read
 _VERIFY = (rf"(?:(?:server|CA) )?certificate verification failed for {_hostaddr('_v')}: "
            r"(?P<why>.*)")
 _QID = r"(?P<qid>[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,20}): (?P<rest>.*)"
@@ -412,19 +412,23 @@ class _Stamps:
     ``now``, so those are remembered for one day of ``now`` only (bounded, like
     :func:`parse_syslog_line`'s own memo, with which the results are the same)."""
 
-    __slots__ = ("bsd", "day", "iso", "tz")
+    __slots__ = ("bsd", "day", "heads", "iso", "tz")
 
     def __init__(self, tz: tzinfo) -> None:
         self.tz = tz
         self.day: Any = None
         self.bsd: dict[str, datetime | None] = {}
         self.iso: dict[str, datetime | None] = {}
+        # whole line heads, "May  1 10:00:01 mta postfix/smtp[1234]: ", each read once:
+        # (time, service, pid)
+        self.heads: dict[str, tuple[datetime, str, int]] = {}
 
     def valid_for(self, now: datetime) -> dict[str, datetime | None]:
         day = now.date()
         if day != self.day:
             self.day = day
             self.bsd = {}
+            self.heads = {}
         return self.bsd
 
     def bsd_time(self, stamp: str, m: re.Match[str], now: datetime) -> datetime | None:
@@ -545,12 +549,16 @@ class PostfixLogParser:
         return [(s, n) for s, n in out.values()]
 
     def _feed_lines(self, lines: Iterable[str], now: datetime, out: _Sink) -> None:
-        needles = self._needles
+        # the first two needles by name (the default services are two), padded with a
+        # needle that lets through only what the cleanup test would let through anyway
+        n0, n1 = (self._needles + self._needles[:1] + ("cleanup[",))[:2]
+        more = self._needles[2:]
         services = self.services
         own_default = self.own_message_id is is_report_message_id
         programs = self._programs
         stamps = self._stamps
         bsd = stamps.valid_for(now)
+        heads = stamps.heads
         bsd_match = _BSD_RE.match
         smtp = self._smtp
         count = postfix = 0
@@ -560,40 +568,55 @@ class PostfixLogParser:
                 continue
             # Cheap rejection first: a line of none of our services, and no cleanup line
             # that could name a report mail of ours, can change nothing.
-            for needle in needles:
-                if needle in line:
-                    break
-            else:
-                if "cleanup[" not in line or "message-id=" not in line or (
-                        own_default and "tlsrpt." not in line.lower()):
-                    continue
+            if n0 not in line and n1 not in line and not (
+                    more and any(needle in line for needle in more)) and (
+                    "cleanup[" not in line or "message-id=" not in line
+                    or (own_default and "tlsrpt." not in line.lower())):
+                continue
             if len(line) > MAX_LINE:
                 line = line[:MAX_LINE]
             line = line.rstrip("\r\n")
-            m = bsd_match(line)
-            if m is not None:
-                stamp, prog, pid, msg = m.group("stamp", "prog", "pid", "msg")
-                t = bsd.get(stamp, _MISSING)
-                if t is _MISSING:
-                    t = stamps.bsd_time(stamp, m, now)
+            # A traditional head ends at the first "]: " (no part of it holds one but the
+            # end of the tag: the host name has no space, the tag no "]") and repeats on
+            # every line of one process in one second: read it once.
+            end = line.find("]: ") + 3
+            head = heads.get(line[:end]) if end > 2 else None
+            if head is not None:
+                t, service, pid = head
+                msg = line[end:]
+                if "\n" in msg:  # the message of a line ends at a newline
+                    msg = msg[:msg.index("\n")]
             else:
-                m = _ISO_RE.match(line)
-                if m is None:
+                m = bsd_match(line)
+                if m is not None:
+                    stamp, prog, pid_text, msg = m.group("stamp", "prog", "pid", "msg")
+                    t = bsd.get(stamp, _MISSING)
+                    if t is _MISSING:
+                        t = stamps.bsd_time(stamp, m, now)
+                else:
+                    m = _ISO_RE.match(line)
+                    if m is None:
+                        continue
+                    ts, prog, pid_text, msg = m.group("ts", "prog", "pid", "msg")
+                    t = stamps.iso_time(ts)
+                if t is None:
                     continue
-                ts, prog, pid, msg = m.group("ts", "prog", "pid", "msg")
-                t = stamps.iso_time(ts)
-            if t is None:
-                continue
-            service = programs.get(prog)
-            if service is None:
-                if len(programs) >= _MAX_NAMES:
-                    programs.clear()
-                service = programs[prog] = prog.rsplit("/", 1)[-1]
+                service = programs.get(prog)
+                if service is None:
+                    if len(programs) >= _MAX_NAMES:
+                        programs.clear()
+                    service = programs[prog] = prog.rsplit("/", 1)[-1]
+                pid = int(pid_text)
+                if m.start("msg") == end and m.re is _BSD_RE and line[m.end("stamp")] == " ":
+                    # (a stamp with a fraction of a second is seldom seen twice)
+                    if len(heads) >= _MAX_STAMPS:
+                        heads.clear()
+                    heads[line[:end]] = (t, service, pid)
             if service == "cleanup":
                 self._cleanup(msg)
             elif service in services:
                 postfix += 1
-                smtp(int(pid), t, msg, out)
+                smtp(pid, t, msg, out)
         self.stats["lines"] += count
         self.stats["postfix_lines"] += postfix
 
@@ -665,7 +688,7 @@ class PostfixLogParser:
         m = _SMTP_RE.match(msg)
         kind = None if m is None else m.lastgroup
 
-        if kind == "tls":
+        if kind == "port" or kind == "ip":  # a TLS line: its last group is the address
             level, how, host, ip = m.group("level", "how", "host", "ip")  # type: ignore[union-attr]
             if current is not None and current.tls is None and not current.reused \
                     and current.host == host and current.ip in (None, ip):
@@ -752,7 +775,9 @@ class PostfixLogParser:
         key = (qid, relay)
         if current is None and self._last_closed.get(pid) == key:
             return  # another recipient of a session already counted
-        found = problems_in(text)
+        # (the quick test of problems_in first: most status texts name no problem)
+        found = problems_in(text) if "TLS" in text or "certificate not" in text \
+            or "mismatch" in text else ()
         if current is None:
             if host is None:
                 if not found:  # relay=none: no connection (DNS, suspended, ...)
@@ -771,8 +796,11 @@ class PostfixLogParser:
         self._last_closed.move_to_end(pid)
         if len(self._last_closed) > MAX_PROCESSES:  # pids are reused: keep the latest only
             self._last_closed.popitem(last=False)
-        self._flush_pending(pid, qid, domain, out)
-        if current.counts or (current.delivered and not current.reused):
+        if pid in self._pending:
+            self._flush_pending(pid, qid, domain, out)
+        # current.counts, or a delivery without TLS
+        if not current.reused and (current.tls is not None or current.problems
+                                   or current.delivered):
             self._session(current, domain, out)
 
     def _flush_pending(self, pid: int, qid: str, domain: str, out: _Sink) -> None:

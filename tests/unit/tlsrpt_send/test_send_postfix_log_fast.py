@@ -10,6 +10,7 @@ Each of these is checked here against the plain way (``parse_syslog_line`` +
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tempfile
 from datetime import UTC, datetime, timedelta, timezone
@@ -548,3 +549,87 @@ def test_follower_lines_as_decoding_each_line(parts, chunk):
     assert got == want
     assert follower.lines == len(want)
 
+
+
+# --- line heads read once ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lines", [
+    pytest.param([f"May  1 10:00:00 mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"May  1 10:00:00 mta postfix/smtp[5]: {MESSAGES[7]}\nMay  1 x",
+                  f"May  1 10:00:00 mta postfix/smtp[5]: {MESSAGES[7]}"], id="newline-in-line"),
+    pytest.param([f"May  1 10:00:00 mta]: postfix/smtp[5]: {MESSAGES[0]}",
+                  f"May  1 10:00:00 mta]: postfix/smtp[5]: {MESSAGES[7]}"],
+                 id="host-holding-the-tag-end"),
+    pytest.param([f"May  1 10:00:00.25 mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"May  1 10:00:00.25 mta postfix/smtp[5]: {MESSAGES[7]}"],
+                 id="fraction-of-a-second"),
+    pytest.param([f"May  1 10:00:00 mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"May  1 10:00:00 mta postfix/smtp[5]:  {MESSAGES[7]}",
+                  "May  1 10:00:00 mta postfix/smtp[5]: ]: " + MESSAGES[7]], id="odd-messages"),
+    pytest.param([f"2024-05-01T10:00:00Z mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"2024-05-01T10:00:00Z mta postfix/smtp[5]: {MESSAGES[7]}"], id="rfc3339"),
+])
+def test_line_heads_read_once_give_the_same_lines(lines):
+    parser = PostfixLogParser()
+    for _ in range(2):  # the second time the heads come from the memo
+        assert parser.feed_many(lines, NOW) == reference(lines)[0]
+    # only whole traditional heads without a fraction are remembered
+    assert all(key.endswith("]: ") and key.count("]: ") == 1 and "." not in key[:20]
+               for key in parser._stamps.heads)
+
+
+# --- backlogs: the writer commits while the next step is read, and nothing is dropped -----------
+
+class SlowStore(MemoryStore):
+    async def add_batch(self, batch: Batch) -> int:
+        await asyncio.sleep(0.01)
+        return await super().add_batch(batch)
+
+
+async def test_log_backlog_waits_for_the_writer_instead_of_dropping(tmp_path, monkeypatch):
+    import smtptls.services.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_READ", 4096)
+    monkeypatch.setattr(collector_module, "MAX_CHUNKS", 1)
+    path = tmp_path / "mail.log"
+    path.write_text("\n".join(mixed_log(300, datetime(2024, 5, 1, 8, 0, tzinfo=UTC))) + "\n")
+    store = SlowStore()
+    collector = Collector(store, max_pending=20, batch_size=5,  # type: ignore[arg-type]
+                          flush_interval=0)
+    collector.start()
+    ingest = LogIngest(collector, StaticPolicyLookup([CONTEXT]), tz=UTC)
+    follower = LogFollower(ingest, path, from_start=True)
+    steps = 0
+    while await follower.step():
+        steps += 1
+    assert not await follower.step()  # the end of the file
+    await collector.stop()
+    follower._file.close()
+    assert steps > 10
+    assert collector.metrics.dropped.labels("backlog")._value.get() == 0
+    assert collector.stored == ingest.sessions == 300
+    assert merged(store.batches).results == 300
+    assert len(store.batches) > 1
+
+
+def test_a_transaction_is_bounded_by_results_not_sessions():
+    """A result with a count is one counter increment: batch_size counts results."""
+    r = session_result(session(NOW), CONTEXT)
+    collector = Collector(MemoryStore(), batch_size=3)  # type: ignore[arg-type]
+    for _ in range(3):
+        collector.submit_counted([(r, 1000), (r, 1000)], source="log")
+    items, sessions = collector._take()
+    assert (len(items), sessions) == (2, 4000)
+    items, sessions = collector._take()
+    assert (len(items), sessions) == (1, 2000)
+    collector.submit([r] * 5)
+    assert collector._take()[1] == 5  # one item is always taken whole
+
+
+async def test_room_for_returns_when_the_writer_is_not_running():
+    collector = Collector(MemoryStore(), max_pending=5)  # type: ignore[arg-type]
+    r = session_result(session(NOW), CONTEXT)
+    assert collector.submit_counted([(r, 5)]) == 5
+    async with asyncio.timeout(1):
+        await collector.room_for(3)  # not started: nothing would make room
+    assert collector.submit_counted([(r, 3)]) == 0
