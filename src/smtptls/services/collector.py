@@ -62,6 +62,7 @@ from smtptls.tlsrpt.postfix_log import (
     LogSession,
     PolicyContext,
     PostfixLogParser,
+    fold_key,
     fold_sessions,
     is_report_message_id,
     session_result,
@@ -96,6 +97,7 @@ BACKLOG_WAIT = 30.0  # seconds log results wait for room in a full collector, th
 SOCKET_RCVBUF = 4 * 1024 * 1024
 CONTEXT_TTL = 300.0  # seconds a domain's policy context is reused
 MAX_CONTEXTS = 10_000
+MAX_RESULTS = 10_000  # kinds of log sessions whose result is remembered
 SOURCES = ("datagram", "log", "journal", "api", "http")
 
 
@@ -529,20 +531,33 @@ class LogIngest:
         self.parser = PostfixLogParser(tz=tz or _local_tz())
         self.source = source
         self.sessions = 0
+        self._results: dict[tuple[Any, ...], tuple[PolicyContext, str | None,
+                                                   SessionResult | None]] = {}
 
     async def sessions_to_results(self, sessions: list[LogSession]) -> None:
         await self._submit(fold_sessions(sessions))
 
     async def _submit(self, folded: list[tuple[LogSession, int]]) -> None:
         counted = []
+        memo = self._results
         for s, count in folded:
             ctx = await self.lookup.context(s.domain)
-            try:
-                r = session_result(s, ctx, sending_ip=self.sending.for_destination(
-                    s.receiving_ip))
-            except SmtpTlsError as exc:
-                _log.debug("session not mapped", domain=s.domain, error=str(exc))
-                continue
+            sending_ip = self.sending.for_destination(s.receiving_ip)
+            # the same kind of session, the same day, the same policy: the same result
+            # (but for the time within that day) as in an earlier read
+            key = fold_key(s)
+            hit = memo.get(key)
+            if hit is not None and hit[0] is ctx and hit[1] == sending_ip:
+                r = hit[2]
+            else:
+                try:
+                    r = session_result(s, ctx, sending_ip=sending_ip)
+                except SmtpTlsError as exc:
+                    _log.debug("session not mapped", domain=s.domain, error=str(exc))
+                    continue
+                if len(memo) >= MAX_RESULTS:
+                    memo.clear()
+                memo[key] = (ctx, sending_ip, r)
             if r is not None:
                 counted.append((r, count))
         self.sessions += sum(count for _, count in folded)

@@ -69,6 +69,7 @@ __all__ = [
     "PostfixLogParser",
     "Problem",
     "TlsLevel",
+    "fold_key",
     "fold_sessions",
     "is_report_message_id",
     "parse_syslog_line",
@@ -403,7 +404,19 @@ def _is_ip_literal(host: str | None) -> bool:
 _MISSING: Any = object()
 _MAX_STAMPS = 4096  # distinct time stamps remembered (one per second of log)
 _MAX_NAMES = 10_000  # host names, addresses and program names remembered
-_DIGITS = frozenset("0123456789")
+
+
+def _fraction(line: str, end: int) -> tuple[str, int] | None:
+    """For an RFC 3339 head with a fraction (``line[19]`` is its dot, ``end`` the end of
+    the tag): the head without the fraction's digits, and the microseconds they say (at
+    most 6 digits kept, as :func:`_iso_time` keeps) — if they are the 1 to 9 ASCII
+    digits _ISO_RE takes."""
+    tail = line[20:end]
+    rest = tail.lstrip("0123456789")
+    digits = len(tail) - len(rest)
+    if not 0 < digits <= 9:
+        return None
+    return line[:19] + rest, int(tail[:min(digits, 6)].ljust(6, "0"))
 
 
 class _Stamps:
@@ -412,7 +425,7 @@ class _Stamps:
     ``now``, so those are remembered for one day of ``now`` only (bounded, like
     :func:`parse_syslog_line`'s own memo, with which the results are the same)."""
 
-    __slots__ = ("bsd", "day", "heads", "iso", "tz")
+    __slots__ = ("bsd", "day", "fraction_heads", "heads", "iso", "tz")
 
     def __init__(self, tz: tzinfo) -> None:
         self.tz = tz
@@ -422,6 +435,10 @@ class _Stamps:
         # whole line heads, "May  1 10:00:01 mta postfix/smtp[1234]: ", each read once:
         # (time, service, pid)
         self.heads: dict[str, tuple[datetime, str, int]] = {}
+        # RFC 3339 heads with a fraction of a second ("2024-05-01T10:00:01.123456+02:00
+        # mta postfix/smtp[1234]: "), the fraction's digits left out: (the whole second
+        # in UTC as year, month, day, hour, minute, second; service, pid)
+        self.fraction_heads: dict[str, tuple[tuple[int, ...], str, int]] = {}
 
     def valid_for(self, now: datetime) -> dict[str, datetime | None]:
         day = now.date()
@@ -442,15 +459,16 @@ class _Stamps:
         fraction (at most 6 digits are kept, as there) added."""
         if not ts.isascii() or len(ts) < 19:
             return _iso_time(ts)  # digits of other scripts: the careful way
-        rest = ts[19:]
         micro = 0
-        if rest[:1] == ".":
-            j = 1
-            while j < len(rest) and rest[j] in _DIGITS:  # at most 9 (the line's regex)
-                j += 1
-            micro = int(rest[1:j][:6].ljust(6, "0"))
-            rest = rest[j:]
-        key = ts[:19] + rest
+        key = ts
+        if ts[19:20] == ".":
+            tail = ts[20:]
+            zone = tail.lstrip("0123456789")
+            digits = len(tail) - len(zone)  # at most 9 (the line's regex)
+            if not digits:
+                return _iso_time(ts)
+            micro = int(tail[:min(digits, 6)].ljust(6, "0"))
+            key = ts[:19] + zone
         base = self.iso.get(key, _MISSING)
         if base is _MISSING:
             if len(self.iso) >= _MAX_STAMPS:
@@ -458,14 +476,19 @@ class _Stamps:
             base = self.iso[key] = _iso_time(key)
         if base is None or not micro:
             return base  # type: ignore[no-any-return]
-        return base.replace(microsecond=micro)  # type: ignore[no-any-return]
+        # (the constructor is quicker than replace(); base is in UTC, zones are whole
+        # minutes, so base has no microseconds of its own)
+        return datetime(base.year, base.month, base.day, base.hour, base.minute, base.second,
+                        micro, UTC)
 
 
 _Folded = dict[tuple[Any, ...], list[Any]]  # fold key -> [first session, count]
 _Sink = list[LogSession] | _Folded
 
 
-def _fold_key(s: LogSession) -> tuple[Any, ...]:
+def fold_key(s: LogSession) -> tuple[Any, ...]:
+    """What makes sessions alike for :func:`fold_sessions`: the UTC day and everything
+    :func:`session_result` reads but the time."""
     t = s.time
     return (t.toordinal() if t.tzinfo is UTC else t.astimezone(UTC).toordinal(),
             s.domain, s.mx_host, s.receiving_ip, s.tls, s.problems, s.delivered)
@@ -479,7 +502,7 @@ def fold_sessions(sessions: Iterable[LogSession]) -> list[tuple[LogSession, int]
     were dropped before.)"""
     out: _Folded = {}
     for s in sessions:
-        key = _fold_key(s)
+        key = fold_key(s)
         folded = out.get(key)
         if folded is None:
             out[key] = [s, 1]
@@ -559,6 +582,7 @@ class PostfixLogParser:
         stamps = self._stamps
         bsd = stamps.valid_for(now)
         heads = stamps.heads
+        fraction_heads = stamps.fraction_heads
         bsd_match = _BSD_RE.match
         smtp = self._smtp
         count = postfix = 0
@@ -580,14 +604,25 @@ class PostfixLogParser:
             # end of the tag: the host name has no space, the tag no "]") and repeats on
             # every line of one process in one second: read it once.
             end = line.find("]: ") + 3
-            head = heads.get(line[:end]) if end > 2 else None
+            head = fraction = None
+            if end > 2:
+                if line[19:20] == ".":
+                    # an RFC 3339 stamp with a fraction: its head without the fraction
+                    fraction = _fraction(line, end)
+                if fraction is None:
+                    head = heads.get(line[:end])
+                else:
+                    whole = fraction_heads.get(fraction[0])
+                    if whole is not None:
+                        head = (datetime(*whole[0], fraction[1], UTC), whole[1], whole[2])
             if head is not None:
                 t, service, pid = head
                 msg = line[end:]
                 if "\n" in msg:  # the message of a line ends at a newline
                     msg = msg[:msg.index("\n")]
             else:
-                m = bsd_match(line)
+                # (a traditional stamp starts with a capital: others are not tried on it)
+                m = bsd_match(line) if "A" <= line[:1] <= "Z" else None
                 if m is not None:
                     stamp, prog, pid_text, msg = m.group("stamp", "prog", "pid", "msg")
                     t = bsd.get(stamp, _MISSING)
@@ -607,11 +642,17 @@ class PostfixLogParser:
                         programs.clear()
                     service = programs[prog] = prog.rsplit("/", 1)[-1]
                 pid = int(pid_text)
-                if m.start("msg") == end and m.re is _BSD_RE and line[m.end("stamp")] == " ":
-                    # (a stamp with a fraction of a second is seldom seen twice)
-                    if len(heads) >= _MAX_STAMPS:
-                        heads.clear()
-                    heads[line[:end]] = (t, service, pid)
+                if m.start("msg") == end:
+                    if m.re is _BSD_RE and line[m.end("stamp")] == " " \
+                            or m.re is _ISO_RE and line[19:20] != ".":
+                        if len(heads) >= _MAX_STAMPS:
+                            heads.clear()
+                        heads[line[:end]] = (t, service, pid)
+                    elif fraction is not None and m.re is _ISO_RE:
+                        if len(fraction_heads) >= _MAX_STAMPS:
+                            fraction_heads.clear()
+                        fraction_heads[fraction[0]] = (
+                            (t.year, t.month, t.day, t.hour, t.minute, t.second), service, pid)
             if service == "cleanup":
                 self._cleanup(msg)
             elif service in services:

@@ -111,7 +111,11 @@ STAMPS = ["May  1 10:00:01", "May  1 10:00:02.123456", "May 1 11:59:59", "Dec 31
 
 @st.composite
 def log_lines(draw):
-    stamp = draw(st.sampled_from(STAMPS))
+    stamp = draw(st.one_of(st.sampled_from(STAMPS), st.builds(
+        "2024-05-01T10:00:01{}{}".format,
+        st.sampled_from(["", ".", ".5", ".05", ".123456", ".1234567", ".123456789",
+                         ".1234567890", ".\u0663", ".12\u0663"]),
+        st.sampled_from(["Z", "+02:00", "-0130", ""]))))
     program = draw(st.sampled_from(PROGRAMS))
     pid = draw(st.integers(1, 4))
     message = draw(st.one_of(st.sampled_from(MESSAGES), st.text(max_size=60)))
@@ -568,14 +572,31 @@ def test_follower_lines_as_decoding_each_line(parts, chunk):
                   "May  1 10:00:00 mta postfix/smtp[5]: ]: " + MESSAGES[7]], id="odd-messages"),
     pytest.param([f"2024-05-01T10:00:00Z mta postfix/smtp[5]: {MESSAGES[0]}",
                   f"2024-05-01T10:00:00Z mta postfix/smtp[5]: {MESSAGES[7]}"], id="rfc3339"),
+    pytest.param([f"2024-05-01T10:00:00.25+02:00 mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"2024-05-01T10:00:00.000007+02:00 mta postfix/smtp[5]: {MESSAGES[7]}",
+                  f"2024-05-01T10:00:00.123456789+02:00 mta postfix/smtp[5]: {MESSAGES[0]}",
+                  f"2024-05-01T10:00:00.1234567890+02:00 mta postfix/smtp[5]: {MESSAGES[7]}",
+                  f"2024-05-01T10:00:00.+02:00 mta postfix/smtp[5]: {MESSAGES[7]}",
+                  f"2024-05-01 10:00:00.5 mta postfix/smtp[5]: {MESSAGES[7]}",
+                  f"2024-05-01T10:00:00.\u0665+02:00 mta postfix/smtp[5]: {MESSAGES[7]}",
+                  f"2024-05-01T10:00:00.9Z mta postfix/smtp[5]: {MESSAGES[7]}"],
+                 id="rfc3339-fractions"),
+    pytest.param([f"May  1 10:00:00 mta.1 postfix/smtp[5]: {MESSAGES[0]}",
+                  f"May  1 10:00:00 mta.2 postfix/smtp[5]: {MESSAGES[7]}"],
+                 id="dot-where-a-fraction-would-be"),
 ])
 def test_line_heads_read_once_give_the_same_lines(lines):
     parser = PostfixLogParser()
     for _ in range(2):  # the second time the heads come from the memo
         assert parser.feed_many(lines, NOW) == reference(lines)[0]
-    # only whole traditional heads without a fraction are remembered
-    assert all(key.endswith("]: ") and key.count("]: ") == 1 and "." not in key[:20]
-               for key in parser._stamps.heads)
+    # heads are remembered whole, without a fraction of a second (RFC 3339 ones with the
+    # fraction's digits left out)
+    for key in parser._stamps.heads:
+        assert key.endswith("]: ") and key.count("]: ") == 1
+        m = pl._BSD_RE.match(key)
+        assert (key[m.end("stamp")] == " " if m else "." not in pl._ISO_RE.match(key)["ts"])
+    assert all(key.endswith("]: ") and key[19] in "Z+- " for key in
+               parser._stamps.fraction_heads)
 
 
 # --- backlogs: the writer commits while the next step is read, and nothing is dropped -----------
@@ -633,3 +654,36 @@ async def test_room_for_returns_when_the_writer_is_not_running():
     async with asyncio.timeout(1):
         await collector.room_for(3)  # not started: nothing would make room
     assert collector.submit_counted([(r, 3)]) == 0
+
+
+# --- results remembered across reads ----------------------------------------------------------
+
+async def test_results_remembered_across_reads_follow_policy_changes(monkeypatch):
+    import smtptls.services.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_RESULTS", 3)
+    store = MemoryStore()
+    collector = Collector(store, flush_interval=0)  # type: ignore[arg-type]
+    collector.start()
+    inner = StaticPolicyLookup([CONTEXT])
+    ingest = LogIngest(collector, inner, tz=UTC, sending=SendingAddress("198.51.100.1"))
+    start = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    now = start + timedelta(hours=1)
+    lines = mixed_log(12, start)
+    for i in range(0, len(lines), 10):  # several reads, the same kinds again and again
+        await ingest._submit(ingest.parser.feed_counted(lines[i:i + 10], now))
+    assert len(ingest._results) <= 3
+    # the policy changes (a new context once the cached one expires): new results
+    inner.contexts["example.com"] = PolicyContext("example.com")
+    ingest.lookup._entries.clear()
+    later = mixed_log(24, start)[len(lines):]
+    await ingest._submit(ingest.parser.feed_counted(later, now))
+    await collector.stop()
+    got = merged(store.batches)
+    first = {f"ABCD{i:06X}" for i in range(12)}
+    want_each = [session_result(s, CONTEXT if s.queue_id in first
+                                else PolicyContext("example.com"), sending_ip="198.51.100.1")
+                 for s in reference(lines + later, now)[0]]
+    want = fold([r for r in want_each if r is not None])
+    assert got.sessions == want.sessions and got.details == want.details
+    assert {p.policy_type.value for p in got.policies.values()} == {"sts", "no-policy-found"}
