@@ -406,17 +406,20 @@ _MAX_STAMPS = 4096  # distinct time stamps remembered (one per second of log)
 _MAX_NAMES = 10_000  # host names, addresses and program names remembered
 
 
-def _fraction(line: str, end: int) -> tuple[str, int] | None:
-    """For an RFC 3339 head with a fraction (``line[19]`` is its dot, ``end`` the end of
-    the tag): the head without the fraction's digits, and the microseconds they say (at
-    most 6 digits kept, as :func:`_iso_time` keeps) — if they are the 1 to 9 ASCII
-    digits _ISO_RE takes."""
-    tail = line[20:end]
-    rest = tail.lstrip("0123456789")
-    digits = len(tail) - len(rest)
+def _iso_key(ts: str) -> tuple[str, int] | None:
+    """An RFC 3339 stamp without the digits of its fraction, and the microseconds they
+    say (at most 6 digits kept, as :func:`_iso_time` keeps them); None unless the stamp
+    is ASCII and the fraction, if any, 1 to 9 digits (what _ISO_RE takes)."""
+    if not ts.isascii() or len(ts) < 19:
+        return None
+    if ts[19:20] != ".":
+        return ts, 0
+    tail = ts[20:]
+    zone = tail.lstrip("0123456789")
+    digits = len(tail) - len(zone)
     if not 0 < digits <= 9:
         return None
-    return line[:19] + rest, int(tail[:min(digits, 6)].ljust(6, "0"))
+    return ts[:19] + zone, int(tail[:min(digits, 6)].ljust(6, "0"))
 
 
 class _Stamps:
@@ -425,28 +428,46 @@ class _Stamps:
     ``now``, so those are remembered for one day of ``now`` only (bounded, like
     :func:`parse_syslog_line`'s own memo, with which the results are the same)."""
 
-    __slots__ = ("bsd", "day", "fraction_heads", "heads", "iso", "tz")
+    __slots__ = ("bsd", "day", "iso", "seconds", "tags", "traditional", "tz")
 
     def __init__(self, tz: tzinfo) -> None:
         self.tz = tz
         self.day: Any = None
         self.bsd: dict[str, datetime | None] = {}
         self.iso: dict[str, datetime | None] = {}
-        # whole line heads, "May  1 10:00:01 mta postfix/smtp[1234]: ", each read once:
-        # (time, service, pid)
-        self.heads: dict[str, tuple[datetime, str, int]] = {}
-        # RFC 3339 heads with a fraction of a second ("2024-05-01T10:00:01.123456+02:00
-        # mta postfix/smtp[1234]: "), the fraction's digits left out: (the whole second
-        # in UTC as year, month, day, hour, minute, second; service, pid)
-        self.fraction_heads: dict[str, tuple[tuple[int, ...], str, int]] = {}
+        # The two halves of line heads already read whole by the expressions (see
+        # PostfixLogParser._feed_lines), so that a line made of known halves needs none:
+        # traditional stamps of 15 characters ("May  1 10:00:01") -> time;
+        self.traditional: dict[str, datetime] = {}
+        # RFC 3339 stamps, the digits of their fraction left out -> the whole second in
+        # UTC (year, month, day, hour, minute, second);
+        self.seconds: dict[str, tuple[int, ...]] = {}
+        # tags with the host before them (" mta postfix/smtp[1234]: ") -> service, pid.
+        self.tags: dict[str, tuple[str, int]] = {}
 
     def valid_for(self, now: datetime) -> dict[str, datetime | None]:
         day = now.date()
         if day != self.day:
             self.day = day
             self.bsd = {}
-            self.heads = {}
+            self.traditional = {}
         return self.bsd
+
+    def learn(self, line: str, m: re.Match[str], t: datetime, service: str, pid: int) -> None:
+        """Remember the halves of a head the expressions read (``m``, its message starting
+        at the first "]: " of the line)."""
+        host = m.start("host")
+        for memo in (self.tags, self.traditional, self.seconds):
+            if len(memo) >= _MAX_NAMES:
+                memo.clear()
+        self.tags[line[host - 1:m.start("msg")]] = (service, pid)
+        if m.re is _BSD_RE:
+            if host == 16 and m.end("stamp") == 15:  # no fraction, the day padded
+                self.traditional[line[:15]] = t
+            return
+        key = _iso_key(m["ts"])
+        if key is not None:
+            self.seconds[key[0]] = (t.year, t.month, t.day, t.hour, t.minute, t.second)
 
     def bsd_time(self, stamp: str, m: re.Match[str], now: datetime) -> datetime | None:
         if len(self.bsd) >= _MAX_STAMPS:
@@ -457,18 +478,10 @@ class _Stamps:
     def iso_time(self, ts: str) -> datetime | None:
         """``_iso_time(ts)``, with the second and the zone converted once and the
         fraction (at most 6 digits are kept, as there) added."""
-        if not ts.isascii() or len(ts) < 19:
+        found = _iso_key(ts)
+        if found is None:
             return _iso_time(ts)  # digits of other scripts: the careful way
-        micro = 0
-        key = ts
-        if ts[19:20] == ".":
-            tail = ts[20:]
-            zone = tail.lstrip("0123456789")
-            digits = len(tail) - len(zone)  # at most 9 (the line's regex)
-            if not digits:
-                return _iso_time(ts)
-            micro = int(tail[:min(digits, 6)].ljust(6, "0"))
-            key = ts[:19] + zone
+        key, micro = found
         base = self.iso.get(key, _MISSING)
         if base is _MISSING:
             if len(self.iso) >= _MAX_STAMPS:
@@ -581,8 +594,7 @@ class PostfixLogParser:
         programs = self._programs
         stamps = self._stamps
         bsd = stamps.valid_for(now)
-        heads = stamps.heads
-        fraction_heads = stamps.fraction_heads
+        traditional, seconds, tags = stamps.traditional, stamps.seconds, stamps.tags
         bsd_match = _BSD_RE.match
         smtp = self._smtp
         count = postfix = 0
@@ -600,23 +612,29 @@ class PostfixLogParser:
             if len(line) > MAX_LINE:
                 line = line[:MAX_LINE]
             line = line.rstrip("\r\n")
-            # A traditional head ends at the first "]: " (no part of it holds one but the
-            # end of the tag: the host name has no space, the tag no "]") and repeats on
-            # every line of one process in one second: read it once.
+            # A head is a stamp, then " host tag: ", and ends at the first "]: " of the
+            # line (no part of it holds one before the end of the tag: stamps have no
+            # "]", the host no space). Its form leaves one way to read it, so a line
+            # whose stamp and " host tag: " were both read before (a stamp has many
+            # lines, a tag many stamps) is read from the memos, without an expression.
             end = line.find("]: ") + 3
-            head = fraction = None
+            tag = None
             if end > 2:
-                if line[19:20] == ".":
-                    # an RFC 3339 stamp with a fraction: its head without the fraction
-                    fraction = _fraction(line, end)
-                if fraction is None:
-                    head = heads.get(line[:end])
+                if line[15:16] == " ":  # a traditional stamp, the day padded to two
+                    t = traditional.get(line[:15])
+                    if t is not None:
+                        tag = tags.get(line[15:end])
                 else:
-                    whole = fraction_heads.get(fraction[0])
-                    if whole is not None:
-                        head = (datetime(*whole[0], fraction[1], UTC), whole[1], whole[2])
-            if head is not None:
-                t, service, pid = head
+                    space = line.find(" ", 19)  # (RFC 3339 may have a space at 10)
+                    if 19 <= space < end:
+                        key = _iso_key(line[:space])
+                        if key is not None:
+                            second = seconds.get(key[0])
+                            if second is not None:
+                                tag = tags.get(line[space:end])
+                                t = datetime(*second, key[1], UTC)
+            if tag is not None:
+                service, pid = tag
                 msg = line[end:]
                 if "\n" in msg:  # the message of a line ends at a newline
                     msg = msg[:msg.index("\n")]
@@ -643,16 +661,7 @@ class PostfixLogParser:
                     service = programs[prog] = prog.rsplit("/", 1)[-1]
                 pid = int(pid_text)
                 if m.start("msg") == end:
-                    if m.re is _BSD_RE and line[m.end("stamp")] == " " \
-                            or m.re is _ISO_RE and line[19:20] != ".":
-                        if len(heads) >= _MAX_STAMPS:
-                            heads.clear()
-                        heads[line[:end]] = (t, service, pid)
-                    elif fraction is not None and m.re is _ISO_RE:
-                        if len(fraction_heads) >= _MAX_STAMPS:
-                            fraction_heads.clear()
-                        fraction_heads[fraction[0]] = (
-                            (t.year, t.month, t.day, t.hour, t.minute, t.second), service, pid)
+                    stamps.learn(line, m, t, service, pid)
             if service == "cleanup":
                 self._cleanup(msg)
             elif service in services:

@@ -351,7 +351,8 @@ def test_memos_are_bounded():
     assert len(sessions) == len(lines)  # plaintext deliveries, each a session
     assert len(parser._stamps.bsd) <= pl._MAX_STAMPS
     assert all(len(memo) <= pl._MAX_NAMES for memo in (
-        parser._programs, parser._relays, parser._domains, parser._peers))
+        parser._programs, parser._relays, parser._domains, parser._peers,
+        parser._stamps.tags, parser._stamps.traditional, parser._stamps.seconds))
     assert len(parser._last_closed) <= pl.MAX_PROCESSES
 
 
@@ -589,14 +590,15 @@ def test_line_heads_read_once_give_the_same_lines(lines):
     parser = PostfixLogParser()
     for _ in range(2):  # the second time the heads come from the memo
         assert parser.feed_many(lines, NOW) == reference(lines)[0]
-    # heads are remembered whole, without a fraction of a second (RFC 3339 ones with the
-    # fraction's digits left out)
-    for key in parser._stamps.heads:
-        assert key.endswith("]: ") and key.count("]: ") == 1
-        m = pl._BSD_RE.match(key)
-        assert (key[m.end("stamp")] == " " if m else "." not in pl._ISO_RE.match(key)["ts"])
-    assert all(key.endswith("]: ") and key[19] in "Z+- " for key in
-               parser._stamps.fraction_heads)
+    # the halves of heads: tags with their host, 15-character traditional stamps, RFC
+    # 3339 stamps without the digits of a fraction
+    memo = parser._stamps
+    assert all(key[0] == " " and key.endswith("]: ") and key.count("]: ") == 1
+               and key.count(" ") == 3 for key in memo.tags)
+    assert all(len(key) == 15 and pl._BSD_RE.match(key + " h p[1]: x") for key in
+               memo.traditional)
+    assert all(pl._ISO_RE.match(key + " h p[1]: x") and "." not in key for key in
+               memo.seconds)
 
 
 # --- backlogs: the writer commits while the next step is read, and nothing is dropped -----------
