@@ -685,7 +685,13 @@ class PostfixLogParser:
             return []
         self.stats["postfix_lines"] += 1
         out: list[LogSession] = []
-        self._smtp(line.pid, line.time, line.message, out)
+        message = line.message
+        if "\n" in message:
+            # the expressions read a message up to its first newline (a journal entry
+            # may hold more); a warning's text is read whole
+            self._smtp(line.pid, line.time, message, out, message[:message.index("\n")])
+        else:
+            self._smtp(line.pid, line.time, message, out)
         return out
 
     def expire(self, now: datetime) -> int:
@@ -733,9 +739,11 @@ class PostfixLogParser:
         while len(self._pending) > MAX_PROCESSES:
             self._pending.popitem(last=False)
 
-    def _smtp(self, pid: int, t: datetime, msg: str, out: _Sink) -> None:
+    def _smtp(self, pid: int, t: datetime, msg: str, out: _Sink,
+              first_line: str | None = None) -> None:
         current = self._open.get(pid)
-        m = _SMTP_RE.match(msg)
+        text = msg if first_line is None else first_line
+        m = _SMTP_RE.match(text)
         kind = None if m is None else m.lastgroup
 
         if kind == "port" or kind == "ip":  # a TLS line: its last group is the address
@@ -775,12 +783,13 @@ class PostfixLogParser:
                 for p in found:
                     current.add(p, msg)
             return
-        qid, rest = m.group("qid", "rest")
-        status = _STATUS_RE.match(rest)
+        # (the status expression read where the rest begins, not on a copy of it: the
+        # text holds no newline, so its end is the rest's end)
+        status = _STATUS_RE.match(text, m.start("rest"))
         if status is None:
-            self._non_final(pid, t, qid, rest, current)
+            self._non_final(pid, t, m["qid"], m["rest"], current)
         else:
-            self._status(pid, t, qid, status, current, out)
+            self._status(pid, t, m["qid"], status, current, out)
 
     def _non_final(self, pid: int, t: datetime, qid: str, text: str,
                    current: _Open | None) -> None:

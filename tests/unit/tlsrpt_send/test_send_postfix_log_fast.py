@@ -689,3 +689,27 @@ async def test_results_remembered_across_reads_follow_policy_changes(monkeypatch
     want = fold([r for r in want_each if r is not None])
     assert got.sessions == want.sessions and got.details == want.details
     assert {p.policy_type.value for p in got.policies.values()} == {"sts", "no-policy-found"}
+
+
+def test_journal_messages_read_up_to_their_first_newline():
+    """Expressions read a message up to its first newline, as on a syslog line; a
+    warning's problems are looked for in the whole text."""
+    base = 1714557600_000000
+    dane_mx = "mx1.example.net[192.0.2.20]:25"
+
+    def entry(i: int, message: str) -> dict[str, str]:
+        return {"SYSLOG_IDENTIFIER": "postfix/smtp", "_PID": "42",
+                "__REALTIME_TIMESTAMP": str(base + i), "MESSAGE": message}
+
+    parser = PostfixLogParser()
+    entries = [
+        entry(0, f"Verified TLS connection established to {MX1}: {CIPHER}\nsecond line"),
+        entry(1, status("ABCDEF1234", "bob@example.com", MX1, "sent", "250 Ok") + "\n)x"),
+        entry(2, f"warning: {dane_mx}: see below\nall TLSA records unusable"),
+        entry(3, f"Untrusted TLS connection established to {dane_mx}: {CIPHER}"),
+        entry(4, status("ABCDEF1235", "erin@example.net", dane_mx, "sent", "250 Ok")),
+    ]
+    got = [s for e in entries for s in parser.feed_journal(e, NOW)]
+    assert [(s.domain, s.tls, s.delivered, [p for p, _ in s.problems]) for s in got] == [
+        ("example.com", TlsLevel.VERIFIED, True, []),
+        ("example.net", TlsLevel.UNTRUSTED, True, [Problem.TLSA_UNUSABLE])]
