@@ -115,8 +115,6 @@ class Problem(enum.StrEnum):
     TLSA_UNUSABLE = "tlsa-unusable"
 
 
-
-
 def _hostaddr(tag: str = "") -> str:
     return (rf"(?P<host{tag}>[^\s\[\]]+)\[(?P<ip{tag}>[^\]\s]+)\]"
             rf"(?::(?P<port{tag}>\d+))?")
@@ -423,10 +421,10 @@ def _iso_key(ts: str) -> tuple[str, int] | None:
 
 
 class _Stamps:
-    """Time stamp texts to UTC datetimes, each distinct text converted once: a busy log
-    has thousands of lines per second stamp. A traditional stamp takes its year from
-    ``now``, so those are remembered for one day of ``now`` only (bounded, like
-    :func:`parse_syslog_line`'s own memo, with which the results are the same)."""
+    """Time stamp texts to UTC datetimes, each distinct text converted once (a busy log
+    has thousands of lines per second stamp), and the halves of line heads already read.
+    A traditional stamp takes its year from ``now``, so those are remembered for one day
+    of ``now`` only. All bounded; the results are those of :func:`parse_syslog_line`."""
 
     __slots__ = ("bsd", "day", "iso", "seconds", "tags", "traditional", "tz")
 
@@ -534,10 +532,11 @@ class PostfixLogParser:
     counts what was seen.
 
     How many lines a second it takes: most lines of a mail log are not the ``smtp``
-    client's (``smtpd``, ``qmgr``, ``cleanup``, other daemons) and are passed over by a
-    substring test before any regular expression; a line of interest is split by one
-    expression and sorted by one more; time stamps, program names, host names and
-    addresses are converted once each (bounded memos), not once per line.
+    client's (``smtpd``, ``qmgr``, ``cleanup``, other daemons) and are passed over by
+    substring tests before any regular expression; the head of a line of interest is
+    read from remembered halves (by one expression the first time), its message sorted
+    by one more; time stamps, program names, host names and addresses are converted once
+    each (bounded memos), not once per line. See docs/performance.md.
     """
 
     def __init__(self, *, tz: tzinfo = UTC,

@@ -128,7 +128,7 @@ def log_lines(draw):
 @pytest.mark.parametrize("tz", [UTC, timezone(timedelta(hours=2))], ids=["utc", "plus-2h"])
 @pytest.mark.parametrize("now", [NOW, datetime(2025, 1, 1, 0, 5, tzinfo=UTC)],
                          ids=["may", "new-year"])
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(log_lines(), max_size=40))
 def test_feed_many_is_the_line_by_line_reading(tz, now, lines):
     fast = PostfixLogParser(tz=tz)
