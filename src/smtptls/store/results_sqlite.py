@@ -8,13 +8,11 @@ loop never blocks on the database).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from smtptls.errors import StoreError
 from smtptls.store import results_base as q
@@ -24,6 +22,7 @@ from smtptls.store.results_base import (
     DeliveryStatus,
     ResultSummary,
 )
+from smtptls.store.sqlite_thread import SqliteThreadStore
 from smtptls.tlsrpt.aggregate import DayTally
 from smtptls.tlsrpt.results import SessionResult
 
@@ -32,90 +31,29 @@ T = TypeVar("T")
 __all__ = ["SqliteResultStore"]
 
 
-class SqliteResultStore:
+class SqliteResultStore(SqliteThreadStore):
     """``SqliteResultStore("var/smtptls-tlsrpt.sqlite3")``; ``":memory:"`` for tests."""
 
     name = "sqlite"
 
+    what = "result store"
+    thread_name = "tlsrpt-sqlite"
+
     def __init__(self, path: str | Path, *, busy_timeout: float = 10.0,
                  synchronous: str = "FULL") -> None:
-        self.path = str(path)
-        self.busy_timeout = busy_timeout
+        super().__init__(path, busy_timeout=busy_timeout)
         self.synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._policy_ids: dict[str, int] = {}
 
-    # --- plumbing -----------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None or self._executor is None:
-            raise StoreError("result store is not open")
-        conn = self._conn
-
-        def run() -> T:
-            try:
-                return fn(conn)
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.rollback()
-                    except sqlite3.Error:
-                        pass
-                raise StoreError(f"sqlite result store {self.path}: {exc}") from None
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
-
-    async def open(self) -> None:
-        if self._conn is not None:
-            return
-        if self.path != ":memory:":
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create directory for {self.path}: {exc}") from None
+    def _validate(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL", "OFF"):
             raise StoreError(f"bad synchronous mode {self.synchronous!r}")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlsrpt-sqlite")
 
-        def connect() -> sqlite3.Connection:
-            try:
-                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
-                                       check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                # Durable on commit: a result is acknowledged only once it is on disk.
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-                conn.executescript(q.SCHEMA.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT")
-                                   + ";")
-                return conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open sqlite result store {self.path}: {exc}") from None
-
-        try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor,
-                                                                          connect)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
-
-    async def close(self) -> None:
-        conn, executor = self._conn, self._executor
-        self._conn, self._executor = None, None
-        if conn is not None and executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        if executor is not None:
-            executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> SqliteResultStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._call(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # Durable on commit: a result is acknowledged only once it is on disk.
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.executescript(q.SCHEMA.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT") + ";")
 
     # --- writes -------------------------------------------------------------------------------
 
