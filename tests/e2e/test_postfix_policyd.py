@@ -12,20 +12,14 @@ Postfix did — delivered (``status=sent``) or deferred — and the TLS status i
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.postfix_world import Policyd, deliver, postfix_with_policyd, sts_policy
+
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
-ROOT = Path(__file__).resolve().parents[2]
 _n = itertools.count()
 
 
@@ -33,111 +27,14 @@ def uniq(prefix: str) -> str:
     return f"{prefix}{next(_n)}e2e{os.getpid() % 1000}"
 
 
-def policy(*mx: str, mode: str = "enforce") -> str:
-    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), "max_age: 86400"]
-    return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Policyd:
-    """``smtptls policyd`` as a subprocess against the lab."""
-
-    def __init__(self, lab, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-        self.port = free_port()
-        self.workdir = workdir
-        host, port = lab.resolver
-        self.config = workdir / "smtptls.toml"
-        self.config.write_text(f"""
-[dns]
-nameservers = ["{host}:{port}"]
-timeout = 3.0
-
-[fetch]
-ca_file = "{lab.ca_file}"
-connect_timeout = 3.0
-total_timeout = 6.0
-
-[cache]
-sqlite_path = "{workdir / 'policies.sqlite3'}"
-
-[policyd]
-listen = "127.0.0.1:{self.port}"
-metrics = ""
-txt_recheck_interval = 2.0
-""")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        self.log = open(self.workdir / "policyd.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtptls", "--log-level", "debug", "policyd",
-             "--config", str(self.config)], stdout=self.log, stderr=self.log, env=env,
-            cwd=self.workdir)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise AssertionError(f"policyd did not start: {self.log_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def log_text(self) -> str:
-        return (self.workdir / "policyd.log").read_text(errors="replace")
-
-    def query(self, key: str) -> str:
-        """The reply ``smtptls policyd query --json`` computes for ``key``."""
-        out = subprocess.run(
-            [sys.executable, "-m", "smtptls", "policyd", "query", key, "--json", "--config",
-             str(self.config)], capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, cwd=self.workdir)
-        return json.loads(out.stdout)["reply"]
-
-
 @pytest.fixture(scope="module")
 def world(lab, tmp_path_factory):
     from tests.lab import LabDomain, LabMx, PolicyHost
 
     workdir = tmp_path_factory.mktemp("policyd-e2e")
-    daemon = Policyd(lab, workdir)
-    daemon.start()
-    pf = lab.postfix(policy_map=f"socketmap:inet:127.0.0.1:{daemon.port}:postfix",
-                     smtp_tls_security_level="dane",
-                     smtp_tls_mandatory_protocols=">=TLSv1.2")
-    try:
+    daemon = Policyd(lab, workdir, txt_recheck_interval=2.0, log_level="debug")
+    with postfix_with_policyd(lab, daemon) as pf:
         yield lab, pf, daemon, LabDomain, LabMx, PolicyHost
-    finally:
-        pf.stop()
-        daemon.stop()
-
-
-def deliver(pf, domain: str, want: str, timeout: float = 40.0):  # type: ignore[no-untyped-def]
-    """Submit to user@domain; wait for ``want`` (sent / deferred); return the Delivery."""
-    qid = pf.submit("sender@postfix.lab.test", f"user@{domain}",
-                    f"Subject: policyd e2e {domain}\r\n\r\nhello\r\n")
-    try:
-        return pf.wait_delivery(qid, timeout=timeout, statuses=(want,))
-    finally:
-        if want != "sent":
-            pf.delete_all()
 
 
 # --- MTA-STS ---------------------------------------------------------------------------
@@ -149,7 +46,7 @@ def test_rfc8461_5_enforce_good_certificate_delivered_verified(world) -> None:
     d = f"{uniq('stsgood')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     result = deliver(pf, d, "sent")
     assert result.tls is not None and result.tls.level == "Verified"
     # RFC 8461 §4 (E3): TLS 1.2 or later (smtp_tls_mandatory_protocols = >=TLSv1.2)
@@ -163,7 +60,7 @@ def test_rfc8461_4_2_enforce_wrong_name_certificate_deferred(world) -> None:
     d = f"{uniq('stswrong')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="wrong-name")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     result = deliver(pf, d, "deferred")
     assert result.detail == "Server certificate not verified"
     assert result.tls is not None and result.tls.level == "Untrusted"
@@ -177,7 +74,7 @@ def test_rfc8461_4_1_enforce_mx_not_in_policy_deferred(world) -> None:
     # the MX the DNS names is not in the policy; its certificate is valid for itself
     lab.add(LabDomain(d, mx=[LabMx(f"rogue.{d}", cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     result = deliver(pf, d, "deferred")
     assert result.detail == "Server certificate not verified"
     assert lab.messages(f"rogue.{d}") == []
@@ -190,7 +87,7 @@ def test_rfc8461_4_1_wildcard_policy_covers_one_label_only(world) -> None:
     # "*.d" must not cover "a.b.d" (Postfix's ".d" would); its cert is valid for itself
     lab.add(LabDomain(d, mx=[LabMx(f"a.b.{d}", cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"*.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"*.{d}"))))
     # no MX matches and only a wildcard is listed: the daemon answers TEMP, which
     # Postfix reports as a TLS configuration problem and defers
     result = deliver(pf, d, "deferred")
@@ -204,7 +101,7 @@ def test_rfc8461_4_enforce_without_starttls_deferred(world) -> None:
     d = f"{uniq('stsnotls')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", starttls=False)],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     result = deliver(pf, d, "deferred")
     assert result.detail.startswith("TLS is required, but was not offered")
 
@@ -215,7 +112,7 @@ def test_rfc8461_5_testing_bad_certificate_delivered(world) -> None:
     d = f"{uniq('ststest')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="wrong-name")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}", mode="testing"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}", mode="testing"))))
     result = deliver(pf, d, "sent")
     assert result.tls is not None and result.tls.level in ("Trusted", "Untrusted")
 
@@ -234,7 +131,7 @@ def test_rfc8461_3_3_fetch_failure_nothing_cached_delivered(world) -> None:
     d = f"{uniq('stsfail')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="wrong-name")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"), status=500)))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"), status=500)))
     deliver(pf, d, "sent")
     assert lab.policy_requests(d)  # the fetch was tried (and failed)
 
@@ -245,14 +142,14 @@ def test_rfc8461_5_1_fetch_failure_with_cached_enforce_policy_still_applies(worl
     d = f"{uniq('stscache')}.{lab.ZONE_INSECURE}"
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     deliver(pf, d, "sent")  # the enforce policy is now in the policy cache (SQLite)
     # restart the daemon (empty memory), publish a new id, break the policy host and
     # the MX certificate: only the cached enforce policy can make Postfix refuse it
     daemon.stop()
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="wrong-name")],
                       txt={"_mta-sts": ["v=STSv1; id=2"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"), status=503)))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"), status=503)))
     before = len(lab.policy_requests(d))
     daemon.start()
     result = deliver(pf, d, "deferred")
@@ -307,7 +204,7 @@ def test_rfc8461_2_dane_and_mta_sts_dane_applies(world) -> None:
     # self-signed: MTA-STS (PKIX) would refuse it; DANE-EE accepts it
     lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="self-signed", tlsa=["3 1 1 auto"])],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     assert daemon.query(d) == "OK dane-only"
     result = deliver(pf, d, "sent")
     assert result.tls is not None and result.tls.level in ("Verified", "Trusted")
@@ -322,7 +219,7 @@ def test_rfc8461_4_1_unlisted_mx_skipped_listed_mx_used(world) -> None:
     lab.add(LabDomain(d, mx=[LabMx(f"rogue.{d}", pref=10, cert="good"),
                              LabMx(f"mx1.{d}", pref=20, cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
-                      policy=PolicyHost(body=policy(f"mx1.{d}"))))
+                      policy=PolicyHost(body=sts_policy(f"mx1.{d}"))))
     assert daemon.query(d) == f"OK secure match=mx1.{d} servername=hostname"
     result = deliver(pf, d, "sent")
     assert result.relay is not None and result.relay.startswith(f"mx1.{d}[")

@@ -26,14 +26,8 @@ import asyncio
 import base64
 import itertools
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -54,70 +48,16 @@ from smtptls.store.reports_base import DkimStatus
 from smtptls.store.reports_sqlite import SqliteReportStore
 from smtptls.store.results_base import DeliveryStatus
 from smtptls.tlsrpt.aggregate import report_id
+from tests.e2e.postfix_world import Policyd, deliver, postfix_with_policyd, sts_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
-ROOT = Path(__file__).resolve().parents[2]
 _n = itertools.count()
 RUN = f"{os.getpid() % 10000}"
 
 
 def uniq(prefix: str) -> str:
     return f"{prefix}{next(_n)}r{RUN}"
-
-
-def sts_policy(*mx: str, mode: str = "enforce") -> str:
-    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), "max_age: 86400"]
-    return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Policyd:
-    """``smtptls policyd`` as a subprocess answering the lab Postfix."""
-
-    def __init__(self, lab, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-        self.port = free_port()
-        self.workdir = workdir
-        host, port = lab.resolver
-        self.config = workdir / "policyd.toml"
-        self.config.write_text(
-            f'[dns]\nnameservers = ["{host}:{port}"]\ntimeout = 3.0\n\n'
-            f'[fetch]\nca_file = "{lab.ca_file}"\nconnect_timeout = 3.0\ntotal_timeout = 6.0\n\n'
-            f'[cache]\nsqlite_path = "{workdir / "policyd-cache.sqlite3"}"\n\n'
-            f'[policyd]\nlisten = "127.0.0.1:{self.port}"\nmetrics = ""\n')
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.workdir / "policyd.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smtptls", "policyd", "--config", str(self.config)],
-            stdout=log, stderr=log, cwd=self.workdir,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise AssertionError("policyd did not start: "
-                             + (self.workdir / "policyd.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def dkim_key() -> tuple[bytes, str]:
@@ -130,32 +70,13 @@ def dkim_key() -> tuple[bytes, str]:
     return pem, base64.b64encode(pub).decode()
 
 
-def deliver(pf, domain: str, want: str, timeout: float = 40.0):  # type: ignore[no-untyped-def]
-    """Submit to user@domain and wait for ``want`` (sent / deferred)."""
-    qid = pf.submit("sender@postfix.lab.test", f"user@{domain}",
-                    f"Subject: tlsrpt e2e {domain}\r\n\r\nhello\r\n")
-    try:
-        return pf.wait_delivery(qid, timeout=timeout, statuses=(want,))
-    finally:
-        if want != "sent":
-            pf.delete_all()
-
-
 @pytest.fixture(scope="module")
 def world(lab, tmp_path_factory):
     from tests.lab import LabDomain, LabMx, PolicyHost
 
     workdir = tmp_path_factory.mktemp("tlsrpt-e2e")
-    policyd = Policyd(lab, workdir)
-    policyd.start()
-    pf = lab.postfix(policy_map=f"socketmap:inet:127.0.0.1:{policyd.port}:postfix",
-                     smtp_tls_security_level="dane",
-                     smtp_tls_mandatory_protocols=">=TLSv1.2")
-    try:
+    with postfix_with_policyd(lab, Policyd(lab, workdir)) as pf:
         yield lab, pf, workdir, LabDomain, LabMx, PolicyHost
-    finally:
-        pf.stop()
-        policyd.stop()
 
 
 @pytest.mark.rfc("8460 5.3")
@@ -250,7 +171,7 @@ async def test_postfix_log_to_reports_received_over_https_and_mail(world) -> Non
         expect = {sts_good: "sent", sts_test: "sent", sts_bad: "deferred",
                   dane_good: "sent", dane_bad: "deferred", plain: "sent", nopol: "sent"}
         for domain, want in expect.items():
-            await asyncio.to_thread(deliver, pf, domain, want)
+            await asyncio.to_thread(deliver, pf, domain, want, tag="tlsrpt e2e")
 
         # what Postfix did, from its log, by the lab's parser: sessions per domain
         sessions = Counter(dl.recipient.rpartition("@")[2]
