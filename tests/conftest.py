@@ -1,7 +1,16 @@
-"""Shared pytest configuration: corpus location and the ``rfc`` marker helper."""
+"""Shared pytest configuration: where the shared corpus is, and the ``rfc`` marker helper.
+
+The real-world corpus (TLSRPT reports, OpenSSL's DANE vectors, other suites' vectors) is
+data this repository does not copy. Tests reach it only through the ``corpus`` fixture
+(or :func:`corpus_path` at import time), which looks at ``$SMTPTLS_CORPUS``, then at
+``../shared/corpus`` beside the checkout. Without it those tests skip with one reason;
+with ``SMTPTLS_REQUIRE_CORPUS=1`` (CI) a missing corpus fails them instead. The project's
+own fixtures prove every behaviour without it.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,11 +18,60 @@ import pytest
 pytest_plugins = ["tests.lab.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+
+#: The one reason every corpus test gives when it skips.
+CORPUS_MISSING = ("shared corpus not found (set SMTPTLS_CORPUS or place it at "
+                  "../shared/corpus); the project's own fixtures cover these behaviours")
+SPEC_MISSING = ("shared requirement list not found (set SMTPTLS_SPEC or place it at "
+                "../shared/spec)")
+
+
+def _located(env: str, default: Path) -> Path | None:
+    value = os.environ.get(env)
+    path = Path(value) if value else default
+    return path if path.is_dir() else None
+
+
+def corpus_path() -> Path | None:
+    """The corpus folder, or None when this checkout has none."""
+    return _located("SMTPTLS_CORPUS", ROOT.parent / "shared" / "corpus")
+
+
+def spec_path() -> Path | None:
+    """The shared requirement folder (``REQUIREMENTS.md``), or None."""
+    return _located("SMTPTLS_SPEC", ROOT.parent / "shared" / "spec")
+
+
+def _require() -> bool:
+    return os.environ.get("SMTPTLS_REQUIRE_CORPUS", "") not in ("", "0")
+
+
+def _missing(reason: str) -> None:
+    if _require():
+        pytest.fail(f"SMTPTLS_REQUIRE_CORPUS is set but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.fail(f"conformance corpus not found at {CORPUS} (expected ../shared/corpus)")
-    return CORPUS
+    """The shared corpus folder; skips (or fails under SMTPTLS_REQUIRE_CORPUS) if absent."""
+    path = corpus_path()
+    if path is None:
+        _missing(CORPUS_MISSING)
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_spec() -> Path:
+    """The shared requirement folder; skips (or fails under SMTPTLS_REQUIRE_CORPUS)."""
+    path = spec_path()
+    if path is None:
+        _missing(SPEC_MISSING)
+    assert path is not None
+    return path
+
+
+#: For ``pytest.mark.skipif`` on modules whose parametrization reads the corpus at import.
+needs_corpus = pytest.mark.skipif(corpus_path() is None and not _require(),
+                                  reason=CORPUS_MISSING)
