@@ -11,13 +11,17 @@ own fixtures prove every behaviour without it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest_plugins = ["tests.lab.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The project's own test data (written here; never copied from the corpus).
+FIXTURES = ROOT / "tests" / "fixtures"
 
 #: The one reason every corpus test gives when it skips.
 CORPUS_MISSING = ("shared corpus not found (set SMTPTLS_CORPUS or place it at "
@@ -70,6 +74,20 @@ def shared_spec() -> Path:
         _missing(SPEC_MISSING)
     assert path is not None
     return path
+
+
+def corpus_params(build: Callable[[Path], Iterable[Any]], arity: int = 1) -> list[Any]:
+    """Parameters read from the corpus at collection time, for ``pytest.mark.parametrize``.
+
+    ``build`` gets the corpus folder and returns the parameters. Without a corpus this is
+    one placeholder (id ``no-corpus``, ``arity`` Nones) so collection never fails; the test
+    also takes the ``corpus`` fixture, which skips it with the one reason (or fails it under
+    ``SMTPTLS_REQUIRE_CORPUS``) before its body runs.
+    """
+    path = corpus_path()
+    if path is None:
+        return [pytest.param(*([None] * arity), id="no-corpus")]
+    return list(build(path))
 
 
 #: For ``pytest.mark.skipif`` on modules whose parametrization reads the corpus at import.

@@ -25,15 +25,15 @@ from smtptls.dane import (
     verify_chain,
 )
 from smtptls.dane.publish import load_certificates
+from tests.conftest import corpus_params
 
-# As tests/conftest.py locates it (ROOT.parent/"shared"/"corpus"), for parametrization;
-# the tests that need it also take the ``corpus`` fixture, which fails when it is absent.
-ROOT = Path(__file__).resolve().parents[3]
-CORPUS = ROOT.parent / "shared" / "corpus" / "vectors"
+# Parametrization reads the corpus at collection through ``corpus_params``; every test
+# that needs it also takes the ``corpus`` fixture, which skips (or, in CI, fails) without it.
+VECTORS = "vectors"  # below the corpus folder
 
 
-def _openssl_cases() -> list[Any]:
-    data = json.loads((CORPUS / "openssl" / "danetest.json").read_text())
+def _openssl_cases(corpus: Path) -> list[Any]:
+    data = json.loads((corpus / VECTORS / "openssl" / "danetest.json").read_text())
     cases = []
     for fname, entries in data["files"].items():
         for case in entries:
@@ -42,12 +42,12 @@ def _openssl_cases() -> list[Any]:
     return cases
 
 
-OPENSSL_CASES = _openssl_cases() if CORPUS.is_dir() else []
+OPENSSL_CASES = corpus_params(_openssl_cases)
 
 
 def test_openssl_vectors_present(corpus: Path) -> None:
-    assert (corpus / "vectors" / "openssl" / "danetest.json").is_file()
-    assert len(OPENSSL_CASES) == 35
+    assert (corpus / VECTORS / "openssl" / "danetest.json").is_file()
+    assert len(_openssl_cases(corpus)) == 35
 
 
 @pytest.mark.rfc("7672 3.1")
@@ -99,27 +99,25 @@ def test_rfc7672_3_openssl_danetest(case: dict, corpus: Path) -> None:
 # --- Stalwart: real chains ------------------------------------------------------------------
 
 
-def _scenarios() -> dict:
-    return json.loads((CORPUS / "dane_scenarios.json").read_text())
+def _scenarios(corpus: Path) -> dict:
+    return json.loads((corpus / VECTORS / "dane_scenarios.json").read_text())
 
 
-def _stalwart_hosts() -> list[Any]:
-    if not CORPUS.is_dir():
-        return []
-    hosts = _scenarios()["stalwart_realworld"]["hosts"]
+def _stalwart_hosts(corpus: Path) -> list[Any]:
+    hosts = _scenarios(corpus)["stalwart_realworld"]["hosts"]
     return [pytest.param(h, id=h["reference_name"]) for h in hosts]
 
 
-def _stalwart_chain(host: dict) -> list[bytes]:
-    base = CORPUS / "stalwart-mail-server" / "dane"
+def _stalwart_chain(corpus: Path, host: dict) -> list[bytes]:
+    base = corpus / VECTORS / "stalwart-mail-server" / "dane"
     return [(base / f).read_bytes() for f in host["chain_files"]]
 
 
-@pytest.mark.parametrize("host", _stalwart_hosts())
+@pytest.mark.parametrize("host", corpus_params(_stalwart_hosts))
 def test_rfc7672_3_1_1_real_chains_expired_leaf_still_verifies(host: dict,
                                                               corpus: Path) -> None:
     records = [TLSARecord.from_text(t) for t in host["tlsa"]]
-    chain = _stalwart_chain(host)
+    chain = _stalwart_chain(corpus, host)
     later = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     leaf = x509.load_der_x509_certificate(chain[0])
     assert leaf.not_valid_after_utc < later  # the leaf really is expired
@@ -130,10 +128,10 @@ def test_rfc7672_3_1_1_real_chains_expired_leaf_still_verifies(host: dict,
 
 
 def test_rfc7672_3_1_2_real_chain_dane_ta_only(corpus: Path) -> None:
-    host = next(h for h in _scenarios()["stalwart_realworld"]["hosts"]
+    host = next(h for h in _scenarios(corpus)["stalwart_realworld"]["hosts"]
                 if h["reference_name"] == "internet.nl")
     ta_only = [TLSARecord.from_text(t) for t in host["tlsa"] if t.startswith("2 ")]
-    chain = _stalwart_chain(host)
+    chain = _stalwart_chain(corpus, host)
     ok = verify_chain(ta_only, chain, ["internet.nl"], dt.datetime(2023, 6, 1, tzinfo=dt.UTC))
     assert ok.ok and ok.reason == "dane-ta-match" and ok.depth == 1
     late = verify_chain(ta_only, chain, ["internet.nl"], dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
@@ -141,9 +139,9 @@ def test_rfc7672_3_1_2_real_chain_dane_ta_only(corpus: Path) -> None:
 
 
 def test_real_chain_with_zero_serial_loads(corpus: Path) -> None:
-    host = next(h for h in _scenarios()["stalwart_realworld"]["hosts"]
+    host = next(h for h in _scenarios(corpus)["stalwart_realworld"]["hosts"]
                 if h["reference_name"] == "mail.ietf.org")
-    der = _stalwart_chain(host)[3]
+    der = _stalwart_chain(corpus, host)[3]
     assert load_certificates(der)  # tolerated despite cryptography's warning
 
 
@@ -183,10 +181,8 @@ MOX_DNS = {5, 6, 7, 8, 9, 10}
 MOX_ALLOWED = {2: {0}, 3: {3}}
 
 
-def _mox_cases() -> list[Any]:
-    if not CORPUS.is_dir():
-        return []
-    return [pytest.param(c, id=f"mox-{c['id']}") for c in _scenarios()["mox_dial"]["cases"]]
+def _mox_cases(corpus: Path) -> list[Any]:
+    return [pytest.param(c, id=f"mox-{c['id']}") for c in _scenarios(corpus)["mox_dial"]["cases"]]
 
 
 def _mox_record_names(case: dict) -> list[tuple[str | None, str]]:
@@ -223,7 +219,7 @@ def _mox_decision(case: dict, pki: MoxPki) -> tuple[Requirement, tuple, list[str
     return d.requirement, d.records, list(d.reference_names)
 
 
-@pytest.mark.parametrize("case", _mox_cases())
+@pytest.mark.parametrize("case", corpus_params(_mox_cases))
 def test_rfc7672_mox_dial_scenarios(case: dict, corpus: Path) -> None:
     cid = case["id"]
     pki = MoxPki(leaf_not_after=NOW - DAY if cid == 17 else NOW + 365 * DAY)
@@ -300,7 +296,7 @@ POSTFIX_FAIL = {
 
 
 def test_postfix_scenario_rows_all_covered(corpus: Path) -> None:
-    rows = _scenarios()["postfix_tls_dane_sh"]
+    rows = _scenarios(corpus)["postfix_tls_dane_sh"]
     assert {r[0] for r in rows["pass"]} == set(POSTFIX_PASS)
     assert {r[0] for r in rows["fail"]} == set(POSTFIX_FAIL)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -23,17 +22,9 @@ from smtptls.mtasts import (
     parse_policy,
     parse_txt_records,
 )
+from tests.conftest import corpus_params
 
-# the same location as the ``corpus`` fixture (tests/conftest.py); needed at collection
-# time to parametrize, where fixtures are not available yet
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
-VECTORS = CORPUS / "vectors" / "mtasts_tlsrpt_conformance.json"
-
-
-def _load(section: str) -> list[dict]:
-    if not VECTORS.is_file():  # the corpus fixture reports the missing corpus clearly
-        return []
-    return json.loads(VECTORS.read_text(encoding="utf-8"))[section]
+VECTORS = "vectors/mtasts_tlsrpt_conformance.json"  # below the corpus folder
 
 
 def _id(index: int, vector: dict) -> str:
@@ -45,7 +36,12 @@ def _id(index: int, vector: dict) -> str:
 
 
 def _params(section: str) -> list:
-    return [pytest.param(v, id=_id(i, v)) for i, v in enumerate(_load(section))]
+    """One parameter per vector of ``section``; needed at collection, before fixtures, so
+    read through ``corpus_params`` (a placeholder the ``corpus`` fixture skips if absent)."""
+    def build(corpus):
+        vectors = json.loads((corpus / VECTORS).read_text(encoding="utf-8"))[section]
+        return [pytest.param(v, id=_id(i, v)) for i, v in enumerate(vectors)]
+    return corpus_params(build)
 
 
 def _expected_valid(vector: dict) -> bool:
@@ -61,7 +57,7 @@ def _expected_fields(vector: dict) -> dict | None:
 
 
 def test_corpus_sections_are_present(corpus):
-    data = json.loads((corpus / "vectors" / "mtasts_tlsrpt_conformance.json").read_text())
+    data = json.loads((corpus / VECTORS).read_text())
     for section in ("txt_record", "policy", "mx_match", "content_type"):
         assert len(data[section]) == data["meta"]["counts"][section]
         assert data[section], section

@@ -14,6 +14,7 @@ import json
 import zipfile
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from tlsrpt_samples import REPORTS, corpus_files, raw_reports_in_eml, raw_totals
@@ -33,24 +34,24 @@ NEGATIVE = "tlsrpt-rs__empty.eml"  # SOURCES.txt: NEGATIVE sample, a cron e-mail
 
 
 def _json_params():
-    return [pytest.param(p, id=p.stem) for p in corpus_files(".json")]
+    return corpus_files(".json")
 
 
 def _eml_params():
-    return [pytest.param(p, id=p.stem) for p in corpus_files(".eml") if p.name != NEGATIVE]
+    return corpus_files(".eml", exclude=(NEGATIVE,))
 
 
-def _load(name: str) -> bytes:
-    return (REPORTS / name).read_bytes()
+def _load(corpus: Path, name: str) -> bytes:
+    return (corpus / REPORTS / name).read_bytes()
 
 
-def _subject(name: str) -> str:
-    message = email.message_from_bytes(_load(name), policy=email.policy.compat32)
+def _subject(corpus: Path, name: str) -> str:
+    message = email.message_from_bytes(_load(corpus, name), policy=email.policy.compat32)
     return str(message["Subject"])
 
 
 def test_corpus_is_complete(corpus):
-    folder = corpus / "tlsrpt-reports"
+    folder = corpus / REPORTS
     assert len(list(folder.glob("*.json"))) == 19
     assert len(list(folder.glob("*.eml"))) == 14
     assert (folder / NEGATIVE).is_file()
@@ -93,7 +94,7 @@ def test_corpus_eml_tolerant_totals(corpus, path):
 
 def test_negative_sample_is_rejected_clearly(corpus):
     with pytest.raises(NoReportAttachmentError) as info:
-        extract_reports_from_message(_load(NEGATIVE))
+        extract_reports_from_message(_load(corpus, NEGATIVE))
     message = str(info.value)
     assert "no TLSRPT report attachment" in message and "text/plain" in message
     assert "Cron" in message
@@ -103,12 +104,12 @@ def test_negative_sample_is_rejected_clearly(corpus):
 
 
 def test_quirk_1_microsoft_datetime_without_time_zone(corpus):
-    (report,) = reports_from_message(_load("mox__microsoft.eml"))
+    (report,) = reports_from_message(_load(corpus, "mox__microsoft.eml"))
     assert report.start_datetime == datetime(2023, 1, 10, tzinfo=UTC)
     assert report.end_datetime == datetime(2023, 1, 10, 23, 59, 59, tzinfo=UTC)
     assert "$.date-range.start-datetime: no time zone; read as UTC" in report.warnings
     with pytest.raises(ReportParseError) as info:
-        reports_from_message(_load("mox__microsoft.eml"), strict=True)
+        reports_from_message(_load(corpus, "mox__microsoft.eml"), strict=True)
     assert info.value.path == "$.date-range.start-datetime"
 
 
@@ -119,7 +120,7 @@ def test_quirk_1_microsoft_datetime_without_time_zone(corpus):
     ids=["one-record", "two-records"],
 )
 def test_quirk_2_microsoft_tlsa_policy_string_holds_a_json_array(corpus, name, count):
-    report = parse_report(_load(name))
+    report = parse_report(_load(corpus, name))
     tlsa = next(p for p in report.policies if p.policy_type is PolicyType.TLSA)
     assert len(tlsa.policy_string) == 1 and tlsa.policy_string[0].startswith('["3 1 1 ')
     assert len(tlsa.policy_lines) == count
@@ -131,12 +132,12 @@ def test_quirk_2_microsoft_tlsa_policy_string_holds_a_json_array(corpus, name, c
 
 
 def test_quirk_3_microsoft_report_id_and_mail_form(corpus):
-    assert parse_report(_load("cry-inc-dmarc-report-viewer__no_ip_and_mx.json")).report_id == (
+    assert parse_report(_load(corpus, "cry-inc-dmarc-report-viewer__no_ip_and_mx.json")).report_id == (
         "1234567890+")
-    raw = _load("tlsrpt-digest__tlsrpt_success_microsoft.eml")
-    subject = parse_subject(_subject("tlsrpt-digest__tlsrpt_success_microsoft.eml"))
+    raw = _load(corpus, "tlsrpt-digest__tlsrpt_success_microsoft.eml")
+    subject = parse_subject(_subject(corpus, "tlsrpt-digest__tlsrpt_success_microsoft.eml"))
     assert subject.report_id == "134232617934286362+example.com" and not subject.bracketed
-    assert parse_subject(_subject("tlsrpt-digest__tlsrpt_success_microsoft.eml"),
+    assert parse_subject(_subject(corpus, "tlsrpt-digest__tlsrpt_success_microsoft.eml"),
                          strict=True) is None
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     types = [p.get_content_type() for p in message.walk()]
@@ -155,7 +156,7 @@ def test_quirk_3_microsoft_report_id_and_mail_form(corpus):
      "parsedmarc__mail.ru.json", "tlsrpt-rs__mail.ru.json"],
 )
 def test_quirk_4_fetch_error_details_without_addresses(corpus, name):
-    report = parse_report(_load(name))
+    report = parse_report(_load(corpus, name))
     details = report.policies[0].failure_details
     assert details and all(d.result_type is ResultType.STS_POLICY_FETCH_ERROR for d in details)
     assert all(d.sending_mta_ip is None and d.receiving_ip is None
@@ -164,19 +165,19 @@ def test_quirk_4_fetch_error_details_without_addresses(corpus, name):
 
 
 def test_quirk_5_google_subject_report_id_and_mx_host(corpus):
-    raw = _load("mox__google_example.eml")
-    subject = parse_subject(_subject("mox__google_example.eml"), strict=True)
+    raw = _load(corpus, "mox__google_example.eml")
+    subject = parse_subject(_subject(corpus, "mox__google_example.eml"), strict=True)
     (report,) = reports_from_message(raw)
     assert subject.report_id == "2022.09.15T00.00.00Z+test.xmox.nl@google.com"
     assert report.report_id == "2022-09-15T00:00:00Z_test.xmox.nl"  # differs; both kept
     assert report.policies[0].mx_host == ("komijn.test.xmox.nl",)
-    without = parse_report(_load("parsedmarc__smtp_tls.json"))
+    without = parse_report(_load(corpus, "parsedmarc__smtp_tls.json"))
     assert without.policies[0].mx_host == ()
     assert "$.policies[0].policy.mx-host: required member missing; read as []" in without.warnings
 
 
 def test_quirk_6_mailru_next_day_end_overlapping_counts_free_text(corpus):
-    report = parse_report(_load("parsedmarc__mail.ru.json"))
+    report = parse_report(_load(corpus, "parsedmarc__mail.ru.json"))
     assert report.end_datetime - report.start_datetime == timedelta(days=1)
     assert any("next day's 00:00:00Z" in w for w in report.warnings)
     policy = report.policies[0]
@@ -185,10 +186,10 @@ def test_quirk_6_mailru_next_day_end_overlapping_counts_free_text(corpus):
                for w in report.warnings)
     assert {d.failure_reason_code for d in policy.failure_details} == {
         "bad https response code: 404", "bad https response code: 500"}
-    (mailru,) = reports_from_message(_load("tlsrpt-rs__mail.ru.eml"))
+    (mailru,) = reports_from_message(_load(corpus, "tlsrpt-rs__mail.ru.eml"))
     assert mailru.policies[0].failure_details[0].failure_reason_code.startswith(
         'unable to do http request: Get "https://mta-sts.krvtz.net/')
-    subject = parse_subject(_subject("tlsrpt-rs__mail.ru.eml"))  # folded over four lines
+    subject = parse_subject(_subject(corpus, "tlsrpt-rs__mail.ru.eml"))  # folded over four lines
     assert (subject.domain, subject.submitter) == ("krvtz.net", "mail.ru")
     assert subject.report_id == "c96d67df-0440-57f7-6e96-c83824d0fdf2@mail.ru"
 
@@ -199,18 +200,18 @@ def test_quirk_6_mailru_next_day_end_overlapping_counts_free_text(corpus):
      "issue__parsedmarc-575__stalwart_egressif_contact_null.json"],
 )
 def test_quirk_stalwart_contact_info_null(corpus, name):
-    report = parse_report(_load(name))
+    report = parse_report(_load(corpus, name))
     assert report.contact_info is None
     assert "$.contact-info: null; read as absent" in report.warnings
     assert "." in report.organization_name  # a host name as organization-name
     assert report.end_datetime - report.start_datetime == timedelta(seconds=86400)
     with pytest.raises(ReportParseError) as info:
-        parse_report(_load(name), strict=True)
+        parse_report(_load(corpus, name), strict=True)
     assert info.value.path == "$.contact-info"
 
 
 def test_quirk_7_stalwart_empty_arrays_and_subject(corpus):
-    report = parse_report(_load("issue__parsedmarc-575__stalwart_egressif_contact_null.json"))
+    report = parse_report(_load(corpus, "issue__parsedmarc-575__stalwart_egressif_contact_null.json"))
     policy = report.policies[0]
     assert policy.policy_type is PolicyType.NO_POLICY_FOUND
     assert (policy.policy_string, policy.mx_host, policy.failure_details) == ((), (), ())
@@ -219,21 +220,21 @@ def test_quirk_7_stalwart_empty_arrays_and_subject(corpus):
 
 def test_quirk_8_postfix_sys4_no_policy_found_without_policy_domain(corpus):
     name = "issue__sys4-tlsrpt-reporter-51__postfix_sys4_no_policy_domain.json"
-    report = parse_report(_load(name))
+    report = parse_report(_load(corpus, name))
     policy = report.policies[0]
     assert policy.policy_type is PolicyType.NO_POLICY_FOUND and policy.policy_domain is None
     assert report.total_successful == 1 and report.policy_domains == ()
     with pytest.raises(ReportParseError) as info:
-        parse_report(_load(name), strict=True)
+        parse_report(_load(corpus, name), strict=True)
     assert info.value.path == "$.policies[0].policy.policy-domain"
 
 
 def test_quirk_9_rfc_example_mx_host_string_and_spaced_uri(corpus):
-    report = parse_report(_load("parsedmarc__rfc8460.json"))
+    report = parse_report(_load(corpus, "parsedmarc__rfc8460.json"))
     assert report.policies[0].mx_host == ("*.mail.company-y.example",)
     assert report.warnings == (
         "$.policies[0].policy.mx-host: a string where RFC 8460 §4.4 has an array of strings",)
-    spaced = parse_report(_load("tlsrpt-rs__rfc8460.json"))
+    spaced = parse_report(_load(corpus, "tlsrpt-rs__rfc8460.json"))
     info = spaced.policies[0].failure_details[1].additional_information
     assert info == ("https://reports.company-x.example/  report_info ? id = 5065427 c - 23 d3#"
                     " StarttlsNotSupported ")  # kept verbatim
@@ -257,9 +258,9 @@ def _mail(ctype: str, payload: bytes, *, filename: str | None = "r.json.gz",
 
 
 def test_quirk_10_media_types(corpus):
-    (report,) = reports_from_message(_load("stalwart-mail-auth__rpt02.eml"))  # application/tlsrpt
+    (report,) = reports_from_message(_load(corpus, "stalwart-mail-auth__rpt02.eml"))  # application/tlsrpt
     assert report.total_successful == 23
-    doc = _load("parsedmarc__smtp_tls.json")
+    doc = _load(corpus, "parsedmarc__smtp_tls.json")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("report.json", doc)
@@ -275,7 +276,7 @@ def test_quirk_10_media_types(corpus):
 
 
 def test_quirk_11_unknown_types_and_missing_count(corpus):
-    report = parse_report(_load("stalwart-mail-auth__rpt03.json"))
+    report = parse_report(_load(corpus, "stalwart-mail-auth__rpt03.json"))
     assert [p.policy_type for p in report.policies] == [
         PolicyType.NO_POLICY_FOUND, "invalid-policy-type"]
     assert [p.total_failure_session_count for p in report.policies] == [0, 0]
@@ -283,14 +284,14 @@ def test_quirk_11_unknown_types_and_missing_count(corpus):
     assert any("unknown policy type 'invalid-policy-type'" in w for w in report.warnings)
     assert any("total-failure-session-count: required member missing" in w
                for w in report.warnings)
-    doc = json.loads(_load("parsedmarc__smtp_tls.json"))
+    doc = json.loads(_load(corpus, "parsedmarc__smtp_tls.json"))
     doc["policies"][0]["failure-details"][0]["result-type"] = "some-new-failure"
     detail = parse_report(json.dumps(doc)).policies[0].failure_details[0]
     assert detail.result_type == "some-new-failure" and not detail.is_registered
 
 
 def test_quirk_12_invalid_gzip_attachment_has_a_clear_reason(corpus):
-    good = gzip.compress(_load("parsedmarc__smtp_tls.json"))
+    good = gzip.compress(_load(corpus, "parsedmarc__smtp_tls.json"))
     broken = good[:10] + bytes(b ^ 0x5A for b in good[10:40]) + good[40:]
     (attachment,) = extract_reports_from_message(_mail("application/tlsrpt+gzip", broken))
     with pytest.raises(ReportParseError, match="not valid gzip") as info:
@@ -303,7 +304,7 @@ def test_quirk_12_invalid_gzip_attachment_has_a_clear_reason(corpus):
 
 def test_mx_host_and_additional_information_are_kept(corpus):
     """A known parser drops both; here they survive parsing and serialisation."""
-    report = parse_report(_load("stalwart-mail-auth__rpt01.json"))
+    report = parse_report(_load(corpus, "stalwart-mail-auth__rpt01.json"))
     assert report.policies[0].mx_host == ("*.mail.company-y.example",)
     out = report.to_dict()["policies"][0]
     assert out["policy"]["mx-host"] == ["*.mail.company-y.example"]
@@ -312,6 +313,6 @@ def test_mx_host_and_additional_information_are_kept(corpus):
 
 
 def test_no_policy_found_without_policy_domain_is_accepted(corpus):
-    report = parse_report(_load("stalwart-mail-auth__rpt03.json"))
+    report = parse_report(_load(corpus, "stalwart-mail-auth__rpt03.json"))
     assert report.policies[0].policy_domain is None
     assert "policy-domain" not in report.to_dict()["policies"][0]["policy"]

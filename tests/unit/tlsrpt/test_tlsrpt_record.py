@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,16 +12,18 @@ from hypothesis import strategies as st
 from smtptls.errors import MultipleTlsrptRecordsError, ReportError, TlsrptRecordError
 from smtptls.tlsrpt import TlsrptRecord, parse_record, parse_txt_records, record_name
 from smtptls.tlsrpt.record import MAX_RECORD_LENGTH, check_uri, is_tlsrpt_record
+from tests.conftest import corpus_params
 
-# the same location as the ``corpus`` fixture (tests/conftest.py); needed at collection
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
-VECTORS = CORPUS / "vectors" / "mtasts_tlsrpt_conformance.json"
+VECTORS = "vectors/mtasts_tlsrpt_conformance.json"  # below the corpus folder
 
 
 def _vectors() -> list:
-    if not VECTORS.is_file():  # the corpus fixture reports a missing corpus clearly
-        return []
-    data = json.loads(VECTORS.read_text(encoding="utf-8"))["tlsrpt_txt"]
+    """The corpus' TLSRPT TXT vectors (a placeholder the ``corpus`` fixture skips if absent)."""
+    return corpus_params(_vector_params)
+
+
+def _vector_params(corpus) -> list:
+    data = json.loads((corpus / VECTORS).read_text(encoding="utf-8"))["tlsrpt_txt"]
     params = []
     for i, v in enumerate(data):
         label = v.get("reason") or ("valid" if v.get("valid") else "invalid")
@@ -34,7 +35,7 @@ def _vectors() -> list:
 
 
 def test_corpus_has_tlsrpt_vectors(corpus):
-    data = json.loads((corpus / "vectors" / "mtasts_tlsrpt_conformance.json").read_text())
+    data = json.loads((corpus / VECTORS).read_text())
     assert len(data["tlsrpt_txt"]) == data["meta"]["counts"]["tlsrpt_txt"] == 30
 
 

@@ -3,6 +3,7 @@
 ``rfc8460_example()`` is the RFC 8460 §4.5 example with erratum 6241 applied (``mx-host``
 an array): every member the §4.4 schema lists, so it is strictly valid. Nothing here
 uses smtptls, so the expected values it computes are independent of the parser.
+``corpus_files`` lists the shared corpus' reports; ``OWN_REPORTS`` holds the project's own.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import email
 import email.policy
 import gzip
 import json
-from pathlib import Path
 from typing import Any
 
-CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
-REPORTS = CORPUS / "tlsrpt-reports"
+import pytest
+
+from tests.conftest import FIXTURES, corpus_params
+
+#: The corpus folder of real reports, below the ``corpus`` fixture's folder.
+REPORTS = "tlsrpt-reports"
+#: The project's own reports, one (or a few) per quirk of the corpus (README.md there).
+OWN_REPORTS = FIXTURES / "tlsrpt"
 
 _EXAMPLE: dict[str, Any] = {
     "organization-name": "Company-X",
@@ -82,10 +88,14 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-def corpus_files(suffix: str) -> list[Path]:
-    if not REPORTS.is_dir():  # the corpus fixture reports a missing corpus clearly
-        return []
-    return sorted(REPORTS.glob(f"*{suffix}"))
+def corpus_files(suffix: str, *, exclude: tuple[str, ...] = ()) -> list[Any]:
+    """One parameter per corpus report file ending in ``suffix`` (id: its stem).
+
+    Without a corpus, one placeholder that the ``corpus`` fixture skips (tests/conftest.py).
+    """
+    return corpus_params(lambda corpus: [
+        pytest.param(p, id=p.stem) for p in sorted((corpus / REPORTS).glob(f"*{suffix}"))
+        if p.name not in exclude])
 
 
 def raw_totals(doc: Any) -> tuple[int, int]:
