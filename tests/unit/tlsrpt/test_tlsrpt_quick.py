@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tlsrpt_samples import corpus_files, dumps, rfc8460_example
+from tlsrpt_samples import corpus_files, dumps, own_files, rfc8460_example
 
 from smtptls.errors import ReportError, ReportParseError
 from smtptls.tlsrpt import FailureDetail, PolicyResult, PolicyType, ResultType, parse_report
@@ -219,6 +219,13 @@ def test_rfc7493_2_1_surrogates_read_as_the_reference_reads_them(data, warned):
 def test_real_reports_read_the_same_both_ways(corpus, path):
     data = Path(path).read_bytes()
     assert quick(data.decode()) is not None  # real reports take the quick reading
+    assert_same_as_reference(data)
+
+
+@pytest.mark.parametrize("path", own_files(".json"))
+def test_own_quirky_reports_read_the_same_both_ways(path):
+    data = Path(path).read_bytes()
+    assert quick(data.decode()) is not None  # the quirks of real reports: the quick reading
     assert_same_as_reference(data)
 
 

@@ -98,6 +98,12 @@ def corpus_files(suffix: str, *, exclude: tuple[str, ...] = ()) -> list[Any]:
         if p.name not in exclude])
 
 
+def own_files(suffix: str, *, exclude: tuple[str, ...] = ()) -> list[Any]:
+    """One parameter per own fixture report ending in ``suffix`` (id: ``own-`` + its stem)."""
+    return [pytest.param(p, id=f"own-{p.stem}") for p in sorted(OWN_REPORTS.glob(f"*{suffix}"))
+            if p.name not in exclude]
+
+
 def raw_totals(doc: Any) -> tuple[int, int]:
     """(successful, failed) summed straight from the raw JSON, missing counts as 0."""
     ok = failed = 0
