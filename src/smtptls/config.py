@@ -64,6 +64,9 @@ class PolicydConfig:
     txt_recheck_interval: float = 300.0
     refresh_before_expiry: float = 3600.0
     max_request: int = 1024
+    idle_timeout: float = 300.0  # a connection with no request for this long is closed
+    request_timeout: float = 10.0  # a request complete this long after its first octet
+    max_connections: int = 4096  # lowered to the file descriptor limit less a reserve
     overrides: dict[str, str] = field(default_factory=dict)
 
 

@@ -47,7 +47,7 @@ class Daemon:
         listen: str | None = None,
         metrics_listen: str | None = None,
         grace: float = 10.0,
-        idle_timeout: float = 300.0,
+        idle_timeout: float | None = None,
     ) -> None:
         if listen is not None or metrics_listen is not None:
             pd = config.policyd
@@ -57,7 +57,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.grace = grace
-        self.idle_timeout = idle_timeout
+        self.idle_timeout = config.policyd.idle_timeout if idle_timeout is None else idle_timeout
         self.metrics = PolicydMetrics()
         self.engine: PolicyEngine | None = None
         self.server: SocketmapServer | None = None
@@ -75,7 +75,8 @@ class Daemon:
         self.engine = PolicyEngine(cfg, dns=dns, cache=self._cache, metrics=self.metrics)
         self.server = SocketmapServer(
             self.engine, map_name=cfg.policyd.map_name, max_request=cfg.policyd.max_request,
-            idle_timeout=self.idle_timeout, observer=self.metrics.observe)
+            idle_timeout=self.idle_timeout, request_timeout=cfg.policyd.request_timeout,
+            max_connections=cfg.policyd.max_connections, observer=self.metrics.observe)
         server = self.server
         self.metrics.connections.set_function(lambda: server.connection_count)
         for spec in [s.strip() for s in cfg.policyd.listen.split(",") if s.strip()]:
@@ -109,6 +110,8 @@ class Daemon:
         if self.server is not None:
             self.server.map_name = new.policyd.map_name
             self.server.max_request = new.policyd.max_request
+            self.server.request_timeout = new.policyd.request_timeout
+            self.server.max_connections = new.policyd.max_connections
         log.info("configuration reloaded", path=str(self.config_path))
 
     def request_stop(self) -> None:

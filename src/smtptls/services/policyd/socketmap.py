@@ -17,7 +17,15 @@ request order. What this module decides about broken input:
 - a frame that is well formed but not ``name SP key`` (no space, not UTF-8): ``PERM``,
   and the connection stays usable;
 - an unknown map name: ``PERM`` (Postfix logs it as a configuration error);
-- an idle connection is closed after ``idle_timeout`` seconds.
+- an idle connection is closed after ``idle_timeout`` seconds;
+- a request must be complete ``request_timeout`` seconds after its first octet arrived
+  (a client trickling one octet a second is closed, however active it looks);
+- at most ``max_connections`` connections are open (never more than the process's file
+  descriptor limit allows, less :data:`FD_RESERVE`); a new connection past the cap
+  closes the connections idle the longest (no request in progress), a batch at a time;
+  when none is idle the new connection is closed;
+- accept errors (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) are logged as one
+  line per :data:`ACCEPT_ERROR_LOG_INTERVAL` seconds with a count, never as tracebacks.
 
 :class:`NetstringDecoder` and :func:`encode_netstring` are pure; :class:`SocketmapServer`
 serves a :class:`Handler` (the daemon's policy engine) with a fast synchronous path for
@@ -28,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import os
+import resource
 import socket
 import stat
 import time
@@ -62,6 +72,16 @@ MAX_REPLY = 100000
 #: Per connection, at most this many decoded requests wait for their answer; past it
 #: the server stops reading from that client until the backlog drains.
 MAX_PENDING = 1024
+#: File descriptors kept free of client connections: listeners, the cache database,
+#: DNS and HTTPS sockets of lookups in flight, the metrics endpoint, log files.
+FD_RESERVE = 64
+#: At the connection cap, this fraction of the cap (at least one) of the longest-idle
+#: connections is closed at once, so the search for them is not repeated per accept.
+EVICT_FRACTION = 64
+#: An accept error is logged at most once per this many seconds (with a count of the
+#: ones not logged); asyncio itself retries the accept a second later.
+ACCEPT_ERROR_LOG_INTERVAL = 60.0
+_ACCEPT_ERROR_MESSAGE = "socket.accept() out of system resource"  # asyncio's wording
 
 
 class ProtocolFramingError(ProtocolError):
@@ -299,6 +319,9 @@ class _Connection(asyncio.Protocol):
         self.writing_paused = False
         self.idle_handle: asyncio.TimerHandle | None = None
         self.last_activity = 0.0
+        # loop time of the first octet of the incomplete request buffered (0: none)
+        self.request_started = 0.0
+        self.request_handle: asyncio.TimerHandle | None = None
         self._error_reply = b""
 
     # asyncio callbacks
@@ -306,7 +329,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.server._connections.add(self)
+        if not self.server._admit(self):
+            self._close()
+            return
         loop = asyncio.get_running_loop()
         self._loop_time = loop.time
         self.last_activity = loop.time()
@@ -317,6 +342,8 @@ class _Connection(asyncio.Protocol):
         self.server._connections.discard(self)
         if self.idle_handle is not None:
             self.idle_handle.cancel()
+        if self.request_handle is not None:
+            self.request_handle.cancel()
         # an in-flight lookup keeps running (shared with other clients); its answer is
         # simply not written
         self.pending.clear()
@@ -380,6 +407,11 @@ class _Connection(asyncio.Protocol):
             self.worker = asyncio.ensure_future(self._drain())
         if len(self.pending) > MAX_PENDING:
             self._pause_reading()
+        if self.decoder.buffered:
+            if not self.request_started:
+                self._start_request_clock()
+        else:
+            self.request_started = 0.0
 
     def eof_received(self) -> bool | None:
         # half-close: answer what was asked, then close
@@ -434,6 +466,34 @@ class _Connection(asyncio.Protocol):
         log.debug("closing idle socketmap connection", peer=self._peer())
         self._close()
 
+    @property
+    def idle(self) -> bool:
+        """No request in progress: nothing buffered, pending or being looked up."""
+        return (not self.closing and self.worker is None and not self.pending
+                and not self.decoder.buffered)
+
+    def _start_request_clock(self) -> None:
+        self.request_started = self.last_activity
+        if self.request_handle is None and self.server.request_timeout > 0:
+            self.request_handle = asyncio.get_running_loop().call_later(
+                self.server.request_timeout, self._request_deadline)
+
+    def _request_deadline(self) -> None:
+        self.request_handle = None
+        if self.closing or not self.request_started:
+            return
+        left = self.request_started + self.server.request_timeout - self._loop_time()
+        if left > 0:
+            # a later request began after the one this timer was set for
+            self.request_handle = asyncio.get_running_loop().call_later(
+                left, self._request_deadline)
+            return
+        self.server._request_timeouts += 1
+        log.info("socketmap request not complete in time, connection closed",
+                 peer=self._peer(), seconds=self.server.request_timeout,
+                 buffered=self.decoder.buffered)
+        self._close()
+
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
             self.reading_paused = True
@@ -450,6 +510,63 @@ class _Connection(asyncio.Protocol):
             return "?"
         peer = self.transport.get_extra_info("peername")
         return str(peer) if peer else "unix"
+
+
+def effective_connection_limit(wanted: int, reserve: int = FD_RESERVE) -> int:
+    """``wanted`` (0: no cap of its own), lowered so that connections leave ``reserve``
+    descriptors free under the soft ``RLIMIT_NOFILE``; at least one connection."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fd_room = None if soft == resource.RLIM_INFINITY else soft - reserve
+    if not wanted:
+        return max(1, fd_room) if fd_room is not None else 1 << 30
+    return max(1, wanted if fd_room is None else min(wanted, fd_room))
+
+
+class AcceptErrorLog:
+    """The event loop's exception handler for one kind of context: asyncio reports an
+    accept that failed for lack of descriptors or memory with a traceback, every time
+    it retries. This logs it as one line per ``interval`` seconds with the number of
+    occurrences since, and passes every other context on unchanged."""
+
+    def __init__(self, interval: float = ACCEPT_ERROR_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.count = 0
+        self._unlogged = 0
+        self._last = -interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: Callable[..., object] | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop:
+            return
+        self._loop = loop
+        self._previous = loop.get_exception_handler()
+        loop.set_exception_handler(self)
+
+    def uninstall(self) -> None:
+        if self._loop is not None and self._loop.get_exception_handler() is self:
+            self._loop.set_exception_handler(self._previous)  # type: ignore[arg-type]
+        self._loop = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") != _ACCEPT_ERROR_MESSAGE:
+            if self._previous is not None:
+                self._previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        self.count += 1
+        self._unlogged += 1
+        now = self.clock()
+        if now - self._last < self.interval:
+            return
+        exc = context.get("exception")
+        error = (exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc))
+        log.error("cannot accept connections, retrying", error=error, times=self._unlogged)
+        self._last = now
+        self._unlogged = 0
 
 
 def parse_listen(spec: str, default_port: int) -> tuple[str, int]:
@@ -485,6 +602,8 @@ class SocketmapServer:
         map_name: str = "postfix",
         max_request: int = 1024,
         idle_timeout: float = 300.0,
+        request_timeout: float = 10.0,
+        max_connections: int = 4096,
         observer: Observer | None = None,
     ) -> None:
         self.handler = handler
@@ -493,12 +612,18 @@ class SocketmapServer:
         self._map_bytes = map_name.encode("utf-8")
         self.max_request = max_request
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
         self.observer = observer
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[_Connection] = set()
         self._unix_paths: list[Path] = []
         self._stopping = False
         self._framing_errors = 0
+        self._request_timeouts = 0
+        self._evicted = 0
+        self._refused = 0
+        self._accept_errors = AcceptErrorLog()
         self._unknown_map = Reply.perm("unknown map name").to_bytes()
 
     @property
@@ -509,6 +634,34 @@ class SocketmapServer:
     def map_name(self, value: str) -> None:
         self._map_name = value
         self._map_bytes = value.encode("utf-8")
+
+    # --- connection limits -------------------------------------------------------
+
+    @property
+    def connection_limit(self) -> int:
+        """``max_connections``, lowered to what the file descriptor limit leaves."""
+        return effective_connection_limit(self.max_connections)
+
+    def _admit(self, conn: _Connection) -> bool:
+        """Register a new connection; at the cap, close the longest-idle ones first.
+        False when the cap is reached and none is idle (the new one is closed)."""
+        conns = self._connections
+        limit = self.connection_limit
+        if len(conns) >= limit:
+            idle = [c for c in conns if c.idle]
+            if not idle:
+                self._refused += 1
+                return False
+            batch = heapq.nsmallest(max(1, limit // EVICT_FRACTION), idle,
+                                    key=lambda c: c.last_activity)
+            for old in batch:
+                old._close()
+                conns.discard(old)
+            self._evicted += len(batch)
+            log.debug("connection cap reached, idle connections closed", closed=len(batch),
+                      limit=limit)
+        conns.add(conn)
+        return True
 
     # --- answering -------------------------------------------------------------
 
@@ -561,6 +714,7 @@ class SocketmapServer:
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host:port`` (port 0: any); return the bound address."""
         loop = asyncio.get_running_loop()
+        self._accept_errors.install(loop)
         server = await loop.create_server(lambda: _Connection(self), host, port,
                                           reuse_address=True, backlog=1024)
         self._servers.append(server)
@@ -575,6 +729,7 @@ class SocketmapServer:
         p = Path(path)
         _remove_stale_socket(p)
         loop = asyncio.get_running_loop()
+        self._accept_errors.install(loop)
         server = await loop.create_unix_server(lambda: _Connection(self), str(p), backlog=1024)
         os.chmod(p, mode)
         self._servers.append(server)
@@ -596,6 +751,25 @@ class SocketmapServer:
     @property
     def framing_errors(self) -> int:
         return self._framing_errors
+
+    @property
+    def request_timeouts(self) -> int:
+        """Connections closed because a request was not complete in time."""
+        return self._request_timeouts
+
+    @property
+    def evicted(self) -> int:
+        """Idle connections closed to make room under the connection cap."""
+        return self._evicted
+
+    @property
+    def refused(self) -> int:
+        """New connections closed at the cap because none was idle."""
+        return self._refused
+
+    @property
+    def accept_errors(self) -> int:
+        return self._accept_errors.count
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop listening, finish in-flight requests (up to ``grace`` s), then close."""
@@ -619,3 +793,4 @@ class SocketmapServer:
             with contextlib.suppress(OSError):
                 p.unlink()
         self._servers.clear()
+        self._accept_errors.uninstall()
