@@ -1,7 +1,9 @@
-"""``smtptls reports import|list|summary|show|quarantine`` over the real-world corpus.
+"""``smtptls reports import|list|summary|show|quarantine`` over a folder of reports.
 
-The expected totals are computed here straight from the corpus files (json + email
-modules), independently of the TLSRPT core and of the store.
+Each test runs on two samples: the project's own reports (tests/fixtures/tlsrpt, always
+there) and the real-world corpus (skipped without it, see tests/conftest.py). The
+expected totals are computed here straight from the files (json + email modules),
+independently of the TLSRPT core and of the store.
 """
 
 from __future__ import annotations
@@ -13,15 +15,48 @@ import gzip
 import io
 import json
 import mailbox
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from smtptls.cli.main import main
+from tests.conftest import FIXTURES
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A folder of reports and what the tests look up in it."""
+
+    folder: Path
+    negative: str  # the one mail in it that is not a report (quarantined)
+    report_id: str  # a report with certificate-expired failures ...
+    report_successful: int  # ... and this many successful sessions
+    domain: str  # a policy domain with successful sessions
+    plain_json: str  # a report file, re-sent gzip-compressed
+
+
+def _own() -> Sample:
+    return Sample(FIXTURES / "tlsrpt", "cron-mail.eml", "9d4b6a2e-7c11-4c3f-9f0e-1a2b3c4d5e6f",
+                  812, "example.net", "mx-host-string.json")
+
+
+def _corpus(corpus: Path) -> Sample:
+    return Sample(corpus / "tlsrpt-reports", "tlsrpt-rs__empty.eml",
+                  "5065427c-23d3-47ca-b6e0-946ea0e8c4be", 5326, "company-y.example",
+                  "parsedmarc__rfc8460.json")
+
+
+@pytest.fixture(scope="module", params=["own", "corpus"])
+def sample(request) -> Sample:
+    if request.param == "corpus":
+        return _corpus(request.getfixturevalue("corpus"))
+    return _own()
 
 
 def _payloads(path):
-    """Report JSON objects in one corpus file, decoded by hand."""
+    """Report JSON objects in one file, decoded by hand."""
     data = path.read_bytes()
     if path.suffix == ".json":
         return [json.loads(data)]
@@ -48,9 +83,9 @@ def _start_day(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def expected(corpus):
+def expected(sample):
     reports = {}
-    files = sorted(p for p in (corpus / "tlsrpt-reports").iterdir() if p.suffix in (".json", ".eml"))
+    files = sorted(p for p in sample.folder.iterdir() if p.suffix in (".json", ".eml"))
     for path in files:
         for r in _payloads(path):
             reports.setdefault((r["report-id"], r["organization-name"]), r)
@@ -80,14 +115,14 @@ def db(tmp_path):
     return str(tmp_path / "reports.sqlite3")
 
 
-def test_corpus_imports_and_summary_totals_are_right(capsys, corpus, db, expected):
-    code, out = run(capsys, "import", "--db", db, "--json", str(corpus / "tlsrpt-reports"))
+def test_imports_and_summary_totals_are_right(capsys, sample, db, expected):
+    code, out = run(capsys, "import", "--db", db, "--json", str(sample.folder))
     result = json.loads(out)
     assert code == 1  # one negative sample (a cron mail) is quarantined: a finding
     assert result["stored"] == len(expected["reports"])
     assert result["quarantined"] == 1 and result["errors"] == []
     (bad,) = [i for i in result["items"] if i["status"] == "quarantined"]
-    assert bad["source"].endswith("tlsrpt-rs__empty.eml")
+    assert bad["source"].endswith(sample.negative)
     every_source = {i["source"] for i in result["items"]}
     assert every_source == {str(p) for p in expected["files"]}  # every file was read
 
@@ -101,25 +136,25 @@ def test_corpus_imports_and_summary_totals_are_right(capsys, corpus, db, expecte
     assert per_day == expected["per_day"]
 
 
-def test_reimport_is_idempotent(capsys, corpus, db, expected):
-    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
-    code, out = run(capsys, "import", "--db", db, "--json", str(corpus / "tlsrpt-reports"))
+def test_reimport_is_idempotent(capsys, sample, db, expected):
+    run(capsys, "import", "--db", db, str(sample.folder))
+    code, out = run(capsys, "import", "--db", db, "--json", str(sample.folder))
     result = json.loads(out)
     assert result["stored"] == 0
     assert result["duplicate"] == sum(len(_payloads(p)) for p in expected["files"]
-                                      if not p.name.endswith("empty.eml"))
+                                      if p.name != sample.negative)
     code, out = run(capsys, "list", "--db", db, "--json", "--limit", "1000")
     assert len(json.loads(out)) == len(expected["reports"])
 
 
-def test_summary_csv_and_domain_filter(capsys, corpus, db, expected):
-    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
+def test_summary_csv_and_domain_filter(capsys, sample, db, expected):
+    run(capsys, "import", "--db", db, str(sample.folder))
     code, out = run(capsys, "summary", "--db", db, "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0
     assert sum(int(r["successful_sessions"]) for r in rows if r["record"] == "summary") == expected["successful"]
     assert sum(int(r["failed_sessions"]) for r in rows if r["record"] == "summary") == expected["failed"]
-    domain = "company-y.example"
+    domain = sample.domain
     want = sum(p["summary"]["total-successful-session-count"] for r in expected["reports"].values()
                for p in r["policies"] if (p["policy"].get("policy-domain") or "").lower() == domain)
     code, out = run(capsys, "summary", "--db", db, "--json", "--domain", domain)
@@ -130,15 +165,16 @@ def test_summary_csv_and_domain_filter(capsys, corpus, db, expected):
     assert "successful" in out and all(len(line) <= 100 for line in out.splitlines())
 
 
-def test_list_show_and_quarantine(capsys, corpus, db):
-    run(capsys, "import", "--db", db, str(corpus / "tlsrpt-reports"))
-    code, out = run(capsys, "list", "--db", db, "--domain", "company-y.example", "--json")
+def test_list_show_and_quarantine(capsys, sample, db):
+    run(capsys, "import", "--db", db, str(sample.folder))
+    code, out = run(capsys, "list", "--db", db, "--domain", sample.domain, "--json")
     listed = json.loads(out)
-    assert code == 0 and listed and all("company-y.example" in r["policy_domains"] for r in listed)
-    rid = "5065427c-23d3-47ca-b6e0-946ea0e8c4be"
+    assert code == 0 and listed and all(sample.domain in r["policy_domains"] for r in listed)
+    rid = sample.report_id
     code, out = run(capsys, "show", "--db", db, rid, "--json")
     shown = json.loads(out)
-    assert code == 0 and shown["report"]["report-id"] == rid and shown["successful_sessions"] == 5326
+    assert code == 0 and shown["report"]["report-id"] == rid
+    assert shown["successful_sessions"] == sample.report_successful
     code, out = run(capsys, "show", "--db", db, str(shown["id"]))
     assert code == 0 and "certificate-expired" in out
     code, _ = run(capsys, "show", "--db", db, "no-such-report")
@@ -148,12 +184,12 @@ def test_list_show_and_quarantine(capsys, corpus, db):
     assert "no tlsrpt report" in entry["reason"].lower()
     assert main(["reports", "quarantine", "--db", db, "--raw", str(entry["id"])]) == 0
     captured = capsys.readouterr()
-    raw = (corpus / "tlsrpt-reports" / "tlsrpt-rs__empty.eml").read_bytes()
+    raw = (sample.folder / sample.negative).read_bytes()
     assert captured.out.encode("utf-8", "surrogateescape") == raw
 
 
-def test_maildir_mbox_and_gzip_files(capsys, corpus, tmp_path, db):
-    emls = sorted((corpus / "tlsrpt-reports").glob("*.eml"))
+def test_maildir_mbox_and_gzip_files(capsys, sample, tmp_path, db):
+    emls = sorted(sample.folder.glob("*.eml"))
     md = mailbox.Maildir(str(tmp_path / "Maildir"), create=True)
     box = mailbox.mbox(str(tmp_path / "reports.mbox"), create=True)
     for p in emls:
@@ -163,7 +199,7 @@ def test_maildir_mbox_and_gzip_files(capsys, corpus, tmp_path, db):
     box.close()
     gz = tmp_path / "files" / "rfc.json.gz"
     gz.parent.mkdir()
-    rfc = json.loads((corpus / "tlsrpt-reports" / "parsedmarc__rfc8460.json").read_bytes())
+    rfc = json.loads((sample.folder / sample.plain_json).read_bytes())
     rfc["report-id"] = "gz-1"
     gz.write_bytes(gzip.compress(json.dumps(rfc).encode()))
     code, out = run(capsys, "import", "--db", db, "--json", str(tmp_path / "Maildir"))
