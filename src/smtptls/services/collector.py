@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import hmac
 import json
 import os
@@ -56,7 +57,14 @@ from smtptls.errors import (
     StoreError,
 )
 from smtptls.logs import get_logger
-from smtptls.store.results_base import Batch, ResultStore, open_result_store
+from smtptls.store.results_base import (
+    Batch,
+    BatchOutcome,
+    LogPosition,
+    ResultStore,
+    check_batch_id,
+    open_result_store,
+)
 from smtptls.tlsrpt.libtlsrpt import MAX_DATAGRAM, CachedDecoder
 from smtptls.tlsrpt.postfix_log import (
     LogSession,
@@ -83,6 +91,7 @@ __all__ = [
     "PolicyLookup",
     "StaticPolicyLookup",
     "context_from_explanation",
+    "position_name",
     "run_collector",
 ]
 
@@ -93,6 +102,15 @@ MAX_HTTP_RESULTS = 10_000
 MAX_READ = 1024 * 1024  # bytes of a log file read at once
 MAX_CHUNKS = 8  # reads per poll: a backlog is handed on in steps of at most 8 MiB
 MAX_PARTIAL = 64 * 1024  # an unterminated line longer than this is dropped
+# A rotated log is read until it has had no new data for this long, then the new file:
+# a syslog daemon writes to the old file until it reopens (on SIGHUP), and a line it
+# wrote there after the rename must not be lost (tail -F closes it at once).
+ROTATED_QUIET = 2.0
+TAIL_BYTES = 1024  # bytes before a read position whose digest identifies it
+RESUME_REPLAY = 1024 * 1024  # bytes before a resumed position read again (open sessions)
+MAX_SIBLINGS = 64  # rotated files next to a log looked at for a position or a copy
+MAX_DIR_ENTRIES = 10_000  # directory entries looked at for them
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".Z")  # not read
 BACKLOG_WAIT = 30.0  # seconds log results wait for room in a full collector, then drop
 SOCKET_RCVBUF = 4 * 1024 * 1024
 CONTEXT_TTL = 300.0  # seconds a domain's policy context is reused
@@ -134,9 +152,11 @@ class CollectorMetrics:
 @dataclass(slots=True)
 class _Item:
     results: Sequence[SessionResult]
-    future: asyncio.Future[int] | None
+    future: asyncio.Future[tuple[int, BatchOutcome]] | None
     counts: Sequence[int] | None = None  # how many sessions each result stands for
     n: int = 0  # sessions in this item
+    position: tuple[str, LogPosition] | None = None  # the log read up to here
+    batch_id: str | None = None  # client batch id: counted once
 
 
 class Collector:
@@ -173,11 +193,13 @@ class Collector:
 
     # -- intake --------------------------------------------------------------------------------
 
-    def _enqueue(self, results: Sequence[SessionResult], future: asyncio.Future[int] | None,
-                 source: str, counts: Sequence[int] | None = None, n: int | None = None
-                 ) -> None:
+    def _enqueue(self, results: Sequence[SessionResult],
+                 future: asyncio.Future[tuple[int, BatchOutcome]] | None,
+                 source: str, counts: Sequence[int] | None = None, n: int | None = None,
+                 position: tuple[str, LogPosition] | None = None,
+                 batch_id: str | None = None) -> None:
         n = len(results) if n is None else n
-        self._items.append(_Item(results, future, counts, n))
+        self._items.append(_Item(results, future, counts, n, position, batch_id))
         self._pending += n
         if future is not None:
             self._waiters += 1
@@ -215,25 +237,53 @@ class Collector:
         self._enqueue(results, None, source, counts, n)
         return n
 
+    def submit_log(self, counted: Sequence[tuple[SessionResult, int]],
+                   position: tuple[str, LogPosition], *, source: str = "log") -> int:
+        """Queue a log's results (as :meth:`submit_counted`) with the read position they
+        end at, committed in their transaction. Never dropped: the caller waits for
+        room first (:meth:`room_for`) — the file keeps what is not read yet. With no
+        results the position alone is queued (lines that gave nothing are read once)."""
+        results = [r for r, c in counted if c > 0]
+        counts = [c for _, c in counted if c > 0]
+        n = sum(counts)
+        self._enqueue(results, None, source, counts, n, position=position)
+        return n
+
     async def record_many(self, results: Sequence[SessionResult], *, source: str = "api",
-                          message_id: str | None = None) -> int:
-        """Store results; returns after they are committed. Results of one of our own
-        report mails (``message_id``) are dropped, never reported (no report loops)."""
+                          message_id: str | None = None, batch_id: str | None = None
+                          ) -> int:
+        """Store results; returns after they are committed, the number counted. Results
+        of one of our own report mails (``message_id``) are dropped, never reported (no
+        report loops). With a ``batch_id`` (a client's name for these results, the same
+        on every retry) they are counted at most once: a retry after a lost answer
+        returns 0 (see :meth:`record_batch` for why)."""
+        return (await self.record_batch(results, source=source, message_id=message_id,
+                                        batch_id=batch_id))[0]
+
+    async def record_batch(self, results: Sequence[SessionResult], *, source: str = "api",
+                           message_id: str | None = None, batch_id: str | None = None
+                           ) -> tuple[int, BatchOutcome]:
+        """:meth:`record_many`, and what became of the batch: ``stored`` (counted now),
+        ``duplicate`` (this ``batch_id`` was counted before with the same results) or
+        ``conflict`` (it was counted before with other results; these are not)."""
+        if batch_id is not None:
+            batch_id = check_batch_id(batch_id)
         if message_id and is_report_message_id(message_id):
             self.metrics.dropped.labels("own-report").inc(len(results))
-            return 0
+            return 0, BatchOutcome.STORED
         for r in results:
             if not isinstance(r, SessionResult):
                 raise ResultError("record needs SessionResult values")
         if not results:
-            return 0
+            return 0, BatchOutcome.STORED
         if self._task is None:
             raise StoreError("collector is not running")
         if self._pending + len(results) > self.max_pending:
             self.metrics.dropped.labels("backlog").inc(len(results))
             raise StoreError("collector backlog full, try again later")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._enqueue(list(results), future, source)
+        future: asyncio.Future[tuple[int, BatchOutcome]] = \
+            asyncio.get_running_loop().create_future()
+        self._enqueue(list(results), future, source, batch_id=batch_id)
         return await future
 
     async def record(self, result: SessionResult, *, message_id: str | None = None) -> None:
@@ -308,12 +358,19 @@ class Collector:
             batch = Batch()
             default_ip = self.default_sending_ip
             for item in items:
+                target = batch
+                if item.batch_id is not None:
+                    target = Batch()
+                    batch.keyed.append((item.batch_id, target))
                 if item.counts is None:
                     for r in item.results:
-                        batch.add(r, default_sending_ip=default_ip)
+                        target.add(r, default_sending_ip=default_ip)
                 else:
                     for r, count in zip(item.results, item.counts, strict=True):
-                        batch.add(r, count, default_sending_ip=default_ip)
+                        target.add(r, count, default_sending_ip=default_ip)
+                if item.position is not None:
+                    # items of one log are queued in order: the last one read wins
+                    batch.positions[item.position[0]] = item.position[1]
             try:
                 await self.store.add_batch(batch)
             except (StoreError, OSError) as exc:
@@ -337,15 +394,24 @@ class Collector:
                 backoff = min(backoff * 2, 10.0)
                 continue
             backoff = 0.1
-            self.stored += n
-            self.metrics.batches.inc()
-            self.metrics.stored.inc(n)
-            self._pending -= n
+            outcomes = iter(batch.outcomes)
+            counted = n
             for item in items:
+                outcome = BatchOutcome.STORED
+                if item.batch_id is not None:
+                    outcome = next(outcomes, BatchOutcome.STORED)
+                    if outcome is not BatchOutcome.STORED:
+                        counted -= item.n
+                        self.metrics.dropped.labels(str(outcome)).inc(item.n)
                 if item.future is not None:
                     self._waiters -= 1
                     if not item.future.done():
-                        item.future.set_result(item.n)
+                        stored = item.n if outcome is BatchOutcome.STORED else 0
+                        item.future.set_result((stored, outcome))
+            self.stored += counted
+            self.metrics.batches.inc()
+            self.metrics.stored.inc(counted)
+            self._pending -= n
             self._first_pending_at = time.monotonic() if self._items else None
             self.metrics.pending.set(self._pending)
 
@@ -419,14 +485,16 @@ def context_from_explanation(domain: str, explanation: Any) -> PolicyContext:
     """The policy context of a policy daemon decision (:class:`~smtptls.services.policyd.
     decide.Explanation`): DANE hosts and their TLSA records, else the MTA-STS policy,
     else why MTA-STS discovery failed, else no policy."""
-    from smtptls.engine.destination import DecisionKind, TlsaState
+    from smtptls.dane.decide import Requirement
+    from smtptls.engine.destination import DecisionKind
     from smtptls.mtasts.policy import Mode
 
     decision = explanation.decision
     facts = explanation.facts
     if decision.kind in (DecisionKind.DANE, DecisionKind.DANE_ONLY) and facts is not None:
-        tlsa = {h.host: tuple(h.tlsa_records) for h in facts.hosts
-                if h.tlsa in (TlsaState.USABLE, TlsaState.UNUSABLE) and h.tlsa_records}
+        tls = (Requirement.DANE_REQUIRED, Requirement.ENCRYPT_ONLY)
+        tlsa = {h.host: h.tlsa_records for h in facts.hosts
+                if h.requirement in tls and h.tlsa_records}
         return PolicyContext(domain, "tlsa", tlsa_records=tlsa,
                              dane_required=decision.kind is DecisionKind.DANE_ONLY)
     discovery = explanation.discovery
@@ -537,7 +605,8 @@ class LogIngest:
     async def sessions_to_results(self, sessions: list[LogSession]) -> None:
         await self._submit(fold_sessions(sessions))
 
-    async def _submit(self, folded: list[tuple[LogSession, int]]) -> None:
+    async def _submit(self, folded: list[tuple[LogSession, int]],
+                      position: tuple[str, LogPosition] | None = None) -> None:
         counted = []
         memo = self._results
         for s, count in folded:
@@ -561,18 +630,40 @@ class LogIngest:
             if r is not None:
                 counted.append((r, count))
         self.sessions += sum(count for _, count in folded)
-        if counted:
+        if position is not None:
+            # a file's results, with the position they end at: never dropped; a backlog
+            # read faster than the store commits waits for the writer (the file keeps
+            # what is not read yet), however long the store is down
+            n = sum(c for _, c in counted)
+            while True:
+                try:
+                    async with asyncio.timeout(BACKLOG_WAIT):
+                        await self.collector.room_for(n)
+                    break
+                except TimeoutError:
+                    _log.warning("log reading waits for the result store", path=position[0])
+            self.collector.submit_log(counted, position, source=self.source)
+        elif counted:
             # a backlog read faster than the store commits waits for the writer rather
-            # than being dropped (the file keeps what is not read yet)
+            # than being dropped
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(BACKLOG_WAIT):
                     await self.collector.room_for(sum(c for _, c in counted))
             self.collector.submit_counted(counted, source=self.source)
 
-    async def lines(self, lines: Iterable[str]) -> None:
+    async def lines(self, lines: Iterable[str],
+                    position: tuple[str, LogPosition] | None = None) -> None:
+        """Lines of a log, in order; ``position`` (the log's name and where these lines
+        end) is committed with the results they give, or alone when they give none."""
         folded = self.parser.feed_counted(lines, datetime.now(UTC))
-        if folded:
-            await self._submit(folded)
+        if folded or position is not None:
+            await self._submit(folded, position)
+
+    def replay(self, lines: Iterable[str]) -> None:
+        """Lines read and counted before a restart, fed again only to rebuild the
+        sessions still open where reading resumes: what they complete was counted then,
+        and is not counted again."""
+        self.parser.feed_counted(lines, datetime.now(UTC))
 
     async def journal_entries(self, entries: Iterable[dict[str, Any]]) -> None:
         now = datetime.now(UTC)
@@ -690,36 +781,284 @@ class DatagramListener:
             self.path.unlink()
 
 
+def position_name(path: str | Path) -> str:
+    """The name a followed log's read position is stored under: this host and the file's
+    absolute path (several MTAs may write to one PostgreSQL store)."""
+    return f"{socket.gethostname()}:{os.path.abspath(path)}"
+
+
+def tail_digest(tail: bytes) -> str:
+    """What identifies a read position's place in a file: SHA-256 of the bytes just
+    before it (the end of the last line read, at most ``TAIL_BYTES``)."""
+    return hashlib.sha256(tail).hexdigest() if tail else ""
+
+
+def _tail_at(fd: int, offset: int) -> bytes:
+    """The ``TAIL_BYTES`` bytes of a file just before ``offset`` (fewer near its start)."""
+    n = min(offset, TAIL_BYTES)
+    if n <= 0:
+        return b""
+    try:
+        return os.pread(fd, n, offset - n)
+    except OSError:
+        return b""
+
+
 class LogFollower:
-    """Follows one log file like ``tail -F``: new lines as they are written; a rotated
-    file (another inode at the path) is read to its end, then the new one from its
-    start; a truncated file (shorter than our position) is read again from its start."""
+    """Follows one log file like ``tail -F``, and remembers how far it read.
+
+    - New lines as they are written, in steps of at most ``MAX_CHUNKS`` reads.
+    - **Rotation** (another inode at the path): the old file is still read — a syslog
+      daemon may go on writing to it for a while — until it has been quiet for
+      ``rotate_quiet`` seconds (:data:`ROTATED_QUIET`); then the new file, from its start.
+    - **Truncation** (``copytruncate``: the file is shorter than our position, or the
+      bytes before our position changed): the rest of what was not read yet is taken
+      from the copy, when a file next to it (``mail.log.1``, ``mail.log-20240501``, not
+      compressed) holds the same bytes before our position; then the file from its start.
+    - **Positions** (:meth:`resume`, with a store): each step's lines are handed over
+      with the position they end at (device, inode, offset, :func:`tail_digest`), which
+      the collector commits in the transaction of the results those lines gave. On
+      start the stored position is found again — in the file at the path, or in the
+      rotated file that has its inode — and up to :data:`RESUME_REPLAY` bytes before it
+      are read again, only to rebuild the sessions still open there (what they complete
+      was counted before the restart). Without a stored position reading starts at the
+      end (``from_start``: at the start), and that position is stored at once.
+    """
 
     def __init__(self, ingest: LogIngest, path: str | Path, *, poll: float = 0.25,
-                 from_start: bool = False) -> None:
+                 from_start: bool = False, name: str | None = None,
+                 rotate_quiet: float = ROTATED_QUIET) -> None:
         self.ingest = ingest
         self.path = Path(path)
         self.poll = poll
         self.from_start = from_start
+        self.name = name or str(self.path)
+        self.rotate_quiet = rotate_quiet
         self._file: Any = None
+        self._dev: int | None = None
         self._inode: int | None = None
+        self._offset = 0  # just past the last complete line read
+        self._tail = b""  # the bytes of the file just before _offset
+        self._seen: tuple[int, int] | None = None  # (size, mtime) when last checked
         self._partial = b""
+        self._leaving: float | None = None  # not the path's file: last time it gave data
+        self._quiet = 0.0
+        self._fresh = False  # a file appearing at the path is read from its start
+        self._resumed = False
+        self._handed: LogPosition | None = None
         self._task: asyncio.Task[None] | None = None
         self.lines = 0
         self.rotations = 0
         self.truncations = 0
+        self.replayed = 0  # lines read again on resume
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _adopt(self, f: Any, offset: int | None) -> None:
+        """Read ``f`` from ``offset`` (``None``: its end)."""
+        if self._file is not None and self._file is not f:
+            self._file.close()
+        st = os.fstat(f.fileno())
+        if offset is None:
+            offset = st.st_size
+        f.seek(offset)
+        self._file, self._dev, self._inode = f, st.st_dev, st.st_ino
+        self._offset = offset
+        self._tail = _tail_at(f.fileno(), offset)
+        self._seen = None
+        self._partial = b""
+        self._leaving = None
 
     def _open(self, at_end: bool) -> bool:
         try:
             f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
         except OSError:
             return False
-        st = os.fstat(f.fileno())
-        if at_end:
-            f.seek(0, os.SEEK_END)
-        self._file, self._inode = f, st.st_ino
-        self._partial = b""
+        self._adopt(f, None if at_end else 0)
+        self._fresh = False
         return True
+
+    def _find(self, match: Callable[[int, os.stat_result], bool]) -> Any:
+        """An open file next to ours (its name starts with ours: what logrotate names a
+        rotated file, not compressed) for which ``match(fd, stat)`` holds; newest first,
+        at most ``MAX_SIBLINGS`` looked at."""
+        base = self.path.name
+        found: list[tuple[float, str]] = []
+        try:
+            with os.scandir(self.path.parent) as entries:
+                for i, entry in enumerate(entries):
+                    if i >= MAX_DIR_ENTRIES:
+                        break
+                    if entry.name != base and entry.name.startswith(base) \
+                            and not entry.name.endswith(COMPRESSED) \
+                            and entry.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            found.append((entry.stat().st_mtime, entry.path))
+        except OSError:
+            return None
+        for _, name in sorted(found, reverse=True)[:MAX_SIBLINGS]:
+            try:
+                f = open(name, "rb")  # noqa: SIM115 - handed to _adopt
+            except OSError:
+                continue
+            try:
+                if match(f.fileno(), os.fstat(f.fileno())):
+                    return f
+            except OSError:
+                pass
+            f.close()
+        return None
+
+    def _holds(self, offset: int, digest: str, *, inode: tuple[int, int] | None = None
+               ) -> Callable[[int, os.stat_result], bool]:
+        """A :meth:`_find` test: the file has ``digest`` just before ``offset`` (and,
+        with ``inode``, is that file; a position at 0 has only its inode to go by)."""
+        def match(fd: int, st: os.stat_result) -> bool:
+            if inode is not None and (st.st_dev, st.st_ino) != inode:
+                return False
+            if inode is None and not digest:
+                return False
+            return st.st_size >= offset and tail_digest(_tail_at(fd, offset)) == digest
+        return match
+
+    def _switch(self) -> None:
+        """The old file is done: the path's file, from its start."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._leaving = None
+        if not self._open(at_end=False):
+            self._fresh = True  # not there yet: read from its start when it is
+
+    def _truncated(self) -> None:
+        self.truncations += 1
+        here = (self._dev, self._inode)
+        copy = None
+        if self._tail:
+            digest = tail_digest(self._tail)
+            holds = self._holds(self._offset, digest)
+            copy = self._find(lambda fd, st: (st.st_dev, st.st_ino) != here and holds(fd, st))
+        if copy is not None:
+            # copytruncate: what was not read yet is in the copy; then the file from 0
+            _log.info("log truncated, reading the rest of its copy", path=str(self.path))
+            self._adopt(copy, self._offset)
+            self._leaving, self._quiet = time.monotonic(), 0.0
+        else:
+            _log.info("log truncated, reading it from its start", path=str(self.path))
+            self._adopt(self._file, 0)
+
+    def _check_truncated(self) -> bool:
+        """Whether the file we read at the path is shorter than our position, or holds
+        other bytes before it (truncated, and written again past it)."""
+        if self._file is None:
+            return False
+        try:
+            st = os.fstat(self._file.fileno())
+        except OSError:
+            return False
+        if st.st_size < self._offset:
+            return True
+        seen = (st.st_size, st.st_mtime_ns)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return bool(self._tail) and _tail_at(self._file.fileno(), self._offset) != self._tail
+
+    # -- positions -----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> LogPosition | None:
+        """Where reading stands: just past the last complete line read."""
+        if self._file is None or self._inode is None or self._dev is None:
+            return None
+        return LogPosition(self._dev, self._inode, self._offset, tail_digest(self._tail))
+
+    async def resume(self, store: ResultStore) -> str:
+        """Find the stored position again (see the class); returns how it was found:
+        ``new`` (none stored), ``resumed``, ``rotated`` (in the rotated file),
+        ``copy`` (truncated: in its copy), ``truncated`` or ``replaced`` (read from the
+        start) or ``missing`` (no file yet)."""
+        self._resumed = True
+        stored = await store.log_position(self.name)
+        if stored is None:
+            if not self._open(at_end=not self.from_start):
+                self._fresh = True
+                return "missing"
+            pos = self.position
+            if pos is not None:
+                await store.add_batch(Batch(positions={self.name: pos}))
+                self._handed = pos
+            return "new"
+        how = self._locate(stored)
+        self._handed = stored
+        if how in ("resumed", "rotated", "copy"):
+            self._replay()
+        _log.info("log position", path=str(self.path), found=how, offset=self._offset,
+                  replayed=self.replayed)
+        return how
+
+    def _locate(self, stored: LogPosition) -> str:
+        try:
+            st: os.stat_result | None = os.stat(self.path)
+        except OSError:
+            st = None
+        inode = (stored.device, stored.inode)
+        if st is not None and (st.st_dev, st.st_ino) == inode:
+            try:
+                f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
+            except OSError:
+                f = None
+            if f is not None:
+                if self._holds(stored.offset, stored.line_digest, inode=inode)(
+                        f.fileno(), os.fstat(f.fileno())):
+                    self._adopt(f, stored.offset)
+                    return "resumed"
+                # truncated while we were down: the rest may be in its copy
+                self.truncations += 1
+                holds = self._holds(stored.offset, stored.line_digest)
+                copy = self._find(lambda fd, s: (s.st_dev, s.st_ino) != inode and holds(fd, s))
+                if copy is not None:
+                    f.close()
+                    self._adopt(copy, stored.offset)
+                    self._leaving, self._quiet = time.monotonic(), 0.0
+                    return "copy"
+                self._adopt(f, 0)
+                return "truncated"
+        # another file at the path, or none: ours was rotated away (or copied)
+        old = self._find(self._holds(stored.offset, stored.line_digest, inode=inode)) \
+            or self._find(self._holds(stored.offset, stored.line_digest))
+        if old is not None:
+            self._adopt(old, stored.offset)
+            self.rotations += 1
+            self._leaving, self._quiet = time.monotonic(), self.rotate_quiet
+            return "rotated"
+        if stored.offset:
+            _log.warning("the log file read before is gone: what was written to it after "
+                         "the stored position is not counted", path=str(self.path))
+        if self._open(at_end=False):
+            return "replaced"
+        self._fresh = True
+        return "missing"
+
+    def _replay(self) -> None:
+        """Read the lines before the position again (at most ``RESUME_REPLAY`` bytes),
+        to rebuild the sessions open there; their results are not counted again."""
+        if self._file is None or self.ingest is None:
+            return
+        start = max(0, self._offset - RESUME_REPLAY)
+        try:
+            data = os.pread(self._file.fileno(), self._offset - start, start)
+        except OSError:
+            return
+        if start:
+            cut = data.find(b"\n")
+            data = data[cut + 1:] if cut >= 0 else b""
+        lines = data.decode("utf-8", "replace").split("\n")[:-1]
+        self.replayed = len(lines)
+        if lines:
+            self.ingest.replay(lines)
+
+    # -- reading -------------------------------------------------------------------------------
 
     def _read(self) -> tuple[list[str], bool]:
         """Complete lines of the next chunk, and whether the end of the file was hit."""
@@ -740,6 +1079,12 @@ class LogFollower:
             self._partial = data[end + 1:]
         if len(self._partial) > MAX_PARTIAL:
             self._partial = b""  # a line this long is not Postfix's
+        consumed = len(data) - len(self._partial)
+        if consumed:
+            self._offset += consumed
+            piece = data[max(0, consumed - TAIL_BYTES):consumed]
+            self._tail = piece if len(piece) == TAIL_BYTES else \
+                (self._tail + piece)[-TAIL_BYTES:]
         self.lines += len(complete)
         return complete, False
 
@@ -747,43 +1092,57 @@ class LogFollower:
         """Lines available now (at most ``MAX_CHUNKS`` reads, so a long backlog is taken
         in bounded steps), handling rotation and truncation once the end is reached."""
         if self._file is None:
-            if not self._open(at_end=not self.from_start and self._inode is None):
+            if not self._open(at_end=not (self.from_start or self._fresh)
+                              and self._inode is None):
                 return []
+        if self._leaving is None and self._check_truncated():
+            self._truncated()
         lines: list[str] = []
+        got = False
         for _ in range(MAX_CHUNKS):
             more, eof = self._read()
             lines += more
             if eof:
                 break
+            got = True
         else:
             return lines  # more to read: the caller comes back at once
+        now = time.monotonic()
+        if self._leaving is not None:
+            # a rotated file: read while it is written to, then the path's new file
+            if got:
+                self._leaving = now
+            elif now - self._leaving >= self._quiet:
+                self._switch()
+                lines += self._read()[0]
+            return lines
         try:
             st = os.stat(self.path)
         except OSError:
             return lines  # rotated away, the new file not there yet: keep the old one
-        if st.st_ino != self._inode:
-            # rotated: the old file has been read to its end; now the new one, from 0
+        if (st.st_dev, st.st_ino) != (self._dev, self._inode):
+            # rotated: go on reading the old file until it is quiet
             self.rotations += 1
-            self._file.close()
-            self._file = None
-            if self._open(at_end=False):
+            self._leaving, self._quiet = now, self.rotate_quiet
+            if self._quiet <= 0:
+                self._switch()
                 lines += self._read()[0]
-        elif st.st_size < self._file.tell():
-            # truncated (copytruncate): read again from the start
-            self.truncations += 1
-            self._file.seek(0)
-            self._partial = b""
-            lines += self._read()[0]
         return lines
 
     async def step(self) -> bool:
-        """One :meth:`poll_once`, its lines handed to the ingest; then the event loop
-        runs once, so the collector commits what this step gave while the next one is
-        read (a backlog keeps both CPUs busy). False when there was nothing to read."""
+        """One :meth:`poll_once`, its lines handed to the ingest (with the position they
+        end at, once :meth:`resume` has run); then the event loop runs once, so the
+        collector commits what this step gave while the next one is read (a backlog
+        keeps both CPUs busy). False when there was nothing to read."""
         lines = self.poll_once()
-        if not lines:
+        position = self.position if self._resumed else None
+        if not lines and (position is None or position == self._handed):
             return False
-        await self.ingest.lines(lines)
+        if position is not None:
+            await self.ingest.lines(lines, (self.name, position))
+            self._handed = position
+        else:
+            await self.ingest.lines(lines)
         await asyncio.sleep(0)
         return True
 
@@ -795,8 +1154,9 @@ class LogFollower:
     def start(self) -> None:
         if self._task is None:
             # position at the end now, so lines written after start() are read
-            if self._file is None and not self.from_start:
-                self._open(at_end=True)
+            if self._file is None and not self.from_start and not self._resumed \
+                    and not self._open(at_end=True):
+                self._fresh = True
             self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
@@ -889,6 +1249,9 @@ class JournalFollower:
 # --- HTTP -------------------------------------------------------------------------------------
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
+# The client's name for a batch of results, the same on every retry of it: a batch is
+# counted once (https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 TOKEN_KEY = web.AppKey("token", object)
 
 
@@ -951,13 +1314,25 @@ async def _post_results(request: web.Request) -> web.Response:
         return _json_response({"status": "refused", "reason": str(exc)}, 400)
     if own:
         collector.metrics.dropped.labels("own-report").inc(own)
+    batch_id = request.headers.get(IDEMPOTENCY_HEADER)
+    if batch_id is not None:
+        try:
+            batch_id = check_batch_id(batch_id.strip())
+        except ResultError as exc:
+            collector.metrics.bad_input.labels("http").inc()
+            return _json_response({"status": "refused", "reason": str(exc)}, 400)
     try:
-        stored = await collector.record_many(results, source="http")
+        stored, outcome = await collector.record_batch(results, source="http",
+                                                       batch_id=batch_id)
     except StoreError as exc:
         return web.Response(text=json.dumps({"status": "unavailable", "reason": str(exc)}),
                             status=503, content_type="application/json",
                             headers={"Retry-After": "30"})
-    return _json_response({"status": "stored", "stored": stored, "dropped_own": own})
+    if outcome is BatchOutcome.CONFLICT:
+        return _json_response({"status": "conflict", "stored": 0, "reason":
+                               f"{IDEMPOTENCY_HEADER} {batch_id} was used for other "
+                               "results"}, 409)
+    return _json_response({"status": str(outcome), "stored": stored, "dropped_own": own})
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -1080,9 +1455,12 @@ class CollectorService:
                 sending = SendingAddress(cfg.sending_ip)
                 self.ingest = LogIngest(self.collector, self.lookup, sending=sending)
                 for path in cfg.log_files:
-                    follower = LogFollower(self.ingest, path, from_start=self.from_start)
-                    follower.start()
+                    follower = LogFollower(self.ingest, path, from_start=self.from_start,
+                                           name=position_name(path))
+                    # (appended first: stop() closes it whatever resume() did)
                     self.followers.append(follower)
+                    await follower.resume(self.store)
+                    follower.start()
                 if cfg.journald:
                     journal_ingest = LogIngest(self.collector, self.lookup, sending=sending,
                                                source="journal")

@@ -12,7 +12,12 @@ daily aggregation reads counters instead of sessions:
 * ``tlsrpt_failure_count``: (day, policy, failure detail) -> count, the detail being
   the §4.4 grouping key (result type, sending IP, MX, HELO, receiving IP,
   additional-information, failure-reason-code) as canonical JSON;
-* ``tlsrpt_delivery``: one row per (report-id, rua URI): what the sender did with it.
+* ``tlsrpt_delivery``: one row per (report-id, rua URI): what the sender did with it;
+* ``tlsrpt_log_position``: per followed log file, how far it has been read
+  (:class:`LogPosition`), written in the transaction of the results those lines gave,
+  so a restart — clean or ``kill -9`` — resumes exactly after the last counted line;
+* ``tlsrpt_batch_key``: the client batch ids (``Idempotency-Key``) already counted, so
+  a retried batch is counted once.
 
 Writes come in batches (:func:`fold`: identical results collapse into one counter
 increment) and each batch is one transaction; :meth:`ResultStore.add_results` returns
@@ -34,14 +39,16 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from smtptls.config import TlsrptConfig
-from smtptls.errors import ConfigError, SmtpTlsError, StoreError
+from smtptls.errors import ConfigError, ResultError, SmtpTlsError, StoreError
 from smtptls.tlsrpt.aggregate import DayTally, DetailKey
 from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
 
 __all__ = [
     "Batch",
+    "BatchOutcome",
     "DeliveryRecord",
     "DeliveryStatus",
+    "LogPosition",
     "ResultStore",
     "ResultSummary",
     "detail_from_json",
@@ -55,6 +62,7 @@ __all__ = [
 
 MAX_ERROR = 500  # characters of a delivery error kept
 MAX_BATCH = 100_000  # results in one transaction
+MAX_BATCH_ID = 128  # characters of a client batch id (Idempotency-Key)
 
 
 # --- canonical forms ---------------------------------------------------------------------------
@@ -113,14 +121,46 @@ def detail_from_json(text: str) -> DetailKey:
 # --- batches -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class LogPosition:
+    """How far a followed log file has been read: the file (``device``, ``inode``),
+    ``offset`` just past the last complete line read, and ``line_digest`` (SHA-256, hex)
+    of that line's last bytes — how a resumed reader tells the same file, grown, from
+    one truncated and written again (``""`` at offset 0)."""
+
+    device: int
+    inode: int
+    offset: int
+    line_digest: str = ""
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.device < 0 or self.inode < 0:
+            raise StoreError("a log position is never negative")
+
+
+class BatchOutcome(enum.StrEnum):
+    """What became of results sent under a client batch id."""
+
+    STORED = "stored"  # counted now
+    DUPLICATE = "duplicate"  # the same results under this id were counted before
+    CONFLICT = "conflict"  # this id was counted before, with other results: not counted
+
+
 @dataclass(slots=True)
 class Batch:
-    """Results folded into counter increments, ready for one transaction."""
+    """Results folded into counter increments, ready for one transaction.
+
+    ``positions``: log read positions to write in the same transaction (by log name).
+    ``keyed``: results sent under a client batch id, each counted only if the id is new;
+    after the commit the store sets ``outcomes``, what became of each (same order)."""
 
     policies: dict[str, AppliedPolicy] = field(default_factory=dict)
     sessions: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     details: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
     results: int = 0
+    positions: dict[str, LogPosition] = field(default_factory=dict)
+    keyed: list[tuple[str, Batch]] = field(default_factory=list)
+    outcomes: list[BatchOutcome] = field(default_factory=list)
 
     def add(self, result: SessionResult, count: int = 1, *,
             default_sending_ip: str | None = None) -> None:
@@ -134,9 +174,58 @@ class Batch:
             d[1] += count
         self.results += count
 
+    def merge(self, other: Batch) -> None:
+        """Add another batch's counters to this one's."""
+        self.policies.update(other.policies)
+        for key, (ok, bad) in other.sessions.items():
+            entry = self.sessions.setdefault(key, [0, 0])
+            entry[0] += ok
+            entry[1] += bad
+        for key, (rtype, count) in other.details.items():
+            self.details.setdefault(key, [rtype, 0])[1] += count
+        self.results += other.results
+
     @property
     def days(self) -> set[str]:
         return {day for day, _ in self.sessions}
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write at all (no counters, positions or keyed results)."""
+        return not (self.results or self.positions or self.keyed)
+
+    def digest(self) -> str:
+        """SHA-256 of the counters (how a retried batch id is told from a reused one)."""
+        canon = json.dumps([sorted([d, p, v] for (d, p), v in self.sessions.items()),
+                            sorted([d, p, k, v[1]] for (d, p, k), v in self.details.items())],
+                           separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+    def unkeyed(self) -> Batch:
+        """A batch of this one's own counters, to which accepted keyed parts are added
+        (this one itself when it has no keyed parts)."""
+        if not self.keyed:
+            return self
+        out = Batch()
+        out.merge(self)
+        return out
+
+
+def check_batch_id(batch_id: str) -> str:
+    """A client batch id: 1 to ``MAX_BATCH_ID`` visible ASCII characters."""
+    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= MAX_BATCH_ID \
+            or not all("!" <= c <= "~" for c in batch_id):
+        raise ResultError(f"a batch id is 1 to {MAX_BATCH_ID} visible ASCII characters")
+    return batch_id
+
+
+def keyed_outcome(stored_digest: str | None, digest: str) -> BatchOutcome:
+    """What a keyed part becomes: stored when its id is new (``stored_digest`` is
+    ``None``: the id was inserted now), else a duplicate of the same counters or a
+    conflict with other ones."""
+    if stored_digest is None:
+        return BatchOutcome.STORED
+    return BatchOutcome.DUPLICATE if stored_digest == digest else BatchOutcome.CONFLICT
 
 
 def fold(results: Iterable[SessionResult], *, default_sending_ip: str | None = None) -> Batch:
@@ -275,11 +364,17 @@ class ResultStore(Protocol):
     async def close(self) -> None: ...
 
     async def add_batch(self, batch: Batch) -> int:
-        """Write one folded batch in one transaction; returns after the commit."""
+        """Write one folded batch in one transaction — its counters, the keyed parts
+        whose batch id is new, and its log positions — and return, after the commit, the
+        number of results counted (setting ``batch.outcomes``)."""
         ...
 
     async def add_results(self, results: Sequence[SessionResult], *,
                           default_sending_ip: str | None = None) -> int: ...
+
+    async def log_position(self, name: str) -> LogPosition | None:
+        """The read position last committed for a followed log (``None``: never)."""
+        ...
 
     async def days(self) -> list[str]: ...
 
@@ -355,7 +450,21 @@ CREATE TABLE IF NOT EXISTS tlsrpt_delivery (
     last_error TEXT NOT NULL,
     PRIMARY KEY (report_id, uri)
 );
-CREATE INDEX IF NOT EXISTS tlsrpt_delivery_day ON tlsrpt_delivery (day, status)
+CREATE INDEX IF NOT EXISTS tlsrpt_delivery_day ON tlsrpt_delivery (day, status);
+CREATE TABLE IF NOT EXISTS tlsrpt_log_position (
+    name TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    inode TEXT NOT NULL,
+    read_offset BIGINT NOT NULL,
+    line_digest TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tlsrpt_batch_key (
+    batch_id TEXT PRIMARY KEY,
+    day TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    results BIGINT NOT NULL
+)
 """
 
 INSERT_POLICY = ("INSERT INTO tlsrpt_policy (digest, policy_domain, policy_type, policy_json) "
@@ -404,6 +513,19 @@ SELECT_DELIVERIES = (
     "SELECT report_id, uri, day, policy_domain, status, attempts, created_at, next_attempt, "
     "last_attempt, last_error FROM tlsrpt_delivery WHERE (? IS NULL OR day = ?) "
     "AND (? IS NULL OR status = ?) ORDER BY day DESC, policy_domain, uri LIMIT ?")
+UPSERT_POSITION = (
+    "INSERT INTO tlsrpt_log_position (name, device, inode, read_offset, line_digest, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+    "device = excluded.device, inode = excluded.inode, read_offset = excluded.read_offset, "
+    "line_digest = excluded.line_digest, updated_at = excluded.updated_at")
+SELECT_POSITION = ("SELECT device, inode, read_offset, line_digest FROM tlsrpt_log_position "
+                   "WHERE name = ?")
+INSERT_BATCH_KEY = ("INSERT INTO tlsrpt_batch_key (batch_id, day, digest, results) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING")
+SELECT_BATCH_KEY = "SELECT digest FROM tlsrpt_batch_key WHERE batch_id = ?"
+# (client batch ids are kept as long as the counters they added: a retry comes within
+# minutes, and pruning them with their day keeps the table bounded)
+PRUNE_BATCH_KEYS = "DELETE FROM tlsrpt_batch_key WHERE day < ?"
 PRUNE = (
     "DELETE FROM tlsrpt_session_count WHERE day < ?",
     "DELETE FROM tlsrpt_failure_count WHERE day < ?",
@@ -415,6 +537,22 @@ PRUNE_POLICIES = ("DELETE FROM tlsrpt_policy WHERE id NOT IN "
 
 def policy_params(digest: str, policy: AppliedPolicy) -> tuple[Any, ...]:
     return (digest, policy.policy_domain, str(policy.policy_type), policy_json(policy))
+
+
+def position_params(name: str, p: LogPosition) -> tuple[Any, ...]:
+    return (name, str(p.device), str(p.inode), p.offset, p.line_digest,
+            ts_text(datetime.now(UTC)))
+
+
+def position_from_row(row: Sequence[Any]) -> LogPosition:
+    try:
+        return LogPosition(int(row[0]), int(row[1]), int(row[2]), str(row[3] or ""))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"stored log position does not decode: {exc}") from None
+
+
+def batch_key_params(batch_id: str, part: Batch, digest: str) -> tuple[Any, ...]:
+    return (batch_id, datetime.now(UTC).date().isoformat(), digest, part.results)
 
 
 def delivery_params(r: DeliveryRecord) -> tuple[Any, ...]:

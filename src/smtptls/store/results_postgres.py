@@ -60,13 +60,28 @@ class PostgresResultStore(PgPoolStore):
     # --- writes -------------------------------------------------------------------------------
 
     async def add_batch(self, batch: Batch) -> int:
-        if not batch.results:
+        if batch.empty:
             return 0
         pool = self._require()
         try:
             async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                work = batch.unkeyed()
+                outcomes = []
+                for batch_id, part in batch.keyed:
+                    # a concurrent insert of the same id waits for the other transaction
+                    # and then finds the row: counted by one collector only
+                    digest = part.digest()
+                    await cur.execute(_pg(q.INSERT_BATCH_KEY),
+                                      q.batch_key_params(batch_id, part, digest))
+                    stored = None
+                    if cur.rowcount != 1:
+                        await cur.execute(_pg(q.SELECT_BATCH_KEY), (batch_id,))
+                        stored = str((await cur.fetchone())[0])
+                    outcomes.append(q.keyed_outcome(stored, digest))
+                    if stored is None:
+                        work.merge(part)
                 ids: dict[str, int] = {}
-                for digest, policy in batch.policies.items():
+                for digest, policy in work.policies.items():
                     pid = self._policy_ids.get(digest)
                     if pid is None:
                         await cur.execute(_pg(q.INSERT_POLICY), q.policy_params(digest, policy))
@@ -75,17 +90,29 @@ class PostgresResultStore(PgPoolStore):
                         pid = int(row[0])
                     ids[digest] = pid
                 # Sorted, so that concurrent collectors take row locks in one order.
-                await cur.executemany(_pg(q.UPSERT_SESSIONS), sorted(
-                    (day, ids[digest], batch.policies[digest].policy_domain, ok, bad)
-                    for (day, digest), (ok, bad) in batch.sessions.items()))
-                await cur.executemany(_pg(q.UPSERT_DETAIL), sorted(
-                    (day, ids[digest], detail, rtype, count)
-                    for (day, digest, detail), (rtype, count) in batch.details.items()))
+                if work.sessions:
+                    await cur.executemany(_pg(q.UPSERT_SESSIONS), sorted(
+                        (day, ids[digest], work.policies[digest].policy_domain, ok, bad)
+                        for (day, digest), (ok, bad) in work.sessions.items()))
+                if work.details:
+                    await cur.executemany(_pg(q.UPSERT_DETAIL), sorted(
+                        (day, ids[digest], detail, rtype, count)
+                        for (day, digest, detail), (rtype, count) in work.details.items()))
+                # the read positions of the lines these counters came from: committed
+                # with them, or not at all
+                if batch.positions:
+                    await cur.executemany(_pg(q.UPSERT_POSITION), sorted(
+                        q.position_params(name, p) for name, p in batch.positions.items()))
             # Leaving the transaction block committed it: the results may be acknowledged.
             self._policy_ids.update(ids)
-            return batch.results
+            batch.outcomes = outcomes
+            return work.results
         except (PoolTimeout, psycopg.Error) as exc:
             raise StoreError(f"PostgreSQL result store: {exc}") from None
+
+    async def log_position(self, name: str) -> q.LogPosition | None:
+        rows = await self._read(q.SELECT_POSITION, (name,))
+        return None if not rows else q.position_from_row(rows[0])
 
     async def add_results(self, results: Sequence[SessionResult], *,
                           default_sending_ip: str | None = None) -> int:
@@ -107,6 +134,7 @@ class PostgresResultStore(PgPoolStore):
                 for statement in q.PRUNE:
                     cur = await conn.execute(_pg(statement), (before.isoformat(),))
                     n += cur.rowcount
+                await conn.execute(_pg(q.PRUNE_BATCH_KEYS), (before.isoformat(),))
                 await conn.execute(q.PRUNE_POLICIES)
             self._policy_ids.clear()
             return n

@@ -66,27 +66,47 @@ class SqliteResultStore(SqliteThreadStore):
         return pid
 
     async def add_batch(self, batch: Batch) -> int:
-        if not batch.results:
+        if batch.empty:
             return 0
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection) -> tuple[int, list[q.BatchOutcome]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                ids = {d: self._policy_id(conn, d, batch) for d in batch.policies}
+                work = batch.unkeyed()
+                outcomes = []
+                for batch_id, part in batch.keyed:
+                    digest = part.digest()
+                    cur = conn.execute(q.INSERT_BATCH_KEY,
+                                       q.batch_key_params(batch_id, part, digest))
+                    stored = None if cur.rowcount == 1 else str(
+                        conn.execute(q.SELECT_BATCH_KEY, (batch_id,)).fetchone()[0])
+                    outcomes.append(q.keyed_outcome(stored, digest))
+                    if stored is None:
+                        work.merge(part)
+                ids = {d: self._policy_id(conn, d, work) for d in work.policies}
                 conn.executemany(q.UPSERT_SESSIONS, [
-                    (day, ids[digest], batch.policies[digest].policy_domain, ok, bad)
-                    for (day, digest), (ok, bad) in batch.sessions.items()])
+                    (day, ids[digest], work.policies[digest].policy_domain, ok, bad)
+                    for (day, digest), (ok, bad) in work.sessions.items()])
                 conn.executemany(q.UPSERT_DETAIL, [
                     (day, ids[digest], detail, rtype, count)
-                    for (day, digest, detail), (rtype, count) in batch.details.items()])
+                    for (day, digest, detail), (rtype, count) in work.details.items()])
+                # the read positions of the lines these counters came from: committed
+                # with them, or not at all
+                conn.executemany(q.UPSERT_POSITION, [
+                    q.position_params(name, p) for name, p in batch.positions.items()])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 self._policy_ids.clear()  # ids inserted in this transaction are gone
                 raise
-            return batch.results
+            return work.results, outcomes
 
-        return await self._call(write)
+        counted, batch.outcomes = await self._call(write)
+        return counted
+
+    async def log_position(self, name: str) -> q.LogPosition | None:
+        rows = await self._read(q.SELECT_POSITION, (name,))
+        return None if not rows else q.position_from_row(rows[0])
 
     async def add_results(self, results: Sequence[SessionResult], *,
                           default_sending_ip: str | None = None) -> int:
@@ -103,6 +123,7 @@ class SqliteResultStore(SqliteThreadStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 n = sum(conn.execute(s, (before.isoformat(),)).rowcount for s in q.PRUNE)
+                conn.execute(q.PRUNE_BATCH_KEYS, (before.isoformat(),))
                 conn.execute(q.PRUNE_POLICIES)
                 conn.execute("COMMIT")
             except BaseException:
