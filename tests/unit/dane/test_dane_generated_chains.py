@@ -84,6 +84,15 @@ def other_selector(usage: int, selector: int, mtype: int, issued: Issued) -> TLS
     return TLSARecord(usage, selector, mtype, wrong.data)
 
 
+def failed(v: DaneVerdict, case: str, mtype: int) -> bool:
+    """Not authenticated, for the reason the case gives: nothing matched; full (0) data of
+    the other selector's shape may also be judged an unusable record."""
+    reasons = {"no-match"}
+    if case == "other-selector" and mtype == 0:
+        reasons.add("no-usable-records")
+    return not v.ok and v.reason in reasons
+
+
 # --- DANE-EE(3): the leaf, names and dates ignored ---------------------------------------------
 
 
@@ -112,8 +121,9 @@ def test_rfc7672_3_1_1_dane_ee_fails(kind: str, selector: int, mtype: int, case:
         "other-selector": lambda: other_selector(3, selector, mtype, c.leaf),
     }[case]()
     v = verdict([record], c.sent)
-    assert not v.ok and v.reason == "no-match", v.detail
-    assert v.result_type == "validation-failure"
+    assert failed(v, case, mtype), v.detail
+    if v.reason == "no-match":
+        assert v.result_type == "validation-failure"
 
 
 # --- DANE-TA(2): an anchor in the chain, then the name ----------------------------------------
@@ -144,7 +154,7 @@ def test_rfc7672_3_1_2_dane_ta_fails(kind: str, selector: int, mtype: int, case:
         "other-selector": lambda: other_selector(2, selector, mtype, c.issuing),
     }[case]()
     v = verdict([record], c.sent)
-    assert not v.ok and v.reason == "no-match", v.detail
+    assert failed(v, case, mtype), v.detail
 
 
 @pytest.mark.parametrize("kind", KINDS)
