@@ -41,6 +41,21 @@ other than ``"1"`` is refused (the format may have changed); ``t`` disagreeing w
 the number of failure details is accepted (the details count); unknown failure codes
 become ``validation-failure`` with ``failure-reason-code`` ``libtlsrpt-<code>``, so
 the session is still counted.
+
+What Postfix 3.10 (libtlsrpt 0.5) really sends, as captured in the lab, and how it is read:
+
+* ``dpv`` is absent;
+* ``h`` is the receiving MX's whole multi-line EHLO reply
+  (``"250-mx1.example\r\n250-SIZE ...\r\n250 HELP"``); RFC 8460 §4.4's
+  ``receiving-mx-helo`` is the name the server greeted with (its example is a host
+  name, and a report field holds no control characters), so the first line's name is
+  kept (:func:`helo_name`);
+* for a TLSA policy, ``policy-domain`` is the TLSA base domain (the MX host name,
+  ``"mx1.example"``), while the report goes to the recipient domain ``d`` whose TLSRPT
+  record ``pr`` is: the result's policy domain is ``d``, as the Postfix log reader
+  (:mod:`smtptls.tlsrpt.postfix_log`) decides for DANE too, so both sources give one
+  report per recipient domain; the MX host is in the failure details
+  (``receiving-mx-hostname``).
 """
 
 from __future__ import annotations
@@ -68,6 +83,7 @@ __all__ = [
     "datagram_for",
     "decode_datagram",
     "encode_datagram",
+    "helo_name",
 ]
 
 #: Largest datagram read (libtlsrpt composes in memory; 64 KiB covers its buffers).
@@ -136,7 +152,8 @@ class DatagramFailure:
     failure_reason_code: str | None = None
 
     def to_failure(self) -> Failure:
-        """The RFC 8460 failure; an unknown code is kept in ``failure-reason-code``."""
+        """The RFC 8460 failure; an unknown code is kept in ``failure-reason-code``;
+        an EHLO reply in ``h`` becomes the name it greets with (:func:`helo_name`)."""
         if isinstance(self.code, FailureCode):
             result_type: ResultType | str = self.code.result_type
             reason = self.failure_reason_code
@@ -148,10 +165,26 @@ class DatagramFailure:
             receiving_mx_hostname=self.receiving_mx_hostname or None,
             receiving_ip=self.receiving_ip or None,
             sending_mta_ip=self.sending_mta_ip or None,
-            receiving_mx_helo=self.receiving_mx_helo or None,
+            receiving_mx_helo=helo_name(self.receiving_mx_helo),
             additional_information=self.additional_information or None,
             failure_reason_code=reason or None,
         )
+
+
+def helo_name(reply: str | None) -> str | None:
+    """RFC 8460 §4.4 ``receiving-mx-helo`` from what libtlsrpt sends as ``h``.
+
+    Postfix 3.10 passes the server's whole EHLO reply (``250-name greeting\r\n250-SIZE
+    ...``); the field is the name the server greets with: the first word of the first
+    line after its reply code. A bare name passes unchanged; nothing left is ``None``.
+    """
+    if not reply:
+        return None
+    first = reply.splitlines()[0] if reply.splitlines() else ""
+    if len(first) >= 4 and first[:3].isdigit() and first[3] in " -":
+        first = first[4:]
+    words = first.split()
+    return words[0] if words else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +212,8 @@ class Datagram:
     def to_results(self, now: datetime) -> list[SessionResult]:
         """One :class:`SessionResult` per policy block, timed ``now`` (receipt time).
 
-        The policy domain is the block's ``policy-domain``, else the datagram's domain
+        The policy domain is the block's ``policy-domain`` (for TLSA: the datagram's
+        domain, see the module docstring), else the datagram's domain
         (libtlsrpt leaves it out for ``no-policy-found``; RFC 8460 §1.3: the recipient
         domain). Raises :class:`DatagramError` when a value does not make a result.
         """
@@ -188,8 +222,11 @@ class Datagram:
             try:
                 ptype = p.policy_type.policy_type
                 keep = ptype is not PolicyType.NO_POLICY_FOUND
+                # Postfix names the TLSA base domain (the MX host); the report is the
+                # recipient domain's (module docstring)
+                domain = self.domain if ptype is PolicyType.TLSA else p.policy_domain
                 policy = AppliedPolicy(
-                    ptype, p.policy_domain or self.domain,
+                    ptype, domain or self.domain,
                     policy_strings=p.policy_strings if keep else (),
                     mx_patterns=p.mx_patterns if keep else (),
                 )
