@@ -1,14 +1,17 @@
 """Typed configuration with a default for every key, loaded from one TOML file.
 
 Every section is a frozen dataclass; :func:`load` reads a TOML file, rejects unknown
-keys and wrong types with a :class:`~smtptls.errors.ConfigError` naming the key, and
-fills in defaults for everything not given. ``smtptls config check`` uses it, and
-``smtptls config show`` prints the effective configuration.
+keys and wrong types with a :class:`~smtptls.errors.ConfigError` naming the file and
+the key, and fills in defaults for everything not given. Without a file it reads the
+default one (:func:`smtptls.paths.default_config_path`); the SQLite files default to
+the state directory (:func:`smtptls.paths.state_dir`). ``smtptls config check`` uses
+it, and ``smtptls config show`` prints the effective configuration as TOML.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -16,7 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtptls import paths
 from smtptls.errors import ConfigError
+
+DNSSEC_PROBE_ENV = "SMTPTLS_DNSSEC_PROBE"
+#: Signed name whose answer must carry the AD bit before DNS is trusted (Postfix:
+#: ``dnssec_probe = ns:.``); the root zone is signed on the Internet.
+DEFAULT_DNSSEC_PROBE = "."
+
+
+def _dnssec_probe_default() -> str:
+    return os.environ.get(DNSSEC_PROBE_ENV, DEFAULT_DNSSEC_PROBE)
+
+
+def _state(name: str) -> Any:
+    return field(default_factory=lambda: paths.state_file(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,8 @@ class DnsConfig:
     timeout: float = 5.0
     max_cname_chain: int = 8
     max_records: int = 64
+    # checked before check, mta-sts and dane trust any answer; "" skips the probe
+    dnssec_probe: str = field(default_factory=_dnssec_probe_default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +65,7 @@ class CacheConfig:
     """Policy cache backend: sqlite (default), postgres or redis, with an LRU in front."""
 
     backend: str = "sqlite"
-    sqlite_path: str = "var/smtptls.sqlite3"
+    sqlite_path: str = _state("smtptls.sqlite3")
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
     redis_url: str = "redis://127.0.0.1:6379/0"
     lru_size: int = 10000
@@ -59,11 +78,21 @@ class PolicydConfig:
     listen: str = "127.0.0.1:8461"
     metrics: str | None = "127.0.0.1:9461"
     map_name: str = "postfix"
+    # "3.7": answers every Postfix >= 3.4 reads; "3.10": secure answers carry the
+    # MTA-STS attributes and failures the policy_failure attribute (Postfix >= 3.10,
+    # TLSRPT_README), see services/policyd/postfix310.py and docs/postfix.md
+    postfix_version: str = "3.7"
     testing_answer: str | None = None  # None: NOTFOUND (Postfix's own default applies)
     strict_testing: bool = False
     txt_recheck_interval: float = 300.0
     refresh_before_expiry: float = 3600.0
     max_request: int = 1024
+    # Time budgets, well under Postfix's own socketmap timeout (100 s, hard-coded in
+    # dict_sockmap.c as DICT_SOCKMAP_DEF_TIMEOUT): an answer waits at most sts_wait for
+    # an MTA-STS policy fetch with nothing cached, then answers as without MTA-STS
+    # (RFC 8461 §3.3, §5) while the fetch goes on; answer_timeout bounds the whole answer.
+    sts_wait: float = 5.0
+    answer_timeout: float = 15.0
     idle_timeout: float = 300.0  # a connection with no request for this long is closed
     request_timeout: float = 10.0  # a request complete this long after its first octet
     max_connections: int = 4096  # lowered to the file descriptor limit less a reserve
@@ -79,11 +108,26 @@ class ReportsConfig:
     lmtp_listen: str | None = None
     require_dkim: bool = False  # quarantine report mail whose DKIM signature fails
     backend: str = "sqlite"
-    sqlite_path: str = "var/smtptls-reports.sqlite3"
+    sqlite_path: str = _state("smtptls-reports.sqlite3")
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
     max_body: int = 5 * 1024 * 1024
     max_decompressed: int = 50 * 1024 * 1024
     token: str | None = None
+    # Memory: bytes of request bodies and mail held at once over all HTTPS requests and
+    # SMTP/LMTP sessions (beyond it: HTTP 503, SMTP 452), and reports parsed at once.
+    max_inflight: int = 128 * 1024 * 1024
+    max_parallel_parses: int = 2
+    # Reports POSTed per source address (IPv6: per /64); beyond it HTTP 429. 0: off.
+    rate_limit_per_minute: float = 60.0
+    rate_limit_burst: int = 60
+    # Storage (0: no limit): failure-detail rows per report (the rest folded per result
+    # type), quarantine kept whole up to a total size and an age (beyond: a digest and
+    # an excerpt), failure details per dashboard page.
+    max_failure_rows: int = 1000
+    quarantine_max_bytes: int = 100 * 1024 * 1024
+    quarantine_max_age_days: int = 30
+    quarantine_excerpt: int = 4096
+    failure_page_size: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +147,7 @@ class TlsrptConfig:
     contact_info: str = ""
     submitter: str = ""
     backend: str = "sqlite"
-    sqlite_path: str = "var/smtptls-tlsrpt.sqlite3"
+    sqlite_path: str = _state("smtptls-tlsrpt.sqlite3")
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
     postgres_schema: str | None = None
     retention_days: int = 14
@@ -157,6 +201,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "reports.backend": ("sqlite", "postgres"),
     "tlsrpt.backend": ("sqlite", "postgres"),
     "tlsrpt.policy_source": ("policyd", "cache", "none"),
+    "policyd.postfix_version": ("3.7", "3.10"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("text", "json"),
 }
@@ -227,9 +272,13 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def load(path: str | Path | None) -> Config:
-    """Load a TOML config file; ``None`` gives the all-defaults configuration."""
+    """Load a TOML config file; ``None`` reads the default file
+    (:func:`smtptls.paths.default_config_path`), or gives the all-defaults
+    configuration when there is none. Every error names the file once."""
     if path is None:
-        return Config()
+        path = paths.default_config_path()
+        if path is None:
+            return Config()
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -241,12 +290,31 @@ def load(path: str | Path | None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return from_dict(data)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        named = ConfigError(f"{p}: {exc}")
+        named.key = exc.key
+        raise named from None
 
 
 def to_dict(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data (for ``config show``)."""
     return dataclasses.asdict(config)
+
+
+def to_toml(config: Config) -> str:
+    """The effective configuration as a TOML file that :func:`load` reads back equal.
+
+    TOML has no null: a key whose value is unset (``None``, e.g. ``fetch.ca_file``) is
+    left out, which is what loading gives it back.
+    """
+    import tomli_w
+
+    data = {section: {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in values.items() if v is not None}
+            for section, values in to_dict(config).items()}
+    return tomli_w.dumps(data)
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from smtptls import config as config_mod
+from smtptls.cli._preflight import require_existing_db
 from smtptls.cli.output import (
     EXIT_NEGATIVE,
     EXIT_OK,
@@ -46,8 +47,12 @@ def _store(args: argparse.Namespace, cfg: Config) -> ReportStore:
     return open_report_store(cfg.reports, **overrides)
 
 
-def _with_store(args: argparse.Namespace, fn: Callable[[ReportStore], Awaitable[T]]) -> T:
+def _with_store(args: argparse.Namespace, fn: Callable[[ReportStore], Awaitable[T]], *,
+                read_only: bool = True) -> T:
     cfg = _config(args)
+    if read_only and cfg.reports.backend == "sqlite":  # reading never creates a store
+        require_existing_db(getattr(args, "db", None) or cfg.reports.sqlite_path,
+                            "report store")
     return run_with_store(_store(args, cfg), fn)
 
 
@@ -72,8 +77,31 @@ def _serve(args: argparse.Namespace) -> int:
         verify_dkim=not args.no_dkim,
         require_dkim=args.require_dkim or cfg.reports.require_dkim,
     )
-    asyncio.run(serve(cfg, options))
+    asyncio.run(serve(cfg, options, on_started=_announce))
     return EXIT_OK
+
+
+def _announce(service: Any) -> None:
+    """What ``reports serve`` listens on, once it does (stderr; logs say it too)."""
+    def say(text: str) -> None:
+        print(f"smtptls reports serve: {text}", file=sys.stderr, flush=True)
+
+    o = service.options
+    store = service.config.reports
+    say("storing reports in " + (store.sqlite_path if store.backend == "sqlite"
+                                 else f"{store.backend} {store.postgres_dsn}"))
+    if o.listen and service.http_port:
+        scheme = "https" if o.tls_cert and o.tls_key else "http"
+        host = o.listen.rsplit(":", 1)[0] if ":" in o.listen else o.listen
+        base = f"{scheme}://{host or '127.0.0.1'}:{service.http_port}"
+        say(f"report intake (RFC 8460 HTTPS POST): {base}/v1/tlsrpt")
+        say(f"dashboard: {base}/ (token {'set' if service.token else 'not set'})")
+        say(f"metrics: {base}/metrics")
+    for kind, port in (("SMTP", service.smtp_port), ("LMTP", service.lmtp_port)):
+        spec = o.smtp if kind == "SMTP" else o.lmtp
+        if spec and port:
+            say(f"report mail intake ({kind}): {spec.rsplit(':', 1)[0]}:{port}")
+    say("stop with Ctrl-C or SIGTERM")
 
 
 # --- import ------------------------------------------------------------------------------
@@ -105,17 +133,19 @@ def _import(args: argparse.Namespace) -> int:
             print("\r\033[K", end="", file=sys.stderr)
         return result
 
-    result = _with_store(args, run)
+    result = _with_store(args, run, read_only=False)
     if args.json:
         print_json(result.to_dict())
     else:
+        # The source is printed whole (a cut path names no file); what happened after it.
         for source, outcome in result.outcomes:
             what = outcome.report_id if outcome.report_id else outcome.reason
-            print(f"{outcome.outcome!s:<12} {cut(source, 50):<50} {cut(str(what), 36)}")
+            print(f"{outcome.outcome!s:<12} {source}  {cut(str(what), 60)}")
         for source, reason in result.errors:
-            print(f"{'error':<12} {cut(source, 50):<50} {cut(reason, 36)}")
+            print(f"{'error':<12} {source}  {cut(reason, 60)}")
         print(f"{result.stored} stored, {result.duplicate} duplicate, "
-              f"{result.quarantined} quarantined, {len(result.errors)} not readable")
+              f"{result.conflict} conflict, {result.quarantined} quarantined, "
+              f"{len(result.errors)} not readable")
     return EXIT_OK if not (result.quarantined or result.errors) else EXIT_NEGATIVE
 
 
@@ -156,8 +186,12 @@ def _show(args: argparse.Namespace) -> int:
         return EXIT_OK
     d = report.to_dict()
     for key in ("id", "report_id", "organization", "start", "end", "received_at", "channel",
-                "dkim", "dkim_domain", "submitter"):
+                "provenance", "dkim", "dkim_domain", "submitter"):
         print(f"{key:<14} {d[key] if d[key] is not None else '-'}")
+    if report.conflict:
+        others = ", ".join(str(pk) for pk in report.conflicts_with)
+        print(f"{'conflict':<14} same report-id and organization as {others}; "
+              f"{'counted' if report.counted else 'not counted'} in summaries")
     print(f"{'sessions':<14} {report.successful} successful, {report.failed} failed")
     for w in report.warnings:
         print(f"{'warning':<14} {cut(w, 84)}")

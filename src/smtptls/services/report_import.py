@@ -12,8 +12,10 @@ a maildir              (a directory with ``cur/`` and ``new/``) every message
 another directory      every file in it, recursively, by the rules above
 =====================  ==========================================================
 
-Each report is stored idempotently; what does not parse is quarantined with the reason,
-exactly as on the network intake. Files over the size caps are skipped and reported.
+Each report is stored as on the network intake: a byte-identical one already stored is a
+duplicate, a different one under a stored report-id and organization is kept as a
+conflict; what does not parse is quarantined with the reason. Files over the size caps
+are skipped and reported.
 IMAP is not built: fetch into a maildir (e.g. with fetchmail or mbsync) and import that.
 """
 
@@ -43,6 +45,7 @@ class ImportSummary:
     sources: int = 0
     stored: int = 0
     duplicate: int = 0
+    conflict: int = 0
     quarantined: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     outcomes: list[tuple[str, IntakeOutcome]] = field(default_factory=list)
@@ -53,6 +56,8 @@ class ImportSummary:
             self.stored += 1
         elif outcome.outcome is Outcome.DUPLICATE:
             self.duplicate += 1
+        elif outcome.outcome is Outcome.CONFLICT:
+            self.conflict += 1
         else:
             self.quarantined += 1
 
@@ -61,6 +66,7 @@ class ImportSummary:
             "sources": self.sources,
             "stored": self.stored,
             "duplicate": self.duplicate,
+            "conflict": self.conflict,
             "quarantined": self.quarantined,
             "errors": [{"source": s, "reason": r} for s, r in self.errors],
             "items": [{"source": s, **o.to_dict()} for s, o in self.outcomes],

@@ -12,9 +12,17 @@ went wrong where. The store keeps, for every accepted report:
 and a ``quarantine`` row, with the reason and the raw bytes, for anything that arrived
 but could not be parsed, so nothing received is ever lost.
 
-Reports are idempotent on *(report-id, organization-name)*: RFC 8460 §4.4 makes the
-report-id unique per sender, so a re-post of the same report is acknowledged and
-not stored twice.
+RFC 8460 §4.4 makes the report-id unique per sender, but HTTPS intake is
+unauthenticated (§5.4), so anyone may post a report under a real reporter's
+*(report-id, organization-name)*. The key alone therefore never decides which report
+wins: a resubmission of the same report (same key, same JSON value: member order and
+whitespace aside, :func:`report_digest`) is a **duplicate**,
+acknowledged and not stored twice; a different body under the same key is a
+**conflict**: both are kept and marked, and exactly one of them is *counted* in the
+summaries, chosen by how each arrived (:class:`Provenance`: a DKIM-verified mail
+over an import over an unauthenticated POST or unsigned mail; the earliest among
+equals). Failure details beyond ``max_failure_rows`` per report are folded into one
+row per policy and result type with the exact session count (:meth:`ReportRecord.bounded`).
 
 Everything here is pure (no I/O): :class:`ReportRecord` flattens a parsed report into
 rows, :func:`build_summary` assembles aggregate query results, :func:`parse_since`
@@ -26,6 +34,7 @@ configuration.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +47,7 @@ from smtptls.errors import ConfigError, ReportParseError, StoreError
 
 __all__ = [
     "AddResult",
+    "AddStatus",
     "Channel",
     "DayBreakdown",
     "DkimStatus",
@@ -45,14 +55,18 @@ __all__ = [
     "FailureRow",
     "Intake",
     "PolicyRow",
+    "Provenance",
     "QuarantineEntry",
     "ReportRecord",
     "ReportStore",
+    "StoreLimits",
     "StoredReport",
     "Summary",
     "build_summary",
+    "counted_report",
     "open_report_store",
     "parse_since",
+    "report_digest",
 ]
 
 # Bounds on what one report may contribute to the store (attacker-controlled data).
@@ -62,6 +76,12 @@ MAX_STRINGS = 1_000
 MAX_TEXT = 4_096  # one stored string field
 MAX_COUNT = 2**40  # one day's sessions; keeps every SUM() far from 64-bit overflow
 MAX_REASON = 1_000
+#: Distinct result types kept apart when the failure details of one policy beyond the
+#: per-report row limit are folded together; further types go to AGGREGATE_OTHER.
+MAX_AGGREGATE_TYPES = 32
+AGGREGATE_OTHER = "other"
+
+_DEFAULTS = ReportsConfig()  # the storage limits' defaults live in the config
 
 
 class Channel(enum.StrEnum):
@@ -84,6 +104,28 @@ class DkimStatus(enum.StrEnum):
     NOT_CHECKED = "not-checked"  # not mail (HTTPS) or verification switched off
 
 
+class Provenance(enum.StrEnum):
+    """How far the origin of a report is established (decides conflicts)."""
+
+    DKIM = "dkim"  # mail whose DKIM signature verified (RFC 8460 §5.3, RFC 6376)
+    IMPORT = "import"  # a file an operator chose to import
+    UNSIGNED_MAIL = "unsigned-mail"  # mail without a passing signature: anyone could send it
+    HTTPS = "https"  # RFC 8460 §5.4 POST: unauthenticated by design
+
+
+#: Higher wins when reports conflict; equals are decided by arrival order.
+PROVENANCE_RANK = {Provenance.DKIM: 3, Provenance.IMPORT: 2, Provenance.UNSIGNED_MAIL: 1,
+                   Provenance.HTTPS: 1}
+
+
+def counted_report(candidates: Iterable[tuple[int, str]]) -> int:
+    """Of the reports sharing one (report-id, organization), the pk counted in summaries.
+
+    ``candidates`` are (pk, provenance); the best provenance wins, then the earliest.
+    """
+    return min(candidates, key=lambda c: (-PROVENANCE_RANK.get(c[1], 0), c[0]))[0]  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True, slots=True)
 class Intake:
     """Where and when a report arrived; stored beside it."""
@@ -94,6 +136,33 @@ class Intake:
     submitter: str | None = None  # TLS-Report-Submitter header (RFC 8460 §5.3)
     dkim: DkimStatus = DkimStatus.NOT_CHECKED
     dkim_domain: str | None = None
+
+    @property
+    def provenance(self) -> Provenance:
+        if self.dkim is DkimStatus.PASS:
+            return Provenance.DKIM
+        if self.channel is Channel.IMPORT:
+            return Provenance.IMPORT
+        if self.channel is Channel.HTTPS:
+            return Provenance.HTTPS
+        return Provenance.UNSIGNED_MAIL
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """What one report or the quarantine may take of the store (0: no limit)."""
+
+    max_failure_rows: int = _DEFAULTS.max_failure_rows
+    quarantine_max_bytes: int = _DEFAULTS.quarantine_max_bytes
+    quarantine_max_age_days: int = _DEFAULTS.quarantine_max_age_days
+    quarantine_excerpt: int = _DEFAULTS.quarantine_excerpt
+
+    @classmethod
+    def from_config(cls, config: ReportsConfig) -> StoreLimits:
+        return cls(max_failure_rows=config.max_failure_rows,
+                   quarantine_max_bytes=config.quarantine_max_bytes,
+                   quarantine_max_age_days=config.quarantine_max_age_days,
+                   quarantine_excerpt=config.quarantine_excerpt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +260,7 @@ class ReportRecord:
     policies: tuple[PolicyRow, ...]
     raw_json: str
     warnings: tuple[str, ...] = ()
+    digest: str = ""  # report_digest(raw_json); filled by from_dict
 
     @property
     def day(self) -> date:
@@ -204,6 +274,32 @@ class ReportRecord:
     @property
     def failed(self) -> int:
         return sum(p.failed for p in self.policies)
+
+    def bounded(self, max_rows: int) -> ReportRecord:
+        """This record with at most ``max_rows`` failure-detail rows kept as given.
+
+        Entries beyond the limit (in report order) are folded, per policy, into one row
+        per result type (at most MAX_AGGREGATE_TYPES, then AGGREGATE_OTHER) carrying the
+        sum of their session counts, so every total stays exact. ``raw_json`` keeps the
+        report as received. ``max_rows`` 0: no limit.
+        """
+        if max_rows <= 0 or sum(len(p.failures) for p in self.policies) <= max_rows:
+            return self
+        budget = max_rows
+        policies = []
+        for p in self.policies:
+            kept, rest = p.failures[:budget], p.failures[budget:]
+            budget -= len(kept)
+            if rest:
+                kept = kept + _fold(rest, max_rows)
+            policies.append(PolicyRow(
+                policy_type=p.policy_type, policy_domain=p.policy_domain,
+                successful=p.successful, failed=p.failed, policy_strings=p.policy_strings,
+                mx_hosts=p.mx_hosts, failures=kept))
+        return ReportRecord(
+            report_id=self.report_id, organization=self.organization, start=self.start,
+            end=self.end, contact_info=self.contact_info, policies=tuple(policies),
+            raw_json=self.raw_json, warnings=self.warnings, digest=self.digest)
 
     @classmethod
     def from_report(cls, report: Any, *, raw_json: str | None = None) -> ReportRecord:
@@ -258,7 +354,40 @@ class ReportRecord:
             policies=policies,
             raw_json=raw_json,
             warnings=tuple(warnings),
+            digest=report_digest(raw_json),
         )
+
+
+def _fold(rows: Sequence[FailureRow], max_rows: int) -> tuple[FailureRow, ...]:
+    sums: dict[str, list[int]] = {}
+    for f in rows:
+        key = f.result_type
+        if key not in sums and len(sums) >= MAX_AGGREGATE_TYPES:
+            key = AGGREGATE_OTHER
+        entry = sums.setdefault(key, [0, 0])
+        entry[0] += f.failed_session_count
+        entry[1] += 1
+    return tuple(
+        FailureRow(result_type=rt, failed_session_count=n,
+                   additional_information=f"{k} failure-detail entries folded into one "
+                   f"(more than {max_rows} in this report)")
+        for rt, (n, k) in sums.items())
+
+
+def report_digest(raw_json: str) -> str:
+    """What makes two reports under one key the same report: their JSON value.
+
+    The SHA-256 of the JSON re-encoded with sorted member names and no whitespace, so a
+    byte-identical resubmission, or the same report pretty-printed by another channel,
+    is a duplicate; any other difference is not. Text that does not decode as JSON is
+    hashed as it is.
+    """
+    try:
+        text = json.dumps(json.loads(raw_json), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+    except (ValueError, RecursionError):
+        text = raw_json
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _policy_row(entry: Any, where: str) -> PolicyRow:
@@ -330,12 +459,30 @@ def _failure_row(entry: Any, where: str) -> FailureRow:
 # --- what the store gives back ----------------------------------------------------------
 
 
+class AddStatus(enum.StrEnum):
+    """What :meth:`ReportStore.add_report` did with a report."""
+
+    STORED = "stored"  # a new report
+    DUPLICATE = "duplicate"  # the same report JSON was already stored under its key
+    CONFLICT = "conflict"  # another body under the same key: both kept, marked
+
+
 @dataclass(frozen=True, slots=True)
 class AddResult:
-    """Outcome of :meth:`ReportStore.add_report`: ``created`` is False for a re-post."""
+    """Outcome of :meth:`ReportStore.add_report`.
+
+    ``counted``: this report is the one of its key used in summaries;
+    ``conflicts_with``: the other reports stored under the same key.
+    """
 
     pk: int
-    created: bool
+    status: AddStatus
+    counted: bool = True
+    conflicts_with: tuple[int, ...] = ()
+
+    @property
+    def created(self) -> bool:
+        return self.status is not AddStatus.DUPLICATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,8 +505,22 @@ class StoredReport:
     successful: int
     failed: int
     warnings: tuple[str, ...] = ()
+    provenance: str = ""
+    conflict: bool = False  # another report has the same (report-id, organization)
+    counted: bool = True  # the one of its key used in summaries
     raw_json: str | None = None  # only filled by get_report
-    policies: tuple[PolicyRow, ...] = ()  # only filled by get_report
+    policies: tuple[PolicyRow, ...] = ()  # only filled by get_report (one page of failures)
+    failure_rows: int = 0  # failure-detail rows stored for it; only filled by get_report
+    conflicts_with: tuple[int, ...] = ()  # only filled by get_report
+
+    def report_json(self) -> tuple[Any, str | None]:
+        """The stored report JSON decoded, and None; or None and why it cannot be."""
+        if not self.raw_json:
+            return None, None
+        try:
+            return json.loads(self.raw_json), None
+        except (ValueError, RecursionError) as exc:
+            return None, f"stored report JSON does not decode: {str(exc)[:200]}"
 
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -377,9 +538,17 @@ class StoredReport:
             "successful_sessions": self.successful,
             "failed_sessions": self.failed,
             "warnings": list(self.warnings),
+            "provenance": self.provenance or None,
+            "conflict": self.conflict,
+            "counted": self.counted,
         }
         if full:
-            out["report"] = json.loads(self.raw_json) if self.raw_json else None
+            out["conflicts_with"] = list(self.conflicts_with)
+            report, error = self.report_json()
+            out["report"] = report
+            if error is not None:  # never raise on what is stored; show it as text
+                out["report_error"] = error
+                out["report_text"] = self.raw_json
         return out
 
 
@@ -392,8 +561,9 @@ class QuarantineEntry:
     channel: str
     remote: str
     reason: str
-    size: int
-    sha256: str
+    size: int  # of the submission as received
+    sha256: str  # of the submission as received
+    excerpt: bool = False  # only the first bytes are kept (beyond the quarantine limits)
     raw: bytes | None = None  # only filled by get_quarantine
 
     def to_dict(self) -> dict[str, Any]:
@@ -405,6 +575,7 @@ class QuarantineEntry:
             "reason": self.reason,
             "size": self.size,
             "sha256": self.sha256,
+            "excerpt_only": self.excerpt,
         }
 
 
@@ -647,7 +818,8 @@ class ReportStore(Protocol):
         self, *, domain: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[StoredReport]: ...
 
-    async def get_report(self, key: str | int) -> StoredReport | None: ...
+    async def get_report(self, key: str | int, *, failures_offset: int = 0,
+                         failures_limit: int | None = None) -> StoredReport | None: ...
 
     async def domains(self) -> list[DomainOverview]: ...
 
@@ -667,10 +839,12 @@ def open_report_store(config: ReportsConfig, **overrides: Any) -> ReportStore:
     if config.backend == "sqlite":
         from smtptls.store.reports_sqlite import SqliteReportStore
 
-        return SqliteReportStore(overrides.get("path", config.sqlite_path))
+        return SqliteReportStore(overrides.get("path", config.sqlite_path),
+                                 limits=StoreLimits.from_config(config))
     if config.backend == "postgres":
         from smtptls.store.reports_postgres import PostgresReportStore
 
         return PostgresReportStore(overrides.get("dsn", config.postgres_dsn),
-                                   schema=overrides.get("schema"))
+                                   schema=overrides.get("schema"),
+                                   limits=StoreLimits.from_config(config))
     raise StoreError(f"unknown report store backend {config.backend!r}")

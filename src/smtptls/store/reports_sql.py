@@ -13,11 +13,15 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from typing import Any
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 from smtptls.store.reports_base import (
+    PROVENANCE_RANK,
+    AddResult,
+    AddStatus,
     DomainOverview,
     FailureRow,
     Intake,
@@ -25,15 +29,27 @@ from smtptls.store.reports_base import (
     QuarantineEntry,
     ReportRecord,
     StoredReport,
+    StoreLimits,
     Summary,
     build_summary,
+    counted_report,
+    report_digest,
 )
 
-SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+
+# Version 2: a report is identified by (report-id, organization, report_digest), so
+# a different body under a known key is kept beside the first (a conflict) instead of
+# being dropped; ``provenance`` says how each arrived and ``counted`` which one of a key
+# the summaries use (carried by its policies and failures rows too, so the summaries
+# stay single-table aggregates). Quarantine rows say whether only an excerpt is kept,
+# and ``quarantine_usage`` keeps the bytes of whole quarantined submissions.
 
 # {pk} is the dialect's auto-increment primary key, {blob} its binary type.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reports (
+REPORTS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id {pk},
     report_id TEXT NOT NULL,
     organization TEXT NOT NULL,
@@ -52,9 +68,25 @@ CREATE TABLE IF NOT EXISTS reports (
     failed BIGINT NOT NULL,
     warnings TEXT NOT NULL,
     raw_json TEXT NOT NULL,
-    UNIQUE (report_id, organization)
-);
-CREATE INDEX IF NOT EXISTS reports_day ON reports (day);
+    body_sha256 TEXT NOT NULL DEFAULT '',
+    provenance TEXT NOT NULL DEFAULT '',
+    conflict INTEGER NOT NULL DEFAULT 0,
+    counted INTEGER NOT NULL DEFAULT 1
+)
+"""
+# Version-1 columns, in order (what a migration copies).
+V1_REPORT_COLUMNS = (
+    "id, report_id, organization, contact_info, start_ts, end_ts, day, received_at, "
+    "channel, remote, submitter, dkim, dkim_domain, policy_domains, successful, failed, "
+    "warnings, raw_json"
+)
+# How a version-1 report arrived, read from its channel and DKIM result.
+V1_PROVENANCE = (
+    "CASE WHEN dkim = 'pass' THEN 'dkim' WHEN channel = 'https' THEN 'https' "
+    "WHEN channel = 'import' THEN 'import' ELSE 'unsigned-mail' END"
+)
+
+TABLES = REPORTS_TABLE.replace("{name}", "reports") + """;
 CREATE TABLE IF NOT EXISTS policies (
     id {pk},
     report_pk BIGINT NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
@@ -66,10 +98,9 @@ CREATE TABLE IF NOT EXISTS policies (
     policy_strings TEXT NOT NULL,
     mx_hosts TEXT NOT NULL,
     successful BIGINT NOT NULL,
-    failed BIGINT NOT NULL
+    failed BIGINT NOT NULL,
+    counted INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS policies_domain_day ON policies (policy_domain, day);
-CREATE INDEX IF NOT EXISTS policies_report ON policies (report_pk);
 CREATE TABLE IF NOT EXISTS failures (
     id {pk},
     policy_pk BIGINT NOT NULL REFERENCES policies (id) ON DELETE CASCADE,
@@ -85,10 +116,9 @@ CREATE TABLE IF NOT EXISTS failures (
     receiving_ip TEXT NOT NULL,
     failed_session_count BIGINT NOT NULL,
     additional_information TEXT NOT NULL,
-    failure_reason_code TEXT NOT NULL
+    failure_reason_code TEXT NOT NULL,
+    counted INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS failures_domain_day ON failures (policy_domain, day);
-CREATE INDEX IF NOT EXISTS failures_policy ON failures (policy_pk);
 CREATE TABLE IF NOT EXISTS quarantine (
     id {pk},
     received_at TEXT NOT NULL,
@@ -97,41 +127,207 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     size BIGINT NOT NULL,
     sha256 TEXT NOT NULL,
-    raw {blob} NOT NULL
+    raw {blob} NOT NULL,
+    excerpt INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS quarantine_usage (
+    id INTEGER PRIMARY KEY,
+    kept BIGINT NOT NULL
+)
 """
+
+# After the tables (and, for an older database, after its migration).
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS reports_identity
+    ON reports (report_id, organization, body_sha256);
+CREATE INDEX IF NOT EXISTS reports_day ON reports (day);
+CREATE INDEX IF NOT EXISTS policies_domain_day ON policies (policy_domain, day);
+CREATE INDEX IF NOT EXISTS policies_report ON policies (report_pk);
+CREATE INDEX IF NOT EXISTS failures_domain_day ON failures (policy_domain, day);
+CREATE INDEX IF NOT EXISTS failures_policy ON failures (policy_pk);
+CREATE INDEX IF NOT EXISTS failures_report ON failures (report_pk);
+CREATE INDEX IF NOT EXISTS quarantine_whole ON quarantine (excerpt, received_at);
+INSERT INTO quarantine_usage (id, kept)
+    SELECT 1, COALESCE(SUM(LENGTH(raw)), 0) FROM quarantine WHERE excerpt = 0
+    ON CONFLICT (id) DO NOTHING
+"""
+
+# Reports of a migrated database still without their digest (filled in batches).
+MISSING_DIGESTS = "SELECT id, raw_json FROM reports WHERE body_sha256 = '' ORDER BY id LIMIT ?"
+SET_DIGEST = "UPDATE reports SET body_sha256 = ? WHERE id = ?"
+
+# Columns a version-1 database lacks beside the reports ones (added in place).
+V2_ADDED_COLUMNS = (
+    ("policies", "counted INTEGER NOT NULL DEFAULT 1"),
+    ("failures", "counted INTEGER NOT NULL DEFAULT 1"),
+    ("quarantine", "excerpt INTEGER NOT NULL DEFAULT 0"),
+)
 
 INSERT_REPORT = """
 INSERT INTO reports (report_id, organization, contact_info, start_ts, end_ts, day,
     received_at, channel, remote, submitter, dkim, dkim_domain, policy_domains,
-    successful, failed, warnings, raw_json)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (report_id, organization) DO NOTHING
+    successful, failed, warnings, raw_json, body_sha256, provenance, conflict, counted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)
+ON CONFLICT (report_id, organization, body_sha256) DO NOTHING
 RETURNING id
 """
-SELECT_REPORT_PK = "SELECT id FROM reports WHERE report_id = ? AND organization = ?"
+SELECT_SAME_KEY = ("SELECT id, provenance, counted FROM reports "
+                   "WHERE report_id = ? AND organization = ? ORDER BY id")
+SELECT_SAME_BODY = ("SELECT id, provenance FROM reports "
+                    "WHERE report_id = ? AND organization = ? AND body_sha256 = ?")
+UPDATE_ARRIVAL = ("UPDATE reports SET provenance = ?, channel = ?, remote = ?, submitter = ?, "
+                  "dkim = ?, dkim_domain = ? WHERE id = ?")
+MARK_CONFLICT = ("UPDATE reports SET conflict = 1 "
+                 "WHERE report_id = ? AND organization = ? AND conflict = 0")
+SET_COUNTED = (
+    "UPDATE reports SET counted = ? WHERE id = ?",
+    "UPDATE policies SET counted = ? WHERE report_pk = ?",
+    "UPDATE failures SET counted = ? WHERE report_pk = ?",
+)
 INSERT_POLICY = """
 INSERT INTO policies (report_pk, idx, day, organization, policy_type, policy_domain,
-    policy_strings, mx_hosts, successful, failed)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    policy_strings, mx_hosts, successful, failed, counted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 """
 INSERT_FAILURE = """
 INSERT INTO failures (policy_pk, report_pk, idx, day, organization, policy_domain,
     result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip,
-    failed_session_count, additional_information, failure_reason_code)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    failed_session_count, additional_information, failure_reason_code, counted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 INSERT_QUARANTINE = """
-INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw, excerpt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id
 """
+# Bytes freed when whole entries older than a cut-off keep only an excerpt of ? bytes.
+AGED_QUARANTINE_BYTES = (
+    "SELECT COALESCE(SUM(CASE WHEN LENGTH(raw) > ? THEN LENGTH(raw) - ? ELSE 0 END), 0) "
+    "FROM quarantine WHERE excerpt = 0 AND received_at < ?")
+AGE_QUARANTINE = ("UPDATE quarantine SET raw = SUBSTR(raw, 1, ?), excerpt = 1 "
+                  "WHERE excerpt = 0 AND received_at < ?")
+# Row-locking in PostgreSQL: concurrent receivers take turns on the quarantine total.
+ADD_QUARANTINE_USAGE = "UPDATE quarantine_usage SET kept = kept + ? WHERE id = 1 RETURNING kept"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of a write plan: ``many`` runs it once per parameter tuple."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    many: bool = False
+
+
+#: A write plan: yields queries, receives each one's rows, returns its result.
+Plan = Generator[Query, list[tuple[Any, ...]], T]
+
+
+def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
+                    ) -> Plan[AddResult]:
+    """Store one report inside the caller's transaction (the backend commits).
+
+    A byte-identical report under a known key is a duplicate (a better provenance is
+    noted on the stored one); a different body under a known key is stored too and every
+    report of the key is marked as a conflict. One report per key is counted:
+    :func:`counted_report` decides, and the policies and failures rows follow.
+    """
+    digest = record.digest or report_digest(record.raw_json)
+    key = (record.report_id, record.organization)
+    provenance = intake.provenance
+    rows = yield Query(INSERT_REPORT, report_params(record, intake) + (digest, str(provenance)))
+    if not rows:
+        same = yield Query(SELECT_SAME_BODY, (*key, digest))
+        pk = int(same[0][0])
+        if PROVENANCE_RANK.get(provenance, 0) > PROVENANCE_RANK.get(same[0][1], 0):
+            # The same report again, better authenticated (e.g. DKIM-signed mail after
+            # a POST): say so, and let it count if its key is in conflict.
+            yield Query(UPDATE_ARRIVAL, (str(provenance), *_arrival(intake), pk))
+        group = yield Query(SELECT_SAME_KEY, key)
+        winner = yield from _recount(group, pk, None)
+        others = tuple(int(g[0]) for g in group if int(g[0]) != pk)
+        return AddResult(pk, AddStatus.DUPLICATE, counted=winner == pk, conflicts_with=others)
+    pk = int(rows[0][0])
+    group = yield Query(SELECT_SAME_KEY, key)
+    winner = yield from _recount(group, pk, pk)
+    bounded = record.bounded(limits.max_failure_rows)
+    counted = int(winner == pk)
+    for i, policy in enumerate(bounded.policies):
+        prow = yield Query(INSERT_POLICY, policy_params(bounded, pk, i, policy) + (counted,))
+        if policy.failures:
+            yield Query(INSERT_FAILURE, [
+                failure_params(bounded, pk, int(prow[0][0]), policy, j, f) + (counted,)
+                for j, f in enumerate(policy.failures)], many=True)
+    others = tuple(int(g[0]) for g in group if int(g[0]) != pk)
+    if not others:
+        return AddResult(pk, AddStatus.STORED, counted=True)
+    yield Query(MARK_CONFLICT, key)
+    return AddResult(pk, AddStatus.CONFLICT, counted=winner == pk, conflicts_with=others)
+
+
+def _recount(group: list[tuple[Any, ...]], pk: int, new_pk: int | None
+             ) -> Generator[Query, list[tuple[Any, ...]], int]:
+    """Make the counted report of a key the one :func:`counted_report` picks.
+
+    ``group`` is (id, provenance, counted) of every report of the key, read after the
+    change; ``new_pk`` is a report whose child rows are not written yet (their counted
+    flag is written with them).
+    """
+    winner = counted_report((int(g[0]), str(g[1])) for g in group)
+    for g in group:
+        gpk, was = int(g[0]), bool(int(g[2]))
+        now = gpk == winner
+        if gpk == new_pk:
+            if now:
+                yield Query(SET_COUNTED[0], (1, gpk))
+            continue
+        if was != now:
+            for statement in SET_COUNTED:
+                yield Query(statement, (int(now), gpk))
+    return winner
+
+
+def add_quarantine_plan(raw: bytes, reason: str, intake: Intake, limits: StoreLimits
+                        ) -> Plan[int]:
+    """Keep a submission that is not a report; beyond the limits a digest and an excerpt.
+
+    Entries older than ``quarantine_max_age_days`` (before this one's arrival) keep only
+    their excerpt; this one is kept whole while the whole entries stay within
+    ``quarantine_max_bytes``. Entries no longer than the excerpt are always whole and
+    not counted against the total.
+    """
+    cap = limits.quarantine_excerpt
+    freed = 0
+    if limits.quarantine_max_age_days > 0:
+        cutoff = ts_text(intake.received_at - timedelta(days=limits.quarantine_max_age_days))
+        rows = yield Query(AGED_QUARANTINE_BYTES, (cap, cap, cutoff))
+        freed = int(rows[0][0] or 0)
+        if freed:
+            yield Query(AGE_QUARANTINE, (cap, cutoff))
+    # Read (and, in PostgreSQL, lock) the total of whole entries, less what just aged.
+    rows = yield Query(ADD_QUARANTINE_USAGE, (-freed,))
+    kept = int(rows[0][0]) if rows else 0
+    counts = len(raw) > cap
+    whole = (not counts or limits.quarantine_max_bytes <= 0
+             or kept + len(raw) <= limits.quarantine_max_bytes)
+    stored = raw if whole else raw[:cap]
+    if whole and counts:
+        yield Query(ADD_QUARANTINE_USAGE, (len(raw),))
+    rows = yield Query(INSERT_QUARANTINE, quarantine_params(raw, reason, intake)[:-1]
+                       + (stored, int(not whole)))
+    return int(rows[0][0])
+
+
+def _arrival(intake: Intake) -> tuple[str, ...]:
+    return (str(intake.channel), (intake.remote or "")[:1000], (intake.submitter or "")[:1000],
+            str(intake.dkim), (intake.dkim_domain or "")[:255])
+
 
 _REPORT_COLUMNS = (
     "id, report_id, organization, start_ts, end_ts, received_at, channel, dkim, "
     "dkim_domain, submitter, remote, contact_info, policy_domains, successful, failed, "
-    "warnings"
+    "warnings, provenance, conflict, counted"
 )
 
 
@@ -211,13 +407,16 @@ def _stored(row: Sequence[Any]) -> StoredReport:
         successful=int(row[13]),
         failed=int(row[14]),
         warnings=tuple(json.loads(row[15])),
+        provenance=row[16],
+        conflict=bool(int(row[17])),
+        counted=bool(int(row[18])),
     )
 
 
 def _quarantined(row: Sequence[Any], raw: bytes | None = None) -> QuarantineEntry:
     return QuarantineEntry(
         pk=int(row[0]), received_at=_ts(row[1]), channel=row[2], remote=row[3],
-        reason=row[4], size=int(row[5]), sha256=row[6], raw=raw,
+        reason=row[4], size=int(row[5]), sha256=row[6], excerpt=bool(int(row[7])), raw=raw,
     )
 
 
@@ -251,14 +450,20 @@ class SqlReportStore(abc.ABC):
                 (_domain(domain), limit, offset))
         return [_stored(r) for r in rows]
 
-    async def get_report(self, key: str | int) -> StoredReport | None:
+    async def get_report(self, key: str | int, *, failures_offset: int = 0,
+                         failures_limit: int | None = None) -> StoredReport | None:
+        """One report by pk or report-id (of a conflict, the counted one, else the newest).
+
+        ``failures_offset`` / ``failures_limit`` pick one page of its failure details,
+        in report order; ``failure_rows`` says how many there are.
+        """
         if isinstance(key, int):
             rows = await self._read(
                 f"SELECT {_REPORT_COLUMNS}, raw_json FROM reports WHERE id = ?", (key,))  # noqa: S608 - constant SQL
         else:
             rows = await self._read(
                 f"SELECT {_REPORT_COLUMNS}, raw_json FROM reports WHERE report_id = ? "  # noqa: S608 - constant SQL
-                "ORDER BY id DESC LIMIT 1", (key,))
+                "ORDER BY counted DESC, id DESC LIMIT 1", (key,))
         if not rows:
             return None
         row = rows[0]
@@ -266,11 +471,17 @@ class SqlReportStore(abc.ABC):
         prow = await self._read(
             "SELECT id, policy_type, policy_domain, policy_strings, mx_hosts, successful, "
             "failed FROM policies WHERE report_pk = ? ORDER BY idx", (pk,))
+        limit, offset = (2**62, 0) if failures_limit is None else _bounded(failures_limit,
+                                                                        failures_offset)
         frows = await self._read(
             "SELECT policy_pk, result_type, failed_session_count, sending_mta_ip, "
             "receiving_mx_hostname, receiving_mx_helo, receiving_ip, additional_information, "
-            "failure_reason_code FROM failures WHERE report_pk = ? ORDER BY policy_pk, idx",
-            (pk,))
+            "failure_reason_code FROM failures WHERE report_pk = ? ORDER BY policy_pk, idx "
+            "LIMIT ? OFFSET ?", (pk, limit, offset)) if limit else []
+        total = await self._read("SELECT COUNT(*) FROM failures WHERE report_pk = ?", (pk,))
+        same = await self._read("SELECT id FROM reports WHERE report_id = ? AND "
+                                "organization = ? AND id <> ? ORDER BY id",
+                                (row[1], row[2], pk))
         by_policy: dict[int, list[FailureRow]] = {}
         for f in frows:
             by_policy.setdefault(int(f[0]), []).append(FailureRow(
@@ -287,13 +498,15 @@ class SqlReportStore(abc.ABC):
         base = _stored(row)
         return StoredReport(**{
             **{f: getattr(base, f) for f in StoredReport.__dataclass_fields__},
-            "raw_json": row[-1], "policies": policies,
+            "raw_json": row[-1], "policies": policies, "failure_rows": int(total[0][0]),
+            "conflicts_with": tuple(int(r[0]) for r in same),
         })
 
     async def domains(self) -> list[DomainOverview]:
         rows = await self._read(
             "SELECT policy_domain, COUNT(DISTINCT report_pk), SUM(successful), SUM(failed), "
-            "MIN(day), MAX(day) FROM policies GROUP BY policy_domain ORDER BY policy_domain")
+            "MIN(day), MAX(day) FROM policies WHERE counted = 1 GROUP BY policy_domain "
+            "ORDER BY policy_domain")
         return [
             DomainOverview(policy_domain=r[0], reports=int(r[1]), successful=int(r[2] or 0),
                            failed=int(r[3] or 0), first_day=date.fromisoformat(r[4]),
@@ -302,14 +515,15 @@ class SqlReportStore(abc.ABC):
         ]
 
     async def summary(self, *, domain: str | None = None, since: date | None = None) -> Summary:
-        where, params = [], []
+        # Of reports in conflict, only the counted one (best provenance) is summed.
+        where, params = ["counted = 1"], []
         if domain is not None:
             where.append("policy_domain = ?")
             params.append(_domain(domain))
         if since is not None:
             where.append("day >= ?")
             params.append(since.isoformat())
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        clause = " WHERE " + " AND ".join(where)
         day_rows = await self._read(
             "SELECT day, organization, COUNT(DISTINCT report_pk), SUM(successful), "  # noqa: S608 - constant SQL
             f"SUM(failed) FROM policies{clause} GROUP BY day, organization", params)
@@ -323,17 +537,17 @@ class SqlReportStore(abc.ABC):
     async def list_quarantine(self, *, limit: int = 100, offset: int = 0) -> list[QuarantineEntry]:
         limit, offset = _bounded(limit, offset)
         rows = await self._read(
-            "SELECT id, received_at, channel, remote, reason, size, sha256 FROM quarantine "
-            "ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset))
+            "SELECT id, received_at, channel, remote, reason, size, sha256, excerpt "
+            "FROM quarantine ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset))
         return [_quarantined(r) for r in rows]
 
     async def get_quarantine(self, pk: int) -> QuarantineEntry | None:
         rows = await self._read(
-            "SELECT id, received_at, channel, remote, reason, size, sha256, raw FROM quarantine "
-            "WHERE id = ?", (int(pk),))
+            "SELECT id, received_at, channel, remote, reason, size, sha256, excerpt, raw "
+            "FROM quarantine WHERE id = ?", (int(pk),))
         if not rows:
             return None
-        return _quarantined(rows[0], bytes(rows[0][7]))
+        return _quarantined(rows[0], bytes(rows[0][8]))
 
     async def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -87,6 +87,7 @@ __all__ = [
     "PolicyType",
     "Report",
     "ResultType",
+    "decompress_report",
     "format_datetime",
     "parse_report",
 ]
@@ -688,6 +689,33 @@ def _decode(data: Any, reader: _Reader, max_size: int, max_decompressed: int) ->
             reader.deviation("$", "byte order mark before the JSON text")
             data = data[1:]
         return data
+    raw = _json_bytes(data, reader, max_size, max_decompressed)
+    try:
+        # I-JSON, RFC 7493 §2.1: MUST be encoded using UTF-8
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportParseError(
+            f"not UTF-8 (I-JSON): bad byte at offset {exc.start}", path="$"
+        ) from None
+
+
+def decompress_report(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> bytes:
+    """The JSON text of a report as received, exactly as :func:`parse_report` reads it.
+
+    The one bounded decompressor of TLSRPT bodies: gzip (every member of a multi-member
+    stream, RFC 1952 §2.2), a zip archive, or plain JSON; a byte order mark is dropped.
+    A receiver stores this beside the parsed report. Raises as :func:`parse_report` does
+    for the input and decompressed size caps and for broken compression.
+    """
+    return _json_bytes(data, _Reader(False), max_size, max_decompressed)
+
+
+def _json_bytes(data: Any, reader: _Reader, max_size: int, max_decompressed: int) -> bytes:
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
     if not isinstance(data, bytes):
@@ -707,13 +735,7 @@ def _decode(data: Any, reader: _Reader, max_size: int, max_decompressed: int) ->
     if raw.startswith(b"\xef\xbb\xbf"):
         reader.deviation("$", "byte order mark before the JSON text")
         raw = raw[3:]
-    try:
-        # I-JSON, RFC 7493 §2.1: MUST be encoded using UTF-8
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ReportParseError(
-            f"not UTF-8 (I-JSON): bad byte at offset {exc.start}", path="$"
-        ) from None
+    return raw
 
 
 # --- reading the JSON object --------------------------------------------------------------

@@ -5,15 +5,20 @@ Intake (RFC 8460 §5.4, no authentication — any reporter may post):
 * ``POST /`` and its alias ``POST /v1/tlsrpt`` with ``Content-Type:
   application/tlsrpt+gzip`` or ``application/tlsrpt+json`` (§5.3 media types; anything
   else is 415). The body is capped (413); the decompressed size is capped by the
-  parser (gzip bombs give 413). 201 when stored, 200 for a re-post of a stored report,
-  400 for a report that does not parse (kept in quarantine), 503 when the store is
-  down (the reporter retries). 2xx is sent only after the store committed.
+  parser (gzip bombs give 413). 201 when stored, 200 for a byte-identical re-post of
+  a stored report (``"status": "duplicate"``), 202 for a different report under the
+  report-id and organization of a stored one (``"status": "conflict"``: both kept,
+  ``counted`` says whether this one is used in summaries), 400 for a report that
+  does not parse (kept in quarantine), 503 when the store is down or the receiver's
+  in-flight byte budget is spent, 429 past the per-address rate limit (both with
+  ``Retry-After``; the reporter retries). 2xx is sent only after the store committed.
 
 Dashboard (token-protected when a token is configured: HTTP Basic with the token as
 password, or ``Authorization: Bearer <token>``):
 
 * ``/`` policy domains; ``/domain?name=D[&since=30d]`` chart, breakdown, reports;
-  ``/reports``; ``/report/<id>``; ``/quarantine`` and ``/quarantine/<id>/raw``;
+  ``/reports``; ``/report/<id>[?page=N]`` (failure details a page at a time);
+  ``/quarantine`` and ``/quarantine/<id>/raw``;
 * ``/metrics`` Prometheus text format (token-protected too); ``/healthz`` (open).
 """
 
@@ -23,6 +28,7 @@ import base64
 import binascii
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -32,6 +38,7 @@ from smtptls.errors import ConfigError, StoreError
 from smtptls.logs import get_logger
 from smtptls.services.reports_server import dashboard
 from smtptls.services.reports_server.intake import Outcome, ReportIntake
+from smtptls.services.reports_server.limits import InflightBudget, RateLimiter, Reservation
 from smtptls.services.reports_server.metrics import CONTENT_TYPE_LATEST, IntakeMetrics
 from smtptls.store.reports_base import Channel, ReportStore, parse_since
 
@@ -50,6 +57,13 @@ INTAKE_KEY = web.AppKey("intake", ReportIntake)
 METRICS_KEY = web.AppKey("metrics", IntakeMetrics)
 TOKEN_KEY = web.AppKey("token", object)
 MAX_BODY_KEY = web.AppKey("max_body", int)
+BUDGET_KEY = web.AppKey("budget", InflightBudget)
+RATE_KEY = web.AppKey("rate", RateLimiter)
+PAGE_SIZE_KEY = web.AppKey("failure_page_size", int)
+
+READ_CHUNK = 64 * 1024  # bytes read (and reserved) at a time from a body of unknown length
+BUSY_RETRY_AFTER = "10"  # seconds: the in-flight budget frees up as uploads finish
+STATUS = {Outcome.STORED: 201, Outcome.DUPLICATE: 200, Outcome.CONFLICT: 202}
 
 _SECURITY_HEADERS = {
     # Report contents are attacker-controlled: no scripts, nothing loaded from elsewhere.
@@ -79,9 +93,10 @@ def token_matches(header: str | None, token: str) -> bool:
     return False
 
 
-def _json(data: object, status: int = 200) -> web.Response:
+def _json(data: object, status: int = 200, *, headers: dict[str, str] | None = None
+          ) -> web.Response:
     return web.Response(text=json.dumps(data) + "\n", status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -110,26 +125,61 @@ async def _security(request: web.Request,
     return response
 
 
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is longer than ``limit`` (never reads past it)."""
+class _Busy(Exception):
+    """The in-flight budget has no room for this body."""
+
+
+async def _read_capped(request: web.Request, limit: int, reservation: Reservation
+                       ) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (never reads past it).
+
+    Every byte held is reserved first (a declared Content-Length at once, a body of
+    unknown length chunk by chunk); raises :class:`_Busy` when the budget is spent.
+    """
     if request.content_length is not None and request.content_length > limit:
         return None
+    if request.content_length is not None and not reservation.grow(request.content_length):
+        raise _Busy
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
         size += len(chunk)
         if size > limit:
             return None
+        if not reservation.grow(size):
+            chunks.clear()
+            raise _Busy
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def intake_handler(request: web.Request) -> web.Response:
-    intake = request.app[INTAKE_KEY]
     metrics = request.app[METRICS_KEY]
     limit = request.app[MAX_BODY_KEY]
     remote = request.remote or ""
     media_type = request.content_type.lower()
-    body = await _read_capped(request, limit)
+    wait = request.app[RATE_KEY].allow(remote, time.monotonic())
+    if wait:
+        metrics.error("https", "rate-limited")
+        _log.warning("report refused", remote=remote, reason="rate limit")
+        return _json({"status": "refused", "reason": "too many reports from this address"},
+                     429, headers={"Retry-After": str(int(wait))})
+    budget = request.app[BUDGET_KEY]
+    with budget.hold() as reservation:
+        try:
+            body = await _read_capped(request, limit, reservation)
+        except _Busy:
+            metrics.error("https", "busy")
+            _log.warning("report refused", remote=remote, reason="in-flight budget spent",
+                         budget=budget.limit)
+            return _json({"status": "refused", "reason": "too many reports in progress"},
+                         503, headers={"Retry-After": BUSY_RETRY_AFTER, "Connection": "close"})
+        return await _take(request, body, media_type, remote, limit)
+
+
+async def _take(request: web.Request, body: bytes | None, media_type: str, remote: str,
+                limit: int) -> web.Response:
+    intake = request.app[INTAKE_KEY]
+    metrics = request.app[METRICS_KEY]
     if body is None:
         metrics.error("https", "too-large")
         _log.warning("report refused", remote=remote, reason="body over size cap", cap=limit)
@@ -150,7 +200,7 @@ async def intake_handler(request: web.Request) -> web.Response:
         return _json(outcome.to_dict(), 413 if outcome.too_large else 400)
     _log.info("report received", remote=remote, report_id=outcome.report_id,
               outcome=str(outcome.outcome))
-    return _json(outcome.to_dict(), 201 if outcome.outcome is Outcome.STORED else 200)
+    return _json(outcome.to_dict(), STATUS[outcome.outcome])
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -189,10 +239,15 @@ def _pk(request: web.Request) -> int | None:
 async def report_handler(request: web.Request) -> web.Response:
     store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
     pk = _pk(request)
-    report = await store.get_report(pk) if pk is not None else None
+    size = request.app[PAGE_SIZE_KEY]
+    text = request.query.get("page", "1")
+    page = int(text) if text.isdigit() and 0 < len(text) < 10 and int(text) > 0 else 1
+    report = (await store.get_report(pk, failures_offset=(page - 1) * size,
+                                     failures_limit=size if size else None)
+              if pk is not None else None)
     if report is None:
         return _html(dashboard.not_found_page("no such report"), 404)
-    return _html(dashboard.report_page(report))
+    return _html(dashboard.report_page(report, page=page, page_size=size))
 
 
 async def quarantine_handler(request: web.Request) -> web.Response:
@@ -227,6 +282,9 @@ def create_app(
     metrics: IntakeMetrics,
     token: str | None = None,
     max_body: int = 5 * 1024 * 1024,
+    budget: InflightBudget | None = None,
+    rate: RateLimiter | None = None,
+    failure_page_size: int = 200,
 ) -> web.Application:
     """The application; the caller owns the store's lifetime."""
     app = web.Application(middlewares=[_security], client_max_size=max_body + 1)
@@ -235,6 +293,9 @@ def create_app(
     app[METRICS_KEY] = metrics
     app[TOKEN_KEY] = token or None
     app[MAX_BODY_KEY] = max_body
+    app[BUDGET_KEY] = budget or InflightBudget(0)
+    app[RATE_KEY] = rate or RateLimiter(0, 1)
+    app[PAGE_SIZE_KEY] = failure_page_size
     for path in INTAKE_PATHS:
         app.router.add_post(path, intake_handler)
     app.router.add_get("/", index_handler)

@@ -35,6 +35,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .failed{color:#c62828}.ok{color:#2e7d32}
 pre{background:#fff;border:1px solid #ccc;padding:.6em;overflow:auto;max-height:40em}
 .warn{color:#8a6d00}
+.badge{background:#c62828;color:#fff;border-radius:.3em;padding:0 .35em;font-size:.8em}
+.pager a{margin-right:1em}
 """
 
 
@@ -103,12 +105,21 @@ def index_page(domains: Sequence[DomainOverview], counts: dict[str, int]) -> str
     return layout("Policy domains", body)
 
 
+def conflict_badge(report: StoredReport) -> str:
+    """A badge for a report whose key another report shares (links to the report)."""
+    if not report.conflict:
+        return ""
+    what = "counted" if report.counted else "not counted"
+    return (f' <a class="badge conflict" href="/report/{report.pk}#conflict" title="another '
+            f'report has this report-id and organization ({what})">conflict</a>')
+
+
 def _reports_table(reports: Sequence[StoredReport]) -> str:
     rows = [
-        (f'<a href="/report/{r.pk}">{e(r.report_id)}</a>', e(r.organization),
+        (f'<a href="/report/{r.pk}">{e(r.report_id)}</a>{conflict_badge(r)}', e(r.organization),
          e(r.start.strftime("%Y-%m-%d %H:%M")), e(r.end.strftime("%Y-%m-%d %H:%M")),
          e(", ".join(_domain_label(d) for d in r.policy_domains)), str(r.successful),
-         str(r.failed), e(r.channel), e(r.dkim))
+         str(r.failed), e(r.provenance or r.channel), e(r.dkim))
         for r in reports
     ]
     return _table(("report-id", "organization", "start (UTC)", "end (UTC)", "policy domains",
@@ -154,19 +165,48 @@ def reports_page(reports: Sequence[StoredReport]) -> str:
     return layout("All reports", _reports_table(reports))
 
 
-def report_page(report: StoredReport) -> str:
+def _conflict_note(report: StoredReport) -> str:
+    if not report.conflict:
+        return ""
+    links = ", ".join(f'<a href="/report/{pk}">report {pk}</a>' for pk in report.conflicts_with)
+    state = ("This one is counted in the summaries (its origin is the best established)."
+             if report.counted else "Another one is counted in the summaries.")
+    return (f'<p class="warn" id="conflict"><span class="badge">conflict</span> Another '
+            f"report was received with the same report-id and organization but a different "
+            f"body: {links or 'none left'}. {state} HTTPS reports are not authenticated; a "
+            "DKIM-verified mail is preferred.</p>")
+
+
+def _pager(report: StoredReport, page: int, page_size: int) -> str:
+    if not page_size or report.failure_rows <= page_size:
+        return ""
+    pages = -(-report.failure_rows // page_size)
+    links = []
+    if page > 1:
+        links.append(f'<a href="/report/{report.pk}?page={page - 1}" rel="prev">previous</a>')
+    if page < pages:
+        links.append(f'<a href="/report/{report.pk}?page={page + 1}" rel="next">next</a>')
+    return (f'<p class="pager" id="pager">Failure details {(page - 1) * page_size + 1}–'
+            f"{min(report.failure_rows, page * page_size)} of {report.failure_rows} (page "
+            f"{page} of {pages}). {' '.join(links)}</p>")
+
+
+def report_page(report: StoredReport, *, page: int = 1, page_size: int = 0) -> str:
     meta = [
         ("report-id", e(report.report_id)),
         ("organization", e(report.organization)),
         ("contact", e(report.contact_info or "—")),
         ("date range (UTC)", e(f"{report.start.isoformat()} — {report.end.isoformat()}")),
         ("received", e(f"{report.received_at.isoformat()} via {report.channel}")),
+        ("origin", e(report.provenance or "—")),
         ("from", e(report.remote or "—")),
         ("submitter", e(report.submitter or "—")),
         ("DKIM", e(report.dkim + (f" (d={report.dkim_domain})" if report.dkim_domain else ""))),
     ]
     warn = "".join(f'<li class="warn">{e(w)}</li>' for w in report.warnings)
-    parts = [_table(("field", "value"), meta, numeric=set(), css_id="meta")]
+    parts = [_conflict_note(report),
+             _table(("field", "value"), meta, numeric=set(), css_id="meta"),
+             _pager(report, page, page_size)]
     if warn:
         parts.append(f"<h2>Parser warnings</h2><ul>{warn}</ul>")
     for i, p in enumerate(report.policies):
@@ -186,23 +226,24 @@ def report_page(report: StoredReport) -> str:
         parts.append(_table(("result type", "sending MTA IP", "receiving MX", "receiving IP",
                              "sessions", "reason / information"), rows, numeric={4},
                             css_id=f"failures-{i + 1}"))
-    try:
-        pretty = json.dumps(json.loads(report.raw_json or "null"), indent=2,
-                            ensure_ascii=False)
-    except ValueError:
-        pretty = report.raw_json or ""
+    parts.append(_pager(report, page, page_size))
+    decoded, error = report.report_json()
+    pretty = (report.raw_json or "" if error else
+              json.dumps(decoded, indent=2, ensure_ascii=False))
     parts.append("<h2>Report JSON</h2><pre id=\"raw\">" + e(pretty) + "</pre>")
     return layout(f"Report {report.report_id}", "".join(parts))
 
 
 def quarantine_page(entries: Sequence[QuarantineEntry]) -> str:
     rows = [(str(q.pk), e(q.received_at.isoformat()), e(q.channel), e(q.remote or "—"),
-             e(q.reason), str(q.size),
-             f'<a href="/quarantine/{q.pk}/raw">download</a>') for q in entries]
+             e(q.reason), str(q.size), e(q.sha256[:16]),
+             f'<a href="/quarantine/{q.pk}/raw">{"excerpt" if q.excerpt else "download"}</a>')
+            for q in entries]
     body = ("<p>Submissions that could not be read as reports are kept here with the "
-            "reason, byte for byte.</p>"
-            + _table(("id", "received (UTC)", "via", "from", "reason", "bytes", "raw"), rows,
-                     numeric={0, 5}, css_id="quarantine"))
+            "reason, byte for byte; beyond the quarantine's size and age limits only a "
+            "digest and an excerpt.</p>"
+            + _table(("id", "received (UTC)", "via", "from", "reason", "bytes", "sha256",
+                      "raw"), rows, numeric={0, 5}, css_id="quarantine"))
     return layout("Quarantine", body)
 
 

@@ -3,7 +3,12 @@
 HTTPS bodies (RFC 8460 §5.4), mail messages (§5.3, over SMTP, LMTP or from files) and
 imported files all end here. The rules:
 
-* a submission that parses is stored, idempotently on (report-id, organization);
+* a submission that parses is stored: a byte-identical resubmission is a duplicate, a
+  different body under a known (report-id, organization) is kept too and marked as a
+  conflict (the store decides which one the summaries count);
+* the report JSON stored is exactly the text that was parsed (one decompressor);
+* at most ``max_parallel_parses`` submissions are decompressed and parsed at once, so
+  the memory a crowd of gzip bombs can take is bounded;
 * a submission that does not parse is **quarantined** with the reason and its raw
   bytes (nothing received is lost), and the caller is told why;
 * the caller acknowledges only after the store has committed: :class:`StoreError`
@@ -16,7 +21,6 @@ import asyncio
 import email.parser
 import email.policy
 import enum
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +34,7 @@ from smtptls.errors import (
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.metrics import IntakeMetrics
 from smtptls.store.reports_base import (
+    AddStatus,
     Channel,
     DkimStatus,
     Intake,
@@ -37,17 +42,22 @@ from smtptls.store.reports_base import (
     ReportStore,
 )
 from smtptls.tlsrpt.mail import extract_reports_from_message
-from smtptls.tlsrpt.report import parse_report
+from smtptls.tlsrpt.report import decompress_report, parse_report
 
-__all__ = ["IntakeOutcome", "Outcome", "ReportIntake", "bounded_gunzip"]
+__all__ = ["IntakeOutcome", "Outcome", "ReportIntake"]
 
 MAX_ATTACHMENTS = 20  # reports taken from one message at most
 
 
 class Outcome(enum.StrEnum):
     STORED = "stored"
-    DUPLICATE = "duplicate"
+    DUPLICATE = "duplicate"  # the same report was already stored
+    CONFLICT = "conflict"  # another report with this key was stored: both kept
     QUARANTINED = "quarantined"
+
+
+_OUTCOME = {AddStatus.STORED: Outcome.STORED, AddStatus.DUPLICATE: Outcome.DUPLICATE,
+            AddStatus.CONFLICT: Outcome.CONFLICT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,8 @@ class IntakeOutcome:
     reason: str = ""
     kind: str = ""  # error kind for quarantined submissions (metrics label)
     too_large: bool = False
+    counted: bool = True  # the report of its key the summaries use
+    conflicts_with: tuple[int, ...] = ()  # other reports stored under the same key
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": str(self.outcome)}
@@ -67,19 +79,9 @@ class IntakeOutcome:
             out.update(quarantine_id=self.pk, reason=self.reason)
         else:
             out.update(id=self.pk, report_id=self.report_id)
+        if self.outcome is Outcome.CONFLICT or self.conflicts_with:
+            out.update(counted=self.counted, conflicts_with=list(self.conflicts_with))
         return out
-
-
-def bounded_gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress gzip ``data`` to at most ``limit`` bytes; raise ReportTooLargeError."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise ReportError(f"not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise ReportTooLargeError(f"report decompresses to more than {limit} bytes")
-    return out
 
 
 def _kind(exc: SmtpTlsError) -> str:
@@ -102,6 +104,7 @@ class ReportIntake:
         dkim_lookup: TxtLookup | None = None,
         require_dkim: bool = False,
         metrics: IntakeMetrics | None = None,
+        max_parallel_parses: int = 2,
     ) -> None:
         self.store = store
         self.max_body = max_body
@@ -110,20 +113,24 @@ class ReportIntake:
         self.dkim_lookup = dkim_lookup
         self.require_dkim = require_dkim
         self.metrics = metrics
+        self._parsing = asyncio.Semaphore(max(1, max_parallel_parses))
 
     # --- parsing (the TLSRPT core does the RFC 8460 §4 and §5.3 work) -----------------
 
     def parse_body(self, body: bytes) -> ReportRecord:
         """RFC 8460 §4 JSON or its gzip form -> a :class:`ReportRecord`; ReportError."""
-        report = parse_report(body, strict=False, max_size=max(self.max_body, len(body)),
+        max_size = max(self.max_body, len(body))
+        report = parse_report(body, strict=False, max_size=max_size,
                               max_decompressed=self.max_decompressed)
-        # Keep the report JSON as received (the parser has bounded the decompression).
-        raw_json: str | None = None
-        if body[:2] == b"\x1f\x8b":
-            raw_json = bounded_gunzip(body, self.max_decompressed).decode("utf-8", "replace")
-        elif body.lstrip()[:1] == b"{":
-            raw_json = body.decode("utf-8", "replace")
-        return ReportRecord.from_report(report, raw_json=raw_json)
+        # Keep the report JSON exactly as parsed: the parser's own decompressor, which
+        # succeeded just now (so the text is UTF-8) and reads every gzip member.
+        text = decompress_report(body, max_size=max_size,
+                                 max_decompressed=self.max_decompressed)
+        return ReportRecord.from_report(report, raw_json=text.decode("utf-8"))
+
+    async def _parse(self, body: bytes) -> ReportRecord:
+        async with self._parsing:  # bounded: decompression and parse trees cost memory
+            return await asyncio.to_thread(self.parse_body, body)  # off the loop
 
     def message_attachments(self, raw: bytes) -> list[tuple[str, bytes]]:
         """(filename, payload) of each report in a §5.3 mail; ReportError if none."""
@@ -144,17 +151,18 @@ class ReportIntake:
 
     async def _store(self, record: ReportRecord, intake: Intake) -> IntakeOutcome:
         result = await self.store.add_report(record, intake)
-        outcome = Outcome.STORED if result.created else Outcome.DUPLICATE
+        outcome = _OUTCOME[result.status]
         if self.metrics:
             self.metrics.received(str(intake.channel), str(outcome))
-            if result.created:
+            if result.created and result.counted:
                 failures: dict[str, int] = {}
                 for p in record.policies:
                     for f in p.failures:
                         failures[f.result_type] = (failures.get(f.result_type, 0)
                                                    + f.failed_session_count)
                 self.metrics.count_sessions(record.successful, failures)
-        return IntakeOutcome(outcome, result.pk, record.report_id)
+        return IntakeOutcome(outcome, result.pk, record.report_id, counted=result.counted,
+                             conflicts_with=result.conflicts_with)
 
     async def quarantine(self, raw: bytes, reason: str, *, channel: Channel,
                          remote: str | None = None, kind: str = "other") -> IntakeOutcome:
@@ -168,7 +176,7 @@ class ReportIntake:
         """An HTTPS POST body or a .json / .json.gz file."""
         intake = Intake(channel, datetime.now(UTC), remote=remote)
         try:
-            record = await asyncio.to_thread(self.parse_body, body)  # off the loop
+            record = await self._parse(body)
         except ReportError as exc:
             return await self._quarantine(body, str(exc), intake, _kind(exc),
                                           too_large=isinstance(exc, ReportTooLargeError))
@@ -205,7 +213,7 @@ class ReportIntake:
         outcomes = []
         for i, (filename, payload) in enumerate(attachments[:MAX_ATTACHMENTS]):
             try:
-                record = await asyncio.to_thread(self.parse_body, payload)
+                record = await self._parse(payload)
             except Exception as exc:
                 # Keep the whole message (its headers give the context), say which part.
                 what = str(exc) if isinstance(exc, ReportError) else type(exc).__name__

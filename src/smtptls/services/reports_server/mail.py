@@ -5,6 +5,13 @@ after every report in it is stored, or the whole message is quarantined with the
 (a message that cannot be read is never dropped). When the store is down the answer is
 ``451`` and the sending MTA keeps the message and retries.
 
+The reply says what happened to each report: stored, a duplicate of one already stored,
+or kept beside a different report under the same report-id and organization (a
+conflict). Memory: a session reserves the bytes of its message (the RFC 1870 ``SIZE``
+it declared, else the message size cap) from the receiver's in-flight budget before
+``354``; when the budget is spent the answer is ``452 4.3.1`` and the sender retries
+later. A message longer than the size it declared gets ``552`` (RFC 1870 §6.3).
+
 LMTP (RFC 2033 §4.2) needs one reply per accepted recipient after DATA; the handler
 gives the same reply for each, since the message is stored once for all of them.
 """
@@ -19,12 +26,81 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from smtptls.errors import StoreError
 from smtptls.logs import get_logger
-from smtptls.services.reports_server.intake import Outcome, ReportIntake
+from smtptls.services.reports_server.intake import IntakeOutcome, Outcome, ReportIntake
+from smtptls.services.reports_server.limits import InflightBudget
 from smtptls.store.reports_base import Channel
 
-__all__ = ["ReportMailHandler", "start_mail_listener"]
+__all__ = ["ReportMailHandler", "delivery_reply", "start_mail_listener"]
 
 MAX_RECIPIENTS = 100
+#: Line ends and dot-stuffing a declared SIZE does not count (RFC 1870 §4: "approximately").
+SIZE_SLACK = 1.02
+SIZE_SLACK_BYTES = 4096
+BUSY_REPLY = "452 4.3.1 Too much mail in progress, try again later"
+
+
+def delivery_reply(outcomes: list[IntakeOutcome]) -> str:
+    """The 250 reply for a message: what happened to each report it carried."""
+    counts = {o: sum(x.outcome is o for x in outcomes) for o in Outcome}
+    parts = []
+    if counts[Outcome.STORED]:
+        parts.append(f"{counts[Outcome.STORED]} report(s) stored")
+    if counts[Outcome.DUPLICATE]:
+        parts.append(f"{counts[Outcome.DUPLICATE]} duplicate(s) of stored reports, "
+                     "not stored again")
+    if counts[Outcome.CONFLICT]:
+        parts.append(f"{counts[Outcome.CONFLICT]} report(s) kept in conflict with a "
+                     "different report of the same report-id")
+    if counts[Outcome.QUARANTINED]:
+        parts.append(f"{counts[Outcome.QUARANTINED]} kept in quarantine")
+    if not parts:
+        parts.append("message kept in quarantine")
+    return "250 2.0.0 " + "; ".join(parts)
+
+
+def declared_size(options: list[str] | None) -> int | None:
+    """The RFC 1870 ``SIZE=`` value of MAIL FROM, if a sane one was given."""
+    for option in options or ():
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit() and len(value) < 16:
+            return int(value)
+    return None
+
+
+class _BudgetedDataMixin:
+    """DATA reads only what the in-flight budget has room for (see the module docs)."""
+
+    budget: InflightBudget | None = None
+
+    async def smtp_DATA(self, arg: str) -> None:
+        me: Any = self
+        budget = self.budget
+        envelope = me.envelope
+        if budget is None or envelope is None or not envelope.rcpt_tos or arg:
+            await super().smtp_DATA(arg)  # type: ignore[misc]
+            return
+        limit = me.data_size_limit
+        size = declared_size(envelope.mail_options)
+        want = limit if size is None else min(limit, int(size * SIZE_SLACK) + SIZE_SLACK_BYTES)
+        reservation = budget.reserve(want)
+        if reservation is None:
+            _log.warning("mail refused", reason="in-flight budget spent", budget=budget.limit)
+            await me.push(BUSY_REPLY)
+            return
+        me.data_size_limit = want
+        try:
+            await super().smtp_DATA(arg)  # type: ignore[misc]
+        finally:
+            me.data_size_limit = limit
+            reservation.release()
+
+
+class BudgetedSMTP(_BudgetedDataMixin, SMTP):
+    pass
+
+
+class BudgetedLMTP(_BudgetedDataMixin, LMTP):
+    pass
 _log = get_logger("reports.mail")
 
 
@@ -62,9 +138,7 @@ class ReportMailHandler:
                 else:
                     _log.info("report received", channel=str(self.channel), remote=remote,
                               report_id=o.report_id, outcome=str(o.outcome))
-            stored = sum(o.outcome is not Outcome.QUARANTINED for o in outcomes)
-            reply = (f"250 2.0.0 {stored} report(s) stored" if stored
-                     else "250 2.0.0 Message kept in quarantine")
+            reply = delivery_reply(outcomes)
         if self.channel is Channel.LMTP:
             # RFC 2033 §4.2: one reply line per recipient.
             return "\r\n".join([reply] * max(1, len(envelope.rcpt_tos)))
@@ -72,17 +146,19 @@ class ReportMailHandler:
 
 
 async def start_mail_listener(intake: ReportIntake, host: str, port: int, *, lmtp: bool,
-                              max_message: int, hostname: str = "smtptls-reports"
-                              ) -> asyncio.Server:
+                              max_message: int, hostname: str = "smtptls-reports",
+                              budget: InflightBudget | None = None) -> asyncio.Server:
     """Start an SMTP (or LMTP) listener on the running loop; close() the result to stop."""
     channel = Channel.LMTP if lmtp else Channel.SMTP
     handler = ReportMailHandler(intake, channel=channel)
-    cls: Any = LMTP if lmtp else SMTP
+    cls: Any = BudgetedLMTP if lmtp else BudgetedSMTP
     loop = asyncio.get_running_loop()
 
     def factory() -> SMTP:
-        return cls(handler, data_size_limit=max_message, enable_SMTPUTF8=True,
-                   decode_data=False, hostname=hostname, ident="smtptls TLSRPT intake",
-                   loop=loop)
+        server = cls(handler, data_size_limit=max_message, enable_SMTPUTF8=True,
+                     decode_data=False, hostname=hostname, ident="smtptls TLSRPT intake",
+                     loop=loop)
+        server.budget = budget
+        return server
 
     return await loop.create_server(factory, host=host, port=port)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "IntakeMetrics"]
 
 # Labels take values from these closed sets only (attacker data never becomes a label).
 CHANNELS = ("https", "smtp", "lmtp", "import")
-OUTCOMES = ("stored", "duplicate", "quarantined")
-ERROR_KINDS = ("parse", "too-large", "media-type", "no-report", "dkim", "store", "other")
+OUTCOMES = ("stored", "duplicate", "conflict", "quarantined")
+ERROR_KINDS = ("parse", "too-large", "media-type", "no-report", "dkim", "store", "busy",
+               "rate-limited", "other")
 KNOWN_RESULT_TYPES = (
     # RFC 8460 §4.3 result types; anything else is counted as "other".
     "starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
@@ -33,6 +36,12 @@ class IntakeMetrics:
         self.errors = Counter(
             "smtptls_report_intake_errors", "Submissions that could not be stored as a "
             "report, by channel and kind", ["channel", "kind"], registry=self.registry)
+
+    def watch_inflight(self, read: Callable[[], int]) -> None:
+        """Export the bytes held by uploads and mail in progress (read when scraped)."""
+        gauge = Gauge("smtptls_reports_inflight_bytes", "Bytes of request bodies and mail "
+                      "held in memory by intake in progress", registry=self.registry)
+        gauge.set_function(read)
 
     def received(self, channel: str, outcome: str) -> None:
         self.reports.labels(_pick(channel, CHANNELS), _pick(outcome, OUTCOMES)).inc()

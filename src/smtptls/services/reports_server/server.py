@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from smtptls.logs import get_logger
 from smtptls.net.dkim import TxtLookup, dns_txt_lookup
 from smtptls.services.reports_server.app import create_app
 from smtptls.services.reports_server.intake import ReportIntake
+from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
 from smtptls.services.reports_server.mail import start_mail_listener
 from smtptls.services.reports_server.metrics import IntakeMetrics
 from smtptls.store.reports_base import ReportStore, open_report_store
@@ -82,6 +84,9 @@ class ReportsService:
         self.token = options.token or config.reports.token
         self.store = store or open_report_store(config.reports)
         self.metrics = IntakeMetrics()
+        # One budget for every HTTPS request and SMTP/LMTP session together.
+        self.budget = InflightBudget(config.reports.max_inflight)
+        self.metrics.watch_inflight(lambda: self.budget.used)
         self.dkim_lookup = dkim_lookup  # None: TXT lookups through the configured DNS
         self._own_store = store is None
         self._runner: web.AppRunner | None = None
@@ -115,12 +120,16 @@ class ReportsService:
         intake = ReportIntake(self.store, max_body=cfg.max_body,
                               max_decompressed=cfg.max_decompressed,
                               dkim_lookup=lookup, require_dkim=self.options.require_dkim,
-                              metrics=self.metrics)
+                              metrics=self.metrics,
+                              max_parallel_parses=cfg.max_parallel_parses)
         try:
             if self.options.listen:
                 host, port = listen_address(self.options.listen, 8460)
                 app = create_app(self.store, intake, metrics=self.metrics, token=self.token,
-                                 max_body=cfg.max_body)
+                                 max_body=cfg.max_body, budget=self.budget,
+                                 rate=RateLimiter(cfg.rate_limit_per_minute,
+                                                  cfg.rate_limit_burst),
+                                 failure_page_size=cfg.failure_page_size)
                 self._runner = web.AppRunner(app, access_log=None)
                 await self._runner.setup()
                 ssl_ctx = (_tls_context(self.options.tls_cert, self.options.tls_key)
@@ -136,7 +145,8 @@ class ReportsService:
                     continue
                 host, port = listen_address(spec, 24 if lmtp else 25)
                 server = await start_mail_listener(intake, host, port, lmtp=lmtp,
-                                                   max_message=max_message)
+                                                   max_message=max_message,
+                                                   budget=self.budget)
                 self._servers.append(server)
                 bound = server.sockets[0].getsockname()[1]
                 if lmtp:
@@ -178,10 +188,13 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(site._port)  # pragma: no cover
 
 
-async def serve(config: Config, options: ServeOptions) -> None:
-    """Run until SIGINT/SIGTERM."""
+async def serve(config: Config, options: ServeOptions, *,
+                on_started: Callable[[ReportsService], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM; ``on_started`` is told once everything listens."""
     service = ReportsService(config, options)
     await service.start()
+    if on_started is not None:
+        on_started(service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
