@@ -9,7 +9,9 @@
 - :mod:`.decide`: whether and how DANE applies, from DNSSEC statuses (RFC 7672 §2) —
   :func:`decide_destination`, :func:`decide_host`, :class:`Requirement`;
 - :mod:`.publish`: records for certificates and key rollover advice (RFC 7671 §8) —
-  :func:`tlsa_from_cert`, :func:`rollover_advice`.
+  :func:`tlsa_from_cert`, :func:`rollover_advice`;
+- :mod:`.der`: the few DER shapes read without a full parser (SPKI inside a
+  certificate, well-formed Full(0) data, RFC 6698 §4.1).
 
 The DNSSEC status type is :class:`smtptls.dnssec.Security`, re-exported here. Parsers
 raise :class:`smtptls.errors.TlsaRecordError`, other caller errors

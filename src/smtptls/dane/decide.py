@@ -35,12 +35,15 @@ the next candidate; a bogus or indeterminate TLSA answer ends it with ``DEFER``
 ignored).
 
 Reference identifiers for DANE-TA(2) name checks (RFC 7672 §3.2.2): the TLSA base
-domain, the original MX host name, the expanded name when secure, and the next-hop
-domain when the caller opts in (``include_nexthop``). SNI is the TLSA base domain
-(RFC 7672 §8.1).
+domain, the original MX host name, the expanded name when secure, and, below a secure
+MX RRset, the next-hop domain and its CNAME expansion
+(``DestinationLookup.domain_expanded``). For a non-MX destination reached through a
+CNAME the original name (the domain) stays one. Never the names between the first
+and the last step of a CNAME chain. SNI is the TLSA base domain (RFC 7672 §8.1).
 
 Non-MX destinations (RFC 7672 §2.2.2): when the domain has no MX records the
-domain itself is the one "host", under the same rules.
+domain itself is the one "host", under the same rules. An address-literal next hop
+(``[192.0.2.1]``) names no domain, so DANE does not apply to it (RFC 7672 §2.2).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from smtptls.dane.names import normalize_name
+from smtptls.dane.names import is_address_literal, normalize_name
 from smtptls.dane.tlsa import TLSARecord, select_usable, unusable_reason
 from smtptls.dnssec import Security
 from smtptls.errors import DaneError
@@ -151,6 +154,9 @@ class HostLookup:
         object.__setattr__(self, "cname_chain", tuple(_name(n) for n in chain))
         first = self.address_security if self.first_security is None else self.first_security
         object.__setattr__(self, "first_security", _security(first, f"{self.name} lookup"))
+        if self.first_security is Security.INSECURE and self.address_security is Security.SECURE:
+            # RFC 7672 §2.1.3: an insecure CNAME makes the rest of the chain insecure.
+            object.__setattr__(self, "address_security", Security.INSECURE)
 
     @property
     def expanded(self) -> str | None:
@@ -162,7 +168,10 @@ class DestinationLookup:
     """What DNS said about a destination domain's MX RRset.
 
     ``mx_hosts`` in preference order; empty with ``has_mx=False`` for a non-MX
-    destination (RFC 7672 §2.2.2), where ``domain`` is the host.
+    destination (RFC 7672 §2.2.2), where ``domain`` is the host. ``domain_expanded``:
+    the name the MX lookup ended at when ``domain`` is an alias. ``include_nexthop``
+    is accepted for compatibility: below a secure MX RRset the next-hop domain is
+    always a reference identifier (RFC 7672 §3.2.2).
     """
 
     domain: str
@@ -170,6 +179,7 @@ class DestinationLookup:
     mx_hosts: tuple[str, ...] = ()
     has_mx: bool = True
     include_nexthop: bool = False
+    domain_expanded: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domain", _name(self.domain))
@@ -178,6 +188,8 @@ class DestinationLookup:
         if len(hosts) > MAX_HOSTS:
             raise DaneError(f"{self.domain}: more than {MAX_HOSTS} MX hosts")
         object.__setattr__(self, "mx_hosts", tuple(_name(h) for h in hosts))
+        if self.domain_expanded is not None:
+            object.__setattr__(self, "domain_expanded", _name(self.domain_expanded))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +253,13 @@ def tlsa_candidates(host: HostLookup) -> tuple[str, ...]:
     return (host.name,)
 
 
-def _reference_names(host: HostLookup, base: str, nexthop: str | None) -> tuple[str, ...]:
+def _reference_names(host: HostLookup, base: str, nexthop: tuple[str, ...]) -> tuple[str, ...]:
+    # RFC 7672 §3.2.2: the TLSA base domain, the host's securely obtained names, and
+    # below a secure MX RRset the next-hop domain and its CNAME expansion.
     names = [base, host.name]
     if host.expanded is not None and host.address_security is Security.SECURE:
         names.append(host.expanded)
-    if nexthop is not None:
-        names.append(nexthop)
+    names.extend(nexthop)
     return tuple(dict.fromkeys(names))
 
 
@@ -255,11 +268,19 @@ def decide_host(
     tlsa: Mapping[str, TlsaLookup],
     *,
     nexthop: str | None = None,
+    nexthop_expanded: str | None = None,
 ) -> MxDecision:
     """The requirement for one host. ``tlsa`` maps TLSA base domains (as returned by
     :func:`tlsa_candidates`) to their lookups; a candidate that the search needs
-    but is missing raises :class:`~smtptls.errors.DaneError`."""
+    but is missing raises :class:`~smtptls.errors.DaneError`. ``nexthop`` and
+    ``nexthop_expanded``: the next-hop domain of a secure MX RRset and its CNAME
+    expansion, extra reference identifiers (RFC 7672 §3.2.2)."""
     name = host.name
+    if is_address_literal(name):
+        # RFC 7672 §2.2: an address literal names no domain: no TLSA base domain.
+        return MxDecision(name, Requirement.NO_DANE, "address-literal",
+                          f"{name} is an address literal: DANE does not apply")
+    extra = tuple(_name(n) for n in (nexthop, nexthop_expanded) if n is not None)
     first, addr = host.first_security, host.address_security
     failed = next((s for s in (first, addr) if s in _FAILED), None)
     if failed is not None:
@@ -292,7 +313,7 @@ def decide_host(
                               "(RFC 7672 §2.1.2)", tlsa_base=base, sni=base)
         if answer.security is Security.INSECURE or not answer.records:
             continue  # RFC 7671 §7: no secure records here; try the next candidate.
-        refs = _reference_names(host, base, nexthop)
+        refs = _reference_names(host, base, extra)
         usable = select_usable(answer.records)
         if usable:
             return MxDecision(name, Requirement.DANE_REQUIRED, "usable-tlsa",
@@ -322,13 +343,24 @@ def decide_destination(
     """
     domain = dest.domain
     mx = dest.mx_security
+    if is_address_literal(domain):
+        # RFC 7672 §2.2: an address-literal next hop gets no DANE (and no MX lookup).
+        entry = MxDecision(domain, Requirement.NO_DANE, "address-literal",
+                           f"{domain} is an address literal: DANE does not apply "
+                           "(RFC 7672 §2.2)")
+        return DestinationDecision(domain, mx, "address-literal",
+                                   "address-literal next hop: no DANE", (entry,))
     if mx in _FAILED:
         # RFC 7672 §2.2.1 / §2.1.2: the MX RRset cannot be trusted: defer delivery.
         return DestinationDecision(domain, mx, "mx-bogus",
                                    f"the MX lookup of {domain} is {mx.value}: defer delivery")
     by_name = {h.name: h for h in hosts}
     names = dest.mx_hosts if dest.has_mx else (domain,)
-    nexthop = domain if dest.include_nexthop and dest.has_mx else None
+    # RFC 7672 §3.2.2: below a secure MX RRset, the next-hop domain and its CNAME
+    # expansion are reference identifiers too (a non-MX domain is the host itself).
+    secure_mx = dest.has_mx and mx is Security.SECURE
+    nexthop = domain if secure_mx else None
+    nexthop_expanded = dest.domain_expanded if secure_mx else None
     if dest.has_mx and mx is Security.INSECURE:
         # RFC 7672 §2.2.1: an insecure MX RRset; DANE does not apply to its hosts.
         entries = tuple(MxDecision(n, Requirement.NO_DANE, "mx-insecure",
@@ -340,7 +372,8 @@ def decide_destination(
     for n in names:
         if n not in by_name:
             raise DaneError(f"no address lookup given for {n}")
-        entries_list.append(decide_host(by_name[n], tlsa, nexthop=nexthop))
+        entries_list.append(decide_host(by_name[n], tlsa, nexthop=nexthop,
+                                        nexthop_expanded=nexthop_expanded))
     entries = tuple(entries_list)
     kinds = sorted({e.requirement.value for e in entries})
     kind = "non-MX destination (RFC 7672 §2.2.2)" if not dest.has_mx else "MX hosts"

@@ -11,6 +11,9 @@ Only DANE-TA(2) matches are name-checked; DANE-EE(3) matches ignore names
 - Wildcards (RFC 7672 §3.2.3, RFC 6125 §6.4.3): ``*`` only as the whole left-most
   label, matching exactly one label of the reference name, never a public suffix
   alone (``*.com`` is ignored). Partial wildcards (``f*.example.com``) never match.
+- An address literal (``192.0.2.1``, ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``, RFC 5321
+  §4.1.3) is not a domain name: :func:`is_address_literal` tells it apart, so that no
+  TLSA base domain is built from it (RFC 7672 §2.2).
 - A reference name starting with a dot (``.example.com``) is a local-policy parent
   domain: it matches any name strictly below ``example.com``, as Postfix's
   ``match=.example.com`` does. Callers build this form only on purpose.
@@ -18,6 +21,7 @@ Only DANE-TA(2) matches are name-checked; DANE-EE(3) matches ignore names
 
 from __future__ import annotations
 
+import ipaddress
 import warnings
 from collections.abc import Iterable
 
@@ -25,7 +29,8 @@ import idna
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-__all__ = ["match_reference", "normalize_name", "presented_names", "cert_matches"]
+__all__ = ["cert_matches", "is_address_literal", "match_reference", "normalize_name",
+           "presented_names"]
 
 MAX_NAME = 253
 MAX_PRESENTED = 256  # presented identifiers examined per certificate
@@ -51,6 +56,22 @@ def normalize_name(name: str) -> str | None:
     if any(not label or len(label) > 63 for label in labels):
         return None
     return "." + out if parent else out
+
+
+def is_address_literal(name: str) -> bool:
+    """Is ``name`` an IP address, bare or as an RFC 5321 §4.1.3 address literal?"""
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        return False
+    text = name.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+        if text[:5].lower() == "ipv6:":
+            text = text[5:]
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def presented_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:

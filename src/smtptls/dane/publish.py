@@ -12,8 +12,19 @@ matches the current chain, so nothing breaks today; and the next certificate is
 covered before it is deployed, either by a DANE-EE record for the next key published
 next to the current one (``3 1 1`` current + ``3 1 1`` next: the recommended form,
 RFC 7671 §5.1), or by a DANE-TA record for the issuing CA that also issued the next
-certificate (``2 1 1`` + the full chain sent). Old records stay until the switch is
-done and their TTL has passed.
+certificate (``2 0 1`` or ``2 1 1`` + the full chain sent). Old records stay until the
+switch is done and their TTL has passed.
+
+Rules the server side must keep at all times, each reported as a finding:
+
+- every (usage, selector, matching type) combination published has a record that
+  matches the live chain (RFC 7672 §4, RFC 7671 §8): a client may support only some
+  combinations, and digest agility ignores weaker digests (``combination-not-covered``,
+  ``digest-agility-mismatch``, RFC 7671 §9);
+- a server whose DANE authentication rests on DANE-TA(2) sends the trust anchor
+  certificate in its chain, even a self-signed root, unless the records are all
+  ``2 0 0`` and so carry it (RFC 7672 §3.1.2, RFC 7671 §5.2; ``ta-not-sent``);
+- some usable record matches the live chain (RFC 7672 §2.2; ``current-not-covered``).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import (
     x25519,
 )
 
+from smtptls.dane.der import spki_from_tbs as _spki_from_tbs
 from smtptls.dane.tlsa import (
     MatchingType,
     Selector,
@@ -45,7 +57,7 @@ from smtptls.dane.tlsa import (
     select_usable,
     unusable_reason,
 )
-from smtptls.dane.verify import _Cert, _match_data, _record_anchor, _signed_by, _spki_from_tbs
+from smtptls.dane.verify import _Cert, _match_data, _record_anchor, _signed_by
 from smtptls.errors import DaneError
 
 __all__ = [
@@ -286,13 +298,17 @@ def rollover_advice(
     # for every certificate or key).
     now_matching = _covering(usable_all, chain)
     current_matches = _covering(usable, chain)
+    agility: set[tuple[int, int]] = set()
     for rec in now_matching:
         if rec not in current_matches:
+            agility.add((int(rec.usage), int(rec.selector)))
             findings.append(Finding(
                 "error", "digest-agility-mismatch",
                 f"{rec.describe()} matches the current chain but clients ignore it: the "
                 "same usage and selector also has a stronger digest record that does not "
                 "match (RFC 7671 §9)"))
+    if current_matches:  # else "current-not-covered" below says it all
+        findings.extend(_uncovered_combinations(usable_all, now_matching, agility))
     groups: dict[tuple[int, int], set[int]] = {}
     for rec in usable_all:
         groups.setdefault((int(rec.usage), int(rec.selector)), set()).add(int(rec.mtype))
@@ -310,12 +326,9 @@ def rollover_advice(
         findings.append(Finding("error", "current-not-covered",
                                 "no usable record matches the current chain: DANE clients "
                                 "cannot deliver now"))
-    ta_hash = [r for r in usable if r.usage == Usage.DANE_TA and r.mtype != MatchingType.FULL]
-    if ta_hash and len(chain) == 1:
-        findings.append(Finding("warning", "ta-not-sent",
-                                "DANE-TA records need the server to send the issuer "
-                                "certificates: the chain has only the leaf (RFC 7672 §3.1.2, "
-                                "RFC 7671 §5.2)"))
+    ta_sent = _ta_not_sent(usable, chain, current_matches)
+    if ta_sent is not None:
+        findings.append(ta_sent)
     if not any(r.usage == Usage.DANE_EE and r.selector == Selector.SPKI for r in usable):
         findings.append(Finding("info", "prefer-3-1-1",
                                 "a 3 1 1 record (DANE-EE, SPKI, SHA2-256) is the recommended "
@@ -384,6 +397,65 @@ def rollover_advice(
                             "after the switch, keep the old record until the TTL of the "
                             "RRset has passed, then remove it (RFC 7671 §8.1)"))
     return Advice(safe, tuple(findings), tuple(current_matches), tuple(next_matches))
+
+
+def _carries_anchor(rec: TLSARecord) -> bool:
+    # RFC 7671 §5.2.2: "2 0 0" holds the whole trust anchor certificate.
+    return (rec.usage == Usage.DANE_TA and rec.selector == Selector.CERT
+            and rec.mtype == MatchingType.FULL)
+
+
+def _ta_not_sent(usable: Sequence[TLSARecord], chain: list[_Cert],
+                 current: Sequence[TLSARecord]) -> Finding | None:
+    """RFC 7672 §3.1.2, RFC 7671 §5.2: with DANE-TA(2), the server sends the anchor."""
+    ta = [r for r in usable if r.usage == Usage.DANE_TA]
+    if not ta or all(_carries_anchor(r) for r in ta):
+        return None
+    if any(r.usage == Usage.DANE_EE for r in current):
+        return None  # authentication does not rest on DANE-TA today
+    sent = chain[1:] + ([chain[0]] if chain and _is_self_signed(chain[0]) else [])
+    if any(c.matches(r) for r in ta if not _carries_anchor(r) for c in sent):
+        return None
+    top = chain[-1].cert if chain else None
+    issuer = "?"
+    if top is not None:
+        try:
+            issuer = top.issuer.rfc4514_string() or "<empty name>"
+        except Exception:  # an unreadable name is only shown
+            issuer = "?"
+    return Finding("warning", "ta-not-sent",
+                   "no DANE-TA record matches a certificate the server sends: the server "
+                   "must send the trust anchor certificate, even a self-signed root "
+                   f"(the chain ends below {issuer[:80]}), unless every DANE-TA record is "
+                   "2 0 0 (RFC 7672 §3.1.2, RFC 7671 §5.2)")
+
+
+def _is_self_signed(entry: _Cert) -> bool:
+    cert = entry.cert
+    if cert is None:
+        return False
+    try:
+        return cert.issuer == cert.subject and _signed_by(cert, cert.public_key())
+    except Exception:  # unsupported key: not a usable anchor
+        return False
+
+
+def _uncovered_combinations(usable: Sequence[TLSARecord], matching: Sequence[TLSARecord],
+                            skip: set[tuple[int, int]]) -> list[Finding]:
+    """RFC 7672 §4, RFC 7671 §8: each published (usage, selector, matching type)
+    combination keeps a record that matches the live chain."""
+    covered = {(int(r.usage), int(r.selector), int(r.mtype)) for r in matching}
+    out = []
+    for combo in sorted({(int(r.usage), int(r.selector), int(r.mtype)) for r in usable}):
+        if combo in covered or combo[:2] in skip:
+            continue
+        u, s, m = combo
+        out.append(Finding("error", "combination-not-covered",
+                           f"no {u} {s} {m} record matches the current chain: clients that "
+                           "use this combination cannot authenticate the server; publish a "
+                           f"{u} {s} {m} record for the live chain or remove the others "
+                           "(RFC 7672 §4, RFC 7671 §8)"))
+    return out
 
 
 def _matches_spki(rec: TLSARecord, spki: bytes) -> bool:

@@ -12,8 +12,11 @@ than rejected at parse time. Known values are returned as the enums :class:`Usag
 Which records are used, in order:
 
 1. :func:`usable_for_smtp` drops records an SMTP client must not use: PKIX-TA(0) and
-   PKIX-EE(1) (RFC 7672 §3.1.3), unknown usages, selectors and matching types, and
-   digests of the wrong length (RFC 7671 §9: "malformed").
+   PKIX-EE(1) (RFC 7672 §3.1.3), unknown usages, selectors and matching types
+   (RFC 6698 §4.1), digests of the wrong length and Full(0) data that is not the DER
+   of a certificate or SubjectPublicKeyInfo (RFC 6698 §4.1, RFC 7671 §9:
+   "malformed"). No supported matching type is considered too weak (RFC 6698 §4.1
+   leaves that to local policy): SHA2-256 and SHA2-512 are both accepted.
 2. :func:`select_usable` then applies digest algorithm agility per (usage, selector):
    Full(0) records are always kept (Full is not a digest, RFC 7671 §9), and among the
    digest matching types only the strongest one present is kept (SHA2-512 over
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from smtptls.dane import der
 from smtptls.errors import TlsaRecordError
 
 __all__ = [
@@ -234,6 +238,13 @@ def unusable_reason(rec: TLSARecord) -> str | None:
     want = DIGEST_LENGTH.get(rec.mtype)  # type: ignore[call-overload]
     if want is not None and len(rec.data) != want:
         return f"{_MTYPE_LABEL[rec.mtype]} data is {len(rec.data)} octets, not {want}"
+    # RFC 6698 §4.1: malformed association data makes the record unusable; Full(0)
+    # data is the DER of a certificate (Cert) or a SubjectPublicKeyInfo (SPKI).
+    if rec.mtype == MatchingType.FULL:
+        if rec.selector == Selector.CERT and not der.is_certificate(rec.data):
+            return "Full(0) data is not a DER certificate"
+        if rec.selector == Selector.SPKI and not der.is_spki(rec.data):
+            return "Full(0) data is not a DER SubjectPublicKeyInfo"
     return None
 
 

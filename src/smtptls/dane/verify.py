@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
 from smtptls.dane import names
+from smtptls.dane.der import spki_from_tbs as _spki_from_tbs
 from smtptls.dane.tlsa import MatchingType, Selector, TLSARecord, Usage, select_usable
 from smtptls.errors import DaneError
 
@@ -111,49 +112,6 @@ class DaneVerdict:
 
 
 # --- certificates as sent -------------------------------------------------------------
-
-
-def _der_header(buf: bytes, pos: int) -> tuple[int, int, int] | None:
-    """(tag, content start, content end) of the DER element at ``pos``, bounded."""
-    if pos + 2 > len(buf):
-        return None
-    tag = buf[pos]
-    first = buf[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 4 or pos + count > len(buf):
-            return None
-        length = int.from_bytes(buf[pos:pos + count], "big")
-        pos += count
-    if pos + length > len(buf):
-        return None
-    return tag, pos, pos + length
-
-
-def _spki_from_tbs(tbs: bytes) -> bytes | None:
-    """The exact SubjectPublicKeyInfo DER inside a TBSCertificate (RFC 5280 §4.1)."""
-    outer = _der_header(tbs, 0)
-    if outer is None or outer[0] != 0x30:
-        return None
-    pos = outer[1]
-    header = _der_header(tbs, pos)
-    if header is None:
-        return None
-    if header[0] == 0xA0:  # [0] EXPLICIT version
-        pos = header[2]
-    # serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
-    for _ in range(5):
-        header = _der_header(tbs, pos)
-        if header is None:
-            return None
-        pos = header[2]
-    header = _der_header(tbs, pos)
-    if header is None or header[0] != 0x30:
-        return None
-    return tbs[pos:header[2]]
 
 
 @dataclass(slots=True)

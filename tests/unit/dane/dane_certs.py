@@ -142,6 +142,11 @@ def rec(usage: int, selector: int, mtype: int, issued: Issued | bytes) -> TLSARe
     return TLSARecord(usage, selector, mtype, data)
 
 
+# Full(0) data with the outer DER shape of a certificate / SubjectPublicKeyInfo.
+_EMPTY_SHAPE = {0: bytes.fromhex("300730003000030100"), 1: bytes.fromhex("30053000030100")}
+
+
 def zeros(usage: int, selector: int, mtype: int) -> TLSARecord:
     """A well-formed record that matches nothing."""
-    return TLSARecord(usage, selector, mtype, bytes({1: 32, 2: 64, 0: 91}[mtype]))
+    data = _EMPTY_SHAPE[selector] if mtype == 0 else bytes({1: 32, 2: 64}[mtype])
+    return TLSARecord(usage, selector, mtype, data)

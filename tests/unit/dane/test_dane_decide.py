@@ -203,17 +203,6 @@ def test_rfc7672_2_2_2_non_mx_destination_with_secure_cname() -> None:
     assert set(d.entries[0].reference_names) == {"example.com", "mail.example.net"}
 
 
-def test_rfc7672_3_2_2_nexthop_reference_name_opt_in() -> None:
-    hosts = [HostLookup("mx.example.net", S)]
-    tlsa = {"mx.example.net": TlsaLookup(S, (TA,))}
-    plain = decide_destination(DestinationLookup("example.com", S, ("mx.example.net",)),
-                               hosts, tlsa)
-    assert plain.entries[0].reference_names == ("mx.example.net",)
-    opted = decide_destination(DestinationLookup("example.com", S, ("mx.example.net",),
-                                                 include_nexthop=True), hosts, tlsa)
-    assert opted.entries[0].reference_names == ("mx.example.net", "example.com")
-
-
 def test_rfc7672_2_2_3_tlsa_query_name() -> None:
     assert tlsa_query_name("MX.Example.COM.") == "_25._tcp.mx.example.com"
     assert tlsa_query_name("mx.example.com", 587) == "_587._tcp.mx.example.com"

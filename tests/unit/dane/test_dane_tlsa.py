@@ -129,7 +129,9 @@ def test_rfc6698_2_1_constructor_validates(fields: tuple) -> None:
     [
         pytest.param(f"3 1 1 {H32}", True, id="dane-ee-sha256"),
         pytest.param(f"2 0 2 {H64}", True, id="dane-ta-sha512"),
-        pytest.param("3 1 0 3059", True, id="dane-ee-full"),
+        pytest.param("3 1 0 300a300506032b6570030100", True, id="dane-ee-full"),
+        pytest.param("3 1 0 3059", False, id="dane-ee-full-truncated-spki"),
+        pytest.param("2 0 0 300a300506032b6570030100", False, id="dane-ta-full-not-a-cert"),
         pytest.param(f"0 0 1 {H32}", False, id="pkix-ta"),
         pytest.param(f"1 1 1 {H32}", False, id="pkix-ee"),
         pytest.param(f"4 1 1 {H32}", False, id="unknown-usage-4"),
@@ -164,6 +166,8 @@ def test_rfc6698_2_1_4_empty_data_rejected() -> None:
 A256 = hashlib.sha256(b"a").hexdigest()
 B256 = hashlib.sha256(b"b").hexdigest()
 A512 = hashlib.sha512(b"a").hexdigest()
+# A well-formed (Ed25519-shaped) SubjectPublicKeyInfo for Full(0) records.
+SPKI = "300a300506032b6570030100"
 
 
 @pytest.mark.parametrize(
@@ -177,10 +181,12 @@ A512 = hashlib.sha512(b"a").hexdigest()
                      id="different-usage-independent"),
         pytest.param([f"3 1 1 {A256}", f"3 0 2 {A512}"], [f"3 1 1 {A256}", f"3 0 2 {A512}"],
                      id="different-selector-independent"),
-        pytest.param(["3 1 0 3059", f"3 1 1 {A256}", f"3 1 2 {A512}"],
-                     ["3 1 0 3059", f"3 1 2 {A512}"], id="full-always-kept"),
-        pytest.param(["3 1 0 3059", f"3 1 1 {A256}"], ["3 1 0 3059", f"3 1 1 {A256}"],
+        pytest.param([f"3 1 0 {SPKI}", f"3 1 1 {A256}", f"3 1 2 {A512}"],
+                     [f"3 1 0 {SPKI}", f"3 1 2 {A512}"], id="full-always-kept"),
+        pytest.param([f"3 1 0 {SPKI}", f"3 1 1 {A256}"], [f"3 1 0 {SPKI}", f"3 1 1 {A256}"],
                      id="full-does-not-suppress-sha256"),
+        pytest.param(["3 1 0 3059", f"3 1 1 {A256}"], [f"3 1 1 {A256}"],
+                     id="malformed-full-discarded-first"),
         pytest.param([f"3 1 1 {A256}", f"3 1 2 {A256}"], [f"3 1 1 {A256}"],
                      id="malformed-sha512-discarded-first"),
         pytest.param([f"3 1 1 {A256}", f"3 1 9 {A512}"], [f"3 1 1 {A256}"],
