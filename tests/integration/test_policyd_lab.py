@@ -98,12 +98,24 @@ async def test_dane_some_mx_with_tlsa_is_dane(lab_env, policyd) -> None:
     assert await policyd(d) == "OK dane"
 
 
-@pytest.mark.rfc("7672 2.1.1")
-async def test_rfc7672_2_1_1_bogus_mx_host_is_dane(lab_env, policyd) -> None:
+@pytest.mark.rfc("7672 2.1.2")
+async def test_rfc7672_2_1_2_only_mx_host_bogus_defers(lab_env, policyd) -> None:
+    # the one MX host's lookups are bogus: it must not be used, so nothing can be
     lab, LabDomain, LabMx, _ = lab_env
     d = uniq("bog")
     lab.add(LabDomain(f"{d}.{lab.ZONE_SECURE}",
                       mx=[LabMx(f"mx1.{d}.{lab.ZONE_BOGUS}", tlsa=["3 1 1 auto"])]))
+    assert (await policyd(f"{d}.{lab.ZONE_SECURE}")).startswith("TEMP no MX host can be used")
+
+
+@pytest.mark.rfc("7672 2.1.2")
+async def test_rfc7672_2_1_2_bogus_mx_host_beside_a_good_one_is_dane(lab_env, policyd) -> None:
+    # Postfix's "dane" level skips the bogus host and uses the other one
+    lab, LabDomain, LabMx, _ = lab_env
+    d = uniq("bog2")
+    lab.add(LabDomain(f"{d}.{lab.ZONE_SECURE}",
+                      mx=[LabMx(f"mx1.{d}.{lab.ZONE_BOGUS}", tlsa=["3 1 1 auto"]),
+                          LabMx(f"mx2.{d}.{lab.ZONE_SECURE}", pref=20)]))
     assert await policyd(f"{d}.{lab.ZONE_SECURE}") == "OK dane"
 
 

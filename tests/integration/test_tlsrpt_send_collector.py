@@ -437,13 +437,14 @@ async def test_journal_follower_runs_journalctl_with_an_argument_list(store, tmp
 
 
 def test_context_from_policyd_explanation():
+    from smtptls.dane.decide import MxDecision, Requirement
+    from smtptls.dane.tlsa import TLSARecord
     from smtptls.engine.destination import (
         Decision,
         DecisionKind,
         DestinationFacts,
         HostFacts,
         NextHop,
-        TlsaState,
     )
     from smtptls.engine.mtasts_discovery import Discovery, Outcome
     from smtptls.errors import FetchStatusError, FetchTlsError, PolicySyntaxError
@@ -453,9 +454,11 @@ def test_context_from_policyd_explanation():
     from smtptls.services.policyd.decide import Explanation
 
     hop = NextHop.parse("example.net")
-    facts = DestinationFacts(hop, hosts=(
-        HostFacts("mx1.example.net", 10, TlsaState.USABLE, ("3 1 1 aabb",)),
-        HostFacts("mx2.example.net", 20, TlsaState.INSECURE)))
+    usable = MxDecision("mx1.example.net", Requirement.DANE_REQUIRED, "usable-tlsa", "",
+                        all_records=(TLSARecord.from_text("3 1 1 aabb"),))
+    insecure = MxDecision("mx2.example.net", Requirement.NO_DANE, "address-insecure", "")
+    facts = DestinationFacts(hop, hosts=(HostFacts("mx1.example.net", 10, usable),
+                                         HostFacts("mx2.example.net", 20, insecure)))
     dane = Decision(DecisionKind.DANE, "dane", "tlsa")
     ctx = context_from_explanation("example.net", Explanation("example.net", dane, None, facts))
     assert ctx.kind == "tlsa" and ctx.tlsa_records == {"mx1.example.net": ("3 1 1 aabb",)}

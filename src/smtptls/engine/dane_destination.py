@@ -28,22 +28,12 @@ from enum import StrEnum
 from typing import Any
 
 from smtptls.config import DnsConfig
-from smtptls.dane.decide import (
-    DestinationDecision,
-    DestinationLookup,
-    HostLookup,
-    MxDecision,
-    Requirement,
-    TlsaLookup,
-    decide_destination,
-    tlsa_candidates,
-    tlsa_query_name,
-)
-from smtptls.dane.tlsa import TLSARecord, Usage
+from smtptls.dane.decide import DestinationDecision, MxDecision, Requirement
+from smtptls.dane.tlsa import Usage
 from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
-from smtptls.errors import InvalidDomainError
-from smtptls.net.dns import Answer, DnsResolver, normalize_domain, run_sync
+from smtptls.engine.gather import TlsaAnswer, lookup_destination
+from smtptls.net.dns import DnsResolver, normalize_domain, run_sync
 from smtptls.net.smtp import ProbeLimits, ProbeResult, TlsBackend, probe_starttls
 
 __all__ = [
@@ -78,28 +68,6 @@ class DestinationVerdict(StrEnum):
     FAIL = "fail"  # some MX host fails, or DNSSEC says bogus
     PARTIAL = "partial"  # DANE applies to some MX hosts only, or only encrypts
     NOT_APPLICABLE = "not-applicable"  # DANE applies to no MX host
-
-
-_SECURITY_RANK = {Security.SECURE: 0, Security.INSECURE: 1, Security.INDETERMINATE: 2,
-                  Security.BOGUS: 3}
-
-
-def _worst(*values: Security) -> Security:
-    return max(values, key=lambda s: _SECURITY_RANK[s])
-
-
-@dataclass(frozen=True, slots=True)
-class TlsaAnswer:
-    """One TLSA lookup as DNS answered it."""
-
-    name: str  # _25._tcp.<base>
-    security: Security
-    records: tuple[TLSARecord, ...] = ()
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "security": str(self.security),
-                "records": [r.to_text() for r in self.records], "error": self.error}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,48 +152,6 @@ class DestinationReport:
             "reason": self.reason,
             "mx": [m.to_dict() for m in self.mx],
         }
-
-
-# --- DNS ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _HostDns:
-    lookup: HostLookup
-    addresses: tuple[str, ...]
-    tlsa: dict[str, TlsaAnswer]
-
-
-def _is_null_mx(answer: Answer) -> bool:
-    # RFC 7505 §3: a single MX with preference 0 and the root as exchange: no mail.
-    return (len(answer.records) == 1
-            and answer.records[0].exchange in ("", ".", "@"))
-
-
-async def _host_dns(resolver: DnsResolver, host: str, port: int, want_tlsa: bool) -> _HostDns:
-    a, aaaa = await asyncio.gather(resolver.try_query(host, "A"),
-                                   resolver.try_query(host, "AAAA"))
-    # Both address RRsets must be trustworthy: a bogus AAAA makes the host unusable
-    # even when its A RRset validates (RFC 7672 §2.1.2).
-    address_security = _worst(a.security, aaaa.security)
-    chain = a.cname_chain or aaaa.cname_chain
-    first: Security | None = None
-    if chain:
-        # RFC 7672 §2.2.3: the status of the alias itself decides whether DANE can
-        # apply at all; the A/AAAA answer's AD bit covers the whole expansion.
-        first = (await resolver.try_query(host, "CNAME")).security
-    addresses = tuple(dict.fromkeys(str(r) for r in (*a.records, *aaaa.records)))
-    lookup = HostLookup(host, address_security, chain, first)
-    tlsa: dict[str, TlsaAnswer] = {}
-    # RFC 7672 §2.2.1: below an insecure MX RRset no TLSA lookups are made.
-    bases = tlsa_candidates(lookup) if want_tlsa else ()
-    answers = await asyncio.gather(*(resolver.try_query(tlsa_query_name(b, port), "TLSA")
-                                     for b in bases))
-    for base, ans in zip(bases, answers, strict=True):
-        records = tuple(TLSARecord.from_rdata(r) for r in ans.records)
-        tlsa[base] = TlsaAnswer(tlsa_query_name(base, port), ans.security, records,
-                                None if ans.error is None else str(ans.error))
-    return _HostDns(lookup, addresses, tlsa)
 
 
 # --- verdicts --------------------------------------------------------------------------
@@ -365,41 +291,21 @@ async def check_destination(
     limits = limits or ProbeLimits()
     when = now or dt.datetime.now(dt.UTC)
 
-    mx_answer = await resolver.try_query(domain, "MX")
+    found = await lookup_destination(resolver, domain, port=port,
+                                     include_nexthop=include_nexthop, max_hosts=MAX_MX)
+    mx_answer = found.mx
+    assert mx_answer is not None
     if mx_answer.security is Security.INDETERMINATE and mx_answer.error is not None:
         # A timeout or an unreachable resolver: nothing can be said about DNSSEC.
         raise mx_answer.error
-    null_mx = _is_null_mx(mx_answer)
-    if null_mx or mx_answer.nxdomain:
-        why = ("the domain accepts no mail (null MX, RFC 7505)" if null_mx
-               else "the domain does not exist (NXDOMAIN)")
-        return DestinationReport(domain, mx_answer.security, not mx_answer.nxdomain, null_mx,
-                                 (), DestinationVerdict.NOT_APPLICABLE, why, probe, when)
-    mx_records = list(mx_answer.records)[:MAX_MX]
-    has_mx = bool(mx_records) or mx_answer.security in (Security.BOGUS,
-                                                        Security.INDETERMINATE)
-    hosts: list[str] = []
-    prefs: dict[str, int] = {}
-    for rec in mx_records:
-        try:
-            name = normalize_domain(rec.exchange)
-        except InvalidDomainError:
-            continue  # an MX target that is not a host name cannot be used
-        if name not in prefs:
-            hosts.append(name)
-            prefs[name] = rec.preference
-    dest = DestinationLookup(domain, mx_answer.security, tuple(hosts), has_mx,
-                             include_nexthop)
-    names = hosts if has_mx else [domain]
-    dns_results: list[_HostDns] = []
-    if mx_answer.security not in (Security.BOGUS, Security.INDETERMINATE):
-        want_tlsa = not has_mx or mx_answer.security is Security.SECURE
-        dns_results = list(await asyncio.gather(*(_host_dns(resolver, h, port, want_tlsa)
-                                                  for h in names)))
-    tlsa_map = {base: TlsaLookup(t.security, t.records)
-                for r in dns_results for base, t in r.tlsa.items()}
-    decision = decide_destination(dest, [r.lookup for r in dns_results], tlsa_map)
-    by_host = {r.lookup.name: r for r in dns_results}
+    if found.null_mx or found.nxdomain:
+        return DestinationReport(domain, mx_answer.security, found.has_mx, found.null_mx,
+                                 (), DestinationVerdict.NOT_APPLICABLE, found.dane.detail,
+                                 probe, when)
+    has_mx = found.has_mx
+    prefs = found.preferences if has_mx else {}
+    decision = found.dane
+    by_host = found.host_dns
 
     semaphore = asyncio.Semaphore(MAX_PARALLEL_PROBES)
 

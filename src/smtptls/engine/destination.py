@@ -5,29 +5,34 @@ Input is what DNS and MTA-STS discovery found (:class:`DestinationFacts`); outpu
 (``smtp_tls_policy_maps`` syntax) or None. The order is the RFCs' order:
 
 1. **DANE** (RFC 7672; RFC 8461 §2: "senders who implement DANE ... MUST NOT" let
-   MTA-STS override it). DANE applies only when the MX RRset is DNSSEC-secure (RFC 7672
-   §2.2.1) — or, with no MX records, when the domain itself is reached (§2.2.2) — and
-   then per MX host:
+   MTA-STS override it). Each candidate host's requirement comes from
+   :mod:`smtptls.dane.decide` (the one place that knows where TLSA records are looked
+   for, CNAME'd hosts included, RFC 7672 §2.2.3), over the lookups
+   :mod:`smtptls.engine.gather` made:
 
-   - every candidate host has a secure TLSA RRset with a usable record
-     -> ``dane-only``: Postfix authenticates every MX with DANE and delivers to none
-     otherwise (§2.2: usable TLSA makes authenticated TLS mandatory);
-   - some hosts have secure TLSA, or a TLSA lookup is bogus/indeterminate, or all
-     records of a secure RRset are unusable -> ``dane``: Postfix does the TLSA lookups
-     itself, authenticates the hosts with usable TLSA, uses mandatory unauthenticated TLS
-     where all records are unusable (§3.1.3, "encrypt"), skips hosts whose TLSA lookup
-     fails (§2.1.1: bogus/indeterminate TLSA makes that MX unusable) and uses
-     opportunistic TLS for hosts without TLSA;
-   - no host has TLSA (secure denial of existence, or insecure) -> not DANE: go on.
+   - the MX RRset is bogus or its lookup failed -> TEMP: defer (§2.2.1, §2.1.2);
+   - every host has secure, usable TLSA -> ``dane-only``: Postfix authenticates every
+     MX with DANE and delivers to none otherwise (§2.2);
+   - every host's lookups failed (bogus/indeterminate) -> TEMP (§2.1.2);
+   - some hosts have secure TLSA (usable or not) or failed lookups -> ``dane``: Postfix
+     does the TLSA lookups itself, authenticates the hosts with usable TLSA, uses
+     mandatory unauthenticated TLS where all records are unusable (§3.1.3,
+     "encrypt"), skips hosts whose lookups fail and uses opportunistic TLS for hosts
+     without TLSA (MTA-STS is then not applied to those: Postfix 3.7's policy syntax
+     has one level per next hop; see docs/postfix.md, residual risks);
+   - DANE applies to no host (insecure MX RRset, hosts in unsigned zones, secure
+     denial of TLSA) -> go on.
 
 2. **MTA-STS** (RFC 8461 §5): ``enforce`` -> ``secure match=<names>
    servername=hostname`` where the names are the MX hosts of the domain that match the
    policy (§4.1), listed literally. Postfix reads ``.example.com`` in a match list as
    "any subdomain, at any depth", while an RFC 8461 wildcard ``*.example.com`` covers
    exactly one label; listing the matching host names keeps the one-label rule and
-   keeps a spoofed MX (whose certificate names none of them) from being used.
-   ``testing`` -> the configured ``testing_answer`` (None: NOTFOUND), or ``enforce``
-   handling under ``strict_testing``; ``none`` or no policy -> NOTFOUND.
+   keeps a spoofed MX (whose certificate names none of them) from being used. When no
+   MX host matches, TEMP: those hosts MUST NOT be used (§4.1) and deferring lets a new
+   policy be picked up (§5.1). ``testing`` -> the configured ``testing_answer`` (None:
+   NOTFOUND), or ``enforce`` handling under ``strict_testing``; ``none`` or no policy
+   -> NOTFOUND.
 
 3. Otherwise NOTFOUND: Postfix's own ``smtp_tls_security_level`` applies.
 
@@ -42,14 +47,14 @@ domain the policy domain, and the host is the only candidate.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from smtptls.dane.tlsa import TLSARecord, unusable_reason
+from smtptls.dane.decide import MxDecision, Requirement
 from smtptls.dnssec import Security
-from smtptls.errors import InvalidDomainError, SmtpTlsError
+from smtptls.errors import InvalidDomainError
 from smtptls.mtasts.policy import Mode, Policy
 from smtptls.net.dns import normalize_domain
 
@@ -62,8 +67,7 @@ __all__ = [
     "NextHop",
     "NextHopKind",
     "Options",
-    "TlsaState",
-    "classify_tlsa",
+    "dane_decision",
     "decide",
     "derive_match",
 ]
@@ -158,53 +162,32 @@ def _port(rest: str, text: str) -> int | None:
 # --- DNS facts ---------------------------------------------------------------------------
 
 
-class TlsaState(StrEnum):
-    """What the TLSA lookup for one host says (RFC 7672 §2.1.1, §2.2, §3.1.3)."""
-
-    USABLE = "usable"  # secure RRset with at least one usable record: DANE-authenticate
-    UNUSABLE = "unusable"  # secure RRset, every record unusable: mandatory TLS (encrypt)
-    NONE = "none"  # secure proof that no TLSA exists
-    INSECURE = "insecure"  # no DNSSEC (TLSA or the host's addresses): DANE does not apply
-    BOGUS = "bogus"  # validation failed (SERVFAIL): do not deliver to this host
-    INDETERMINATE = "indeterminate"  # lookup failed (timeout, ...): treated like bogus
-
-
-def classify_tlsa(security: Security, records: Iterable[Any]) -> TlsaState:
-    """Classify a TLSA answer: ``security`` of the lookup, its ``records`` (objects with
-    usage/selector/mtype and data or cert, e.g. :class:`smtptls.net.dns.TlsaRdata`)."""
-    if security is Security.BOGUS:
-        return TlsaState.BOGUS
-    if security is Security.INDETERMINATE:
-        return TlsaState.INDETERMINATE
-    recs = list(records)
-    if security is not Security.SECURE:
-        # RFC 7672 §2.2: only DNSSEC-validated TLSA records count
-        return TlsaState.INSECURE
-    if not recs:
-        return TlsaState.NONE
-    for rd in recs[:1000]:
-        try:
-            rec = rd if isinstance(rd, TLSARecord) else TLSARecord.from_rdata(rd)
-        except SmtpTlsError:
-            continue
-        # RFC 7672 §3.1.3: PKIX-TA(0)/PKIX-EE(1) unusable; RFC 7671 §9: malformed digests
-        if unusable_reason(rec) is None:
-            return TlsaState.USABLE
-    # RFC 7672 §3.1.3: all records unusable -> TLS still mandatory, unauthenticated
-    return TlsaState.UNUSABLE
-
-
 @dataclass(frozen=True, slots=True)
 class HostFacts:
-    """One candidate host: its name, MX preference and TLSA state."""
+    """One candidate host: its name, MX preference and its RFC 7672 requirement
+    (:class:`~smtptls.dane.decide.MxDecision`, decided by :mod:`smtptls.dane.decide`
+    from the lookups :mod:`smtptls.engine.gather` made; None: not looked up)."""
 
     host: str
     preference: int = 0
-    tlsa: TlsaState = TlsaState.INSECURE
-    tlsa_records: tuple[str, ...] = ()
+    dane: MxDecision | None = None
+
+    @property
+    def requirement(self) -> Requirement:
+        return Requirement.NO_DANE if self.dane is None else self.dane.requirement
+
+    @property
+    def tlsa_records(self) -> tuple[str, ...]:
+        """The TLSA RRset found for the host (presentation form), usable or not."""
+        return () if self.dane is None else tuple(r.to_text() for r in self.dane.all_records)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "preference": self.preference, "tlsa": self.tlsa.value,
+        d = self.dane
+        return {"host": self.host, "preference": self.preference,
+                "dane": self.requirement.value,
+                "reason": None if d is None else d.reason,
+                "detail": None if d is None else d.detail,
+                "tlsa_base": None if d is None else d.tlsa_base,
                 "tlsa_records": list(self.tlsa_records)}
 
 
@@ -230,6 +213,11 @@ class DestinationFacts:
     mx_error: str | None = None
     policy: Policy | None = None
     sts_note: str = ""
+
+    @property
+    def mx_failed(self) -> bool:
+        """The MX lookup was bogus or failed (RFC 7672 §2.1.2): no host can be trusted."""
+        return self.mx_security in (Security.BOGUS, Security.INDETERMINATE)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -283,12 +271,10 @@ class Decision:
 
 def derive_match(policy: Policy, hosts: Sequence[str], *, limit: int = MAX_MATCH_NAMES
                  ) -> tuple[str, ...]:
-    """The ``match=`` names for an enforced policy, in MX preference order.
-
-    RFC 8461 §4.1: the MX hosts that match a policy ``mx`` pattern (``*.example.com``
-    covers exactly one label). When none of ``hosts`` matches (or they are unknown), the
-    policy's literal (non-wildcard) names: a certificate must then carry one of them,
-    which no MX outside the policy should have. Empty when nothing can be listed.
+    """The ``match=`` names for an enforced policy: the MX hosts that match a policy
+    ``mx`` pattern (RFC 8461 §4.1; ``*.example.com`` covers exactly one label), in MX
+    preference order. Empty when none matches: RFC 8461 §4.1 says such MX hosts MUST
+    NOT be used, so nothing may be listed in their place (the caller defers).
     """
     out: list[str] = []
     for host in hosts:
@@ -296,13 +282,6 @@ def derive_match(policy: Policy, hosts: Sequence[str], *, limit: int = MAX_MATCH
             out.append(host)
             if len(out) >= limit:
                 break
-    if not out:
-        for pattern in policy.mx:
-            name = pattern.lower().rstrip(".")
-            if not name.startswith("*.") and name not in out:
-                out.append(name)
-                if len(out) >= limit:
-                    break
     return tuple(out)
 
 
@@ -330,27 +309,40 @@ def pre_decide(nexthop: NextHop, options: Options) -> Decision | None:
     return _override(nexthop, options)
 
 
-def _dane(facts: DestinationFacts) -> Decision | None:
+_DANE_SIGNAL = (Requirement.DANE_REQUIRED, Requirement.ENCRYPT_ONLY, Requirement.DEFER)
+
+
+def dane_decision(facts: DestinationFacts) -> Decision | None:
+    """The DANE part of the decision (RFC 7672 §2.2), or None when DANE does not apply
+    to any host and MTA-STS (or Postfix's default) decides. ``smtptls dane`` shows this
+    same decision; :func:`decide` puts it before MTA-STS (RFC 8461 §2)."""
+    if facts.mx_failed:
+        # RFC 7672 §2.2.1, §2.1.2: an MX RRset that cannot be validated (bogus, or the
+        # lookup failed): no MX host can be trusted, delivery is deferred
+        return Decision(DecisionKind.TEMP, None,
+                        f"the MX lookup of {facts.nexthop.name} is "
+                        f"{facts.mx_security}: defer delivery (RFC 7672 §2.2.1)")
     hosts = facts.hosts
     if not hosts:
         return None
-    if facts.nexthop.kind is NextHopKind.DOMAIN and facts.mx_security is not Security.SECURE:
-        # RFC 7672 §2.2.1: an insecure MX RRset means no DANE for its hosts
-        return None
-    states = [h.tlsa for h in hosts]
-    if all(s is TlsaState.USABLE for s in states):
+    reqs = [h.requirement for h in hosts]
+    if all(r is Requirement.DANE_REQUIRED for r in reqs):
         # RFC 7672 §2.2: every host has usable TLSA -> authenticated TLS is mandatory
         names = ", ".join(h.host for h in hosts[:5])
         return Decision(DecisionKind.DANE_ONLY, "dane-only",
                         f"every MX host has DNSSEC-validated usable TLSA records ({names})")
-    dane_signal = {TlsaState.USABLE, TlsaState.UNUSABLE, TlsaState.BOGUS,
-                   TlsaState.INDETERMINATE}
-    marked = [h for h in hosts if h.tlsa in dane_signal]
+    if all(r is Requirement.DEFER for r in reqs):
+        # RFC 7672 §2.1.2: every host's DNSSEC lookups failed: none may be used
+        detail = "; ".join(h.dane.detail for h in hosts[:3] if h.dane is not None)
+        return Decision(DecisionKind.TEMP, None, f"no MX host can be used: {detail}")
+    marked = [h for h in hosts if h.requirement in _DANE_SIGNAL]
     if marked:
-        # RFC 7672 §2.1.1, §2.2, §3.1.3 per host; Postfix's "dane" level applies them
-        detail = ", ".join(f"{h.host}: {h.tlsa.value}" for h in marked[:5])
+        # RFC 7672 §2.1.2, §2.2, §3.1.3 per host; Postfix's "dane" level applies them
+        # itself: authenticates hosts with usable TLSA, encrypts where all records are
+        # unusable, skips hosts whose lookups fail, opportunistic TLS for the others
+        detail = ", ".join(f"{h.host}: {h.requirement.value}" for h in marked[:5])
         return Decision(DecisionKind.DANE, "dane",
-                        f"secure MX RRset, DANE applies to some hosts ({detail}); "
+                        f"DANE applies to some MX hosts ({detail}); "
                         "Postfix checks each host's TLSA itself")
     return None
 
@@ -359,14 +351,13 @@ def _secure(facts: DestinationFacts, policy: Policy, why: str) -> Decision:
     hosts = [h.host for h in facts.hosts]
     names = derive_match(policy, hosts)
     if not names:
-        # nothing can express "exactly one label" here: defer rather than widen
+        # RFC 8461 §4.1, §5: an MX host that matches no pattern MUST NOT be used; with
+        # none left nothing is delivered now (§5.1: a new policy may be picked up later)
+        what = "no MX host is known" if not hosts else "no MX host matches the policy"
         return Decision(DecisionKind.TEMP, None,
-                        "no MX host matches the MTA-STS policy and it lists only wildcard "
-                        "patterns")
+                        f"MTA-STS enforce: {what} (RFC 8461 §4.1): defer delivery")
     text = f"secure match={':'.join(names)} servername=hostname"
-    matched = [h for h in hosts if h in names]
-    note = "" if matched else " (no MX host matches the policy: delivery will defer)"
-    return Decision(DecisionKind.SECURE, text, why + note, names)
+    return Decision(DecisionKind.SECURE, text, why, names)
 
 
 def decide(facts: DestinationFacts, options: Options | None = None) -> Decision:
@@ -378,7 +369,7 @@ def decide(facts: DestinationFacts, options: Options | None = None) -> Decision:
     if facts.null_mx:
         return Decision(DecisionKind.NOTFOUND, None,
                         "null MX (RFC 7505): the domain accepts no mail")
-    dane = _dane(facts)
+    dane = dane_decision(facts)
     if dane is not None:
         return dane  # RFC 8461 §2: DANE takes precedence over MTA-STS
     policy = facts.policy

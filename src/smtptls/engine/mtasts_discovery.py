@@ -52,7 +52,7 @@ from smtptls.net.dns import DnsResolver, normalize_domain
 from smtptls.net.https import FetchResult, fetch_policy
 from smtptls.store.base import PolicyCache
 
-__all__ = ["Discovery", "Outcome", "discover", "refresh_due"]
+__all__ = ["Discovery", "Outcome", "discover", "discover_within", "refresh_due"]
 
 log = logging.getLogger("smtptls.mtasts")
 
@@ -65,6 +65,7 @@ class Outcome(StrEnum):
     FETCH_FAILED_KEPT_CACHED = "fetch-failed-kept-cached"  # D2 / B8
     FETCH_FAILED = "fetch-failed"  # valid record, fetch failed, nothing cached (B7)
     NO_POLICY = "no-policy"  # no usable record and nothing cached
+    FETCH_PENDING = "fetch-pending"  # a fetch outlived the caller's wait (it goes on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,43 @@ async def discover(
         task.add_done_callback(_forget)
     # shield: one caller giving up does not cancel the discovery the others await
     return await asyncio.shield(task)
+
+
+async def discover_within(wait: float, domain: str, *, cache: PolicyCache, now: float,
+                          **kwargs: Any) -> Discovery:
+    """:func:`discover`, but waiting at most ``wait`` seconds for it.
+
+    When the discovery (in practice, a policy fetch from a slow host) takes longer, the
+    answer is what applies without it: the unexpired cached policy if there is one
+    (RFC 8461 §3.3, B8), else no MTA-STS (B7: a fetch that does not succeed with
+    nothing cached is treated as no policy; §5: mail SHOULD not wait for it). The
+    discovery itself goes on (single-flight, shielded) and caches what it finds, so
+    the next lookup has the policy.
+    """
+    task = asyncio.ensure_future(discover(domain, cache=cache, now=now, **kwargs))
+    done, _ = await asyncio.wait({task}, timeout=wait)
+    if task in done:
+        return task.result()
+    _pending.add(task)  # keep a reference until it finishes
+    task.add_done_callback(_finished)
+    try:
+        stored = await cache.get(normalize_domain(domain))
+    except SmtpTlsError:
+        stored = None
+    entry = live(stored, now)
+    if entry is not None:
+        return Discovery(domain, Outcome.FETCH_PENDING, Action.USE_CACHED, entry.policy,
+                         entry.policy_id, cached=entry)
+    return Discovery(domain, Outcome.FETCH_PENDING, Action.NO_POLICY)
+
+
+_pending: set[asyncio.Future[Discovery]] = set()
+
+
+def _finished(task: asyncio.Future[Discovery]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background MTA-STS discovery failed: %r", task.exception())
 
 
 async def _lookup_record(

@@ -29,6 +29,7 @@ class World:
     queries: Counter = field(default_factory=Counter)
     fetches: Counter = field(default_factory=Counter)
     fetch_delay: float = 0.0
+    query_delay: float = 0.0
 
     # building
 
@@ -40,6 +41,7 @@ class World:
     def host(self, name: str, *, security: Security = Security.INSECURE,
              tlsa: tuple[TlsaRdata, ...] | Exception = (), port: int = 25) -> None:
         self.records[(name, "A")] = (("127.0.0.1",), security, 3600)
+        self.records[(name, "AAAA")] = ((), security, 3600)  # NODATA, same zone
         key = (f"_{port}._tcp.{name}", "TLSA")
         self.records[key] = tlsa if isinstance(tlsa, Exception) else (tlsa, security, 3600)
 
@@ -60,9 +62,29 @@ class World:
 
     # the resolver interface
 
+    def cname(self, alias: str, target: str, *, security: Security = Security.SECURE,
+              ttl: int = 3600) -> None:
+        """``alias`` is a CNAME for ``target``; ``security`` is the alias RRset's own."""
+        self.records[(alias, "CNAME")] = ((target,), security, ttl)
+
     async def query(self, name: str, rdtype: str) -> Answer:
         name = normalize_domain(name)
         self.queries[(name, rdtype)] += 1
+        if self.query_delay:
+            import asyncio
+
+            await asyncio.sleep(self.query_delay)
+        alias = self.records.get((name, "CNAME"))
+        if rdtype != "CNAME" and isinstance(alias, tuple):
+            # follow the alias like a resolver: the chain is recorded, the status is
+            # the worst along it (a validating resolver's AD bit covers the whole chain)
+            (target,), alias_security, _ = alias
+            answer = await self.query(target, rdtype)
+            rank = [Security.SECURE, Security.INSECURE, Security.INDETERMINATE,
+                    Security.BOGUS]
+            worst = max(alias_security, answer.security, key=rank.index)
+            return Answer(name, rdtype, answer.records, worst,
+                          (target, *answer.cname_chain), answer.ttl, answer.nxdomain)
         entry = self.records.get((name, rdtype))
         if isinstance(entry, Exception):
             raise entry

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtptls.dane.decide import HostLookup, MxDecision, Requirement, TlsaLookup, decide_host
+from smtptls.dane.tlsa import TLSARecord
 from smtptls.dnssec import Security
 from smtptls.engine.destination import (
     DecisionKind,
@@ -17,8 +19,6 @@ from smtptls.engine.destination import (
     NextHop,
     NextHopKind,
     Options,
-    TlsaState,
-    classify_tlsa,
     decide,
     derive_match,
 )
@@ -40,8 +40,10 @@ TESTING = policy("testing", "mx1.example.com")
 NONE = policy("none")
 
 
-def hosts(*spec: tuple[str, TlsaState]) -> tuple[HostFacts, ...]:
-    return tuple(HostFacts(h, 10 * (i + 1), s) for i, (h, s) in enumerate(spec))
+def hosts(*spec: tuple[str, tuple[Requirement, str]]) -> tuple[HostFacts, ...]:
+    """Hosts with the requirement :mod:`smtptls.dane.decide` gave them."""
+    return tuple(HostFacts(h, 10 * (i + 1), MxDecision(h, req, reason, f"{h}: {reason}"))
+                 for i, (h, (req, reason)) in enumerate(spec))
 
 
 def facts(key: str = "example.com", *, mx: Security | None = Security.SECURE,
@@ -50,8 +52,13 @@ def facts(key: str = "example.com", *, mx: Security | None = Security.SECURE,
     return DestinationFacts(NextHop.parse(key), mx, hs, policy=pol, **kw)  # type: ignore[arg-type]
 
 
-U, UN, NO, INS, BOG, IND = (TlsaState.USABLE, TlsaState.UNUSABLE, TlsaState.NONE,
-                           TlsaState.INSECURE, TlsaState.BOGUS, TlsaState.INDETERMINATE)
+# per-host requirements as smtptls.dane.decide.decide_host names them
+U = (Requirement.DANE_REQUIRED, "usable-tlsa")
+UN = (Requirement.ENCRYPT_ONLY, "unusable-tlsa")
+NO = (Requirement.NO_DANE, "no-secure-tlsa")
+INS = (Requirement.NO_DANE, "address-insecure")
+BOG = (Requirement.DEFER, "tlsa-bogus")
+IND = (Requirement.DEFER, "address-bogus")
 
 # --- next-hop keys ------------------------------------------------------------------------
 
@@ -113,12 +120,13 @@ def test_property_nexthop_parse_only_typed_errors(key: str) -> None:
         assert nh.name == nh.name.lower() and not nh.name.endswith(".")  # type: ignore[union-attr]
 
 
-# --- TLSA states ---------------------------------------------------------------------------
+# --- TLSA requirements (one place: smtptls.dane.decide) ---------------------------------
 
 TLSA_CASES = [
     ("secure-3-1-1", Security.SECURE, [TlsaRdata(3, 1, 1, SHA256)], U),
     ("secure-2-0-2", Security.SECURE, [TlsaRdata(2, 0, 2, SHA512)], U),
-    ("secure-3-1-0-full", Security.SECURE, [TlsaRdata(3, 1, 0, b"\x30\x00")], U),
+    # RFC 7671 §9: a Full(0) record whose data is no SubjectPublicKeyInfo can never match
+    ("secure-3-1-0-malformed-full", Security.SECURE, [TlsaRdata(3, 1, 0, b"\x30\x00")], UN),
     ("secure-pkix-only", Security.SECURE, [TlsaRdata(0, 0, 1, SHA256),
                                            TlsaRdata(1, 1, 1, SHA256)], UN),
     ("secure-bad-digest-length", Security.SECURE, [TlsaRdata(3, 1, 1, b"\x01" * 5)], UN),
@@ -126,19 +134,22 @@ TLSA_CASES = [
     ("secure-one-usable-among-unusable", Security.SECURE,
      [TlsaRdata(1, 1, 1, SHA256), TlsaRdata(3, 1, 1, SHA256)], U),
     ("secure-nodata", Security.SECURE, [], NO),
-    ("insecure-with-records", Security.INSECURE, [TlsaRdata(3, 1, 1, SHA256)], INS),
-    ("insecure-nodata", Security.INSECURE, [], INS),
+    ("insecure-with-records", Security.INSECURE, [TlsaRdata(3, 1, 1, SHA256)], NO),
+    ("insecure-nodata", Security.INSECURE, [], NO),
     ("bogus", Security.BOGUS, [], BOG),
-    ("indeterminate", Security.INDETERMINATE, [], IND),
+    ("indeterminate", Security.INDETERMINATE, [], BOG),
 ]
 
 
 @pytest.mark.rfc("7672 3.1.3")
 @pytest.mark.parametrize(("security", "records", "state"), [c[1:] for c in TLSA_CASES],
                          ids=[c[0] for c in TLSA_CASES])
-def test_rfc7672_tlsa_state(security: Security, records: list[TlsaRdata],
-                            state: TlsaState) -> None:
-    assert classify_tlsa(security, records) is state
+def test_rfc7672_3_1_3_tlsa_requirement(security: Security, records: list[TlsaRdata],
+                                        state: tuple[Requirement, str]) -> None:
+    host = HostLookup("mx1.example.com", Security.SECURE)
+    lookup = TlsaLookup(security, tuple(TLSARecord.from_rdata(r) for r in records))
+    got = decide_host(host, {"mx1.example.com": lookup})
+    assert (got.requirement, got.reason) == state
 
 
 # --- match= derivation ------------------------------------------------------------------------
@@ -152,10 +163,9 @@ MATCH_CASES = [
      ("a.example.com", "b.example.com")),
     ("wildcard-one-label-only", WILDCARD, ["a.b.example.com", "c.example.com", "example.com"],
      ("c.example.com",)),
-    ("no-mx-matches-falls-back-to-literal-names", ENFORCE, ["other.example.net"],
-     ("mx1.example.com", "mx2.example.com")),
-    ("unknown-mx-falls-back-to-literal-names", ENFORCE, [],
-     ("mx1.example.com", "mx2.example.com")),
+    # RFC 8461 §4.1: an MX that matches no pattern MUST NOT be used; nothing stands in
+    ("no-mx-matches-lists-nothing", ENFORCE, ["other.example.net"], ()),
+    ("unknown-mx-lists-nothing", ENFORCE, [], ()),
     ("wildcard-without-matching-hosts-is-empty", WILDCARD, ["x.y.example.com"], ()),
     ("duplicates-once", ENFORCE, ["mx1.example.com", "mx1.example.com"], ("mx1.example.com",)),
 ]
@@ -191,12 +201,15 @@ DECISIONS = [
     ("dane-some-mx-usable-with-mta-sts", facts(hs=hosts((M1, U), (M2, NO)), pol=ENFORCE),
      "dane"),
     ("dane-bogus-tlsa", facts(hs=hosts((M1, BOG), (M2, NO))), "dane"),
-    ("dane-bogus-tlsa-with-mta-sts", facts(hs=hosts((M1, BOG)), pol=ENFORCE), "dane"),
-    ("dane-indeterminate-tlsa", facts(hs=hosts((M1, IND))), "dane"),
+    ("dane-bogus-tlsa-with-mta-sts", facts(hs=hosts((M1, BOG), (M2, NO)), pol=ENFORCE),
+     "dane"),
+    ("dane-every-host-bogus-defers", facts(hs=hosts((M1, BOG)), pol=ENFORCE), "TEMP"),
+    ("dane-every-host-address-bogus-defers", facts(hs=hosts((M1, IND), (M2, BOG))), "TEMP"),
     ("dane-all-unusable-encrypt", facts(hs=hosts((M1, UN))), "dane"),
-    ("insecure-mx-rrset-ignores-tlsa", facts(mx=Security.INSECURE, hs=hosts((M1, U))),
-     None),
-    ("insecure-mx-rrset-mta-sts-applies", facts(mx=Security.INSECURE, hs=hosts((M1, U)),
+    ("dane-unusable-and-no-tlsa", facts(hs=hosts((M1, UN), (M2, NO)), pol=ENFORCE), "dane"),
+    ("mx-bogus-defers", facts(mx=Security.BOGUS, mx_error="SERVFAIL"), "TEMP"),
+    ("mx-bogus-defers-despite-mta-sts", facts(mx=Security.BOGUS, pol=ENFORCE), "TEMP"),
+    ("insecure-mx-rrset-mta-sts-applies", facts(mx=Security.INSECURE, hs=hosts((M1, INS)),
                                                 pol=ENFORCE),
      "secure match=mx1.example.com servername=hostname"),
     ("secure-mx-no-tlsa-mta-sts-applies", facts(hs=hosts((M1, NO), (M2, INS)), pol=ENFORCE),
@@ -212,8 +225,10 @@ DECISIONS = [
            pol=WILDCARD), "secure match=a.example.com servername=hostname"),
     ("enforce-wildcard-no-matching-host-defers",
      facts(mx=Security.INSECURE, hs=hosts(("b.c.example.com", INS)), pol=WILDCARD), "TEMP"),
-    ("enforce-mx-lookup-failed-uses-literal-names",
-     facts(mx=Security.INDETERMINATE, mx_error="timeout", pol=ENFORCE), SECURE_M12),
+    ("enforce-no-mx-matches-defers",
+     facts(mx=Security.INSECURE, hs=hosts(("other.example.net", INS)), pol=ENFORCE), "TEMP"),
+    ("enforce-mx-lookup-failed-defers",
+     facts(mx=Security.INDETERMINATE, mx_error="timeout", pol=ENFORCE), "TEMP"),
     ("testing-default-notfound", facts(mx=Security.INSECURE, hs=hosts((M1, INS)), pol=TESTING),
      None),
     ("none-mode", facts(mx=Security.INSECURE, hs=hosts((M1, INS)), pol=NONE), None),

@@ -213,13 +213,53 @@ async def test_answers_expire_if_the_refresher_falls_behind(world, clock) -> Non
 
 
 async def test_slow_lookup_answers_temp_and_finishes_in_background(world, clock) -> None:
+    # DNS slower than answer_timeout: TEMP, and the computation finishes for the next
     sts_domain(world)
-    world.fetch_delay = 0.3
+    world.query_delay = 0.3
     engine = make_engine(world, clock)
     engine.compute_timeout = 0.05
     assert (await engine.lookup("example.com")) == netstring(b"TEMP policy lookup still in progress")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.8)
     assert engine.lookup_cached("example.com") == netstring(SECURE_MX1)
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_slow_policy_host_nothing_cached_is_no_mta_sts(world, clock) -> None:
+    # a policy host that stalls with nothing cached: the answer does not wait past
+    # sts_wait, it is "no MTA-STS" (B7, §5); the fetch goes on and the next answer
+    # enforces the policy it brought
+    sts_domain(world)
+    world.fetch_delay = 0.3
+    cfg = Config(policyd=PolicydConfig(sts_wait=0.05))
+    engine = PolicyEngine(cfg, dns=world, cache=MemoryPolicyCache(), clock=clock,
+                          fetcher=world.fetch)
+    assert await engine.lookup("example.com") == netstring(b"NOTFOUND ")
+    explanation = (await engine.explain("example.com")).to_dict()
+    assert explanation["mta_sts"]["outcome"] == "fetch-pending"
+    entry = engine._answers["example.com"]
+    assert entry.recheck_at - entry.computed_at <= 15.0  # asked again soon
+    await asyncio.sleep(0.4)
+    await engine.refresh("example.com")
+    assert engine.lookup_cached("example.com") == netstring(SECURE_MX1)
+    assert world.fetches["example.com"] == 1  # one fetch served both
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_slow_policy_host_cached_policy_applies(world, clock) -> None:
+    # a new id is published and the policy host stalls: the unexpired cached policy
+    # keeps applying meanwhile (B8)
+    sts_domain(world)
+    cfg = Config(policyd=PolicydConfig(sts_wait=0.05))
+    engine = PolicyEngine(cfg, dns=world, cache=MemoryPolicyCache(), clock=clock,
+                          fetcher=world.fetch)
+    assert await engine.lookup("example.com") == netstring(SECURE_MX1)
+    world.sts("example.com", "v=STSv1; id=2", world.policy("mx1.example.com"))
+    world.fetch_delay = 0.3
+    clock.t += 600
+    answer = await engine.explain("example.com")
+    assert answer.reply.to_bytes() == netstring(SECURE_MX1)
+    assert answer.discovery is not None and answer.discovery.outcome.value == "fetch-pending"
+    await asyncio.sleep(0.4)
 
 
 async def test_reconfigure_applies_new_overrides(world, clock) -> None:
@@ -290,8 +330,9 @@ async def test_explain_gives_the_reasoning(world, clock) -> None:
 
 
 async def test_failed_tlsa_lookup_is_rechecked_soon(world, clock) -> None:
-    world.mx("example.com", "mx1.example.com", security=Security.SECURE)
+    world.mx("example.com", "mx1.example.com", "mx2.example.com", security=Security.SECURE)
     world.host("mx1.example.com", security=Security.SECURE, tlsa=DnsTimeout("no answer"))
+    world.host("mx2.example.com", security=Security.SECURE)
     engine = make_engine(world, clock)
     assert await engine.lookup("example.com") == netstring(b"OK dane")
     entry = engine._answers["example.com"]

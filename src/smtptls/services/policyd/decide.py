@@ -33,13 +33,17 @@ from smtptls.engine.destination import (
     NextHop,
     NextHopKind,
     Options,
-    TlsaState,
-    classify_tlsa,
     decide,
     pre_decide,
 )
-from smtptls.engine.mtasts_discovery import Discovery, Fetcher, Outcome, discover
-from smtptls.errors import DnsBogus, DnsError, InvalidDomainError, PolicyError
+from smtptls.engine.gather import DestinationDns, lookup_destination
+from smtptls.engine.mtasts_discovery import (
+    Discovery,
+    Fetcher,
+    Outcome,
+    discover_within,
+)
+from smtptls.errors import InvalidDomainError, PolicyError
 from smtptls.logs import get_logger
 from smtptls.net.dns import Answer
 from smtptls.services.policyd.metrics import PolicydMetrics
@@ -56,8 +60,6 @@ MIN_RECHECK = 2.0
 TEMP_RETRY = 15.0
 #: Answers for keys that are not next hops (IP literals, ".parent") live this long.
 STATIC_TTL = 3600.0
-#: At most this many candidate hosts get TLSA lookups.
-MAX_HOSTS = 32
 #: At most this many answers are computed at once (DNS and HTTPS work); more wait.
 MAX_CONCURRENT = 256
 
@@ -147,7 +149,7 @@ class PolicyEngine:
         clock: Callable[[], float] = time.time,
         metrics: PolicydMetrics | None = None,
         fetcher: Fetcher | None = None,
-        compute_timeout: float = 20.0,
+        compute_timeout: float | None = None,
         max_answers: int | None = None,
     ) -> None:
         self.config = config
@@ -156,7 +158,9 @@ class PolicyEngine:
         self.clock = clock
         self.metrics = metrics
         self.fetcher = fetcher
-        self.compute_timeout = compute_timeout
+        # Postfix waits 100 s for a socketmap reply; answer well before (config)
+        self.compute_timeout = (config.policyd.answer_timeout if compute_timeout is None
+                                else compute_timeout)
         self.max_answers = max_answers or max(config.cache.lru_size, 1)
         self.options = _options(config.policyd)
         self._answers: dict[str, CachedAnswer] = {}
@@ -206,6 +210,8 @@ class PolicyEngine:
             # shield: a timed-out request leaves the computation running for the next
             entry = await asyncio.wait_for(asyncio.shield(task), self.compute_timeout)
         except TimeoutError:
+            # DNS itself took longer than answer_timeout (an MTA-STS fetch never does:
+            # it is cut at sts_wait): Postfix defers and asks again
             return Reply.temp("policy lookup still in progress").to_bytes()
         entry.last_used = self.clock()
         return entry.wire
@@ -317,14 +323,12 @@ class PolicyEngine:
         assert nexthop.policy_domain is not None
         now = self.clock()
         recorder = _TtlRecorder(self.dns)
-        if nexthop.kind is NextHopKind.DOMAIN:
-            discovery, mx = await asyncio.gather(
-                self._discover(nexthop.policy_domain, recorder, now),
-                self._try(nexthop.policy_domain, "MX"))
-        else:
-            discovery = await self._discover(nexthop.policy_domain, recorder, now)
-            mx = None
-        facts, ttls, notes = await self._facts(nexthop, mx, discovery, previous)
+        is_domain = nexthop.kind is NextHopKind.DOMAIN
+        discovery, found = await asyncio.gather(
+            self._discover(nexthop.policy_domain, recorder, now),
+            lookup_destination(self.dns, nexthop.name or "", port=nexthop.tlsa_port,
+                               mx=is_domain))
+        facts, ttls, notes = self._facts(nexthop, found, discovery, previous)
         decision = decide(facts, self.options)
         interval = self.config.policyd.txt_recheck_interval or 300.0
         ttl_candidates = [interval, *ttls]
@@ -336,17 +340,25 @@ class PolicyEngine:
             ttl_candidates.append(cached.expires_at - now)  # RFC 8461 §3.2: max_age
         ttl = max(MIN_RECHECK, min(ttl_candidates))
         transient = facts.mx_security is Security.INDETERMINATE or any(
-            h.tlsa is TlsaState.INDETERMINATE for h in facts.hosts)
-        if decision.kind is DecisionKind.TEMP or transient:
-            # a failed lookup may be transient: decide again soon
+            h.dane is not None and h.dane.reason in ("tlsa-bogus", "address-bogus")
+            for h in facts.hosts)
+        if (decision.kind is DecisionKind.TEMP or transient
+                or discovery.outcome is Outcome.FETCH_PENDING):
+            # a failed lookup may be transient, a pending fetch will finish: decide
+            # again soon
             ttl = min(ttl, TEMP_RETRY)
         self._count(discovery)
         return Explanation(key, decision, decision_reply(decision), facts, discovery, ttl,
                            tuple(notes))
 
     async def _discover(self, domain: str, recorder: _TtlRecorder, now: float) -> Discovery:
-        return await discover(domain, dns=recorder, cache=self.cache,  # type: ignore[arg-type]
-                              fetch_config=self.config.fetch, now=now, fetcher=self.fetcher)
+        # RFC 8461 §3.3, §5: senders SHOULD not hold mail waiting for a slow policy
+        # host; past sts_wait the answer goes out as without MTA-STS (or with the
+        # unexpired cached policy) and the fetch finishes for the next lookup
+        return await discover_within(
+            self.config.policyd.sts_wait, domain, dns=recorder,  # type: ignore[arg-type]
+            cache=self.cache, fetch_config=self.config.fetch, now=now,
+            fetcher=self.fetcher)
 
     def _count(self, discovery: Discovery) -> None:
         m = self.metrics
@@ -358,91 +370,30 @@ class PolicyEngine:
             kind = "syntax" if isinstance(err, PolicyError) else getattr(err, "kind", "other")
             m.fetch_errors.labels(str(kind)).inc()
 
-    async def _try(self, name: str, rdtype: str) -> Answer:
-        try:
-            return await self.dns.query(name, rdtype)
-        except DnsBogus as exc:
-            return Answer(name, rdtype, (), Security.BOGUS, error=exc)
-        except DnsError as exc:
-            return Answer(name, rdtype, (), Security.INDETERMINATE, error=exc)
-
-    async def _facts(
-        self, nexthop: NextHop, mx: Answer | None, discovery: Discovery,
+    def _facts(
+        self, nexthop: NextHop, found: DestinationDns, discovery: Discovery,
         previous: CachedAnswer | None,
     ) -> tuple[DestinationFacts, list[float], list[str]]:
-        ttls: list[float] = []
         notes: list[str] = []
         policy = discovery.policy
         sts_note = _sts_note(discovery)
-        name = nexthop.name
-        assert name is not None
-        implicit = null_mx = False
-        mx_error: str | None = None
-        mx_security: Security | None = None
-        if nexthop.kind is NextHopKind.HOST:
-            candidates = [(0, name)]
-        else:
-            assert mx is not None
-            mx_security = mx.security
-            if mx.error is not None:
-                mx_error = str(mx.error)
-                prev = previous.facts if previous is not None else None
-                if mx.security is Security.INDETERMINATE and prev is not None and prev.hosts:
-                    # a failed MX recheck keeps the last known MX list (RFC 8461 §5.1 D2
-                    # spirit: a refresh failure never weakens a good answer)
-                    notes.append(f"MX lookup failed ({mx_error}); kept the previous MX list")
-                    facts = replace(prev, policy=policy, sts_note=sts_note)
-                    return facts, [TEMP_RETRY], notes
-                candidates = []
-            elif not mx.records:
-                if mx.nxdomain:
-                    candidates = []
-                else:
-                    # RFC 5321 §5.1: no MX records - the domain itself is the host
-                    implicit = True
-                    candidates = [(0, name)]
-                ttls.append(float(mx.ttl))
-            else:
-                ttls.append(float(mx.ttl))
-                if len(mx.records) == 1 and mx.records[0].exchange in (".", ""):
-                    null_mx = True  # RFC 7505: "0 ." - no mail accepted
-                    candidates = []
-                else:
-                    candidates = [(r.preference, r.exchange) for r in mx.records
-                                  if r.exchange not in (".", "")]
-        hosts: list[HostFacts]
-        dane_possible = nexthop.kind is NextHopKind.HOST or mx_security is Security.SECURE
-        if candidates and dane_possible:
-            hosts = list(await asyncio.gather(*(
-                self._host(pref, host, nexthop.tlsa_port, ttls)
-                for pref, host in candidates[:MAX_HOSTS])))
-            hosts.extend(HostFacts(h, p, TlsaState.INSECURE) for p, h in candidates[MAX_HOSTS:])
-        else:
-            # RFC 7672 §2.2.1: TLSA records of hosts from an insecure MX RRset are not used
-            hosts = [HostFacts(h, p, TlsaState.INSECURE) for p, h in candidates]
+        mx = found.mx
+        prev = previous.facts if previous is not None else None
+        if (mx is not None and mx.error is not None and mx.security is Security.INDETERMINATE
+                and prev is not None and prev.hosts):
+            # a failed MX recheck keeps the last known MX list (RFC 8461 §5.1 D2
+            # spirit: a refresh failure never weakens a good answer)
+            notes.append(f"MX lookup failed ({mx.error}); kept the previous MX list")
+            return replace(prev, policy=policy, sts_note=sts_note), [TEMP_RETRY], notes
+        by_host = {e.host: e for e in found.dane.entries}
+        hosts = tuple(HostFacts(h, found.preferences.get(h, 0), by_host.get(h))
+                      for h in found.hosts)
         facts = DestinationFacts(
-            nexthop=nexthop, mx_security=mx_security, hosts=tuple(hosts),
-            implicit_mx=implicit, null_mx=null_mx, mx_error=mx_error, policy=policy,
-            sts_note=sts_note)
-        return facts, ttls, notes
-
-    async def _host(self, pref: int, host: str, port: int, ttls: list[float]) -> HostFacts:
-        tlsa_name = f"_{port}._tcp.{host}"
-        addr, tlsa = await asyncio.gather(self._try(host, "A"), self._try(tlsa_name, "TLSA"))
-        if addr.security is Security.INSECURE and not addr.records:
-            # no IPv4 address: the AAAA RRset decides whether the host is secure
-            addr = await self._try(host, "AAAA")
-        for ans in (addr, tlsa):
-            if ans.error is None:
-                ttls.append(float(ans.ttl))
-        records = tuple(r.to_text() for r in tlsa.records[:16])
-        if addr.security is Security.INSECURE:
-            # RFC 7672 §2.2: TLSA records are used only for hosts whose address records
-            # are DNSSEC-validated (an insecure host name gets no DANE)
-            return HostFacts(host, pref, TlsaState.INSECURE, records)
-        if addr.security in (Security.BOGUS, Security.INDETERMINATE):
-            return HostFacts(host, pref, TlsaState(addr.security.value), records)
-        return HostFacts(host, pref, classify_tlsa(tlsa.security, tlsa.records), records)
+            nexthop=nexthop, mx_security=found.mx_security, hosts=hosts,
+            implicit_mx=mx is not None and not found.has_mx, null_mx=found.null_mx,
+            mx_error=None if found.mx_error is None else str(found.mx_error),
+            policy=policy, sts_note=sts_note)
+        return facts, [float(t) for t in found.ttls], notes
 
 
 def _sts_note(discovery: Discovery) -> str:
@@ -456,6 +407,10 @@ def _sts_note(discovery: Discovery) -> str:
                 f"{discovery.policy_id} still applies")
     if outcome is Outcome.FETCH_FAILED:
         return f"fetch failed ({discovery.fetch_error}) and nothing cached"
+    if outcome is Outcome.FETCH_PENDING:
+        held = (f"cached policy id {discovery.policy_id} applies" if discovery.policy
+                else "nothing cached: as without MTA-STS")
+        return f"policy fetch still running; {held}"
     if discovery.txt_error is not None:
         return f"no usable _mta-sts record: {discovery.txt_error}"
     return "no _mta-sts record"
