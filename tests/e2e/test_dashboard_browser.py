@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian chromium driven by Playwright).
 
-Sample data: every report of the corpus, imported with the CLI. The numbers the page
-must show are computed here from the raw JSON, independently of the store. A screenshot
+Sample data: every report of a folder, imported with the CLI: the project's own reports
+(tests/fixtures/tlsrpt, always there) and the real-world corpus (skipped without it, see
+tests/conftest.py). The numbers the page must show are computed here from the raw JSON,
+independently of the store. A screenshot
 of each page lands in test-artifacts/ (git-ignored).
 """
 
@@ -23,6 +25,7 @@ from smtptls.config import Config
 from smtptls.services.reports_server.chart import MAX_DAYS
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +34,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = "browser-test-token"
-DOMAIN = "example.com"
+
+
+@pytest.fixture(params=["own", "corpus"])
+def sample(request) -> tuple[Path, str]:
+    """A folder of reports, and the policy domain whose page is looked at."""
+    if request.param == "corpus":
+        return request.getfixturevalue("corpus") / "tlsrpt-reports", "example.com"
+    return FIXTURES / "tlsrpt", "example.net"
 
 
 def _payloads(path: Path) -> list[dict]:
@@ -51,9 +61,9 @@ def _payloads(path: Path) -> list[dict]:
     return out
 
 
-def expected_for(corpus: Path, domain: str) -> dict:
+def expected_for(folder: Path, domain: str) -> dict:
     reports = {}
-    for p in sorted((corpus / "tlsrpt-reports").iterdir()):
+    for p in sorted(folder.iterdir()):
         if p.suffix in (".json", ".eml"):
             for r in _payloads(p):
                 reports.setdefault((r["report-id"], r["organization-name"]), r)
@@ -78,11 +88,10 @@ def expected_for(corpus: Path, domain: str) -> dict:
 
 
 @pytest.fixture
-async def dashboard(tmp_path, corpus, capsys):
+async def dashboard(tmp_path, sample, capsys):
     db = tmp_path / "reports.sqlite3"
-    code = await asyncio.to_thread(main, ["reports", "import", "--db", str(db),
-                                          str(corpus / "tlsrpt-reports")])
-    assert code in (0, 1)  # 1: the corpus' negative sample is quarantined
+    code = await asyncio.to_thread(main, ["reports", "import", "--db", str(db), str(sample[0])])
+    assert code in (0, 1)  # 1: the sample's negative mail is quarantined
     capsys.readouterr()
     store = SqliteReportStore(db)
     await store.open()
@@ -116,8 +125,9 @@ async def _numbers(page, selector: str) -> list[list[str]]:
         selector, "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
 
 
-async def test_dashboard_shows_the_right_numbers(dashboard, browser, corpus):
-    want = expected_for(corpus, DOMAIN)
+async def test_dashboard_shows_the_right_numbers(dashboard, browser, sample):
+    folder, domain = sample
+    want = expected_for(folder, domain)
     assert want["reports"] >= 3 and want["failed"] > 0  # the sample is worth looking at
     ARTIFACTS.mkdir(exist_ok=True)
     context = await browser.new_context(http_credentials={"username": "admin", "password": TOKEN},
@@ -127,13 +137,13 @@ async def test_dashboard_shows_the_right_numbers(dashboard, browser, corpus):
     response = await page.goto(dashboard + "/")
     assert response.status == 200
     rows = await _numbers(page, "#domains tbody tr")
-    row = next(r for r in rows if r[0] == DOMAIN)
+    row = next(r for r in rows if r[0] == domain)
     assert [int(row[1]), int(row[2]), int(row[3])] == [want["reports"], want["successful"], want["failed"]]
     await page.screenshot(path=str(ARTIFACTS / "dashboard-index.png"), full_page=True)
 
-    await page.click(f"#domains a:text-is('{DOMAIN}')")
+    await page.click(f"#domains a:text-is('{domain}')")
     await page.wait_for_load_state()
-    assert "/domain?name=example.com" in page.url
+    assert f"/domain?name={domain}" in page.url
     totals = await page.inner_text("#totals")
     assert f"{want['successful']} successful and {want['failed']} failed sessions in {want['reports']} reports" in totals
 
@@ -172,7 +182,7 @@ async def test_dashboard_shows_the_right_numbers(dashboard, browser, corpus):
     await page.wait_for_load_state()
     assert "/report/" in page.url
     raw = json.loads(await page.inner_text("#raw"))
-    assert any((p["policy"].get("policy-domain") or "").lower() == DOMAIN for p in raw["policies"])
+    assert any((p["policy"].get("policy-domain") or "").lower() == domain for p in raw["policies"])
     await page.screenshot(path=str(ARTIFACTS / "dashboard-report.png"), full_page=True)
     assert (ARTIFACTS / "dashboard-domain.png").stat().st_size > 10_000
     await context.close()
@@ -189,7 +199,7 @@ async def test_dashboard_refuses_a_browser_without_the_token(dashboard, browser)
     await anonymous.close()
     wrong = await browser.new_context(http_credentials={"username": "admin", "password": "wrong"})
     page = await wrong.new_page()
-    response = await page.goto(dashboard + "/domain?name=example.com")
+    response = await page.goto(dashboard + "/domain?name=example.net")
     assert response.status == 401
     assert "successful" not in await page.content()
     await wrong.close()
