@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smtptls.config import Config
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
+from tests.conftest import FIXTURES
 
 REPORT = {"organization-name": "Sender Inc.", "report-id": "mail-1", "contact-info": "tlsrpt@sender.example",
           "date-range": {"start-datetime": "2024-05-01T00:00:00Z", "end-datetime": "2024-05-01T23:59:59Z"},
@@ -187,8 +188,16 @@ async def test_lmtp_with_smtplib(service, key):
     assert (await service.store.get_report("mail-1")).channel == "lmtp"
 
 
-async def test_corpus_mails_by_smtp(service, corpus):
-    emls = sorted((corpus / "tlsrpt-reports").glob("*.eml"))
+@pytest.fixture(params=["own", "corpus"])
+def report_mails(request):
+    """The mails of a report folder, and how many of them repeat a report of another."""
+    if request.param == "corpus":
+        return sorted((request.getfixturevalue("corpus") / "tlsrpt-reports").glob("*.eml")), 3
+    return sorted((FIXTURES / "tlsrpt").glob("*.eml")), 0
+
+
+async def test_report_folder_mails_by_smtp(service, report_mails):
+    emls, repeats = report_mails
     assert emls
     for path in emls:
         raw = re.sub(rb"\r?\n", b"\r\n", path.read_bytes())  # SMTP lines end in CRLF
@@ -197,7 +206,7 @@ async def test_corpus_mails_by_smtp(service, corpus):
     counts = await service.store.counts()
     # Every message is either stored as reports or kept in quarantine; none is lost.
     assert counts["quarantine"] == 1  # the one negative sample (a cron mail)
-    assert counts["reports"] >= len(emls) - 1 - 3  # some corpus mails repeat a report
+    assert counts["reports"] >= len(emls) - 1 - repeats
 
 
 async def test_store_down_answers_451(service, key):
