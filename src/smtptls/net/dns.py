@@ -388,6 +388,48 @@ class DnsResolver:
         a, aaaa = await asyncio.gather(self.a(name), self.aaaa(name))
         return a, aaaa
 
+    def describe(self) -> str:
+        """The resolver(s) asked, for messages: ``127.0.0.1:53`` or ``resolv.conf (…)``."""
+        if self.config.nameservers:
+            return ", ".join(self.config.nameservers)
+        servers = [str(getattr(n, "address", n)) for n in self._resolver.nameservers]
+        return "resolv.conf (" + (", ".join(servers[:3]) or "no nameserver") + ")"
+
+    async def probe(self, name: str, *, validating: bool = True) -> None:
+        """Raise :class:`DnsError` unless the resolver answers (and validates DNSSEC).
+
+        Asks for the NS RRset of ``name``, a DNSSEC-signed zone (the root ``.`` on the
+        Internet, as Postfix's ``dnssec_probe = ns:.``), and with ``validating``
+        requires the AD bit: a resolver that does not answer, refuses, or does not
+        validate would make every DNSSEC status "indeterminate" or "insecure" (RFC 7672
+        §2.1.1), so callers stop before judging anything with it.
+        """
+        where = self.describe()
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            raise ConfigError(f"bad DNSSEC probe name {name!r}: {exc}",
+                              key="dns.dnssec_probe") from None
+        try:
+            result = await self._resolver.resolve(qname, "NS", search=False,
+                                                  raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            raise DnsError(f"resolver {where} says the probe name {name} does not exist; "
+                           "set dns.dnssec_probe to a signed zone") from None
+        except dns.resolver.NoNameservers as exc:
+            cause = _from_no_nameservers(name, "NS", exc)
+            raise DnsError(f"resolver {where} gave no usable answer for the probe "
+                           f"{name} NS: {cause.message}") from None
+        except dns.exception.Timeout:
+            raise DnsTimeout(f"resolver {where} did not answer within "
+                             f"{self.config.timeout:g} s") from None
+        except (dns.exception.DNSException, OSError) as exc:
+            raise DnsError(f"resolver {where} cannot be asked: {exc}") from None
+        if validating and not result.response.flags & dns.flags.AD:
+            raise DnsError(f"resolver {where} does not validate DNSSEC (no AD bit on the "
+                           f"signed name {name}); use a validating resolver such as "
+                           "Unbound, or set dns.dnssec_probe")
+
 
 def _from_no_nameservers(qname: str, rdtype: str, exc: Exception) -> DnsError:
     errors = (exc.kwargs.get("errors") or []) if hasattr(exc, "kwargs") else []
