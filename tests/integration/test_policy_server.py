@@ -92,7 +92,8 @@ async def test_rfc8461_3_3_policy_server_sni_picks_certificate_and_headers(lab, 
 @pytest.mark.parametrize(("host", "path", "method", "status"), [
     ("mta-sts.one.example", "/", "GET", 404),
     ("mta-sts.one.example", "/.well-known/other.txt", "GET", 404),
-    ("mta-sts.unknown.example", "/.well-known/mta-sts.txt", "GET", 404),
+    # RFC 9110 §15.5.20: Host names another policy domain than the SNI: 421
+    ("mta-sts.unknown.example", "/.well-known/mta-sts.txt", "GET", 421),
     ("one.example", "/.well-known/mta-sts.txt", "GET", 404),
     ("mta-sts.one.example", "/.well-known/mta-sts.txt", "POST", 405),
     ("mta-sts.one.example", "/.well-known/mta-sts.txt", "HEAD", 200),

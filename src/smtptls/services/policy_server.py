@@ -9,8 +9,19 @@ Layout (docs/publish.md)::
 
 - **SNI** picks the certificate: a client asking for ``mta-sts.example.com`` gets the
   context of ``DIR/example.com``; an unknown name ends the handshake with an
-  ``unrecognized_name`` alert. In **plain-HTTP mode** (behind a TLS-terminating reverse
-  proxy) no certificates are needed and the ``Host`` header alone picks the policy.
+  ``unrecognized_name`` alert. A request whose ``Host`` names another policy domain than
+  the SNI of its connection gets ``421 Misdirected Request`` (RFC 9110 §15.5.20): one
+  connection never answers for two domains. In **plain-HTTP mode** (behind a
+  TLS-terminating reverse proxy) no certificates are needed and the ``Host`` header
+  alone picks the policy.
+- **Connection limits**: the TLS handshake must finish within ``handshake_timeout``
+  seconds; a connection without a complete request for ``idle_timeout`` seconds is
+  closed; at most ``max_connections`` are open (never more than the descriptor limit
+  allows), a new one past the cap closing the least recently active ones first. Each
+  connection is counted from accept to close (handshakes included), and freed heap
+  memory is handed back to the system after connections go away.
+- The default address is loopback (:data:`DEFAULT_LISTEN`); serving the world on
+  ``0.0.0.0:443`` is a choice made with ``--listen``.
 - Only ``GET``/``HEAD`` of ``/.well-known/mta-sts.txt`` on ``Host: mta-sts.<domain>``
   answer 200, with ``Content-Type: text/plain; charset=utf-8`` (RFC 8461 §3.3) and a
   ``Cache-Control`` max-age of ``min(cache_max_age, policy max_age)``: short by default
@@ -29,15 +40,22 @@ Layout (docs/publish.md)::
     smtptls_policy_server_domains                  policy domains in service
     smtptls_policy_server_reloads_total{result}    directory scans (changed/unchanged)
     smtptls_policy_server_load_errors_total        files that did not load
+    smtptls_policy_server_connections              open connections (handshakes included)
+    smtptls_policy_server_connections_closed_total{reason}  evicted (cap), handshake
+                                                   (failed or timed out)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import heapq
 import os
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +74,12 @@ from smtptls.errors import ConfigError, InvalidDomainError, PolicySyntaxError, S
 from smtptls.logs import get_logger
 from smtptls.mtasts.policy import MAX_POLICY_BYTES, Policy, parse_policy
 from smtptls.net.dns import normalize_domain
-from smtptls.services.policyd.socketmap import parse_listen
+from smtptls.services.policyd.socketmap import (
+    EVICT_FRACTION,
+    AcceptErrorLog,
+    effective_connection_limit,
+    parse_listen,
+)
 
 __all__ = ["PolicyServer", "PolicyStore", "ServerConfig", "ServedPolicy"]
 
@@ -64,6 +87,24 @@ POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.3
 MAX_DOMAINS = 100_000
 MAX_CERT_BYTES = 1024 * 1024
 CONTENT_TYPE = "text/plain; charset=utf-8"
+#: Loopback unless told otherwise: publishing to the world is an explicit ``--listen``.
+DEFAULT_LISTEN = "127.0.0.1:8443"
+DEFAULT_PLAIN_LISTEN = "127.0.0.1:8080"
+#: A sender fetches one small file: a handshake taking longer is a stalled client.
+HANDSHAKE_TIMEOUT = 10.0
+#: Connections with no complete request for this long are closed (aiohttp's keep-alive
+#: timer, which also runs before the first request).
+IDLE_TIMEOUT = 15.0
+#: Senders fetch a policy once per ``max_age`` (days): a few hundred concurrent
+#: connections is far beyond a real load; each idle TLS connection holds ~150-300 KB.
+MAX_CONNECTIONS = 512
+#: A close_notify the peer never answers is given up after this long.
+TLS_SHUTDOWN_TIMEOUT = 5.0
+#: Request octets decrypted before the handler is attached are held up to this much.
+MAX_EARLY_DATA = 16 * 1024
+#: Freed heap memory is returned (malloc_trim) this long after connections closed, at
+#: most once per this interval: a few milliseconds of work per second at worst.
+TRIM_DELAY = 1.0
 
 log = get_logger("policy_server")
 
@@ -71,17 +112,26 @@ log = get_logger("policy_server")
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     directory: Path
-    listen: str = "0.0.0.0:443"
+    listen: str = DEFAULT_LISTEN
     plain_http: bool = False  # behind a TLS-terminating proxy: Host header only
     cache_max_age: int = 300
     reload_interval: float = 5.0
     metrics: str | None = None  # host:port of /metrics, None: off
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         if not 0 <= self.cache_max_age <= 86400:
             raise ConfigError("cache max-age must be 0..86400 seconds")
         if not 0.1 <= self.reload_interval <= 3600:
             raise ConfigError("reload interval must be 0.1..3600 seconds")
+        if not 0.1 <= self.handshake_timeout <= 300:
+            raise ConfigError("handshake timeout must be 0.1..300 seconds")
+        if not 0.1 <= self.idle_timeout <= 3600:
+            raise ConfigError("idle timeout must be 0.1..3600 seconds")
+        if not 1 <= self.max_connections <= 1_000_000:
+            raise ConfigError("max connections must be 1..1000000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +263,12 @@ class _Metrics:
         self.load_errors = Counter("smtptls_policy_server_load_errors_total",
                                    "policy or certificate files that did not load",
                                    registry=self.registry)
+        self.connections = Gauge("smtptls_policy_server_connections",
+                                 "open connections, handshakes included",
+                                 registry=self.registry)
+        self.closed = Counter("smtptls_policy_server_connections_closed_total",
+                              "connections closed by a limit", ["reason"],
+                              registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -235,6 +291,120 @@ def _host_domain(host: str | None) -> str | None:
         return None
 
 
+def release_free_memory() -> bool:
+    """Hand freed heap pages back to the system (glibc ``malloc_trim``): without it the
+    buffers of thousands of dropped connections stay in the process. False where the C
+    library has no such call."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    global _TRIM
+    if _TRIM is False:
+        name = ctypes.util.find_library("c")
+        try:
+            _TRIM = ctypes.CDLL(name).malloc_trim if name else None
+        except (OSError, AttributeError):
+            _TRIM = None
+    return _TRIM  # type: ignore[return-value]
+
+
+_TRIM: object = False
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection, counted from accept to close. With TLS, the handshake runs
+    through ``loop.start_tls`` (bounded by the handshake timeout) with this object as
+    the protocol above it; then aiohttp's request handler gets the events."""
+
+    def __init__(self, server: PolicyServer) -> None:
+        self.server = server
+        self.raw: asyncio.Transport | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self.handler: asyncio.Protocol | None = None
+        self.early = bytearray()
+        self.last_activity = 0.0
+        self.gone = False
+        self.tls_task: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.raw = transport
+        self.last_activity = time.monotonic()
+        self.server._admit(self)
+        if self.server._tls is None:
+            self._attach(transport)
+        else:
+            transport.pause_reading()  # nothing is read before start_tls takes over
+            self.tls_task = asyncio.ensure_future(self._handshake(transport, self.server._tls))
+
+    async def _handshake(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(raw, self, ctx, server_side=True,
+                                       ssl_handshake_timeout=self.server.config.handshake_timeout,
+                                       ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT)
+        except (OSError, RuntimeError):  # SSLError, timeouts, resets are OSErrors
+            raw.abort()
+            if not self.gone:
+                self.server.metrics.closed.labels("handshake").inc()
+            self._gone()
+            return
+        if tls is None or self.gone:
+            return
+        self._attach(tls)
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        handler = self.server._web_server()  # type: ignore[misc]
+        self.handler = handler
+        handler.connection_made(transport)
+        if self.early:
+            data = bytes(self.early)
+            self.early.clear()
+            handler.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.handler is not None:
+            self.handler.data_received(data)
+        elif len(self.early) + len(data) <= MAX_EARLY_DATA:
+            self.early += data  # decrypted before start_tls returned
+        else:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received() if self.handler is not None else None
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            handler.connection_lost(exc)
+        self._gone()
+
+    def close(self) -> None:
+        """Drop the connection at once (no TLS shutdown: this is for limits)."""
+        if self.raw is not None:
+            self.raw.abort()
+
+    def _gone(self) -> None:
+        if not self.gone:
+            self.gone = True
+            self.server._forget(self)
+
+
 class PolicyServer:
     """``await start()``, then ``bound`` holds the listening address; ``await stop()``."""
 
@@ -248,6 +418,49 @@ class PolicyServer:
         self.metrics_bound: str | None = None
         self._runners: list[web.AppRunner] = []
         self._poller: asyncio.Task[None] | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._web_server: web.Server | None = None
+        self._listener: asyncio.base_events.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._sni_domain: weakref.WeakKeyDictionary[ssl.SSLObject, str] = (
+            weakref.WeakKeyDictionary())
+        self._trim_handle: asyncio.TimerHandle | None = None
+        self._accept_errors = AcceptErrorLog()
+
+    # --- connections --------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def connection_limit(self) -> int:
+        return effective_connection_limit(self.config.max_connections)
+
+    def _admit(self, conn: _Connection) -> None:
+        conns = self._connections
+        limit = self.connection_limit
+        if len(conns) >= limit:
+            batch = heapq.nsmallest(max(1, limit // EVICT_FRACTION), conns,
+                                    key=lambda c: c.last_activity)
+            for old in batch:
+                old.close()
+                old._gone()
+            self.metrics.closed.labels("evicted").inc(len(batch))
+        conns.add(conn)
+        self.metrics.connections.set(len(conns))
+
+    def _forget(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        self.metrics.connections.set(len(self._connections))
+        if self._trim_handle is None:
+            with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule
+                self._trim_handle = asyncio.get_running_loop().call_later(
+                    TRIM_DELAY, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        release_free_memory()
 
     # --- TLS ----------------------------------------------------------------------------
 
@@ -257,7 +470,15 @@ class PolicyServer:
         if entry is None or entry.context is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslobj.context = entry.context
+        self._sni_domain[sslobj] = entry.domain
         return None
+
+    def _misdirected(self, request: web.Request, domain: str | None) -> bool:
+        """True when ``Host`` names a policy domain other than the connection's SNI."""
+        if self._tls is None or domain is None or request.transport is None:
+            return False
+        sslobj = request.transport.get_extra_info("ssl_object")
+        return sslobj is None or self._sni_domain.get(sslobj) != domain
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -271,7 +492,11 @@ class PolicyServer:
         started = time.monotonic()
         domain = _host_domain(request.host)
         entry = self.store.get(domain) if domain else None
-        if entry is None or request.path != POLICY_PATH:
+        if self._misdirected(request, domain):
+            # RFC 9110 §15.5.20: this connection is not authoritative for that name
+            resp = web.Response(status=421, text="misdirected request\n",
+                                content_type="text/plain")
+        elif entry is None or request.path != POLICY_PATH:
             resp = web.Response(status=404, text="not found\n", content_type="text/plain")
         elif request.method not in ("GET", "HEAD"):
             resp = web.Response(status=405, text="method not allowed\n",
@@ -317,19 +542,24 @@ class PolicyServer:
         app = web.Application(client_max_size=4096)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
+                               shutdown_timeout=1.0, keepalive_timeout=self.config.idle_timeout)
         await runner.setup()
         self._runners.append(runner)
+        self._web_server = runner.server
         host, port = parse_listen(self.config.listen, 80 if self.config.plain_http else 443)
-        ssl_ctx = None if self.config.plain_http else self._ssl_context()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+        self._tls = None if self.config.plain_http else self._ssl_context()
+        loop = asyncio.get_running_loop()
+        self._accept_errors.install(loop)
         try:
-            await site.start()
+            # TLS is started per connection (_Connection), so that every connection is
+            # counted from accept to close, handshakes included
+            self._listener = await loop.create_server(lambda: _Connection(self), host, port,
+                                                      reuse_address=True, backlog=1024)
         except OSError as exc:
             await self.stop()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
                               key="listen") from None
-        self.bound = f"{host}:{_port_of(site, port)}"
+        self.bound = f"{host}:{self._listener.sockets[0].getsockname()[1]}"
         if self.config.metrics:
             mapp = web.Application()
             mapp.router.add_get("/metrics", self._metrics)
@@ -350,10 +580,22 @@ class PolicyServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._connections):
+            if conn.handler is None:
+                conn.close()  # a handshake in progress
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        for conn in list(self._connections):
+            conn.close()
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
+        self._accept_errors.uninstall()
 
 
 def _port_of(site: web.TCPSite, default: int) -> int:
