@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from smtptls.services.policyd.metrics import PolicydMetrics
 from smtptls.services.policyd.socketmap import (
     FD_RESERVE,
     AcceptErrorLog,
@@ -97,6 +98,11 @@ async def test_trickling_client_is_closed_at_the_request_deadline(server) -> Non
     assert closed_after is not None, "a trickled request kept the connection open"
     assert 1.3 < closed_after < 3.0
     assert server.request_timeouts == 1
+    metrics = PolicydMetrics()
+    metrics.watch_limits(server)
+    text = metrics.render().decode()
+    assert 'smtptls_policyd_connections_closed_total{reason="request-timeout"} 1.0' in text
+    assert "smtptls_policyd_accept_errors_total 0.0" in text
 
 
 async def test_slow_but_complete_requests_keep_the_connection(server) -> None:

@@ -79,6 +79,7 @@ class Daemon:
             max_connections=cfg.policyd.max_connections, observer=self.metrics.observe)
         server = self.server
         self.metrics.connections.set_function(lambda: server.connection_count)
+        self.metrics.watch_limits(server)
         for spec in [s.strip() for s in cfg.policyd.listen.split(",") if s.strip()]:
             self.addresses.append(await self.server.listen(spec))
         if cfg.policyd.metrics:

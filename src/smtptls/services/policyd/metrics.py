@@ -15,6 +15,10 @@ several in one process. Metric names::
                                                 timeout, content-type, too-large, syntax, ...)
     smtptls_policyd_refresh_total{kind,result}  background work (recheck, proactive)
     smtptls_policyd_connections                 open socketmap connections
+    smtptls_policyd_connections_closed_total{reason}  closed by a limit: request-timeout,
+                                                evicted-idle (connection cap), refused
+                                                (cap reached, none idle)
+    smtptls_policyd_accept_errors_total         accepts failed (EMFILE, ENFILE, ...)
     smtptls_policyd_cached_answers              entries in the answer cache
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -94,6 +98,39 @@ class _HotPathCollector:
         yield cache
 
 
+class ConnectionLimits(Protocol):
+    """What :class:`~.socketmap.SocketmapServer` counts about its limits."""
+
+    @property
+    def request_timeouts(self) -> int: ...
+    @property
+    def evicted(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
+    @property
+    def accept_errors(self) -> int: ...
+
+
+class _LimitsCollector:
+    def __init__(self, source: ConnectionLimits) -> None:
+        self.source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        src = self.source
+        closed = CounterMetricFamily("smtptls_policyd_connections_closed",
+                                     "connections closed by a limit", labels=["reason"])
+        closed.add_metric(["request-timeout"], src.request_timeouts)
+        closed.add_metric(["evicted-idle"], src.evicted)
+        closed.add_metric(["refused"], src.refused)
+        yield closed
+        yield CounterMetricFamily("smtptls_policyd_accept_errors",
+                                  "accepts that failed for lack of descriptors or memory",
+                                  value=src.accept_errors)
+
+
 class PolicydMetrics:
     """The daemon's metrics; ``observe`` is the socketmap server's per-request hook."""
 
@@ -133,6 +170,10 @@ class PolicydMetrics:
             self._other_replies[answer_label(reply)] += 1
         self._lat_counts[bisect_left(_BUCKETS, seconds)] += 1
         self._lat_sum += seconds
+
+    def watch_limits(self, source: ConnectionLimits) -> None:
+        """Export the connection-limit counters of ``source`` (the socketmap server)."""
+        self.registry.register(_LimitsCollector(source))  # type: ignore[arg-type]
 
     def cache_hit(self) -> None:
         self.hits += 1
