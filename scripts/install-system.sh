@@ -3,7 +3,10 @@
 # Idempotent; safe to run on a fresh machine (as root) or again on a prepared one.
 set -euo pipefail
 
-PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium)
+# mmdebstrap + debian-archive-keyring: the lab's second sending Postfix (Debian trixie's
+# 3.10 with libtlsrpt) in a root file system built on first use (tests/lab/debroot.py).
+PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium
+          mmdebstrap debian-archive-keyring)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Lab"]
 
 STARTUP_TIMEOUT = 15.0
+POSTFIX_VERSIONS = ("3.7", "3.10")  # the machine's own; Debian trixie's (postfix310.py)
 RELOAD_TIMEOUT = 10.0
 
 BUILTIN_ZONES = (
@@ -195,6 +196,10 @@ class Lab:
     @property
     def postfix_address(self) -> str:
         return self._require_net().postfix
+
+    @property
+    def postfix310_address(self) -> str:
+        return self._require_net().postfix310
 
     @property
     def ca_file(self) -> Path:
@@ -389,16 +394,32 @@ class Lab:
 
     # --- Postfix ------------------------------------------------------------------------
 
-    def postfix(self, policy_map: str | None = None, **main_cf: str) -> Postfix:
-        """Start (or return the running) sending Postfix; see tests/lab/postfix.py."""
-        from .postfix import Postfix
+    def postfix(self, policy_map: str | None = None, *, version: str = "3.7",
+                tlsrpt_socket: str | None = None, **main_cf: str) -> Postfix:
+        """Start a sending Postfix (stopping an earlier one of the same version).
 
+        ``version="3.7"``: the machine's own Postfix (tests/lab/postfix.py);
+        ``version="3.10"``: Debian trixie's, from a cached root file system
+        (tests/lab/postfix310.py; ``tlsrpt_socket`` turns its TLSRPT client on).
+        """
+        from .postfix import Postfix
+        from .postfix310 import Postfix310
+
+        if version not in POSTFIX_VERSIONS:
+            raise LabError(f"no lab Postfix {version!r} (have {', '.join(POSTFIX_VERSIONS)})")
+        if tlsrpt_socket is not None and version == "3.7":
+            raise LabError("Postfix 3.7 has no TLSRPT client")
         with self._lock:
-            for pf in self._postfixes:
-                if pf.running:
-                    pf.stop()
-            self._postfixes.clear()
-            pf = Postfix(self, policy_map=policy_map, main_cf=main_cf)
+            for old in [p for p in self._postfixes if p.version == version]:
+                if old.running:
+                    old.stop()
+                self._postfixes.remove(old)
+            pf: Postfix
+            if version == "3.10":
+                pf = Postfix310(self, policy_map=policy_map, main_cf=main_cf,
+                                tlsrpt_socket=tlsrpt_socket)
+            else:
+                pf = Postfix(self, policy_map=policy_map, main_cf=main_cf)
             self._postfixes.append(pf)
             pf.start()
             return pf

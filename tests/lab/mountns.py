@@ -4,6 +4,12 @@ Used as ``unshare --mount --propagation private -- python mountns.py RESOLV -- C
 inside the new (private) mount namespace this bind-mounts RESOLV over /etc/resolv.conf
 and then becomes CMD, so CMD and everything it starts resolve through the lab's
 Unbound while the machine's own /etc/resolv.conf stays untouched for everybody else.
+
+With ``--root DIR [--bind PATH]...`` before ``--`` (the Postfix 3.10 root file system,
+see debroot.py), RESOLV goes over DIR/etc/resolv.conf instead, each PATH of the machine
+(the lab's runtime directory under /tmp) is bind-mounted at the same place under DIR,
+/proc is mounted there, and CMD runs chrooted into DIR. The mounts exist only in the
+namespace and vanish with its last process.
 Standalone on purpose (run by path, imports nothing from the project).
 """
 
@@ -18,19 +24,62 @@ RESOLV = "/etc/resolv.conf"
 TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+USAGE = "usage: mountns.py RESOLV_CONF [--root DIR [--bind PATH]...] -- COMMAND [ARG...]"
+
+
+def _parse(argv: list[str]) -> tuple[str, str | None, list[str], list[str]] | None:
+    if not argv or "--" not in argv:
+        return None
+    split = argv.index("--")
+    head, command = argv[:split], argv[split + 1:]
+    if not head or not command:
+        return None
+    resolv, root, binds = head[0], None, []
+    rest = head[1:]
+    while rest:
+        if len(rest) < 2 or rest[0] not in ("--root", "--bind"):
+            return None
+        if rest[0] == "--root":
+            root = rest[1]
+        else:
+            binds.append(rest[1])
+        rest = rest[2:]
+    if binds and root is None:
+        return None
+    return resolv, root, binds, command
+
+
+def _mount(mount: str, *args: str) -> bool:
+    done = subprocess.run([mount, *args], check=False, timeout=10)
+    if done.returncode != 0:
+        print(f"mountns: mount {' '.join(args)} failed", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: mountns.py RESOLV_CONF -- COMMAND [ARG...]", file=sys.stderr)
+    parsed = _parse(argv)
+    if parsed is None:
+        print(USAGE, file=sys.stderr)
         return 2
-    resolv, command = argv[0], argv[2:]
+    resolv, root, binds, command = parsed
     mount = shutil.which("mount", path=os.environ.get("PATH", "") + ":" + TOOL_PATH)
     if mount is None:
         print("mountns: mount(8) not found", file=sys.stderr)
         return 2
-    done = subprocess.run([mount, "--bind", resolv, RESOLV], check=False, timeout=10)
-    if done.returncode != 0:
-        print(f"mountns: bind mount of {resolv} failed", file=sys.stderr)
+    target = RESOLV if root is None else os.path.join(root, RESOLV.lstrip("/"))
+    if not _mount(mount, "--bind", resolv, target):
         return 2
+    if root is not None:
+        for path in binds:
+            inside = os.path.join(root, path.lstrip("/"))
+            os.makedirs(inside, exist_ok=True)
+            if not _mount(mount, "--bind", path, inside):
+                return 2
+        if not _mount(mount, "-t", "proc", "proc", os.path.join(root, "proc")):
+            return 2
+        os.chroot(root)
+        os.chdir("/")
     exe = shutil.which(command[0], path=os.environ.get("PATH", "") + ":" + TOOL_PATH)
     if exe is None:
         print(f"mountns: {command[0]} not found", file=sys.stderr)

@@ -113,20 +113,44 @@ class Delivery:
 
 
 class Postfix:
-    """One running sending Postfix (start with ``lab.postfix(...)``)."""
+    """One running sending Postfix (start with ``lab.postfix(...)``).
+
+    This is the machine's own Postfix (Debian bookworm: 3.7); ``postfix310.Postfix310``
+    is the same interface for Debian trixie's 3.10 in a cached root file system.
+    """
+
+    version = "3.7"
+    dir_name = "postfix"
 
     def __init__(self, lab: Lab, *, policy_map: str | None = None,
                  main_cf: Mapping[str, str] | None = None) -> None:
         self.lab = lab
         self.policy_map = policy_map
         self.extra = dict(main_cf or {})
-        self.dir = lab.dir / "postfix"
+        self.dir = lab.dir / self.dir_name
         self.config_dir = self.dir / "etc"
         self.queue_dir = self.dir / "spool"
         self.data_dir = self.dir / "data"
         self.log_file = self.dir / "maillog"
-        self.address = lab.postfix_address
+        self.address = self._address()
         self.daemon: daemons.Daemon | None = None
+
+    def _address(self) -> str:
+        return self.lab.postfix_address
+
+    def _cmd(self, name: str) -> list[str]:
+        """The argv prefix that runs Postfix command ``name`` for this instance."""
+        return [daemons.tool(name)]
+
+    def _ids(self) -> tuple[int, int]:
+        """uid of ``mail_owner`` and gid of ``setgid_group``, as Postfix will see them."""
+        return pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postdrop").gr_gid
+
+    def _start_argv(self) -> list[str]:
+        return [daemons.tool("unshare"), "--mount", "--propagation", "private", "--",
+                sys.executable, str(Path(__file__).with_name("mountns.py")),
+                str(self.lab.resolv_conf), "--",
+                daemons.tool("postfix"), "-c", str(self.config_dir), "start-fg"]
 
     # --- configuration ------------------------------------------------------------------
 
@@ -211,8 +235,7 @@ class Postfix:
 
         ``postfix set-permissions`` does the same in ~3 s; this takes milliseconds.
         """
-        owner = pwd.getpwnam("postfix").pw_uid
-        postdrop = grp.getgrnam("postdrop").gr_gid
+        owner, postdrop = self._ids()
         layout = [(name, owner, 0, 0o700) for name in QUEUE_DIRS]
         layout += [("maildrop", owner, postdrop, 0o730), ("public", owner, postdrop, 0o710),
                    ("pid", 0, 0, 0o755)]
@@ -234,15 +257,11 @@ class Postfix:
         if self.running:
             return self
         self._write_config()
-        postfix = daemons.tool("postfix")
         self._make_queue()
-        argv = [daemons.tool("unshare"), "--mount", "--propagation", "private", "--",
-                sys.executable, str(Path(__file__).with_name("mountns.py")),
-                str(self.lab.resolv_conf), "--",
-                postfix, "-c", str(self.config_dir), "start-fg"]
+        argv = self._start_argv()
         self.daemon = daemons.spawn("postfix", argv, self.dir / "postfix.out", self.lab.dir)
         self.daemon.log = self.dir / "postfix.out"
-        self.lab._write_state(postfix_pid=self.daemon.pid)
+        self.lab._write_state(**{f"{self.dir_name}_pid": self.daemon.pid})
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if not self.daemon.alive():
@@ -262,7 +281,7 @@ class Postfix:
             return
         if self.daemon.alive():
             with contextlib.suppress(Exception):
-                self._run([daemons.tool("postfix"), "-c", str(self.config_dir), "stop"], "stop")
+                self._run([*self._cmd("postfix"), "-c", str(self.config_dir), "stop"], "stop")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.daemon.proc.wait(10)
         self.daemon.stop()
@@ -283,10 +302,10 @@ class Postfix:
         """Change main.cf parameters (``postconf -e``) and ``postfix reload``."""
         if params:
             self.extra.update(params)
-            self._run([daemons.tool("postconf"), "-c", str(self.config_dir), "-e",
+            self._run([*self._cmd("postconf"), "-c", str(self.config_dir), "-e",
                        *(f"{k}={v}" for k, v in params.items())], "postconf -e")
             self._age_config()
-        self._run([daemons.tool("postfix"), "-c", str(self.config_dir), "reload"], "reload")
+        self._run([*self._cmd("postfix"), "-c", str(self.config_dir), "reload"], "reload")
 
     def _run(self, argv: list[str], what: str, stdin: bytes | None = None) -> str:
         out = subprocess.run(argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT,
@@ -322,16 +341,16 @@ class Postfix:
         """Submit through ``sendmail -C <config>`` (postdrop/pickup path)."""
         rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
         raw = data.encode() if isinstance(data, str) else data
-        self._run([daemons.tool("sendmail"), "-C", str(self.config_dir), "-i", "-f", sender,
+        self._run([*self._cmd("sendmail"), "-C", str(self.config_dir), "-i", "-f", sender,
                    "--", *rcpts], "sendmail", stdin=raw)
 
     def flush(self) -> None:
         """Attempt delivery of everything queued now (``postqueue -f``)."""
-        self._run([daemons.tool("postqueue"), "-c", str(self.config_dir), "-f"], "postqueue -f")
+        self._run([*self._cmd("postqueue"), "-c", str(self.config_dir), "-f"], "postqueue -f")
 
     def queue(self) -> list[dict]:
         """The queue as ``postqueue -j`` objects."""
-        out = self._run([daemons.tool("postqueue"), "-c", str(self.config_dir), "-j"],
+        out = self._run([*self._cmd("postqueue"), "-c", str(self.config_dir), "-j"],
                         "postqueue -j")
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -344,7 +363,7 @@ class Postfix:
 
     def delete_all(self) -> None:
         """Drop every queued message (``postsuper -d ALL``)."""
-        self._run([daemons.tool("postsuper"), "-c", str(self.config_dir), "-d", "ALL"],
+        self._run([*self._cmd("postsuper"), "-c", str(self.config_dir), "-d", "ALL"],
                   "postsuper -d ALL")
 
     # --- the log ------------------------------------------------------------------------

@@ -274,3 +274,41 @@ def test_parse_deliveries_filters_by_queue_id():
 def test_zone_kinds_are_closed():
     assert {k.value for k in ZoneKind} == {"secure", "insecure", "bogus", "expired"}
     assert LabZone("X.Test", "bogus") == LabZone("x.test", ZoneKind.BOGUS)
+
+
+# --- Postfix 3.10: mount namespace arguments and the cached root file system --------------
+
+
+def test_mountns_arguments():
+    from tests.lab.mountns import _parse
+
+    assert _parse(["/r", "--", "postfix", "start-fg"]) == ("/r", None, [], ["postfix", "start-fg"])
+    assert _parse(["/r", "--root", "/t", "--bind", "/tmp", "--", "x"]) == \
+        ("/r", "/t", ["/tmp"], ["x"])
+    for bad in ([], ["/r"], ["/r", "--"], ["--", "x"], ["/r", "--bind", "/tmp", "--", "x"],
+                ["/r", "--root", "--", "x"], ["/r", "--other", "a", "--", "x"]):
+        assert _parse(bad) is None, bad
+
+
+def test_debroot_stamp_follows_the_package_list(monkeypatch):
+    from tests.lab import debroot
+
+    first = debroot.stamp()
+    assert first == debroot.stamp() and len(first) == 12
+    assert debroot.root_path().name == f"trixie-postfix-{first}"
+    monkeypatch.setattr(debroot, "PACKAGES", (*debroot.PACKAGES, "postfix-pcre"))
+    assert debroot.stamp() != first
+
+
+def test_debroot_ids_from_the_trees_own_files(tmp_path):
+    from tests.lab.debroot import DebRoot
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                         "postfix:x:100:101:Postfix MTA:/var/spool/postfix:/x\n")
+    (tmp_path / "etc/group").write_text("postfix:x:101:\npostdrop:x:102:\n")
+    root = DebRoot(tmp_path, "3.10.13-0+deb13u1", "0.5.0rc1-2", 1, 1.0)
+    assert root.passwd("postfix") == (100, 101)
+    assert root.group("postdrop") == 102
+    with pytest.raises(LabError):
+        root.passwd("nobody")

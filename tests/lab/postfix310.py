@@ -1,0 +1,107 @@
+"""Debian trixie's Postfix 3.10 (linked with libtlsrpt) as a second sending Postfix.
+
+Same interface as ``postfix.Postfix`` (the machine's 3.7); what differs is where the
+programs come from and how they are started:
+
+* the programs are those of a Debian trixie root file system built from Debian packages
+  only and cached outside the repository (debroot.py: ``postfix``, ``libtlsrpt0``,
+  ``ca-certificates``);
+* ``unshare --mount`` + mountns.py ``--root``: in a private mount namespace the lab's
+  resolv.conf is bind-mounted over the tree's /etc/resolv.conf, the machine's /tmp (the
+  lab's runtime directory with this instance's config, queue and log, and the lab CA) at
+  the same path inside the tree, then ``postfix start-fg`` runs chrooted into the tree.
+  The network is the machine's: only loopback addresses of the lab's /16 are used;
+* the command-line tools (``postconf``, ``postqueue``, ``postsuper``, ``sendmail``,
+  ``postfix reload/stop``) run in that same namespace and root through
+  ``nsenter --target <pid> --mount --root --wd``;
+* smtpd listens on ``127.N.0.10:25`` and outgoing SMTP is bound there too, so the 3.10
+  instance can run next to the 3.7 one and a receiver can tell them apart;
+* queue file owners are the tree's own ``postfix`` user and ``postdrop`` group.
+
+TLSRPT: ``tlsrpt_socket`` (a path relative to the queue directory, as TLSRPT_README
+recommends) turns on ``smtp_tlsrpt_enable`` with ``smtp_tlsrpt_socket_name`` set to it;
+``pf.tlsrpt_socket_path`` is where that socket is on the machine. The smtp service runs
+without Postfix's own chroot, like every service of the lab's instances; the relative
+name is the one that also works with the chroot on, which is what a collector socket
+under the queue directory is for.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import daemons, debroot
+from .model import LabError
+from .postfix import Postfix
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["Postfix310"]
+
+TREE_TMP = "/tmp"  # noqa: S108 - the lab's runtime directories live under it (runtime.py)
+DEFAULT_TLSRPT_SOCKET = "run/tlsrpt/tlsrpt.sock"  # TLSRPT_README's example location
+
+
+class Postfix310(Postfix):
+    """Postfix 3.10 from the cached Debian trixie tree (start with ``lab.postfix(version="3.10")``)."""
+
+    version = "3.10"
+    dir_name = "postfix310"
+
+    def __init__(self, lab: Lab, *, policy_map: str | None = None,
+                 main_cf: Mapping[str, str] | None = None,
+                 tlsrpt_socket: str | None = None) -> None:
+        self.root = debroot.ensure_root()
+        self.tlsrpt_socket = tlsrpt_socket
+        super().__init__(lab, policy_map=policy_map, main_cf=main_cf)
+
+    @property
+    def package_version(self) -> str:
+        """The Debian version of the tree's postfix package (e.g. ``3.10.13-0+deb13u1``)."""
+        return self.root.postfix_version
+
+    @property
+    def tlsrpt_socket_path(self) -> Path | None:
+        """The TLSRPT datagram socket's path on the machine (None: TLSRPT off)."""
+        if self.tlsrpt_socket is None:
+            return None
+        return self.queue_dir / self.tlsrpt_socket
+
+    def _address(self) -> str:
+        return self.lab.postfix310_address
+
+    def _ids(self) -> tuple[int, int]:
+        return self.root.passwd("postfix")[0], self.root.group("postdrop")
+
+    def main_cf(self) -> dict[str, str]:
+        params = super().main_cf()
+        params["compatibility_level"] = "3.10"
+        if self.tlsrpt_socket is not None:
+            params["smtp_tlsrpt_enable"] = "yes"
+            params["smtp_tlsrpt_socket_name"] = self.tlsrpt_socket
+        params.update(self.extra)
+        return params
+
+    def _make_queue(self) -> None:
+        super()._make_queue()
+        if self.tlsrpt_socket_path is not None:
+            # the collector (running on the machine, as root) binds the socket here
+            self.tlsrpt_socket_path.parent.mkdir(parents=True, exist_ok=True)
+            self.tlsrpt_socket_path.parent.chmod(0o755)
+
+    def _start_argv(self) -> list[str]:
+        return [daemons.tool("unshare"), "--mount", "--propagation", "private", "--",
+                sys.executable, str(Path(__file__).with_name("mountns.py")),
+                str(self.lab.resolv_conf), "--root", str(self.root.path),
+                "--bind", TREE_TMP, "--",
+                "/usr/sbin/postfix", "-c", str(self.config_dir), "start-fg"]
+
+    def _cmd(self, name: str) -> list[str]:
+        if self.daemon is None or not self.daemon.alive():
+            raise LabError(f"postfix {self.version} is not running")
+        return [daemons.tool("nsenter"), f"--target={self.daemon.pid}", "--mount",
+                "--root", "--wd", "--", f"/usr/sbin/{name}"]
