@@ -38,7 +38,7 @@ class Policyd:
 
     def __init__(self, lab, workdir: Path, *,  # type: ignore[no-untyped-def]
                  txt_recheck_interval: float | None = None,
-                 log_level: str | None = None) -> None:
+                 log_level: str | None = None, policyd_extra: str = "") -> None:
         self.port = free_port()
         self.workdir = workdir
         self.log_level = log_level
@@ -50,7 +50,8 @@ class Policyd:
             f'[dns]\nnameservers = ["{host}:{port}"]\ntimeout = 3.0\n\n'
             f'[fetch]\nca_file = "{lab.ca_file}"\nconnect_timeout = 3.0\ntotal_timeout = 6.0\n\n'
             f'[cache]\nsqlite_path = "{workdir / "policies.sqlite3"}"\n\n'
-            f'[policyd]\nlisten = "127.0.0.1:{self.port}"\nmetrics = ""\n{recheck}')
+            f'[policyd]\nlisten = "127.0.0.1:{self.port}"\nmetrics = ""\n{recheck}'
+            f'{policyd_extra}')
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _env(self) -> dict[str, str]:
