@@ -115,7 +115,8 @@ def db(tmp_path):
     return str(tmp_path / "reports.sqlite3")
 
 
-def test_imports_and_summary_totals_are_right(capsys, sample, db, expected):
+def test_corpus_imports_and_summary_totals_are_right(capsys, sample, db, expected):
+    """The name docs/conformance.md cites; runs on the own folder and on the corpus."""
     code, out = run(capsys, "import", "--db", db, "--json", str(sample.folder))
     result = json.loads(out)
     assert code == 1  # one negative sample (a cron mail) is quarantined: a finding

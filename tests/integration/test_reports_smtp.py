@@ -196,7 +196,8 @@ def report_mails(request):
     return sorted((FIXTURES / "tlsrpt").glob("*.eml")), 0
 
 
-async def test_report_folder_mails_by_smtp(service, report_mails):
+async def test_corpus_mails_by_smtp(service, report_mails):
+    """The name docs/conformance.md cites; sends the own folder's mails and the corpus'."""
     emls, repeats = report_mails
     assert emls
     for path in emls:
