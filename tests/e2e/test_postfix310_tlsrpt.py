@@ -273,3 +273,23 @@ def test_rfc8461_4_1_mx_outside_policy_with_listed_name_certificate(lab, tmp_pat
         assert ok.tls is not None and ok.tls.level == "Verified"
     finally:
         pf.stop()
+
+
+def test_postfix37_refuses_the_310_attributes(lab, tmp_path) -> None:
+    """Why ``postfix_version`` defaults to "3.7": Postfix before 3.10 defers the mail."""
+    from tests.lab import LabDomain, LabMx, PolicyHost
+
+    d = f"{uniq('attr37')}.{lab.ZONE_INSECURE}"
+    body = sts_policy(f"mx1.{d}")
+    lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", cert="good")],
+                      txt={"_mta-sts": ["v=STSv1; id=1"]}, policy=PolicyHost(body=body)))
+    answer = secure_answer(policy_line_base(f"mx1.{d}"), Policy.parse(body), d)
+    pf = lab.postfix(policy_map=write_table(tmp_path / "tls_policy", {d: answer}),
+                     version="3.7", smtp_tls_security_level="dane")
+    try:
+        result = deliver(pf, d, "deferred", tag="3.10 attributes on 3.7")
+        assert result.detail == "client TLS configuration problem"
+        assert 'invalid attribute name: "policy_type"' in pf.log()
+        assert lab.messages(f"mx1.{d}") == []
+    finally:
+        pf.stop()
