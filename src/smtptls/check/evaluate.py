@@ -18,8 +18,16 @@ from smtptls.check.report import Adoption, CheckReport
 from smtptls.check.tls import check_tls
 from smtptls.check.tlsrpt import TlsrptView, check_tlsrpt, tlsrpt_view
 from smtptls.dnssec import Security
+from smtptls.engine.destination import (
+    Decision,
+    DestinationFacts,
+    HostFacts,
+    NextHop,
+    decide,
+)
+from smtptls.errors import InvalidDomainError
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "sender_decision"]
 
 _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 _AREAS = list(Area)
@@ -35,9 +43,31 @@ def _host_dict(h: MxFacts) -> dict[str, Any]:
             "probed": h.probed, "tls": [p.to_dict() for p in h.probes]}
 
 
+def sender_decision(facts: DomainFacts, sts: StsView, dane: DaneView) -> Decision | None:
+    """What a sender (``smtptls policyd``) decides for this domain, from the same facts:
+    the one destination decision of :func:`smtptls.engine.destination.decide`. The
+    MTA-STS policy counts only when a sender would apply it (a valid record and a
+    valid policy; no cache here). None when the domain is not a next hop."""
+    try:
+        nexthop = NextHop.parse(facts.domain)
+    except InvalidDomainError:
+        return None
+    entries = {} if dane.decision is None else {e.host: e for e in dane.decision.entries}
+    hosts = tuple(HostFacts(h.host, h.preference or 0, entries.get(h.host))
+                  for h in facts.hosts)
+    policy = sts.policy if sts.record is not None and not sts.lenient else None
+    mx_security = facts.mx.security
+    return decide(DestinationFacts(nexthop, mx_security, hosts,
+                                   implicit_mx=not facts.mx.records and not facts.mx.failed,
+                                   null_mx=facts.null_mx, mx_error=facts.mx.error,
+                                   policy=policy))
+
+
 def _sections(facts: DomainFacts, sts: StsView, dane: DaneView,
               tlsrpt: TlsrptView) -> dict[str, Any]:
+    decision = sender_decision(facts, sts, dane)
     return {
+        "decision": None if decision is None else decision.to_dict(),
         "mx": {"lookup": facts.mx.to_dict(), "null_mx": facts.null_mx,
                "hosts": [_host_dict(h) for h in facts.hosts]},
         "mta_sts": {"txt": None if facts.sts_txt is None else facts.sts_txt.to_dict(),

@@ -69,6 +69,10 @@ def _overview(r: CheckReport) -> list[str]:
     per = ", ".join(f"{h['host']} {h['requirement']}" for h in (dane.get("hosts") or [])[:4])
     lines.extend(_wrap(f"DANE: {dane.get('status', 'n/a')}" + (f" ({per})" if per else ""),
                        "  "))
+    decision = s.get("decision")
+    if decision:
+        answer = decision.get("policy") or decision["kind"].upper()
+        lines.extend(_wrap(f"Sender decision: {answer} ({decision['reason']})", "  "))
     return lines
 
 
