@@ -129,15 +129,34 @@ async def test_idle_tls_connection_is_closed(served):
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", served.test_port, ssl=_client_ctx(served.test_ca),
         server_hostname="mta-sts.one.example")
+    assert served.connection_count == 1
     started = time.monotonic()
-    writer.write(b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta")  # never finished
     async with asyncio.timeout(5):
-        try:
-            await reader.read()
-        except (ConnectionError, ssl.SSLError):
-            pass
-    assert 0.6 < time.monotonic() - started < 4.0
+        assert await reader.read() == b""  # no request at all: closed at the idle timeout
+    assert 0.6 < time.monotonic() - started < 3.0
     writer.close()
+
+
+async def test_trickled_request_is_closed_at_the_idle_timeout(served):
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", served.test_port, ssl=_client_ctx(served.test_ca),
+        server_hostname="mta-sts.one.example")
+    started = time.monotonic()
+    closed_after = None
+    for octet in b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.one.example\r\n":
+        try:
+            writer.write(bytes([octet]))  # one octet every 0.1 s: never a whole request
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(100), 0.1)
+        except TimeoutError:
+            continue
+        except (ConnectionError, ssl.SSLError):
+            data = b""
+        if data == b"":
+            closed_after = time.monotonic() - started
+            break
+    writer.close()
+    assert closed_after is not None and 0.6 < closed_after < 3.0
 
 
 async def test_connection_cap_in_process(served):
