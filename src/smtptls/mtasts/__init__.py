@@ -8,7 +8,8 @@
   :func:`cert_matches`;
 - :mod:`.cache_logic`: caching, refresh and the sender's per-MX decision (§3.3, §5,
   §5.1, §8) — :class:`CachedPolicy`, :func:`decide_refresh`, :func:`apply_fetch_result`,
-  :func:`needs_proactive_refresh`, :func:`sender_action`, :func:`no_mx_left`.
+  :func:`needs_proactive_refresh`, :func:`alert_on_refresh_failure`,
+  :func:`sender_action`, :func:`no_mx_left`.
 
 Every public function raises only :class:`smtptls.errors.PolicyError` subclasses; the
 matching functions never raise.
@@ -22,6 +23,7 @@ from smtptls.mtasts.cache_logic import (
     FetchOutcome,
     FetchResult,
     Verdict,
+    alert_on_refresh_failure,
     apply_fetch_result,
     decide_refresh,
     effective_policy,
@@ -53,6 +55,7 @@ __all__ = [
     "Policy",
     "StsRecord",
     "Verdict",
+    "alert_on_refresh_failure",
     "apply_fetch_result",
     "cert_matches",
     "check_mx_pattern",

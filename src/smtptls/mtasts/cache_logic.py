@@ -19,7 +19,7 @@ A daemon drives it like this::
 and, in the background, for every cached entry where :func:`needs_proactive_refresh`
 says so, looks up the TXT record and calls ``decide_refresh(..., proactive=True)``.
 
-Requirements covered (``shared/spec/REQUIREMENTS.md``): A2, B7, B8, C4, D1-D5, F1-F3.
+Requirements covered (docs/requirements.md): A2, B6, B7, B8, C4, D1-D6, F1-F3.
 """
 
 from __future__ import annotations
@@ -220,6 +220,19 @@ def needs_proactive_refresh(
     if now - cached.last_checked < retry_after:
         return False
     return now - cached.fetched_at >= interval or cached.expires_at - now <= before_expiry
+
+
+def alert_on_refresh_failure(policy: Policy | None) -> bool:
+    """RFC 8461 §3.3, §10.2: should a failed refresh of this cached policy reach the
+    administrator (a warning, not only a counter)? (D6)
+
+    Yes, unless the policy in force is ``mode: none`` (nothing is enforced or tested,
+    so the failure changes nothing). ``None`` — the cached policy expired meanwhile —
+    is alerted: the domain has just lost its policy.
+    """
+    if policy is not None and not isinstance(policy, Policy):
+        raise PolicyError("policy must be a Policy or None")
+    return policy is None or policy.mode is not Mode.NONE
 
 
 class Verdict(StrEnum):

@@ -149,6 +149,8 @@ def https_ssl_context(config: FetchConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise FetchError(f"cannot load CA file {config.ca_file}: {exc}") from None
     ctx.check_hostname = True
+    # RFC 8461 §3.3 (RFC 6125): a DNS-ID only, never the subject CN as a fallback
+    ctx.hostname_checks_common_name = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

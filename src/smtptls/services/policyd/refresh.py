@@ -22,7 +22,7 @@ import contextlib
 from smtptls.engine.mtasts_discovery import Outcome, discover
 from smtptls.errors import SmtpTlsError
 from smtptls.logs import get_logger
-from smtptls.mtasts.cache_logic import needs_proactive_refresh
+from smtptls.mtasts.cache_logic import alert_on_refresh_failure, needs_proactive_refresh
 from smtptls.services.policyd.decide import PolicyEngine
 
 __all__ = ["Refresher"]
@@ -114,9 +114,11 @@ class Refresher:
                 ok = d.outcome in (Outcome.FETCHED, Outcome.CACHED)
                 self._metric("proactive", "ok" if ok else "failed")
                 if not ok:
-                    log.info("proactive refresh failed; cached policy kept",
-                             domain=domain, outcome=d.outcome.value,
-                             error=str(d.fetch_error or d.txt_error or ""))
+                    # RFC 8461 §3.3, §10.2 (D6): alert unless the cached mode is none
+                    emit = log.warning if alert_on_refresh_failure(d.policy) else log.info
+                    emit("proactive refresh failed; cached policy kept",
+                         domain=domain, outcome=d.outcome.value,
+                         error=str(d.fetch_error or d.txt_error or ""))
 
         await asyncio.gather(*(one(d) for d in due))
         self.proactive += len(due)
