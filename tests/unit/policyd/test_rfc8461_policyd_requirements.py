@@ -75,3 +75,20 @@ async def test_rfc8461_3_3_failed_refresh_alerts_unless_mode_none(world, clock, 
     records = [r for r in caplog.records if r.getMessage().startswith("proactive refresh failed")]
     assert [r.levelno for r in records] == [level]
     assert (await engine.cache.get("example.com")) is not None  # the cached policy is kept
+
+
+@pytest.mark.rfc("8461 3.3")
+@pytest.mark.parametrize("txt", [None, "v=STSv1; id=bad!"], ids=["record-gone", "record-broken"])
+async def test_rfc8461_3_3_refresh_without_a_usable_record_alerts(world, clock, caplog,
+                                                                  txt) -> None:
+    sts_domain(world, "example.com", "mx1.example.com")
+    engine = make_engine(world, clock)
+    await engine.lookup("example.com")
+    world.sts("example.com", txt)  # the TXT record vanished or broke: no refresh possible
+    clock.t += DAY
+    caplog.set_level(logging.INFO, logger="smtptls")
+    assert await Refresher(engine).scan_once() == 1
+    records = [r for r in caplog.records if r.getMessage().startswith("proactive refresh failed")]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    cached = await engine.cache.get("example.com")
+    assert cached is not None and cached.policy.mode.value == "enforce"  # still applies (B8)

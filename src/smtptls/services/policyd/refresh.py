@@ -111,7 +111,10 @@ class Refresher:
                 d = await discover(domain, dns=engine.dns, cache=engine.cache,
                                    fetch_config=engine.config.fetch, now=engine.clock(),
                                    proactive=True, fetcher=engine.fetcher)
-                ok = d.outcome in (Outcome.FETCHED, Outcome.CACHED)
+                # a proactive discovery fetches whenever the record is usable, so only a
+                # fetch (or a retry held back after a recent failure) is a success; a
+                # vanished or broken TXT record is a failed refresh too
+                ok = d.outcome is Outcome.FETCHED or d.rate_limited
                 self._metric("proactive", "ok" if ok else "failed")
                 if not ok:
                     # RFC 8461 §3.3, §10.2 (D6): alert unless the cached mode is none
