@@ -8,6 +8,7 @@ import socket
 import textwrap
 
 from smtptls import config
+from smtptls.cli._preflight import require_domains, require_resolver
 from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.engine.dane_destination import DestinationReport, MxReport, check_destination_sync
 from smtptls.errors import ConfigError
@@ -68,6 +69,9 @@ def _print_mx(m: MxReport) -> None:
 
 def _print_report(r: DestinationReport) -> None:
     print(_wrap(f"{r.domain}: {str(r.verdict).upper()} - {r.reason}", ""))
+    if r.decision is not None:
+        answer = r.decision.policy or "defer"
+        print(_wrap(f"sender: {answer} - {r.decision.reason}", "  "))
     kind = "MX RRset" if r.has_mx else "no MX records (the domain is its own host)"
     print(f"{kind}: {r.mx_security}")
     for m in r.mx:
@@ -91,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
                              total_timeout=args.timeout)
     if not 0 < args.port < 65536:
         raise ConfigError("--port must be 1-65535")
+    if args.dnssec_probe is not None:
+        dns_cfg = dataclasses.replace(dns_cfg, dnssec_probe=args.dnssec_probe)
+    args.domain = require_domains([args.domain])[0]
+    require_resolver(dns_cfg)  # DANE rests on the AD bit: refuse a resolver without it
     helo = args.helo_name or socket.getfqdn()
     if "." not in helo or not helo.isascii():
         helo = "localhost"
@@ -115,6 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nameserver", metavar="IP[:PORT]", action="append",
                    help="validating resolver to ask (repeatable; default: config or "
                    "resolv.conf)")
+    p.add_argument("--dnssec-probe", metavar="NAME",
+                   help="signed name whose answer must carry the AD bit before the resolver "
+                   "is trusted (default dns.dnssec_probe, '.'; '' skips the probe)")
     p.add_argument("--no-probe", action="store_true",
                    help="DNS only: do not connect to the MX hosts")
     p.add_argument("--port", type=int, default=25, help="SMTP port (default 25; also the "

@@ -32,7 +32,8 @@ from smtptls.dane.decide import DestinationDecision, MxDecision, Requirement
 from smtptls.dane.tlsa import Usage
 from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
-from smtptls.engine.gather import TlsaAnswer, lookup_destination
+from smtptls.engine.destination import Decision, NextHop, dane_decision
+from smtptls.engine.gather import TlsaAnswer, lookup_destination, to_facts
 from smtptls.net.dns import DnsResolver, normalize_domain, run_sync
 from smtptls.net.smtp import ProbeLimits, ProbeResult, TlsBackend, probe_starttls
 
@@ -135,6 +136,10 @@ class DestinationReport:
     reason: str
     probed: bool = True
     checked_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: The DANE part of the sender's decision (:func:`smtptls.engine.destination.
+    #: dane_decision`), the same one ``smtptls policyd`` puts before MTA-STS; None:
+    #: DANE applies to no host.
+    decision: Decision | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +155,7 @@ class DestinationReport:
             "probed": self.probed,
             "verdict": str(self.verdict),
             "reason": self.reason,
+            "decision": None if self.decision is None else self.decision.to_dict(),
             "mx": [m.to_dict() for m in self.mx],
         }
 
@@ -295,13 +301,14 @@ async def check_destination(
                                      include_nexthop=include_nexthop, max_hosts=MAX_MX)
     mx_answer = found.mx
     assert mx_answer is not None
+    sender = dane_decision(to_facts(found, NextHop.parse(domain)))
     if mx_answer.security is Security.INDETERMINATE and mx_answer.error is not None:
         # A timeout or an unreachable resolver: nothing can be said about DNSSEC.
         raise mx_answer.error
     if found.null_mx or found.nxdomain:
         return DestinationReport(domain, mx_answer.security, found.has_mx, found.null_mx,
                                  (), DestinationVerdict.NOT_APPLICABLE, found.dane.detail,
-                                 probe, when)
+                                 probe, when, sender)
     has_mx = found.has_mx
     prefs = found.preferences if has_mx else {}
     decision = found.dane
@@ -339,7 +346,7 @@ async def check_destination(
     if not has_mx:
         reason = f"no MX records: {domain} itself is the host (RFC 7672 §2.2.2); {reason}"
     return DestinationReport(domain, mx_answer.security, has_mx, False, reports, verdict,
-                             reason, probe, when)
+                             reason, probe, when, sender)
 
 
 def check_destination_sync(domain: str, **kwargs: Any) -> DestinationReport:

@@ -37,7 +37,9 @@ from smtptls.dane.decide import (
 )
 from smtptls.dane.tlsa import TLSARecord
 from smtptls.dnssec import Security
+from smtptls.engine.destination import DestinationFacts, HostFacts, NextHop
 from smtptls.errors import DnsBogus, DnsError, InvalidDomainError, SmtpTlsError
+from smtptls.mtasts.policy import Policy
 from smtptls.net.dns import Answer, normalize_domain
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "is_null_mx",
     "lookup_destination",
     "lookup_host",
+    "to_facts",
     "try_query",
 ]
 
@@ -251,3 +254,18 @@ async def lookup_destination(
 def _tlsa_map(infos: list[HostDns]) -> dict[str, TlsaLookup]:
     return {base: TlsaLookup(t.security, t.records)
             for info in infos for base, t in info.tlsa.items()}
+
+
+def to_facts(found: DestinationDns, nexthop: NextHop, *, policy: Policy | None = None,
+             sts_note: str = "") -> DestinationFacts:
+    """The facts :func:`smtptls.engine.destination.decide` reads, from what was found
+    (and the MTA-STS policy in force, if any)."""
+    by_host = {e.host: e for e in found.dane.entries}
+    hosts = tuple(HostFacts(h, found.preferences.get(h, 0), by_host.get(h))
+                  for h in found.hosts)
+    mx = found.mx
+    return DestinationFacts(
+        nexthop=nexthop, mx_security=found.mx_security, hosts=hosts,
+        implicit_mx=mx is not None and not found.has_mx, null_mx=found.null_mx,
+        mx_error=None if found.mx_error is None else str(found.mx_error),
+        policy=policy, sts_note=sts_note)

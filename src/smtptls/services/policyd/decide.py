@@ -29,14 +29,13 @@ from smtptls.engine.destination import (
     Decision,
     DecisionKind,
     DestinationFacts,
-    HostFacts,
     NextHop,
     NextHopKind,
     Options,
     decide,
     pre_decide,
 )
-from smtptls.engine.gather import DestinationDns, lookup_destination
+from smtptls.engine.gather import DestinationDns, lookup_destination, to_facts
 from smtptls.engine.mtasts_discovery import (
     Discovery,
     Fetcher,
@@ -385,14 +384,7 @@ class PolicyEngine:
             # spirit: a refresh failure never weakens a good answer)
             notes.append(f"MX lookup failed ({mx.error}); kept the previous MX list")
             return replace(prev, policy=policy, sts_note=sts_note), [TEMP_RETRY], notes
-        by_host = {e.host: e for e in found.dane.entries}
-        hosts = tuple(HostFacts(h, found.preferences.get(h, 0), by_host.get(h))
-                      for h in found.hosts)
-        facts = DestinationFacts(
-            nexthop=nexthop, mx_security=found.mx_security, hosts=hosts,
-            implicit_mx=mx is not None and not found.has_mx, null_mx=found.null_mx,
-            mx_error=None if found.mx_error is None else str(found.mx_error),
-            policy=policy, sts_note=sts_note)
+        facts = to_facts(found, nexthop, policy=policy, sts_note=sts_note)
         return facts, [float(t) for t in found.ttls], notes
 
 
