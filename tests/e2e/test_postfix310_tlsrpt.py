@@ -14,7 +14,9 @@ What is checked, field by field, against Postfix's own ``TLSRPT: status=...`` lo
 for the same sessions (parsed here, independently of the project's parsers): the number
 of successful and failed sessions per domain, each failure's result type, receiving MX
 host name and IP, failure reason and sending address, and the policy (type, domain,
-policy strings, MX patterns) Postfix was given. Then, in a second scenario run on both
+policy strings, MX patterns) Postfix was given — first in the collector's store, then in
+the reports ``tlsrpt send`` delivers the next day to our own ``reports serve`` over
+HTTPS (lab certificate, ``rua=https://...`` published in the lab DNS). Then, in a second scenario run on both
 versions, the residual risk of docs/postfix.md: an MX outside the policy with a
 certificate for a listed name is delivered to by 3.7 and refused by 3.10
 (``smtp_tls_enforce_sts_mx_patterns = yes``), and a provider's multi-label wildcard
@@ -29,15 +31,20 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from smtptls.config import CacheConfig, Config, TlsrptConfig
+from smtptls.config import CacheConfig, Config, DnsConfig, FetchConfig, TlsrptConfig
 from smtptls.mtasts.policy import Policy
 from smtptls.services.collector import CollectorService
 from smtptls.services.policyd.postfix310 import PolicyFailure, failure_answer, secure_answer
+from smtptls.services.reports_server.server import ReportsService, ServeOptions
+from smtptls.services.sender import ReportSender
+from smtptls.store.reports_sqlite import SqliteReportStore
+from smtptls.store.results_base import DeliveryStatus
+from smtptls.tlsrpt.aggregate import report_id
 from tests.e2e.postfix_world import deliver, sts_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
@@ -88,7 +95,13 @@ async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path) -> No
     from tests.lab import LabDomain, LabMx, PolicyHost
 
     zone, szone = lab.ZONE_INSECURE, lab.ZONE_SECURE
-    rua = {"_smtp._tls": ["v=TLSRPTv1; rua=mailto:tlsrpt@reports.example"]}
+    # the reports go to our own "reports serve" over HTTPS, published in the lab DNS
+    net = lab.postfix_address.split(".")[1]
+    https_intake = f"127.{net}.0.27"  # outside the lab's allocations (README address plan)
+    reports = f"{uniq('reports')}.{szone}"
+    submitter = f"{uniq('mta')}.{szone}"
+    lab.add(LabDomain(reports, records=[(reports, "A", https_intake)]))
+    rua = {"_smtp._tls": [f"v=TLSRPTv1; rua=https://{reports}/v1/tlsrpt"]}
 
     def d(prefix: str, z: str = zone) -> str:
         return f"{uniq(prefix)}.{z}"
@@ -131,14 +144,26 @@ async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path) -> No
                      smtp_tls_security_level="dane",
                      smtp_tls_mandatory_protocols=">=TLSv1.2")
     assert pf.tlsrpt_socket_path is not None
+    host, port = lab.resolver
     cfg = Config(
+        dns=DnsConfig(nameservers=(f"{host}:{port}",), timeout=3.0),
+        fetch=FetchConfig(ca_file=str(lab.ca_file), connect_timeout=3.0, total_timeout=6.0),
         cache=CacheConfig(sqlite_path=str(tmp_path / "cache.sqlite3")),
         tlsrpt=TlsrptConfig(socket_path=str(pf.tlsrpt_socket_path), socket_mode="0666",
                             sqlite_path=str(tmp_path / "results.sqlite3"),
                             http_listen=None, policy_source="none", flush_interval=0.1,
-                            sending_ip=pf.address, retention_days=0))
+                            sending_ip=pf.address, retention_days=0,
+                            submitter=submitter, organization_name="smtptls e2e 3.10",
+                            contact_info=f"tlsrpt@{submitter}", ca_file=str(lab.ca_file)))
     collector = CollectorService(cfg)
     await collector.start()
+    store = SqliteReportStore(tmp_path / "received.sqlite3")
+    await store.open()
+    chain = lab.issue([reports], "good")
+    intake = ReportsService(cfg, ServeOptions(
+        listen=f"{https_intake}:443", tls_cert=str(chain.chain_file),
+        tls_key=str(chain.key_file), verify_dkim=False), store=store)
+    await intake.start()
     try:
         expect = {sts_good: "sent", sts_bad: "deferred", sts_untrusted: "deferred",
                   sts_fetch: "deferred", sts_test: "sent", dane_good: "sent",
@@ -210,7 +235,40 @@ async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path) -> No
         assert failures[dane_bad] == {"certificate-not-trusted"}  # Postfix's code for TLSA
         assert failures[sts_good] == failures[sts_test] == failures[nopol] == set()
         assert collector.datagrams is not None
+
+        # --- the next day: reports built from the datagrams, received over HTTPS -----------
+        from smtptls.net.dns import DnsResolver
+
+        clock = datetime.now(UTC) + timedelta(days=1)
+        sender = ReportSender(cfg, collector.store, dns=DnsResolver(cfg.dns),
+                              clock=lambda: clock)
+        summary = await sender.run_day(today, force=True)
+        ours = [o for o in summary.outcomes if o.domain in expect]
+        assert {o.domain for o in ours} == set(expect)
+        assert all(o.status is DeliveryStatus.DELIVERED for o in ours), \
+            [o.to_dict() for o in ours if o.status is not DeliveryStatus.DELIVERED]
+        for name in expect:
+            stored = await store.get_report(report_id(today, name, submitter))
+            assert stored is not None, name
+            assert stored.channel == "https"
+            mine = [s for s in logged if s.domain == name]
+            # RFC 8460 §4.4: the received counts are Postfix's, per its log
+            assert (stored.successful, stored.failed) == (
+                sum(s.status == "success" for s in mine),
+                sum(s.status == "failure" for s in mine)), name
+            (row,) = stored.policies
+            assert row.policy_type == kinds[name] and row.policy_domain == name
+            if name in policies:
+                assert row.policy_strings == by_domain[name][0].policy_strings
+                assert row.mx_hosts == policies[name].mx
+            assert Counter((f.result_type, f.receiving_mx_hostname, f.receiving_ip)
+                           for f in row.failures for _ in range(f.failed_session_count)) == \
+                Counter((s.failure_type.replace("_", "-"), s.host, s.ip)
+                        for s in mine if s.status == "failure" and s.failure_type), name
+            assert all(f.sending_mta_ip == pf.address for f in row.failures)
     finally:
+        await intake.stop()
+        await store.close()
         await collector.stop()
         pf.stop()
 
