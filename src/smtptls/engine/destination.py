@@ -46,13 +46,13 @@ domain the policy domain, and the host is the only candidate.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from smtptls.dane.decide import MxDecision, Requirement
+from smtptls.dane.names import is_address_literal
 from smtptls.dnssec import Security
 from smtptls.errors import InvalidDomainError
 from smtptls.mtasts.policy import Mode, Policy
@@ -138,14 +138,9 @@ class NextHop:
 
 
 def _is_ip(text: str) -> bool:
-    t = text.lower()
-    if t.startswith("ipv6:"):
-        t = t[5:]
-    try:
-        ipaddress.ip_address(t)
-    except ValueError:
-        return False
-    return True
+    # an address with or without Postfix's "ipv6:" prefix, as inside [...]: the one
+    # address-literal rule (RFC 5321 §4.1.3; RFC 7672 §2.2: no DANE for literals)
+    return is_address_literal(f"[{text}]")
 
 
 def _port(rest: str, text: str) -> int | None:

@@ -239,7 +239,10 @@ async def lookup_destination(
     names = hosts if has_mx else [domain]
     if not has_mx:
         prefs[domain] = 0
-    dest = DestinationLookup(domain, answer.security, tuple(hosts), has_mx, include_nexthop)
+    # RFC 7672 §3.2.2: the next-hop domain's CNAME expansion is a DANE-TA name too
+    expanded = answer.cname_chain[-1] if answer.cname_chain else None
+    dest = DestinationLookup(domain, answer.security, tuple(hosts), has_mx, include_nexthop,
+                             domain_expanded=expanded)
     infos: list[HostDns] = []
     if not failed and (not has_mx or answer.security is Security.SECURE):
         # RFC 7672 §2.2.1: hosts of an insecure MX RRset get no DANE lookups at all
