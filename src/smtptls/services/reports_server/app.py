@@ -161,8 +161,10 @@ async def intake_handler(request: web.Request) -> web.Response:
     if wait:
         metrics.error("https", "rate-limited")
         _log.warning("report refused", remote=remote, reason="rate limit")
-        return _json({"status": "refused", "reason": "too many reports from this address"},
-                     429, headers={"Retry-After": str(int(wait))})
+        response = _json({"status": "refused", "reason": "too many reports from this address"},
+                         429, headers={"Retry-After": str(int(wait))})
+        response.force_close()  # the body is not read
+        return response
     budget = request.app[BUDGET_KEY]
     with budget.hold() as reservation:
         try:
@@ -171,8 +173,10 @@ async def intake_handler(request: web.Request) -> web.Response:
             metrics.error("https", "busy")
             _log.warning("report refused", remote=remote, reason="in-flight budget spent",
                          budget=budget.limit)
-            return _json({"status": "refused", "reason": "too many reports in progress"},
-                         503, headers={"Retry-After": BUSY_RETRY_AFTER, "Connection": "close"})
+            response = _json({"status": "refused", "reason": "too many reports in progress"},
+                             503, headers={"Retry-After": BUSY_RETRY_AFTER})
+            response.force_close()  # the body is not read: close at once, no lingering
+            return response
         return await _take(request, body, media_type, remote, limit)
 
 

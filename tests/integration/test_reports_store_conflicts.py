@@ -1,0 +1,230 @@
+"""Report store, schema version 2, on SQLite and a real PostgreSQL: conflicting reports
+kept side by side with one counted, migration of version-1 databases, quarantine limits."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from smtptls.errors import StoreError
+from smtptls.store.reports_base import (
+    AddStatus,
+    Channel,
+    DkimStatus,
+    Intake,
+    ReportRecord,
+    ReportStore,
+    StoreLimits,
+    report_digest,
+)
+from smtptls.store.reports_postgres import PostgresReportStore
+from smtptls.store.reports_sqlite import SqliteReportStore
+
+PG_DSN = os.environ.get("SMTPTLS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+T0 = datetime(2024, 6, 2, 8, 0, tzinfo=UTC)
+
+# The version-1 layout (before conflicts were kept): one report per key.
+V1_SCHEMA = """
+CREATE TABLE reports (id {pk}, report_id TEXT NOT NULL, organization TEXT NOT NULL,
+    contact_info TEXT NOT NULL, start_ts TEXT NOT NULL, end_ts TEXT NOT NULL, day TEXT NOT NULL,
+    received_at TEXT NOT NULL, channel TEXT NOT NULL, remote TEXT NOT NULL, submitter TEXT NOT NULL,
+    dkim TEXT NOT NULL, dkim_domain TEXT NOT NULL, policy_domains TEXT NOT NULL,
+    successful BIGINT NOT NULL, failed BIGINT NOT NULL, warnings TEXT NOT NULL, raw_json TEXT NOT NULL,
+    UNIQUE (report_id, organization));
+CREATE TABLE policies (id {pk}, report_pk BIGINT NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL, day TEXT NOT NULL, organization TEXT NOT NULL, policy_type TEXT NOT NULL,
+    policy_domain TEXT NOT NULL, policy_strings TEXT NOT NULL, mx_hosts TEXT NOT NULL,
+    successful BIGINT NOT NULL, failed BIGINT NOT NULL);
+CREATE TABLE failures (id {pk}, policy_pk BIGINT NOT NULL REFERENCES policies (id) ON DELETE CASCADE,
+    report_pk BIGINT NOT NULL, idx INTEGER NOT NULL, day TEXT NOT NULL, organization TEXT NOT NULL,
+    policy_domain TEXT NOT NULL, result_type TEXT NOT NULL, sending_mta_ip TEXT NOT NULL,
+    receiving_mx_hostname TEXT NOT NULL, receiving_mx_helo TEXT NOT NULL, receiving_ip TEXT NOT NULL,
+    failed_session_count BIGINT NOT NULL, additional_information TEXT NOT NULL,
+    failure_reason_code TEXT NOT NULL);
+CREATE TABLE quarantine (id {pk}, received_at TEXT NOT NULL, channel TEXT NOT NULL, remote TEXT NOT NULL,
+    reason TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL, raw {blob} NOT NULL)
+"""
+V1_ROWS = [
+    "INSERT INTO reports (report_id, organization, contact_info, start_ts, end_ts, day, received_at, channel, "
+    "remote, submitter, dkim, dkim_domain, policy_domains, successful, failed, warnings, raw_json) VALUES "
+    "('old-1', 'Old Org', '', '2024-05-01T00:00:00Z', '2024-05-01T23:59:59Z', '2024-05-01', "
+    "'2024-05-02T00:00:00Z', 'smtp', '', '', 'pass', 'old.example', '[\"v.example\"]', 7, 1, '[]', "
+    "'{\"report-id\": \"old-1\", \"organization-name\": \"Old Org\"}')",
+    "INSERT INTO policies (report_pk, idx, day, organization, policy_type, policy_domain, policy_strings, "
+    "mx_hosts, successful, failed) VALUES (1, 0, '2024-05-01', 'Old Org', 'sts', 'v.example', '[]', '[]', 7, 1)",
+    "INSERT INTO failures (policy_pk, report_pk, idx, day, organization, policy_domain, result_type, "
+    "sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, failed_session_count, "
+    "additional_information, failure_reason_code) VALUES (1, 1, 0, '2024-05-01', 'Old Org', 'v.example', "
+    "'certificate-expired', '', '', '', '', 1, '', '')",
+]
+
+
+def record(report_id: str, ok: int, failed: int, org: str = "Reporter", *, indent: int | None = None) -> ReportRecord:
+    import json
+
+    data = {"organization-name": org, "report-id": report_id, "contact-info": "x@y",
+            "date-range": {"start-datetime": "2024-06-01T00:00:00Z", "end-datetime": "2024-06-01T23:59:59Z"},
+            "policies": [{"policy": {"policy-type": "sts", "policy-domain": "v.example"},
+                          "summary": {"total-successful-session-count": ok,
+                                      "total-failure-session-count": failed},
+                          "failure-details": [{"result-type": "starttls-not-supported",
+                                               "failed-session-count": failed}]}]}
+    return ReportRecord.from_dict(data, raw_json=json.dumps(data, indent=indent))
+
+
+def via(channel: Channel, dkim: DkimStatus = DkimStatus.NOT_CHECKED, at: datetime = T0) -> Intake:
+    return Intake(channel, at, remote="192.0.2.1", dkim=dkim)
+
+
+async def open_store(kind: str, tmp_path, limits: StoreLimits | None = None, *, schema: str | None = None
+                     ) -> ReportStore:
+    if kind == "sqlite":
+        s: ReportStore = SqliteReportStore(tmp_path / "reports.sqlite3", limits=limits)
+    else:
+        s = PostgresReportStore(PG_DSN, schema=schema or f"test_conflicts_{uuid.uuid4().hex[:12]}",
+                                limits=limits)
+    try:
+        await s.open()
+    except StoreError as exc:
+        pytest.fail(f"{kind} report store unavailable: {exc}")
+    return s
+
+
+async def close_store(s: ReportStore) -> None:
+    if isinstance(s, PostgresReportStore):
+        await s.drop_schema()
+    await s.close()
+
+
+KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_forged_post_then_dkim_mail_both_kept_the_mail_counted(kind, tmp_path):
+    s = await open_store(kind, tmp_path)
+    try:
+        forged = await s.add_report(record("r-1", 0, 999_999), via(Channel.HTTPS))
+        assert (forged.status, forged.counted) == (AddStatus.STORED, True)
+        genuine = await s.add_report(record("r-1", 500, 3), via(Channel.SMTP, DkimStatus.PASS))
+        assert (genuine.status, genuine.counted, genuine.conflicts_with) == (AddStatus.CONFLICT, True,
+                                                                            (forged.pk,))
+        summary = await s.summary(domain="v.example")
+        assert (summary.reports, summary.successful, summary.failed) == (1, 500, 3)
+        assert summary.days[0].by_result_type == {"starttls-not-supported": 3}
+        (domain,) = await s.domains()
+        assert (domain.reports, domain.failed) == (1, 3)
+        listed = {r.pk: r for r in await s.list_reports()}
+        assert listed[forged.pk].conflict and not listed[forged.pk].counted
+        assert listed[genuine.pk].provenance == "dkim" and listed[genuine.pk].counted
+        shown = await s.get_report("r-1")  # by report-id: the counted one
+        assert shown.pk == genuine.pk and shown.conflicts_with == (forged.pk,)
+        # The same JSON value (pretty-printed) is a duplicate, not a third report.
+        again = await s.add_report(record("r-1", 0, 999_999, indent=2), via(Channel.HTTPS))
+        assert (again.status, again.pk, again.counted) == (AddStatus.DUPLICATE, forged.pk, False)
+        assert (await s.counts())["reports"] == 2
+    finally:
+        await close_store(s)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_duplicate_arriving_signed_makes_its_report_the_counted_one(kind, tmp_path):
+    s = await open_store(kind, tmp_path)
+    try:
+        first = await s.add_report(record("r-2", 1, 100), via(Channel.HTTPS))
+        second = await s.add_report(record("r-2", 9, 1), via(Channel.HTTPS))
+        assert (second.status, second.counted) == (AddStatus.CONFLICT, False)  # equals: the earliest
+        signed = await s.add_report(record("r-2", 9, 1), via(Channel.SMTP, DkimStatus.PASS))
+        assert (signed.status, signed.pk, signed.counted) == (AddStatus.DUPLICATE, second.pk, True)
+        assert (await s.summary()).failed == 1
+        assert {r.pk: r.provenance for r in await s.list_reports()} == {first.pk: "https", second.pk: "dkim"}
+    finally:
+        await close_store(s)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_quarantine_older_than_its_age_limit_keeps_a_digest_and_an_excerpt(kind, tmp_path):
+    limits = StoreLimits(quarantine_max_age_days=30, quarantine_excerpt=100)
+    s = await open_store(kind, tmp_path, limits)
+    try:
+        old_raw, new_raw = b"o" * 5_000, b"n" * 5_000
+        old = await s.add_quarantine(old_raw, "junk", via(Channel.HTTPS, at=T0 - timedelta(days=31)))
+        assert (await s.get_quarantine(old)).raw == old_raw  # whole while young
+        new = await s.add_quarantine(new_raw, "junk", via(Channel.HTTPS, at=T0))
+        aged, kept = await s.get_quarantine(old), await s.get_quarantine(new)
+        assert (aged.excerpt, aged.raw, aged.size) == (True, old_raw[:100], 5_000)
+        assert aged.sha256 == hashlib.sha256(old_raw).hexdigest()
+        assert (kept.excerpt, kept.raw) == (False, new_raw)
+    finally:
+        await close_store(s)
+
+
+def test_report_digest_ignores_member_order_and_whitespace_only():
+    assert report_digest('{"a": 1, "b": [1, 2]}') == report_digest('{"b":[1,2],\n "a":1}')
+    assert report_digest('{"a": 1}') != report_digest('{"a": 2}')
+    assert len(report_digest("not json")) == 64
+
+
+async def test_sqlite_version_1_database_is_migrated(tmp_path):
+    path = tmp_path / "reports.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB") + ";")
+        for statement in V1_ROWS:
+            db.execute(statement)
+        db.execute("INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw) "
+                   "VALUES ('2024-05-02T00:00:00Z', 'https', '', 'junk', 3, 'x', X'616263')")
+    s = await open_store("sqlite", tmp_path)
+    try:
+        await check_migrated(s)
+    finally:
+        await s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("SELECT COUNT(*) FROM policies WHERE report_pk = 1").fetchone() == (1,)  # kept
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@pytest.mark.postgres
+async def test_postgres_version_1_schema_is_migrated(tmp_path):
+    schema = f"test_v1_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL unavailable: {exc}")
+    async with conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        ddl = V1_SCHEMA.format(pk="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", blob="BYTEA")
+        for statement in [*ddl.split(";"), *V1_ROWS]:
+            await conn.execute(statement)
+        await conn.execute("INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw) "
+                           "VALUES ('2024-05-02T00:00:00Z', 'https', '', 'junk', 3, 'x', 'abc'::bytea)")
+    s = await open_store("postgres", tmp_path, schema=schema)
+    try:
+        await check_migrated(s)
+    finally:
+        await close_store(s)
+
+
+async def check_migrated(s: ReportStore) -> None:
+    (old,) = await s.list_reports()
+    assert (old.report_id, old.provenance, old.conflict, old.counted) == ("old-1", "dkim", False, True)
+    assert (await s.summary()).failed == 1
+    (q,) = await s.list_quarantine()
+    assert not q.excerpt
+    # The old report's JSON again is a duplicate; another body under its key a conflict.
+    import json
+
+    same = ReportRecord.from_dict({"report-id": "old-1", "organization-name": "Old Org",
+                                   "date-range": {"start-datetime": "2024-05-01T00:00:00Z",
+                                                  "end-datetime": "2024-05-01T23:59:59Z"}},
+                                  raw_json=json.dumps({"report-id": "old-1", "organization-name": "Old Org"}))
+    assert (await s.add_report(same, via(Channel.HTTPS))).status is AddStatus.DUPLICATE
+    other = record("old-1", 1, 0, org="Old Org")
+    result = await s.add_report(other, via(Channel.HTTPS))
+    assert (result.status, result.counted) == (AddStatus.CONFLICT, False)  # the DKIM one stays counted
