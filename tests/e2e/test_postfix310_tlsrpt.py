@@ -351,3 +351,46 @@ def test_postfix37_refuses_the_310_attributes(lab, tmp_path) -> None:
         assert lab.messages(f"mx1.{d}") == []
     finally:
         pf.stop()
+
+
+
+@pytest.mark.rfc("8461 4.2")
+@pytest.mark.parametrize("version", ["3.7", "3.10"])
+def test_rfc8461_4_2_listed_mx_with_another_listed_hosts_certificate(lab, tmp_path,
+                                                                    version: str) -> None:
+    """The second residual risk of docs/postfix.md, per version.
+
+    The policy and DNS list ``mx2.<d>`` (preference 10) and ``mx1.<d>`` (20); ``mx2``'s
+    address serves ``mx1``'s certificate. RFC 8461 §4.2 wants the certificate valid for
+    the host connected to. The answer is the same on both versions
+    (``match=mx2.<d>:mx1.<d>``, the MX hosts matching the policy): 3.7 accepts ``mx1``'s
+    certificate from ``mx2``; 3.10 with the attributes matches it against the MX host
+    name, refuses ``mx2`` and delivers to ``mx1``.
+    """
+    from tests.lab import LabDomain, LabMx, PolicyHost
+
+    d = f"{uniq('swap' + version.replace('.', ''))}.{lab.ZONE_INSECURE}"
+    body = sts_policy(f"mx1.{d}", f"mx2.{d}")
+    sts = {"_mta-sts": ["v=STSv1; id=1"]}
+    mx1 = LabMx(f"mx1.{d}", cert="good", publish_mx=False)
+    lab.add(LabDomain(d, mx=[mx1], txt=sts, policy=PolicyHost(body=body)))
+    address = lab.address_of(f"mx1.{d}")
+    lab.add(LabDomain(d, mx=[mx1], txt=sts, policy=PolicyHost(body=body),
+                      records=[(d, "MX", f"10 mx2.{d}."), (d, "MX", f"20 mx1.{d}."),
+                               (f"mx2.{d}", "A", address)]))
+    base = policy_line_base(f"mx2.{d}", f"mx1.{d}")
+    answer = secure_answer(base, Policy.parse(body), d) if version == "3.10" else base
+    pf = lab.postfix(policy_map=write_table(tmp_path / "tls_policy", {d: answer}),
+                     version=version, smtp_tls_security_level="dane",
+                     smtp_tls_mandatory_protocols=">=TLSv1.2")
+    try:
+        result = deliver(pf, d, "sent", tag="certificate of another listed host")
+        assert result.tls is not None and result.tls.level == "Verified"
+        assert result.relay is not None
+        if version == "3.10":
+            assert result.relay.startswith(f"mx1.{d}[")  # mx2 refused: mx1's certificate
+            assert f"server certificate verification failed for mx2.{d}[" in pf.log()
+        else:
+            assert result.relay.startswith(f"mx2.{d}[")  # the residual risk
+    finally:
+        pf.stop()
