@@ -118,6 +118,31 @@ async def test_slow_but_complete_requests_keep_the_connection(server) -> None:
     assert server.request_timeouts == 0
 
 
+async def test_pipelined_requests_split_across_reads_are_not_timed_out(server) -> None:
+    # every write ends in the middle of a request, so the buffer is never empty between
+    # reads; each request still completes at once, so no deadline is missed
+    reader, writer = await asyncio.open_connection(*server.test_addr)
+    requests = [Request("postfix", f"p{i}.example").to_bytes() for i in range(40)]
+    chunks = [requests[0][:5]] + [requests[i][5:] + requests[i + 1][:5]
+                                  for i in range(len(requests) - 1)]
+    chunks.append(requests[-1][5:])
+    started = time.monotonic()
+    for chunk in chunks:  # the rest of one request and the first 5 octets of the next
+        writer.write(chunk)
+        await asyncio.sleep(2.5 / 40)
+    dec = NetstringDecoder(1000)
+    replies: list[bytes] = []
+    async with asyncio.timeout(5):
+        while len(replies) < 40:
+            data = await reader.read(4096)
+            assert data, f"closed after {len(replies)} replies"
+            replies += dec.feed(data)
+    assert time.monotonic() - started > server.request_timeout
+    assert replies == [OVERRIDE_REPLY.encode()] * 40
+    assert server.request_timeouts == 0
+    writer.close()
+
+
 async def test_connection_cap_closes_the_longest_idle_first(server) -> None:
     host, port = server.test_addr
     held = []

@@ -408,8 +408,8 @@ class _Connection(asyncio.Protocol):
         if len(self.pending) > MAX_PENDING:
             self._pause_reading()
         if self.decoder.buffered:
-            if not self.request_started:
-                self._start_request_clock()
+            if frames or not self.request_started:
+                self._start_request_clock()  # what is buffered now began in this read
         else:
             self.request_started = 0.0
 
