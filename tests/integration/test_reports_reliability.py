@@ -229,6 +229,8 @@ async def test_rfc8460_5_3_forged_post_first_then_dkim_mail_both_kept_genuine_co
 
     summary = s.cli_json("summary", "--domain", DOMAIN)
     assert summary["totals"] == {"reports": 1, "successful_sessions": 5_000, "failed_sessions": 12}
+    text = s.cli("list").stdout
+    assert text.count("[conflict, not counted]") == 1 and text.count("[conflict]") == 1
     index = await get(s.url, "/")
     assert ">5000<" in index and "999999" not in index  # dashboard totals: the genuine one
     page = await get(s.url, "/reports")

@@ -3,6 +3,7 @@ kept side by side with one counted, migration of version-1 databases, quarantine
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -228,3 +229,28 @@ async def check_migrated(s: ReportStore) -> None:
     other = record("old-1", 1, 0, org="Old Org")
     result = await s.add_report(other, via(Channel.HTTPS))
     assert (result.status, result.counted) == (AddStatus.CONFLICT, False)  # the DKIM one stays counted
+
+
+@pytest.mark.postgres
+async def test_two_postgres_receivers_decide_each_key_once(tmp_path):
+    schema = f"test_race_{uuid.uuid4().hex[:12]}"
+    a = await open_store("postgres", tmp_path, schema=schema)
+    b = PostgresReportStore(PG_DSN, schema=schema, max_size=8)
+    await b.open()
+    try:
+        keys = [f"race-{i}" for i in range(20)]
+        results = await asyncio.gather(*(
+            store.add_report(record(k, ok, 1), via(Channel.HTTPS))
+            for k in keys for store, ok in ((a, 1), (b, 2), (a, 3), (b, 1))))  # 4th: a duplicate
+        statuses = [r.status for r in results]
+        assert statuses.count(AddStatus.DUPLICATE) == len(keys)
+        assert statuses.count(AddStatus.STORED) == len(keys)  # the first of each key
+        assert statuses.count(AddStatus.CONFLICT) == 2 * len(keys)
+        listed = await a.list_reports(limit=1000)
+        assert len(listed) == 3 * len(keys) and all(r.conflict for r in listed)
+        counted = sorted(r.report_id for r in listed if r.counted)
+        assert counted == sorted(keys)  # exactly one counted per key
+        assert (await b.summary()).reports == len(keys)
+    finally:
+        await b.close()
+        await close_store(a)

@@ -163,8 +163,14 @@ def _list(args: argparse.Namespace) -> int:
         domains = ",".join(d or "-" for d in r.policy_domains)
         print(f"{r.pk:>5}  {r.start.date().isoformat():<10}  {cut(r.organization, 18):<18} "
               f"{cut(domains, 20):<20} {r.successful:>8} {r.failed:>7}  "
-              f"{cut(r.report_id, 22)}")
+              f"{cut(r.report_id, 22)}{_conflict_mark(r)}")
     return EXIT_OK
+
+
+def _conflict_mark(report: Any) -> str:
+    if not report.conflict:
+        return ""
+    return " [conflict]" if report.counted else " [conflict, not counted]"
 
 
 def _show(args: argparse.Namespace) -> int:
