@@ -91,7 +91,9 @@ def policy_line_base(*names: str) -> str:
     return f"secure match={':'.join(names)} servername=hostname"
 
 
-async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path) -> None:
+@pytest.mark.parametrize("smtp_chroot", [False, True], ids=["smtp", "chrooted-smtp"])
+async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path,
+                                                            smtp_chroot: bool) -> None:
     from tests.lab import LabDomain, LabMx, PolicyHost
 
     zone, szone = lab.ZONE_INSECURE, lab.ZONE_SECURE
@@ -141,7 +143,7 @@ async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path) -> No
     table = write_table(tmp_path / "tls_policy", answers)
 
     pf = lab.postfix(policy_map=table, version="3.10", tlsrpt_socket=TLSRPT_SOCKET,
-                     smtp_tls_security_level="dane",
+                     smtp_chroot=smtp_chroot, smtp_tls_security_level="dane",
                      smtp_tls_mandatory_protocols=">=TLSv1.2")
     assert pf.tlsrpt_socket_path is not None
     host, port = lab.resolver

@@ -395,20 +395,22 @@ class Lab:
     # --- Postfix ------------------------------------------------------------------------
 
     def postfix(self, policy_map: str | None = None, *, version: str = "3.7",
-                tlsrpt_socket: str | None = None, **main_cf: str) -> Postfix:
+                tlsrpt_socket: str | None = None, smtp_chroot: bool = False,
+                **main_cf: str) -> Postfix:
         """Start a sending Postfix (stopping an earlier one of the same version).
 
         ``version="3.7"``: the machine's own Postfix (tests/lab/postfix.py);
         ``version="3.10"``: Debian trixie's, from a cached root file system
-        (tests/lab/postfix310.py; ``tlsrpt_socket`` turns its TLSRPT client on).
+        (tests/lab/postfix310.py; ``tlsrpt_socket`` turns its TLSRPT client on,
+        ``smtp_chroot`` runs its ``smtp`` chrooted into the queue directory).
         """
         from .postfix import Postfix
         from .postfix310 import Postfix310
 
         if version not in POSTFIX_VERSIONS:
             raise LabError(f"no lab Postfix {version!r} (have {', '.join(POSTFIX_VERSIONS)})")
-        if tlsrpt_socket is not None and version == "3.7":
-            raise LabError("Postfix 3.7 has no TLSRPT client")
+        if (tlsrpt_socket is not None or smtp_chroot) and version == "3.7":
+            raise LabError("tlsrpt_socket and smtp_chroot are for Postfix 3.10")
         with self._lock:
             for old in [p for p in self._postfixes if p.version == version]:
                 if old.running:
@@ -417,7 +419,7 @@ class Lab:
             pf: Postfix
             if version == "3.10":
                 pf = Postfix310(self, policy_map=policy_map, main_cf=main_cf,
-                                tlsrpt_socket=tlsrpt_socket)
+                                tlsrpt_socket=tlsrpt_socket, smtp_chroot=smtp_chroot)
             else:
                 pf = Postfix(self, policy_map=policy_map, main_cf=main_cf)
             self._postfixes.append(pf)

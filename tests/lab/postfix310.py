@@ -20,10 +20,13 @@ programs come from and how they are started:
 
 TLSRPT: ``tlsrpt_socket`` (a path relative to the queue directory, as TLSRPT_README
 recommends) turns on ``smtp_tlsrpt_enable`` with ``smtp_tlsrpt_socket_name`` set to it;
-``pf.tlsrpt_socket_path`` is where that socket is on the machine. The smtp service runs
-without Postfix's own chroot, like every service of the lab's instances; the relative
-name is the one that also works with the chroot on, which is what a collector socket
-under the queue directory is for.
+``pf.tlsrpt_socket_path`` is where that socket is on the machine. Like every service of
+the lab's instances, ``smtp`` runs without Postfix's own chroot, unless
+``smtp_chroot=True``: then ``smtp`` and ``relay`` are chrooted into the queue directory
+as on a Debian installation, with the files a chrooted ``smtp`` reads copied in as
+Debian's configure-instance.sh does (the lab's resolv.conf as ``etc/resolv.conf``; the
+tree's ``services``, ``hosts``, ``host.conf``, ``nsswitch.conf``, ``localtime``). The
+relative socket name works either way, which the end-to-end test proves.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["Postfix310"]
 
 TREE_TMP = "/tmp"  # noqa: S108 - the lab's runtime directories live under it (runtime.py)
+CHROOT_ETC = ("services", "hosts", "host.conf", "nsswitch.conf", "localtime")
+CHROOTED_SERVICES = ("smtp", "relay")
 DEFAULT_TLSRPT_SOCKET = "run/tlsrpt/tlsrpt.sock"  # TLSRPT_README's example location
 
 
@@ -54,9 +59,10 @@ class Postfix310(Postfix):
 
     def __init__(self, lab: Lab, *, policy_map: str | None = None,
                  main_cf: Mapping[str, str] | None = None,
-                 tlsrpt_socket: str | None = None) -> None:
+                 tlsrpt_socket: str | None = None, smtp_chroot: bool = False) -> None:
         self.root = debroot.ensure_root()
         self.tlsrpt_socket = tlsrpt_socket
+        self.smtp_chroot = smtp_chroot
         super().__init__(lab, policy_map=policy_map, main_cf=main_cf)
 
     @property
@@ -85,6 +91,28 @@ class Postfix310(Postfix):
             params["smtp_tlsrpt_socket_name"] = self.tlsrpt_socket
         params.update(self.extra)
         return params
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        if not self.smtp_chroot:
+            return
+        master = self.config_dir / "master.cf"
+        lines = []
+        for line in master.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 8 and f[0] in CHROOTED_SERVICES and f[1] == "unix":
+                f[4] = "y"
+                line = " ".join(f)
+            lines.append(line)
+        master.write_text("\n".join(lines) + "\n")
+        etc = self.queue_dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_bytes(self.lab.resolv_conf.read_bytes())
+        for name in CHROOT_ETC:
+            src = self.root.path / "etc" / name
+            if src.is_file():
+                (etc / name).write_bytes(src.read_bytes())
+        self._age_config()
 
     def _make_queue(self) -> None:
         super()._make_queue()
