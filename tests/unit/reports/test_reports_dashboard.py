@@ -146,3 +146,30 @@ def test_property_token_check_accepts_only_the_token(header):
             assert value.strip() == "s3cret"
         else:
             assert base64.b64decode(value.strip()).decode().partition(":")[2] == "s3cret"
+
+
+def test_conflicting_reports_carry_a_badge_and_a_note_linking_each_other():
+    forged = _stored(pk=7, conflict=True, counted=False, conflicts_with=(9,), provenance="https")
+    table = dashboard.reports_page([forged, _stored(pk=9, conflict=True, provenance="dkim")])
+    assert table.count('class="badge conflict"') == 2 and 'href="/report/7#conflict"' in table
+    assert "(not counted)" in table and "(counted)" in table
+    page = dashboard.report_page(forged)
+    assert 'id="conflict"' in page and 'href="/report/9"' in page
+    assert "Another one is counted in the summaries" in page
+    _no_raw_markup(page)
+    assert 'id="conflict"' not in dashboard.report_page(_stored())
+
+
+def test_report_page_pager_links_pages_of_failure_details():
+    report = _stored(pk=3, failure_rows=120)
+    first = dashboard.report_page(report, page=1, page_size=50)
+    assert "Failure details 1–50 of 120 (page 1 of 3)" in first
+    assert 'href="/report/3?page=2" rel="next"' in first and 'rel="prev"' not in first
+    last = dashboard.report_page(report, page=3, page_size=50)
+    assert 'href="/report/3?page=2" rel="prev"' in last and 'rel="next"' not in last
+    assert 'id="pager"' not in dashboard.report_page(_stored(failure_rows=10), page_size=50)
+
+
+def test_report_page_shows_stored_json_that_does_not_decode_as_text():
+    page = dashboard.report_page(_stored(raw_json='{"report-id": "cut'))
+    assert "{&quot;report-id&quot;: &quot;cut" in page

@@ -119,7 +119,7 @@ def _reports_table(reports: Sequence[StoredReport]) -> str:
         (f'<a href="/report/{r.pk}">{e(r.report_id)}</a>{conflict_badge(r)}', e(r.organization),
          e(r.start.strftime("%Y-%m-%d %H:%M")), e(r.end.strftime("%Y-%m-%d %H:%M")),
          e(", ".join(_domain_label(d) for d in r.policy_domains)), str(r.successful),
-         str(r.failed), e(r.provenance or r.channel), e(r.dkim))
+         str(r.failed), e(r.channel), e(r.dkim))
         for r in reports
     ]
     return _table(("report-id", "organization", "start (UTC)", "end (UTC)", "policy domains",
