@@ -17,7 +17,9 @@ venv: $(STAMP)
 system:
 	bash scripts/install-system.sh
 
-## run: start the main service on the embedded SQLite default (no config needed)
+## run: start the Postfix policy daemon with no configuration file: the SQLite cache goes
+## to the state directory ($SMTPTLS_STATE_DIR, /var/lib/smtptls as root, else
+## ~/.local/state/smtptls); it prints the cache path, the main.cf lines and how to stop it
 run: $(STAMP)
 	$(VENV)/bin/smtptls --log-level info policyd
 
@@ -29,11 +31,19 @@ test: system $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
-lab-up: $(STAMP)
-	$(PY) -m tests.lab up
+## lab-up: the loopback test lab in the foreground; prints a ready smtptls.toml for it
+## lab-down: stops the lab that lab-up started (its pid is in $(LAB_PID)), no other
+LAB_PID := $(VENV)/lab-up.pid
 
-lab-down: $(STAMP)
-	$(PY) -m tests.lab down
+lab-up: $(STAMP)
+	@echo $$$$ > $(LAB_PID); exec $(PY) -m tests.lab up
+
+lab-down:
+	@pid=$$(cat $(LAB_PID) 2>/dev/null); \
+	if [ -n "$$pid" ] && grep -qs tests.lab /proc/$$pid/cmdline; then \
+		kill -TERM $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; \
+		echo "stopped the lab started by make lab-up (pid $$pid)"; \
+	else echo "no lab started by make lab-up is running"; fi; rm -f $(LAB_PID)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -93,3 +93,24 @@ def corpus_params(build: Callable[[Path], Iterable[Any]], arity: int = 1) -> lis
 #: For ``pytest.mark.skipif`` on modules whose parametrization reads the corpus at import.
 needs_corpus = pytest.mark.skipif(corpus_path() is None and not _require(),
                                   reason=CORPUS_MISSING)
+
+
+#: What the whole suite runs under: state in a temporary folder (never /var/lib/smtptls
+#: or ~/.local/state), no configuration file from the machine, and the lab's signed root
+#: ``test.`` as the name whose AD bit proves a resolver validates (the lab's Unbound
+#: answers nothing outside ``test.``).
+SUITE_ENV = {"SMTPTLS_CONFIG": os.devnull, "SMTPTLS_DNSSEC_PROBE": "test."}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_environment(tmp_path_factory: pytest.TempPathFactory):
+    """Set :data:`SUITE_ENV` and ``SMTPTLS_STATE_DIR`` for every test and subprocess."""
+    wanted = {**SUITE_ENV, "SMTPTLS_STATE_DIR": str(tmp_path_factory.mktemp("state"))}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    yield wanted
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

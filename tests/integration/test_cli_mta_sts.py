@@ -14,14 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SUITE_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 VALID = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\nmax_age: 86400\n"
 
 
 def smtptls(*args: str, cwd: Path | None = None, stdin: bytes | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPTLS_")}
+            timeout: float = 60, state: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # the suite's own settings (tests/conftest.py) stay; nothing else from SMTPTLS_*
+    keep = {*SUITE_ENV, "SMTPTLS_STATE_DIR"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPTLS_") or k in keep}
+    if state is not None:
+        env["SMTPTLS_STATE_DIR"] = str(state)
     env["PYTHONPATH"] = str(ROOT / "src")
     proc = subprocess.run(
         [sys.executable, "-m", "smtptls", *args], cwd=cwd, env=env, input=stdin,
@@ -156,18 +162,21 @@ def test_cli_invalid_domain_is_error_without_io(tmp_path):
                 "--json")
     assert r.returncode == 2
     out = json.loads(r.stdout)
-    assert out["outcome"] == "no-policy" and out["errors"]["txt"]["type"] == "InvalidDomainError"
+    assert out["type"] == "InvalidDomainError" and "outcome" not in out
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 # --- demo ----------------------------------------------------------------------------------
 
 
 def test_demo_runs_offline_and_caches_across_runs(tmp_path):
-    first = smtptls("demo", cwd=tmp_path)
+    first = smtptls("demo", cwd=tmp_path, state=tmp_path / "state")
     assert first.returncode == 0, first.stderr
     assert "policy stored" in first.stdout and "try-next-mx" in first.stdout
-    assert (tmp_path / "var" / "smtptls.sqlite3").is_file()
-    second = smtptls("demo", cwd=tmp_path)
+    # the cache is in the state directory, never in the directory the command runs in
+    assert (tmp_path / "state" / "smtptls.sqlite3").is_file()
+    assert not (tmp_path / "var").exists()
+    second = smtptls("demo", cwd=tmp_path, state=tmp_path / "state")
     assert second.returncode == 0
     assert "use-cached" in second.stdout  # the SQLite cache survived the restart
     assert narrow(first.stdout) and narrow(second.stdout)

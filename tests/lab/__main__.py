@@ -36,6 +36,14 @@ def examples() -> list[LabDomain]:
     ]
 
 
+def lab_config(lab: Lab) -> str:
+    """A ready smtptls.toml: the lab's validating resolver, its CA and its signed root."""
+    ip, port = lab.resolver
+    return (f'[dns]\nnameservers = ["{ip}:{port}"]\n'
+            'dnssec_probe = "test."        # the lab resolver answers only below test.\n'
+            f'\n[fetch]\nca_file = "{lab.ca_file}"\n')
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -62,6 +70,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             "examples": {d.name: {m.host: m.address for m in d.mx} for d in domains},
         }
         print(json.dumps(info, indent=2))
+        config = lab_config(lab)
+        config_file = lab.dir / "smtptls.toml"
+        config_file.write_text(config)
+        print(f"\nsmtptls configuration for this lab ({config_file}):\n\n{config}")
+        print(f"try: smtptls --log-level info check good.secure.test --config {config_file}")
         print(f"\ntry: dig +dnssec @{lab.resolver[0]} good.secure.test MX", flush=True)
         print("stop with Ctrl-C or: python -m tests.lab down", flush=True)
         while not stop.is_set():

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from smtptls import config
@@ -71,4 +74,83 @@ def test_cli_config_check(tmp_path, capsys):
     bad.write_text("[logging]\nlevel='loud'\n")
     assert main(["config", "check", str(good)]) == 0
     assert main(["config", "check", str(bad)]) == 2
-    assert "logging.level" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "logging.level" in err
+    # the error names the file once, in one line
+    assert err.count(str(bad)) == 1 and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["[[[", "[dns]\nport='x'\n", "[nope]\na=1\n"])
+def test_config_check_error_names_the_file_once(tmp_path, capsys, text):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert main(["config", "check", str(bad)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.count(str(bad)) == 1 and len(out.err.strip().splitlines()) == 1
+
+
+def test_config_show_is_toml_that_check_accepts(tmp_path, capsys):
+    """show -> check round trip, defaults and a file with every kind of value."""
+    src = tmp_path / "in.toml"
+    src.write_text('[dns]\nnameservers = ["127.0.0.1:5353"]\ntimeout = 2.5\n'
+                   '[policyd]\noverrides = { "example.com" = "secure" }\n'
+                   '[tlsrpt]\nlog_files = ["/var/log/mail.log"]\njournald = true\n')
+    for args in (["config", "show"], ["config", "show", str(src)]):
+        assert main(args) == 0
+        shown = capsys.readouterr().out
+        assert "()" not in shown and "None" not in shown
+        out = tmp_path / "shown.toml"
+        out.write_text(shown)
+        assert main(["config", "check", str(out)]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        expected = config.load(src if len(args) == 3 else None)
+        assert config.load(out) == expected
+
+
+def test_config_show_json(capsys):
+    assert main(["config", "show", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dns"]["dnssec_probe"] and data["cache"]["backend"] == "sqlite"
+
+
+def test_config_check_without_a_file_is_an_error(monkeypatch, capsys):
+    monkeypatch.delenv("SMTPTLS_CONFIG", raising=False)
+    monkeypatch.setattr(config.paths, "SYSTEM_CONFIG", Path("/nonexistent/smtptls.toml"))
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "SMTPTLS_CONFIG" in err and len(err.strip().splitlines()) == 1
+
+
+def test_load_without_path_reads_smtptls_config(tmp_path, monkeypatch):
+    f = tmp_path / "c.toml"
+    f.write_text("[logging]\nlevel = 'debug'\n")
+    monkeypatch.setenv("SMTPTLS_CONFIG", str(f))
+    assert config.load(None).logging.level == "debug"
+
+
+def test_default_sqlite_paths_are_in_the_state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMTPTLS_STATE_DIR", str(tmp_path / "state"))
+    cfg = config.Config()
+    for path in (cfg.cache.sqlite_path, cfg.reports.sqlite_path, cfg.tlsrpt.sqlite_path):
+        assert Path(path).parent == tmp_path / "state"
+    assert not (tmp_path / "state").exists()  # computing a path creates nothing
+
+
+@pytest.mark.rfc("8460 5.3")
+@pytest.mark.parametrize("submitter, contact, warned", [
+    ("mx.example.net", "tls@example.com", True),
+    ("example.com", "tlsrpt@example.com", False),
+    ("Example.COM", "tlsrpt@example.com.", False),
+    ("example.com", "", False),  # default contact: postmaster@<submitter>
+])
+def test_rfc8460_5_3_contact_info_domain_is_the_submitter(tmp_path, capsys, submitter,
+                                                          contact, warned):
+    f = tmp_path / "c.toml"
+    f.write_text(f'[tlsrpt]\nsubmitter = "{submitter}"\ncontact_info = "{contact}"\n')
+    assert main(["config", "check", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert ("RFC 8460 §5.3" in err) is warned
+    assert main(["config", "check", str(f), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert bool(data["warnings"]) is warned

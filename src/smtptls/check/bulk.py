@@ -8,6 +8,9 @@
 - :func:`run_bulk` checks the rest with ``concurrency`` workers sharing one
   :class:`~smtptls.check.gather.Gatherer` (global connection semaphore, per-address
   limits, run-scoped memos), each domain under the gatherer's per-domain time limit;
+- :func:`retryable` tells a domain whose check our own infrastructure failed (the
+  resolver did not answer) from a finding about the domain; its results line says
+  ``"retryable": true`` and a resumed run checks it again;
 - :class:`BulkSummary` aggregates adoption (MTA-STS, modes, TLSRPT, DANE, DNSSEC) and
   the most frequent findings; its JSON schema is ``smtptls.check-summary/1``.
 """
@@ -30,7 +33,8 @@ from smtptls.check.report import CheckReport
 from smtptls.errors import InvalidDomainError, SmtpTlsError
 from smtptls.net.dns import normalize_domain
 
-__all__ = ["SUMMARY_SCHEMA", "BulkSummary", "parse_domain_lines", "read_results", "run_bulk"]
+__all__ = ["SUMMARY_SCHEMA", "BulkSummary", "parse_domain_lines", "read_results", "report_line",
+           "retryable", "run_bulk"]
 
 SUMMARY_SCHEMA = "smtptls.check-summary/1"
 MAX_LINE = 4096  # characters of one input or results line that are looked at
@@ -201,6 +205,29 @@ class BulkSummary:
         return "\n".join(lines)
 
 
+def retryable(report: CheckReport) -> bool:
+    """The check of this domain failed on our side, not the domain's: the check could not
+    run, or the resolver gave no usable answer for the MX lookup (timeout, refused,
+    unreachable: DNSSEC ``indeterminate``). A SERVFAIL (``bogus``) is the domain's own
+    DNSSEC failure (RFC 7672 §2.1.1), a finding like any other."""
+    if report.sections.get("retryable") is True:
+        return True
+    if any(f.code == "check.failed" for f in report.findings):
+        return True
+    mx = report.sections.get("mx")
+    lookup = mx.get("lookup") if isinstance(mx, dict) else None
+    return isinstance(lookup, dict) and lookup.get("security") == "indeterminate" \
+        and bool(lookup.get("error"))
+
+
+def report_line(report: CheckReport) -> str:
+    """One results line: the report, marked ``"retryable": true`` when :func:`retryable`."""
+    data = report.to_dict()
+    if retryable(report):
+        data["retryable"] = True
+    return json.dumps(data, separators=(",", ":"))
+
+
 def _failure_report(domain: str, gatherer: Gatherer, exc: SmtpTlsError) -> CheckReport:
     f = Finding("check.failed", Severity.ERROR, Area.CHECK, domain,
                 f"the check could not run: {exc}")
@@ -227,7 +254,7 @@ async def run_bulk(domains: Iterable[str], gatherer: Gatherer, *, concurrency: i
         summary.add(report)
         summary.checked_now += 1
         if out is not None:
-            out.write(json.dumps(report.to_dict(), separators=(",", ":")) + "\n")
+            out.write(report_line(report) + "\n")
             pending_writes += 1
             if pending_writes >= 100:
                 out.flush()
@@ -275,7 +302,7 @@ def _child(shard: list[str], options: Any, concurrency: int, conn: Any) -> None:
             batch: list[str] = []
 
             def send(report: CheckReport) -> None:
-                batch.append(json.dumps(report.to_dict(), separators=(",", ":")))
+                batch.append(report_line(report))
                 if len(batch) >= 20:
                     conn.send(batch[:])
                     batch.clear()

@@ -18,6 +18,7 @@ from smtptls.check.dane import DaneStatus, DaneView
 from smtptls.check.facts import DomainFacts
 from smtptls.check.findings import Area, Finding, Severity
 from smtptls.check.mtasts import StsView
+from smtptls.check.tls import pkix_problem
 from smtptls.check.tlsrpt import TlsrptView
 from smtptls.mtasts.policy import Mode
 
@@ -57,7 +58,7 @@ def check_consistency(facts: DomainFacts, sts: StsView, dane: DaneView,
                     out.append(_f("consistency.dane-pass-webpki-fail",
                                   severity, f"{h.host} [{p.address}]",
                                   f"the certificate passes DANE but fails WebPKI validation "
-                                  f"({p.pkix_reason}): under the {policy.mode.value} policy "
+                                  f"({pkix_problem(p)}): under the {policy.mode.value} policy "
                                   f"senders without DNSSEC {verb} this MX",
                                   f"install a publicly trusted certificate for {h.host} (and "
                                   "publish its 3 1 1 TLSA record first), or remove the host "

@@ -16,6 +16,7 @@ from typing import Any
 from smtptls.check.dane import DaneView
 from smtptls.check.facts import DomainFacts
 from smtptls.check.findings import Area, Finding, Severity
+from smtptls.check.tls import pkix_problem
 from smtptls.dnssec import Security
 from smtptls.errors import PolicySyntaxError, StsRecordError
 from smtptls.mtasts.match import mx_matches, normalize_host
@@ -277,7 +278,7 @@ def _coverage(facts: DomainFacts, policy: Policy, dane: DaneView, url: str) -> l
             elif p.pkix_ok is False:
                 out.append(_f("mta-sts.mx-cert-invalid", severity, subject,
                               f"the MX certificate fails WebPKI validation under the policy "
-                              f"({p.pkix_reason})",
+                              f"({pkix_problem(p)})",
                               f"install a publicly trusted certificate valid for {h.host} "
                               "and send the full chain", "RFC 8461 §4.2"))
     used = {p for p in policy.mx if any(_match(p, h.host) for h in mx_hosts)}

@@ -15,10 +15,37 @@ from smtptls.check.dane import DaneView
 from smtptls.check.facts import DomainFacts, ProbeFacts
 from smtptls.check.findings import Area, Finding, Severity
 
-__all__ = ["EXPIRY_WARNING_DAYS", "check_tls", "cipher_problem", "expiry_findings"]
+__all__ = ["EXPIRY_WARNING_DAYS", "check_tls", "cipher_problem", "expiry_findings",
+           "pkix_problem"]
 
 #: A certificate expiring within this many days is a warning.
 EXPIRY_WARNING_DAYS = 14
+
+
+def pkix_problem(p: ProbeFacts) -> str:
+    """Why the chain fails WebPKI validation, in an operator's words.
+
+    The verifier's own text (library wording, certificate reprs) stays in the facts
+    (``--json``: ``mx.hosts[].tls[].pkix.reason``); findings say what is wrong with the server.
+    """
+    kind = p.pkix_result_type
+    if not p.chain_der:
+        return "the server sent no certificate"
+    if kind == "certificate-host-mismatch":
+        return f"the certificate is not valid for {p.server_name or 'this host name'}"
+    if kind == "certificate-expired":
+        if p.cert is None:
+            return "the certificate is outside its validity period"
+        return (f"the certificate is outside its validity period (valid "
+                f"{p.cert.not_before:%Y-%m-%d} to {p.cert.not_after:%Y-%m-%d})")
+    if p.cert is not None and p.cert.subject == p.cert.issuer:
+        return "the certificate is self-signed: no certificate authority vouches for it"
+    if kind == "certificate-not-trusted":
+        if len(p.chain_der) == 1:
+            return ("the certificate is not issued by a trusted certificate authority, or "
+                    "the server does not send its intermediate certificates")
+        return "the chain does not lead to a trusted certificate authority"
+    return "the certificate chain is malformed"
 
 
 def _f(code: str, severity: Severity, subject: str, message: str, fix: str | None = None,
@@ -129,7 +156,8 @@ def check_tls(facts: DomainFacts, dane: DaneView, now: dt.datetime) -> list[Find
                                   f"DNS:{host.host}", "RFC 6125 §6, RFC 8461 §4.2"))
                 elif p.pkix_result_type != "certificate-expired":
                     out.append(_f("tls.cert-untrusted", severity, subject,
-                                  f"the certificate chain does not validate: {p.pkix_reason}",
+                                  f"the certificate chain does not validate: "
+                                  f"{pkix_problem(p)}",
                                   "use a certificate from a public CA and send the full chain "
                                   "(leaf then intermediates)", "RFC 8461 §4.2"))
     return out

@@ -20,6 +20,7 @@ from smtptls.check.bulk import (
     BulkSummary,
     open_results,
     parse_domain_lines,
+    retryable,
     run_bulk,
     run_bulk_processes,
 )
@@ -27,6 +28,7 @@ from smtptls.check.evaluate import evaluate
 from smtptls.check.gather import CheckOptions, Gatherer
 from smtptls.check.render import render_report
 from smtptls.check.report import CheckReport
+from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
 from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.errors import ConfigError, SmtpTlsError
 
@@ -68,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "resolv.conf)")
     p.add_argument("--ca-file", metavar="FILE",
                    help="PEM trust store for HTTPS and MX certificates (default: system)")
+    p.add_argument("--dnssec-probe", metavar="NAME",
+                   help="signed name whose answer must carry the AD bit before the resolver "
+                   "is trusted (default dns.dnssec_probe, '.'; '' skips the probe)")
     p.add_argument("--no-smtp", action="store_true", help="do not connect to MX hosts")
     p.add_argument("--no-rua-probe", action="store_true",
                    help="do not probe TLSRPT rua destinations")
@@ -108,6 +113,9 @@ def _options(args: argparse.Namespace, bulk: bool) -> CheckOptions:
     if "." not in helo or not helo.isascii():
         helo = "localhost"
     domain_timeout = args.domain_timeout or (60.0 if bulk else 120.0)
+    if args.dnssec_probe is not None:
+        dns_cfg = dataclasses.replace(dns_cfg, dnssec_probe=args.dnssec_probe)
+    require_ca_file(args.ca_file or cfg.fetch.ca_file)
     return CheckOptions(dns=dns_cfg, ca_file=args.ca_file or cfg.fetch.ca_file,
                         smtp=not args.no_smtp, rua_probe=not args.no_rua_probe,
                         timeout=args.timeout, domain_timeout=domain_timeout,
@@ -125,11 +133,13 @@ def run(args: argparse.Namespace) -> int:
         print("smtptls check: error: give at least one DOMAIN (or --bulk FILE)",
               file=sys.stderr)
         return EXIT_ERROR
+    domains = require_domains(args.domains)
     options = _options(args, bulk=False)
+    require_resolver(options.dns)  # an operator error, before anything is judged
 
     async def main() -> list[CheckReport]:
         async with Gatherer(options) as g:
-            return [evaluate(await g.gather(d)) for d in args.domains]
+            return [evaluate(await g.gather(d)) for d in domains]
 
     reports = asyncio.run(main())
     if args.json:
@@ -198,6 +208,7 @@ class _Progress:
 def _bulk(args: argparse.Namespace) -> int:
     options = _options(args, bulk=True)
     listing = parse_domain_lines(_read_list(args.bulk))
+    require_resolver(options.dns)
     summary = BulkSummary(invalid=len(listing.invalid))
     todo = listing.domains
     out_path = Path(args.out) if args.out else None
@@ -206,7 +217,8 @@ def _bulk(args: argparse.Namespace) -> int:
         wanted = set(todo)
         finished = set()
         for r in done:
-            if r.domain in wanted and r.domain not in finished:
+            # a domain our infrastructure failed (retryable) is checked again
+            if r.domain in wanted and r.domain not in finished and not retryable(r):
                 finished.add(r.domain)
                 summary.add(r, resumed=True)
         todo = [d for d in todo if d not in finished]
@@ -226,20 +238,25 @@ def _bulk(args: argparse.Namespace) -> int:
                 if out_fh.read(1) != "\n":
                     out_fh.write("\n")  # end a line cut short by an interrupted run
         sink = out_fh if out_fh is not None else (None if args.json else sys.stdout)
+        failed_here: list[str] = []
+
+        def done(report: CheckReport) -> None:
+            if retryable(report):
+                failed_here.append(report.domain)
+            progress.advance(report)
 
         async def main() -> BulkSummary:
             async with Gatherer(options) as g:
-                with _Progress(len(todo), show) as progress:
-                    return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
-                                          summary=summary, on_done=progress.advance)
+                return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
+                                      summary=summary, on_done=done)
 
-        if args.workers > 1:
-            with _Progress(len(todo), show) as progress:
+        with _Progress(len(todo), show) as progress:
+            if args.workers > 1:
                 run_bulk_processes(todo, options, workers=args.workers,
                                    concurrency=args.concurrency, out=sink, summary=summary,
-                                   on_done=progress.advance)
-        else:
-            asyncio.run(main())
+                                   on_done=done)
+            else:
+                asyncio.run(main())
     finally:
         if out_fh is not None:
             out_fh.close()
@@ -247,5 +264,11 @@ def _bulk(args: argparse.Namespace) -> int:
         print_json(summary.to_dict())
     elif not args.quiet or out_path is not None:
         print(summary.render(), file=sys.stderr if sink is sys.stdout else sys.stdout)
+    if failed_here:
+        again = "run again with the same --out to retry them" if out_path else "check " \
+            "them again"
+        print(f"smtptls check: error: {len(failed_here)} domain(s) not checked because the "
+              f"resolver gave no answer (e.g. {failed_here[0]}); {again}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 

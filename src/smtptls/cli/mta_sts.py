@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from smtptls import config as config_mod
+from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
 from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.errors import ConfigError, PolicySyntaxError, SmtpTlsError
 from smtptls.mtasts.policy import MAX_POLICY_BYTES, Mode, Policy, parse_policy
@@ -63,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="resolver to ask (repeatable; default: config, then resolv.conf)")
     p.add_argument("--ca-file", metavar="FILE",
                    help="PEM trust store for the policy host (default: system store)")
+    p.add_argument("--dnssec-probe", metavar="NAME",
+                   help="name the resolver must answer for before discovery (default "
+                   "dns.dnssec_probe, '.'; '' skips the probe)")
     p.add_argument("--no-cache", action="store_true",
                    help="use an empty in-memory cache instead of the configured one")
     p.add_argument("--timeout", metavar="SECONDS", type=float,
@@ -183,6 +187,8 @@ def _build_configs(args: argparse.Namespace) -> config_mod.Config:
         dns_cfg = dataclasses.replace(dns_cfg, nameservers=tuple(args.nameserver))
     if args.ca_file:
         fetch_cfg = dataclasses.replace(fetch_cfg, ca_file=args.ca_file)
+    if args.dnssec_probe is not None:
+        dns_cfg = dataclasses.replace(dns_cfg, dnssec_probe=args.dnssec_probe)
     if args.timeout is not None:
         if not 0 < args.timeout <= 600:
             raise ConfigError("--timeout must be between 0 and 600 seconds")
@@ -225,7 +231,11 @@ def _exit_code(d: Any) -> int:
 
 
 def _discover(args: argparse.Namespace) -> int:
+    # operator errors are one line and exit 2, before any table of results
+    args.target = require_domains([args.target])[0]
     cfg = _build_configs(args)
+    require_ca_file(cfg.fetch.ca_file)
+    require_resolver(cfg.dns, validating=False)  # MTA-STS itself needs no DNSSEC
     d, where = asyncio.run(_discover_async(args, cfg))
     code = _exit_code(d)
     if args.json:

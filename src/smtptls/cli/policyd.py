@@ -81,8 +81,35 @@ def _main(args: argparse.Namespace) -> int:
     metrics = args.metrics
     if metrics is not None and metrics.lower() in ("off", "none", ""):
         metrics = ""
+    _preflight(cfg, args.listen, metrics)
     return asyncio.run(run(cfg, config_path=args.config, listen=args.listen,
                            metrics_listen=metrics))
+
+
+def _preflight(cfg: config_mod.Config, listen: str | None, metrics: str | None) -> None:
+    """Refuse bad or taken addresses before the daemon starts; then say what it does."""
+    from smtptls.cli._preflight import require_listen
+
+    specs = [s.strip() for s in (listen or cfg.policyd.listen).split(",") if s.strip()]
+    for spec in specs:
+        require_listen(spec, 8461, "--listen")
+    metrics = cfg.policyd.metrics if metrics is None else metrics
+    if metrics:
+        require_listen(metrics, 9461, "--metrics")
+    c = cfg.cache
+    where = {"sqlite": c.sqlite_path, "postgres": c.postgres_dsn, "redis": c.redis_url}
+    first = specs[0] if specs else "127.0.0.1:8461"
+    kind = "unix" if first.startswith("unix:") else "inet"
+    target = first.removeprefix("unix:")
+    lines = [f"policy cache: {c.backend} {where.get(c.backend, '')}",
+             f"socketmap on {', '.join(specs)}; metrics "
+             + (f"http://{metrics}/metrics" if metrics else "off"),
+             "Postfix main.cf:",
+             f"  smtp_tls_policy_maps = socketmap:{kind}:{target}:{cfg.policyd.map_name}",
+             "  smtp_dns_support_level = dnssec",
+             "stop with Ctrl-C or SIGTERM (SIGHUP reloads the configuration)"]
+    for line in lines:
+        print(f"smtptls policyd: {line}", file=sys.stderr, flush=True)
 
 
 def _query(cfg: config_mod.Config, key: str, as_json: bool) -> int:

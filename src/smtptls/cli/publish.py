@@ -28,7 +28,7 @@ from typing import Any
 from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.dane.publish import load_certificates, rollover_advice, tlsa_from_cert
 from smtptls.dane.tlsa import MatchingType, Selector, Usage
-from smtptls.errors import DaneError, PolicySyntaxError, SmtpTlsError
+from smtptls.errors import DaneError, PolicySyntaxError, SmtpTlsError, TlsrptRecordError
 from smtptls.mtasts.policy import MAX_AGE_LIMIT, MAX_POLICY_BYTES, Mode, Policy, parse_policy
 from smtptls.mtasts.record import StsRecord
 from smtptls.net.dns import normalize_domain
@@ -220,6 +220,11 @@ def _tlsrpt(args: argparse.Namespace) -> int:
     domain = normalize_domain(args.domain) if args.domain else "<domain>"
     text = "v=TLSRPTv1; rua=" + ",".join(args.rua)
     record = parse_record(text)  # RFC 8460 §3 (TlsrptRecordError names the problem)
+    unusable = [u for u in record.rua if u not in record.report_uris]
+    if unusable:
+        # RFC 8460 §3 defines only mailto: and https: rua URIs; a sender skips any other
+        raise TlsrptRecordError(f"rua {unusable[0]!r}: senders deliver reports only to "
+                                "mailto: and https: URIs", record=text)
     txt = f'_smtp._tls.{domain}. IN TXT "{record.to_text()}"'
     if args.json:
         print_json({"domain": args.domain, "record": record.to_text(), "txt_record": txt,

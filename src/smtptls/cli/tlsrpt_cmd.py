@@ -26,10 +26,13 @@ import argparse
 import asyncio
 import dataclasses
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from smtptls import config as config_mod
+from smtptls.cli._preflight import require_existing_db
 from smtptls.cli.output import (
     EXIT_NEGATIVE,
     EXIT_OK,
@@ -40,6 +43,7 @@ from smtptls.cli.output import (
     run_with_store,
 )
 from smtptls.config import Config
+from smtptls.errors import ConfigError
 from smtptls.store.results_base import DeliveryStatus, ResultStore, open_result_store
 
 T = TypeVar("T")
@@ -79,7 +83,34 @@ def _collect(args: argparse.Namespace) -> int:
         changes["policy_source"] = args.policy_source
     if changes:
         cfg = dataclasses.replace(cfg, tlsrpt=dataclasses.replace(cfg.tlsrpt, **changes))
-    asyncio.run(run_collector(cfg, from_start=args.from_start))
+    t = cfg.tlsrpt
+    missing = [f for f in t.log_files if not Path(f).is_file()]
+    if missing and not args.wait:
+        # a typo in a path would otherwise collect nothing, silently, forever
+        raise ConfigError(f"log file {missing[0]} does not exist (--wait: wait for it to "
+                          "appear)")
+
+    async def started(service: Any) -> None:
+        def say(text: str) -> None:
+            print(f"smtptls tlsrpt collect: {text}", file=sys.stderr, flush=True)
+
+        store = t.sqlite_path if t.backend == "sqlite" else f"{t.backend} {t.postgres_dsn}"
+        say(f"storing results in {store}")
+        for f in t.log_files:
+            say(f"warning: log file {f} does not exist yet; following it once it appears"
+                if f in missing else f"following log file {f}")
+        if t.socket_path:
+            say(f"libtlsrpt datagrams on {t.socket_path}")
+        if t.journald:
+            say("following journald")
+        if t.http_listen:
+            port = getattr(service, "http_port", None)
+            host = t.http_listen.rsplit(":", 1)[0]
+            say(f"HTTP results at http://{host}:{port or '?'}/ "
+                f"(token {'set' if t.http_token else 'not set'})")
+        say("stop with Ctrl-C or SIGTERM")
+
+    asyncio.run(run_collector(cfg, from_start=args.from_start, on_started=started))
     return EXIT_OK
 
 
@@ -93,6 +124,8 @@ def _send(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     day = parse_day(args.day) if args.day else None
+    if args.dry_run and cfg.tlsrpt.backend == "sqlite":  # a dry run writes nothing
+        require_existing_db(cfg.tlsrpt.sqlite_path, "result store")
 
     async def run(store: ResultStore) -> Any:
         sender = ReportSender(cfg, store, dns=DnsResolver(cfg.dns))
@@ -160,6 +193,8 @@ def _results(args: argparse.Namespace) -> int:
                                             limit=args.limit) if args.deliveries else []
         return rows, deliveries
 
+    if cfg.tlsrpt.backend == "sqlite":  # read-only: never create a store
+        require_existing_db(cfg.tlsrpt.sqlite_path, "result store")
     rows, deliveries = _with_store(cfg, run)
     if args.domain:
         deliveries = [d for d in deliveries if d.policy_domain == args.domain.lower()]
@@ -217,6 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "tlsrpt.policy_source)")
     c.add_argument("--from-start", action="store_true",
                    help="read log files from their start (default: only new lines)")
+    c.add_argument("--wait", action="store_true",
+                   help="start even if a log file does not exist yet, and follow it once it "
+                   "appears (default: a missing log file is an error)")
     c.set_defaults(func=_collect)
 
     s = ts.add_parser("send", help="build and deliver the reports of a day",

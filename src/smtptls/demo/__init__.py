@@ -3,9 +3,9 @@
 ``smtptls demo`` uses the bundled policy ``mta-sts.txt`` of the reserved domain
 ``demo.example`` as if it had just been fetched for the TXT record
 ``v=STSv1; id=demo1``: it validates the policy (RFC 8461 §3.2), runs the cache decision
-(§3.3) against the embedded SQLite cache (``var/smtptls.sqlite3`` by default, so a
-second run finds the cached policy), and prints the sender's decision (§4, §5) for a
-few MX hosts and the certificate names they present. No network is used.
+(§3.3) against the embedded SQLite cache (by default ``smtptls.sqlite3`` in the state
+directory, so a second run finds the cached policy), and prints the sender's decision
+(§4, §5) for a few MX hosts and the certificate names they present. No network is used.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ async def run_demo(cache_config: CacheConfig, out: Callable[[str], None] = print
             if result.cached is not None:
                 await cache.put(DOMAIN, result.cached)
             cached = result.cached
-            out(f"  cache ({cache_config.sqlite_path}): nothing valid cached for id "
-                f"{record.id} -> policy stored")
+            out(f"  cache: nothing valid cached for id {record.id} -> policy stored")
         else:
-            out(f"  cache ({cache_config.sqlite_path}): {action.value} "
+            out(f"  cache: {action.value} "
                 f"(policy id {cached.policy_id if cached else '-'} still valid)")
+        out(f"  cache file: {cache_config.sqlite_path}")
     finally:
         await cache.close()
 

@@ -175,6 +175,7 @@ class PolicyStore:
     entries: dict[str, ServedPolicy] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     on_error: Callable[[str, str], None] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # folder -> why, logged once
 
     def get(self, domain: str) -> ServedPolicy | None:
         return self.entries.get(domain)
@@ -212,16 +213,20 @@ class PolicyStore:
             return False
         seen: set[str] = set()
         changed = False
+        skipped: dict[str, str] = {}
         for d in subdirs[:MAX_DOMAINS]:
             try:
                 domain = normalize_domain(d.name)
             except InvalidDomainError:
+                skipped[d.name] = "the folder name is not a domain name"
                 continue
             if domain.startswith("mta-sts."):
                 domain = domain[len("mta-sts."):]  # DIR/mta-sts.example.com is accepted too
             stamp = _stamp(self._files(d))
-            if stamp is None:
-                continue  # incomplete directory: not (yet) in service
+            if stamp is None:  # incomplete directory: not (yet) in service
+                absent = [p.name for p in self._files(d) if not p.is_file()]
+                skipped[d.name] = f"no {', '.join(absent) or 'readable files'}"
+                continue
             seen.add(domain)
             old = self.entries.get(domain)
             if old is not None and old.stamp == stamp:
@@ -239,6 +244,10 @@ class PolicyStore:
         for gone in set(self.entries) - seen:
             del self.entries[gone]
             changed = True
+        for name, why in skipped.items():
+            if self.skipped.get(name) != why:
+                log.warning("domain skipped", folder=name, reason=why)
+        self.skipped = skipped
         return changed
 
     def _error(self, domain: str, message: str) -> None:

@@ -79,6 +79,19 @@ class ReportIdentity:
             raise ReportError(f"contact-info {str(self.contact_info)[:80]!r} is not an "
                               "e-mail address")
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """RFC 8460 §5.3: ``TLS-Report-Submitter`` (the submitter, also in the Subject and
+        the file name) is the domain of ``contact-info``; a contact address in another
+        domain makes the three disagree, and receivers may distrust the report."""
+        contact_domain = self.contact_info.rpartition("@")[2].rstrip(".").lower()
+        if contact_domain == self.submitter:
+            return ()
+        return (f"contact-info {self.contact_info!r} is not in the submitter's domain "
+                f"{self.submitter!r}: RFC 8460 §5.3 ties TLS-Report-Submitter, the file "
+                "name and the contact-info domain together; use an address "
+                f"@{self.submitter} or set submitter = {contact_domain!r}",)
+
     @classmethod
     def with_defaults(cls, submitter: str, organization_name: str = "",
                       contact_info: str = "") -> ReportIdentity:
