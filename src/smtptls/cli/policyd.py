@@ -22,7 +22,7 @@ from smtptls.services.policyd.socketmap import ReplyStatus
 
 EPILOG = """\
 examples:
-  smtptls policyd --config /etc/smtptls.toml
+  smtptls policyd --config /etc/smtptls/smtptls.toml
   smtptls policyd --listen 127.0.0.1:8461 --metrics 127.0.0.1:9461
   smtptls policyd --listen unix:/var/spool/postfix/private/smtptls
   smtptls policyd query example.com
