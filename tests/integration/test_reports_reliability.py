@@ -449,6 +449,8 @@ async def test_quarantine_beyond_its_size_limit_keeps_a_digest_and_an_excerpt(se
         "--raw", str(entries[-1]["id"])], capture_output=True, timeout=60)
     raw = done.stdout
     assert raw == junk[-1][:512]
+    listing = s.cli("quarantine").stdout
+    assert listing.count(" excerpt ") == 3 and listing.count(" whole ") == 2
     with sqlite3.connect(s.db) as db:
         (kept,) = db.execute("SELECT SUM(LENGTH(raw)) FROM quarantine").fetchone()
     assert kept == 2 * 8_000 + 3 * 512

@@ -225,8 +225,9 @@ def _quarantine(args: argparse.Namespace) -> int:
         print_json([q.to_dict() for q in entries])
         return EXIT_OK
     for q in entries:
+        kept = "excerpt" if q.excerpt else "whole"
         print(f"{q.pk:>5}  {q.received_at.strftime('%Y-%m-%d %H:%M')}  {q.channel:<6} "
-              f"{q.size:>9}  {cut(q.remote or '-', 24):<24} {cut(q.reason, 32)}")
+              f"{q.size:>9} {kept:<7}  {cut(q.remote or '-', 24):<24} {cut(q.reason, 32)}")
     if not entries:
         print("quarantine is empty")
     return EXIT_OK
