@@ -6,7 +6,7 @@ set -euo pipefail
 # mmdebstrap + debian-archive-keyring: the lab's second sending Postfix (Debian trixie's
 # 3.10 with libtlsrpt) in a root file system built on first use (tests/lab/debroot.py).
 PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium
-          mmdebstrap debian-archive-keyring)
+          mmdebstrap debian-archive-keyring systemd opendkim-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
