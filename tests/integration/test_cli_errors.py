@@ -444,3 +444,24 @@ def test_policy_server_logs_each_skipped_folder_and_why(tmp_path):
     assert "nopolicy.example" in err and "no mta-sts.txt" in err, err
     assert "bad_name!" in err and "not a domain name" in err
     assert "good.example" not in err.replace("nopolicy.example", "")
+
+
+def test_a_log_file_that_disappears_is_followed_when_it_comes_back(tmp_path):
+    from smtptls.services.collector import LogFollower
+
+    log = tmp_path / "mail.log"
+    log.write_text("old\n")
+    # poll_once reads lines without ingesting them; no quiet wait after a rotation
+    follower = LogFollower(None, log, rotate_quiet=0)
+    try:
+        assert follower.poll_once() == []  # starts at the end, as collect does
+        with log.open("a") as f:
+            f.write("one\n")
+        assert follower.poll_once() == ["one"]
+        log.unlink()
+        assert follower.poll_once() == []  # gone: nothing, and no error
+        log.write_text("two\n")  # back (a new file): read from its start
+        assert follower.poll_once() == ["two"]
+    finally:
+        if follower._file is not None:
+            follower._file.close()
