@@ -57,6 +57,7 @@ from smtptls.errors import (
     StoreError,
 )
 from smtptls.logs import get_logger
+from smtptls.net.results_client import IDEMPOTENCY_HEADER
 from smtptls.store.results_base import (
     Batch,
     BatchOutcome,
@@ -1249,9 +1250,6 @@ class JournalFollower:
 # --- HTTP -------------------------------------------------------------------------------------
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
-# The client's name for a batch of results, the same on every retry of it: a batch is
-# counted once (https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/).
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 TOKEN_KEY = web.AppKey("token", object)
 
 
