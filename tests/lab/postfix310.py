@@ -48,7 +48,6 @@ __all__ = ["Postfix310"]
 TREE_TMP = "/tmp"  # noqa: S108 - the lab's runtime directories live under it (runtime.py)
 CHROOT_ETC = ("services", "hosts", "host.conf", "nsswitch.conf", "localtime")
 CHROOTED_SERVICES = ("smtp", "relay")
-DEFAULT_TLSRPT_SOCKET = "run/tlsrpt/tlsrpt.sock"  # TLSRPT_README's example location
 
 
 class Postfix310(Postfix):
