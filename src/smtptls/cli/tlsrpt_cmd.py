@@ -251,7 +251,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where log-derived results get their policy (default "
                    "tlsrpt.policy_source)")
     c.add_argument("--from-start", action="store_true",
-                   help="read log files from their start (default: only new lines)")
+                   help="read a log file never read before from its start (default: "
+                   "only new lines); a file with a stored read position resumes from it")
     c.add_argument("--wait", action="store_true",
                    help="start even if a log file does not exist yet, and follow it once it "
                    "appears (default: a missing log file is an error)")

@@ -7,19 +7,26 @@ Sources (any combination, all feeding one :class:`Collector`):
   (:mod:`smtptls.tlsrpt.libtlsrpt`). The protocol is fire and forget: the MTA never
   waits, so datagrams are batched and written every ``flush_interval`` seconds (or
   every ``batch_size`` results). A crash loses at most the last interval.
-- **Postfix logs**, for any Postfix version: files followed like ``tail -F`` (a rotated
-  file — new inode — is read to its end, then the new file from its start; a truncated
-  file is read again from its start), or journald through ``journalctl -o json -f``
-  (an argument list, never a shell). Lines become sessions
-  (:class:`~smtptls.tlsrpt.postfix_log.PostfixLogParser`) and sessions results under
-  the policy that applied (:class:`PolicyLookup`). Batched like datagrams.
+- **Postfix logs**, for any Postfix version: files followed like ``tail -F``
+  (:class:`LogFollower`: a rotated file is read until it is quiet, then the new one
+  from its start; a truncated file from its start, after the rest of its copy), or
+  journald through ``journalctl -o json -f`` (an argument list, never a shell). Lines
+  become sessions (:class:`~smtptls.tlsrpt.postfix_log.PostfixLogParser`) and sessions
+  results under the policy that applied (:class:`PolicyLookup`). Batched like
+  datagrams; each file's read position is committed in the transaction of the results
+  its lines gave, so a restart (clean or not) resumes after the last counted line:
+  nothing lost, nothing counted twice.
 - **Python API** for other MTAs: ``await collector.record(result)`` returns once the
   result is committed.
 - **HTTP** ``POST /v1/results`` (JSON, the form of
   :meth:`~smtptls.tlsrpt.results.SessionResult.to_dict`; one object, a list, or
   ``{"results": [...]}``): answered ``200`` only after the commit, ``400`` with the
   reason for a bad result, ``503`` when the store is down. A ``Bearer`` token is
-  required when one is configured (and when listening beyond loopback).
+  required when one is configured (and when listening beyond loopback). With an
+  ``Idempotency-Key`` (the client's batch id) a retried batch is counted once
+  (``duplicate``; ``409`` when the key comes back with other results); without one a
+  retry after a lost answer counts twice (at-least-once).
+  :func:`smtptls.net.results_client.post_results` is the client.
 
 Report mails of our own are never counted (their Message-ID is recognised in
 Postfix's log; API and HTTP callers may pass ``message-id``), so reports never loop.
