@@ -82,7 +82,11 @@ def _main(args: argparse.Namespace) -> int:
     if metrics is not None and metrics.lower() in ("off", "none", ""):
         metrics = ""
     _preflight(cfg, args.listen, metrics)
-    return asyncio.run(run(cfg, config_path=args.config, listen=args.listen,
+    from smtptls.paths import default_config_path
+
+    # SIGHUP reloads the file the configuration came from, the default one included
+    config_path = args.config or default_config_path()
+    return asyncio.run(run(cfg, config_path=config_path, listen=args.listen,
                            metrics_listen=metrics))
 
 
