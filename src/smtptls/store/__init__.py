@@ -14,6 +14,7 @@ from __future__ import annotations
 from smtptls.config import CacheConfig
 from smtptls.errors import ConfigError
 from smtptls.store.base import JsonBackend, PolicyCache, cache_key
+from smtptls.store.extras import import_backend
 from smtptls.store.lru import CachedStore, LruCache, MemoryPolicyCache
 
 __all__ = [
@@ -35,13 +36,11 @@ async def open_policy_backend(config: CacheConfig) -> JsonBackend:
 
         return await SqlitePolicyCache.open(config.sqlite_path)
     if config.backend == "postgres":
-        from smtptls.store.postgres import PostgresPolicyCache
-
-        return await PostgresPolicyCache.open(config.postgres_dsn)
+        postgres = import_backend("smtptls.store.postgres", key="cache.backend")
+        return await postgres.PostgresPolicyCache.open(config.postgres_dsn)
     if config.backend == "redis":
-        from smtptls.store.redis import RedisPolicyCache
-
-        return await RedisPolicyCache.open(config.redis_url)
+        redis = import_backend("smtptls.store.redis", key="cache.backend")
+        return await redis.RedisPolicyCache.open(config.redis_url)
     raise ConfigError("must be one of sqlite, postgres, redis", key="cache.backend")
 
 

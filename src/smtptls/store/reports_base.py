@@ -842,9 +842,10 @@ def open_report_store(config: ReportsConfig, **overrides: Any) -> ReportStore:
         return SqliteReportStore(overrides.get("path", config.sqlite_path),
                                  limits=StoreLimits.from_config(config))
     if config.backend == "postgres":
-        from smtptls.store.reports_postgres import PostgresReportStore
+        from smtptls.store.extras import import_backend
 
-        return PostgresReportStore(overrides.get("dsn", config.postgres_dsn),
-                                   schema=overrides.get("schema"),
-                                   limits=StoreLimits.from_config(config))
+        postgres = import_backend("smtptls.store.reports_postgres", key="reports.backend")
+        return postgres.PostgresReportStore(overrides.get("dsn", config.postgres_dsn),
+                                            schema=overrides.get("schema"),
+                                            limits=StoreLimits.from_config(config))
     raise StoreError(f"unknown report store backend {config.backend!r}")

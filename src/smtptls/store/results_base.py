@@ -402,10 +402,12 @@ def open_result_store(config: TlsrptConfig, **overrides: Any) -> ResultStore:
 
         return SqliteResultStore(overrides.get("path", config.sqlite_path))
     if config.backend == "postgres":
-        from smtptls.store.results_postgres import PostgresResultStore
+        from smtptls.store.extras import import_backend
 
-        return PostgresResultStore(overrides.get("dsn", config.postgres_dsn),
-                                   schema=overrides.get("schema", config.postgres_schema))
+        postgres = import_backend("smtptls.store.results_postgres", key="tlsrpt.backend")
+        return postgres.PostgresResultStore(
+            overrides.get("dsn", config.postgres_dsn),
+            schema=overrides.get("schema", config.postgres_schema))
     raise ConfigError("must be sqlite or postgres", key="tlsrpt.backend")
 
 
