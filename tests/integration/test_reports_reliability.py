@@ -383,7 +383,7 @@ def smtp_send_sized(port: int, size: int) -> tuple[int, str]:
 
 
 async def test_chunked_uploads_are_counted_as_they_arrive(serve):
-    s = serve({"max_inflight": 2 * MiB})
+    s = serve({"max_body": MiB, "max_inflight": 2 * MiB})
 
     def chunked(nbytes: int) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", s.http), timeout=30)
@@ -392,13 +392,14 @@ async def test_chunked_uploads_are_counted_as_they_arrive(serve):
         sock.sendall(f"{nbytes:x}\r\n".encode() + b"\0" * nbytes + b"\r\n")
         return sock
 
-    first = await asyncio.to_thread(chunked, 1536 * 1024)
-    assert await settled(s.url, lambda used: used >= 1536 * 1024)
-    second = await asyncio.to_thread(chunked, 1024 * 1024)
-    assert (await asyncio.to_thread(answer_of, second, 10)).startswith(b"HTTP/1.1 503")
-    assert await asyncio.to_thread(answer_of, first, 0.3) is None  # still being received
-    first.close()
-    second.close()
+    held = [await asyncio.to_thread(chunked, 900 * 1024) for _ in range(2)]
+    assert await settled(s.url, lambda used: used >= 1800 * 1024)
+    third = await asyncio.to_thread(chunked, 512 * 1024)
+    assert (await asyncio.to_thread(answer_of, third, 10)).startswith(b"HTTP/1.1 503")
+    for sock in held:
+        assert await asyncio.to_thread(answer_of, sock, 0.3) is None  # still being received
+        sock.close()
+    third.close()
 
 
 # --- 4. storage limits --------------------------------------------------------------------
@@ -468,6 +469,16 @@ async def test_posts_past_the_per_address_rate_limit_get_429(serve):
 
 
 # --- 5. import output names whole files ---------------------------------------------------
+
+
+def test_an_inflight_budget_smaller_than_one_message_is_refused_at_start(tmp_path):
+    config = tmp_path / "smtptls.toml"
+    config.write_text("[reports]\nmax_body = 1048576\nmax_inflight = 1048576\n")
+    done = subprocess.run([sys.executable, "-m", "smtptls", "reports", "serve", "--config", str(config),
+                           "--db", str(tmp_path / "r.sqlite3"), "--listen", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "reports.max_inflight" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_import_output_shows_whole_file_names(tmp_path):

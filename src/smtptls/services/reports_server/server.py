@@ -96,7 +96,13 @@ class ReportsService:
         self.lmtp_port: int | None = None
 
     def check(self) -> None:
-        """Refuse configurations that would expose the dashboard without a token."""
+        """Refuse configurations that would expose the dashboard without a token, or
+        whose in-flight budget could never hold the largest message."""
+        cfg = self.config.reports
+        if cfg.max_inflight and cfg.max_inflight < 2 * cfg.max_body:
+            # One largest mail (twice max_body, for base64) must fit, or it never would.
+            raise ConfigError(f"must be 0 or at least twice max_body ({2 * cfg.max_body})",
+                              key="reports.max_inflight")
         if (self.options.tls_cert is None) != (self.options.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.options.listen:
