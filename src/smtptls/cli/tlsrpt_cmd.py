@@ -106,8 +106,9 @@ def _collect(args: argparse.Namespace) -> int:
         if t.http_listen:
             port = getattr(service, "http_port", None)
             host = t.http_listen.rsplit(":", 1)[0]
-            say(f"HTTP results at http://{host}:{port or '?'}/ "
-                f"(token {'set' if t.http_token else 'not set'})")
+            base = f"http://{host}:{port or '?'}"
+            say(f"results intake (POST JSON): {base}/v1/results "
+                f"(token {'set' if t.http_token else 'not set'}); metrics: {base}/metrics")
         say("stop with Ctrl-C or SIGTERM")
 
     asyncio.run(run_collector(cfg, from_start=args.from_start, on_started=started))
