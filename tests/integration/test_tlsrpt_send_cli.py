@@ -7,6 +7,7 @@ trustme certificate takes the report; the collector runs as its own process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -171,7 +172,13 @@ async def test_cli_collect_runs_until_sigterm(tmp_path):
         mx = "mx.example.org[203.0.113.5]:25"
         now = datetime.now().astimezone()
         stamp = f"{now:%b} {now.day:2d} {now:%H:%M:%S}"
-        await asyncio.sleep(1.5)  # the follower starts at the end of the file
+        # the follower starts at the end of the file: wait until it has it open
+        fds = f"/proc/{proc.pid}/fd"
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                if any(os.readlink(f"{fds}/{fd}") == str(log) for fd in os.listdir(fds)):
+                    break
+            await asyncio.sleep(0.05)
         with log.open("a") as f:
             f.write(f"{stamp} mta postfix/smtp[42]: Untrusted TLS connection established to "
                     f"{mx}: TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)\n")
