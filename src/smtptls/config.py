@@ -82,6 +82,9 @@ class PolicydConfig:
     # MTA-STS attributes and failures the policy_failure attribute (Postfix >= 3.10,
     # TLSRPT_README), see services/policyd/postfix310.py and docs/postfix.md
     postfix_version: str = "3.7"
+    # Postfix >= 3.10 only: answer MTA-STS testing domains "may" with the policy's
+    # attributes, so Postfix's TLSRPT client reports them (docs/postfix.md)
+    testing_reports: bool = False
     testing_answer: str | None = None  # None: NOTFOUND (Postfix's own default applies)
     strict_testing: bool = False
     txt_recheck_interval: float = 300.0
@@ -93,6 +96,8 @@ class PolicydConfig:
     # (RFC 8461 §3.3, §5) while the fetch goes on; answer_timeout bounds the whole answer.
     sts_wait: float = 5.0
     answer_timeout: float = 15.0
+    # memory for cached answers (about 0.5 kB each): the cap on cached next hops
+    answer_memory_mib: float = 128.0
     idle_timeout: float = 300.0  # a connection with no request for this long is closed
     request_timeout: float = 10.0  # a request complete this long after its first octet
     max_connections: int = 4096  # lowered to the file descriptor limit less a reserve

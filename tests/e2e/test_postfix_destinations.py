@@ -14,7 +14,13 @@ what Postfix did (delivered or deferred, the TLS status it logged, which MX it u
 - an ``enforce`` policy with several patterns, one a wildcard, the first MX failing;
 - an ``enforce`` policy no MX host matches (RFC 8461 §4.1): deferred;
 - a bogus MX RRset (RFC 7672 §2.2.1): deferred;
-- a policy host that stalls (RFC 8461 §3.3, §5), with and without a cached policy.
+- a policy host that stalls (RFC 8461 §3.3, §5), with and without a cached policy;
+- an MX outside the policy beside a listed one, serving a certificate for the listed
+  name: the residual risk of Postfix 3.7 (delivered through it), closed on 3.10.
+
+Every row runs on both lab Postfix versions; on 3.10 the daemon runs with
+``postfix_version = "3.10"``, so its ``secure`` answers carry the MTA-STS attributes
+(policy type, domain, MX patterns, policy lines) and Postfix matches MX names itself.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ import time
 
 import pytest
 
-from tests.e2e.postfix_world import Policyd, deliver, postfix_with_policyd, sts_policy
+from tests.e2e.postfix_world import (
+    POSTFIX_VERSIONS,
+    Policyd,
+    deliver,
+    postfix_with_policyd,
+    sts_policy,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -41,15 +53,22 @@ def uniq(prefix: str) -> str:
     return f"{prefix}{next(_n)}d{os.getpid() % 1000}"
 
 
-@pytest.fixture(scope="module")
-def world(lab, tmp_path_factory):
+@pytest.fixture(scope="module", params=POSTFIX_VERSIONS)
+def world(lab, tmp_path_factory, request):
     from tests.lab import LabDomain, LabMx, PolicyHost
 
-    workdir = tmp_path_factory.mktemp("destinations-e2e")
+    version = request.param
+    workdir = tmp_path_factory.mktemp(f"destinations-e2e-{version}")
     daemon = Policyd(lab, workdir, txt_recheck_interval=2.0, log_level="debug",
-                     policyd_extra=f"sts_wait = {STS_WAIT}\n")
-    with postfix_with_policyd(lab, daemon) as pf:
+                     policyd_extra=f'sts_wait = {STS_WAIT}\npostfix_version = "{version}"\n')
+    with postfix_with_policyd(lab, daemon, version=version) as pf:
         yield lab, pf, daemon, LabDomain, LabMx, PolicyHost
+
+
+def secure(answer: str, match: str) -> bool:
+    """A ``secure`` answer for ``match`` (on 3.10 followed by the MTA-STS attributes)."""
+    base = f"OK secure match={match} servername=hostname"
+    return answer == base or answer.startswith(base + " policy_type=sts ")
 
 
 # --- CNAME'd MX hosts --------------------------------------------------------------------
@@ -129,7 +148,7 @@ def test_rfc8461_4_2_mx_host_in_unsigned_zone_with_mta_sts(world) -> None:
                              LabMx(good, pref=20, cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
                       policy=PolicyHost(body=sts_policy(bad, good))))
-    assert daemon.query(d) == f"OK secure match={bad}:{good} servername=hostname"
+    assert secure(daemon.query(d), f"{bad}:{good}")
     result = deliver(pf, d, "sent")
     assert result.relay is not None and result.relay.startswith(f"{good}[")
     assert result.tls is not None and result.tls.level == "Verified"
@@ -166,8 +185,7 @@ def test_rfc8461_5_1_several_patterns_first_mx_fails_later_one_valid(world) -> N
                              LabMx(f"c.{d}", pref=30, cert="good")],
                       txt={"_mta-sts": ["v=STSv1; id=1"]},
                       policy=PolicyHost(body=sts_policy(f"mx1.{d}", f"*.{d}"))))
-    assert daemon.query(d) == \
-        f"OK secure match=mx1.{d}:b.{d}:c.{d} servername=hostname"
+    assert secure(daemon.query(d), f"mx1.{d}:b.{d}:c.{d}")
     result = deliver(pf, d, "sent")
     assert result.relay is not None and result.relay.startswith(f"c.{d}[")
     assert result.tls is not None and result.tls.level == "Verified"
@@ -223,7 +241,7 @@ def test_rfc8461_3_3_stalling_policy_host_nothing_cached_delivers_then_enforces(
     # the fetch finished in the background; once the short recheck has run, the
     # policy is enforced
     deadline = time.monotonic() + 30
-    while daemon.query(d) != f"OK secure match=mx1.{d} servername=hostname":
+    while not secure(daemon.query(d), f"mx1.{d}"):
         assert time.monotonic() < deadline, "the stalled fetch never reached the cache"
         time.sleep(1.0)
     result = deliver(pf, d, "deferred", timeout=60)
@@ -248,3 +266,35 @@ def test_rfc8461_3_3_stalling_policy_host_with_cached_policy_enforces(world) -> 
     result = deliver(pf, d, "deferred", timeout=60)
     assert result.detail == "Server certificate not verified"
     assert len(lab.messages(f"mx1.{d}")) == delivered
+
+
+# --- the residual risk of Postfix 3.7 ----------------------------------------------------
+
+
+@pytest.mark.rfc("8461 4.1")
+def test_rfc8461_4_1_unlisted_mx_with_listed_name_certificate(world) -> None:
+    lab, pf, daemon, LabDomain, LabMx, PolicyHost = world
+    d = f"{uniq('resid')}.{lab.ZONE_INSECURE}"
+    body = sts_policy(f"mx1.{d}")
+    sts = {"_mta-sts": ["v=STSv1; id=1"]}
+    lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", pref=20, cert="good")], txt=sts,
+                      policy=PolicyHost(body=body)))
+    # the preferred MX is not in the policy; its address serves mx1's certificate
+    address = lab.address_of(f"mx1.{d}")
+    lab.add(LabDomain(d, mx=[LabMx(f"mx1.{d}", pref=20, cert="good")], txt=sts,
+                      policy=PolicyHost(body=body),
+                      records=[(d, "MX", f"10 rogue.{d}."), (f"rogue.{d}", "A", address)]))
+    answer = daemon.query(d)
+    assert secure(answer, f"mx1.{d}")
+    result = deliver(pf, d, "sent")
+    assert result.relay is not None
+    if pf.version == "3.7":
+        # Postfix 3.7 checks the certificate against match= only: the unlisted MX is
+        # used (the residual risk docs/postfix.md names)
+        assert result.relay.startswith(f"rogue.{d}[")
+    else:
+        # 3.10 with the attributes matches the MX name against the policy's patterns
+        # (smtp_tls_enforce_sts_mx_patterns, default yes): the unlisted MX is skipped
+        assert "mx_host_pattern=" in answer
+        assert result.relay.startswith(f"mx1.{d}[")
+        assert f"MX name 'rogue.{d}' does not match STS MX pattern" in pf.log()

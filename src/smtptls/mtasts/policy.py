@@ -178,13 +178,18 @@ class Policy:
 
     from_text = parse
 
-    def to_text(self) -> str:
-        """Canonical serialization: CRLF-terminated lines, known fields first."""
+    def lines(self) -> tuple[str, ...]:
+        """The policy's lines, known fields first (canonical order): also the RFC 8460
+        §4.4 ``policy-string`` entries of a report, one string per line."""
         lines = [f"version: {self.version}", f"mode: {self.mode.value}"]
         lines.extend(f"mx: {pattern}" for pattern in self.mx)
         lines.append(f"max_age: {self.max_age}")
         lines.extend(f"{key}: {value}" for key, value in self.extensions)
-        return "".join(line + "\r\n" for line in lines)
+        return tuple(lines)
+
+    def to_text(self) -> str:
+        """Canonical serialization: CRLF-terminated :meth:`lines`."""
+        return "".join(line + "\r\n" for line in self.lines())
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape: ``{"version", "mode", "max_age", "mx"}``."""

@@ -450,7 +450,7 @@ class StaticPolicyLookup:
 
 def _sts_strings(policy: Any) -> tuple[str, ...]:
     # RFC 8460 §4.4: policy-string holds the MTA-STS policy, one line per string
-    return tuple(line for line in policy.to_text().splitlines() if line.strip())
+    return tuple(policy.lines())
 
 
 def _sts_failure(error: SmtpTlsError | None) -> ResultType | None:

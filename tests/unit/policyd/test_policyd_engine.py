@@ -96,7 +96,7 @@ async def test_rfc8461_3_3_recheck_bounded_by_txt_recheck_interval(world, clock)
     engine = make_engine(world, clock, txt_recheck_interval=120.0)
     await engine.lookup("example.com")
     entry = engine._answers["example.com"]
-    assert entry.recheck_at - entry.computed_at == 120.0
+    assert entry.recheck_at - clock.t == 120.0
 
 
 async def test_recheck_never_faster_than_the_floor(world, clock) -> None:
@@ -105,7 +105,7 @@ async def test_recheck_never_faster_than_the_floor(world, clock) -> None:
     engine = make_engine(world, clock)
     await engine.lookup("example.com")
     entry = engine._answers["example.com"]
-    assert entry.recheck_at - entry.computed_at == MIN_RECHECK
+    assert entry.recheck_at - clock.t == MIN_RECHECK
 
 
 @pytest.mark.rfc("8461 5.1")
@@ -137,7 +137,7 @@ async def test_rfc8461_3_2_policy_stops_applying_after_max_age(world, clock) -> 
     engine = make_engine(world, clock)
     await engine.lookup("example.com")
     entry = engine._answers["example.com"]
-    assert entry.recheck_at - entry.computed_at <= 300
+    assert entry.recheck_at - clock.t <= 300
     world.policies["example.com"] = FetchTlsError("bad cert", url="x")
     world.sts("example.com", "v=STSv1; id=2")
     clock.t += 601
@@ -237,7 +237,7 @@ async def test_rfc8461_3_3_slow_policy_host_nothing_cached_is_no_mta_sts(world, 
     explanation = (await engine.explain("example.com")).to_dict()
     assert explanation["mta_sts"]["outcome"] == "fetch-pending"
     entry = engine._answers["example.com"]
-    assert entry.recheck_at - entry.computed_at <= 15.0  # asked again soon
+    assert entry.recheck_at - clock.t <= 15.0  # asked again soon
     await asyncio.sleep(0.4)
     await engine.refresh("example.com")
     assert engine.lookup_cached("example.com") == netstring(SECURE_MX1)
@@ -336,4 +336,4 @@ async def test_failed_tlsa_lookup_is_rechecked_soon(world, clock) -> None:
     engine = make_engine(world, clock)
     assert await engine.lookup("example.com") == netstring(b"OK dane")
     entry = engine._answers["example.com"]
-    assert entry.recheck_at - entry.computed_at <= 15.0
+    assert entry.recheck_at - clock.t <= 15.0

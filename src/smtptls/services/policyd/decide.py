@@ -6,9 +6,9 @@ is one dict lookup. Each answer carries the moment it must be rechecked: the sma
 the ``_mta-sts`` TXT TTL and ``txt_recheck_interval`` (RFC 8461 §3.3, D1: notice a
 changed policy ``id``), the MX and TLSA TTLs and the cached policy's expiry (§3.2).
 The refresher (:mod:`.refresh`) recomputes due answers in the background, so requests
-never wait for a recheck; a recheck that fails keeps the previous facts (§5.1, D2: a
+never wait for a recheck; a recheck that fails keeps the previous answer (§5.1, D2: a
 failed refresh never replaces a good cached policy, and an MX lookup that fails keeps
-the last MX list).
+the last answer).
 
 Concurrent requests for the same uncomputed key share one computation (and
 :func:`~smtptls.engine.mtasts_discovery.discover` shares one fetch per domain).
@@ -44,12 +44,18 @@ from smtptls.engine.mtasts_discovery import (
 )
 from smtptls.errors import InvalidDomainError, PolicyError
 from smtptls.logs import get_logger
+from smtptls.mtasts.policy import Mode
 from smtptls.net.dns import Answer
 from smtptls.services.policyd.metrics import PolicydMetrics
+from smtptls.services.policyd.postfix310 import (
+    AnswerSyntaxError,
+    secure_answer,
+    sts_answer,
+)
 from smtptls.services.policyd.socketmap import Reply
 from smtptls.store.base import PolicyCache
 
-__all__ = ["CachedAnswer", "Explanation", "PolicyEngine", "decision_reply"]
+__all__ = ["CachedAnswer", "Explanation", "PolicyEngine", "decision_reply", "max_answers_for"]
 
 log = get_logger("policyd")
 
@@ -61,6 +67,19 @@ TEMP_RETRY = 15.0
 STATIC_TTL = 3600.0
 #: At most this many answers are computed at once (DNS and HTTPS work); more wait.
 MAX_CONCURRENT = 256
+#: Replies up to this long are shared between next hops (most answers are one of a
+#: few texts); at most this many distinct ones.
+MAX_INTERNED_LEN = 64
+MAX_INTERNED = 4096
+#: What one cached answer costs (measured by benchmarks/bench_policyd_memory.py: key,
+#: dict slot, entry, its floats, the reply and the refresh heap entry), for sizing the
+#: answer cap from ``[policyd] answer_memory_mib``.
+BYTES_PER_ANSWER = 512
+
+
+def max_answers_for(memory_mib: float) -> int:
+    """How many answers fit in ``memory_mib`` MiB (at least one)."""
+    return max(int(memory_mib * 1024 * 1024 // BYTES_PER_ANSWER), 1)
 
 
 def decision_reply(decision: Decision) -> Reply:
@@ -74,16 +93,16 @@ def decision_reply(decision: Decision) -> Reply:
 
 @dataclass(slots=True)
 class CachedAnswer:
-    """One computed answer. ``recheck_at``: when the refresher recomputes it;
-    ``expires_at``: past this a request recomputes it itself (refresher behind)."""
+    """One computed answer, as small as it can be (one per cached next hop): the
+    encoded reply and the times the refresher needs. ``recheck_at``: when the refresher
+    recomputes it; ``expires_at``: past this a request recomputes it itself (refresher
+    behind); ``last_used``: for dropping idle entries. The reasoning behind an answer
+    is computed again on demand (:meth:`PolicyEngine.explain`, ``policyd query``)."""
 
     wire: bytes
-    decision: Decision
-    facts: DestinationFacts | None
     recheck_at: float
     expires_at: float
     last_used: float
-    computed_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +179,14 @@ class PolicyEngine:
         # Postfix waits 100 s for a socketmap reply; answer well before (config)
         self.compute_timeout = (config.policyd.answer_timeout if compute_timeout is None
                                 else compute_timeout)
-        self.max_answers = max_answers or max(config.cache.lru_size, 1)
+        # sized by memory, independently of the policy cache's own LRU (cache.lru_size)
+        self.max_answers = max_answers or max_answers_for(config.policyd.answer_memory_mib)
         self.options = _options(config.policyd)
         self._answers: dict[str, CachedAnswer] = {}
         self._due: list[tuple[float, str]] = []
         self._inflight: dict[str, asyncio.Task[CachedAnswer]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._shared: dict[bytes, bytes] = {}
         self.computations = 0  # how many answers were computed (tests, metrics)
 
     # --- configuration ------------------------------------------------------------
@@ -261,36 +282,55 @@ class PolicyEngine:
         previous = self._answers.get(key)
         try:
             async with self._slots:
-                explanation = await self.explain(key, previous=previous)
+                explanation = await self.explain(key)
+            facts = explanation.facts
+            if (previous is not None and facts is not None and facts.mx_error is not None
+                    and facts.mx_security is Security.INDETERMINATE):
+                # a failed MX recheck keeps the last good answer (RFC 8461 §5.1, D2
+                # spirit: a refresh failure never weakens a good answer); retry soon
+                log.info("MX recheck failed, previous answer kept", key=key[:100],
+                         error=facts.mx_error)
+                return self._keep(key, previous)
         except Exception as exc:  # a bug or an unexpected library error: never crash
             log.error("policy computation crashed", key=key[:100],
                       error=f"{type(exc).__name__}: {exc}")
             if previous is not None:
-                # keep the previous answer, try again soon
-                previous.recheck_at = self.clock() + TEMP_RETRY
-                previous.expires_at = max(previous.expires_at, previous.recheck_at)
-                heapq.heappush(self._due, (previous.recheck_at, key))
-                return previous
+                return self._keep(key, previous)  # keep the previous answer, retry soon
             decision = Decision(DecisionKind.TEMP, None, "internal error")
             explanation = Explanation(key, decision, decision_reply(decision), ttl=TEMP_RETRY)
         now = self.clock()
         ttl = explanation.ttl if explanation.ttl is not None else TEMP_RETRY
         entry = CachedAnswer(
-            wire=explanation.reply.to_bytes(),
-            decision=explanation.decision,
-            facts=explanation.facts,
+            wire=self._intern(explanation.reply.to_bytes()),
             recheck_at=now + ttl,
             # serve a due answer for a while longer if the refresher is late: requests
             # never wait for a recheck (but never past twice the recheck period)
             expires_at=now + ttl + max(ttl, MIN_RECHECK),
             last_used=previous.last_used if previous is not None else now,
-            computed_at=now,
         )
         self._store(key, entry)
         if previous is not None and previous.wire != entry.wire:
             log.info("answer changed", key=key[:100], before=previous.wire[:200].decode(
                 "utf-8", "replace"), after=entry.wire[:200].decode("utf-8", "replace"))
         return entry
+
+    def _keep(self, key: str, previous: CachedAnswer) -> CachedAnswer:
+        previous.recheck_at = self.clock() + TEMP_RETRY
+        previous.expires_at = max(previous.expires_at, previous.recheck_at)
+        heapq.heappush(self._due, (previous.recheck_at, key))
+        return previous
+
+    def _intern(self, wire: bytes) -> bytes:
+        """One bytes object per distinct short reply (``OK dane-only``, ``NOTFOUND``,
+        ...), shared by every next hop that has it."""
+        if len(wire) > MAX_INTERNED_LEN:
+            return wire
+        shared = self._shared.get(wire)
+        if shared is None:
+            if len(self._shared) >= MAX_INTERNED:
+                return wire
+            self._shared[wire] = shared = wire
+        return shared
 
     def _store(self, key: str, entry: CachedAnswer) -> None:
         answers = self._answers
@@ -309,7 +349,7 @@ class PolicyEngine:
         if self.metrics is not None:
             self.metrics.cached_answers.set(len(self._answers))
 
-    async def explain(self, key: str, *, previous: CachedAnswer | None = None) -> Explanation:
+    async def explain(self, key: str) -> Explanation:
         """Compute the answer for ``key`` with its reasoning (no answer caching)."""
         try:
             nexthop = NextHop.parse(key)
@@ -327,8 +367,8 @@ class PolicyEngine:
             self._discover(nexthop.policy_domain, recorder, now),
             lookup_destination(self.dns, nexthop.name or "", port=nexthop.tlsa_port,
                                mx=is_domain))
-        facts, ttls, notes = self._facts(nexthop, found, discovery, previous)
-        decision = decide(facts, self.options)
+        facts, ttls, notes = self._facts(nexthop, found, discovery)
+        decision = self._for_postfix(decide(facts, self.options), facts)
         interval = self.config.policyd.txt_recheck_interval or 300.0
         ttl_candidates = [interval, *ttls]
         if recorder.txt_ttl is not None:
@@ -369,23 +409,38 @@ class PolicyEngine:
             kind = "syntax" if isinstance(err, PolicyError) else getattr(err, "kind", "other")
             m.fetch_errors.labels(str(kind)).inc()
 
-    def _facts(
-        self, nexthop: NextHop, found: DestinationDns, discovery: Discovery,
-        previous: CachedAnswer | None,
-    ) -> tuple[DestinationFacts, list[float], list[str]]:
-        notes: list[str] = []
-        policy = discovery.policy
-        sts_note = _sts_note(discovery)
-        mx = found.mx
-        prev = previous.facts if previous is not None else None
-        if (mx is not None and mx.error is not None and mx.security is Security.INDETERMINATE
-                and prev is not None and prev.hosts):
-            # a failed MX recheck keeps the last known MX list (RFC 8461 §5.1 D2
-            # spirit: a refresh failure never weakens a good answer)
-            notes.append(f"MX lookup failed ({mx.error}); kept the previous MX list")
-            return replace(prev, policy=policy, sts_note=sts_note), [TEMP_RETRY], notes
-        facts = to_facts(found, nexthop, policy=policy, sts_note=sts_note)
-        return facts, [float(t) for t in found.ttls], notes
+    def _for_postfix(self, decision: Decision, facts: DestinationFacts) -> Decision:
+        """The decision in the syntax of the configured Postfix version: on 3.10 an
+        MTA-STS answer names its policy (policy type, domain, MX patterns, policy
+        lines), so Postfix reports it through TLSRPT and, with
+        ``smtp_tls_enforce_sts_mx_patterns``, matches MX names against the patterns
+        itself (docs/postfix.md, "Postfix 3.10")."""
+        policy, domain = facts.policy, facts.nexthop.policy_domain
+        if self.config.policyd.postfix_version != "3.10" or policy is None or domain is None:
+            return decision
+        try:
+            if decision.kind is DecisionKind.SECURE and decision.policy is not None:
+                return replace(decision, policy=secure_answer(decision.policy, policy, domain))
+            if (decision.kind in (DecisionKind.TESTING, DecisionKind.NOTFOUND)
+                    and policy.mode is Mode.TESTING and self.config.policyd.testing_reports):
+                # Postfix 3.10 cannot verify without enforcing: "may" with the policy's
+                # attributes gets the domain reports naming its testing policy, every
+                # TLS session counted a success (docs/postfix.md); off by default
+                base = decision.policy or "may"
+                return replace(decision, kind=DecisionKind.TESTING,
+                               policy=sts_answer(base, policy, domain),
+                               reason=decision.reason + "; reported through Postfix's "
+                               "TLSRPT client (testing_reports)")
+        except AnswerSyntaxError as exc:
+            log.warning("MTA-STS attributes not expressible; 3.7 answer used",
+                        domain=domain, error=str(exc))
+        return decision
+
+    def _facts(self, nexthop: NextHop, found: DestinationDns, discovery: Discovery,
+               ) -> tuple[DestinationFacts, list[float], list[str]]:
+        facts = to_facts(found, nexthop, policy=discovery.policy,
+                         sts_note=_sts_note(discovery))
+        return facts, [float(t) for t in found.ttls], []
 
 
 def _sts_note(discovery: Discovery) -> str:

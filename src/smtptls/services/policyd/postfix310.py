@@ -55,6 +55,7 @@ __all__ = [
     "failure_answer",
     "policy_strings",
     "secure_answer",
+    "sts_answer",
     "sts_attributes",
 ]
 
@@ -109,9 +110,8 @@ def attribute(name: str, value: str) -> str:
 
 
 def policy_strings(policy: Policy) -> tuple[str, ...]:
-    """The policy's lines as RFC 8460 §4.4 ``policy-string`` entries (canonical order,
-    the order :meth:`Policy.to_text` writes them)."""
-    return tuple(line for line in policy.to_text().split("\r\n") if line)
+    """The policy's lines as RFC 8460 §4.4 ``policy-string`` entries."""
+    return policy.lines()
 
 
 def _written(name: str, values: Iterable[str]) -> list[str]:
@@ -136,10 +136,16 @@ def sts_attributes(policy: Policy, domain: str, ttl: int | None = None) -> tuple
     return tuple(attrs)
 
 
+def sts_answer(base: str, policy: Policy, domain: str, ttl: int | None = None) -> str:
+    """``base`` (a Postfix TLS level with its options) with the MTA-STS attributes of
+    ``policy`` for ``domain`` appended."""
+    return " ".join((base.strip(), *sts_attributes(policy, domain, ttl)))
+
+
 def secure_answer(base: str, policy: Policy, domain: str, ttl: int | None = None) -> str:
     """``base`` (e.g. ``secure match=a:b servername=hostname``) with the MTA-STS
     attributes of ``policy`` for ``domain`` appended."""
-    return " ".join((base.strip(), *sts_attributes(policy, domain, ttl)))
+    return sts_answer(base, policy, domain, ttl)
 
 
 def failure_answer(base: str, domain: str, failure: PolicyFailure | str) -> str:
