@@ -160,3 +160,25 @@ def test_systemd_analyze_security_exposure_is_low(tmp_path, name):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "Overall exposure level" in done.stdout
+
+
+SYSUSERS = shutil.which("systemd-sysusers")
+
+
+@pytest.mark.skipif(SYSUSERS is None, reason=NO_ANALYZE.replace("systemd-analyze",
+                                                                "systemd-sysusers"))
+def test_sysusers_file_creates_the_service_user(tmp_path):
+    # applied to an empty root: only tmp_path/etc is written, never the machine's /etc
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        (tmp_path / "etc" / name).write_text("")
+    done = subprocess.run([SYSUSERS, f"--root={tmp_path}",
+                           str(UNITS / "smtptls.sysusers.conf")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    users = {line.split(":")[0]: line.split(":") for line in
+             (tmp_path / "etc" / "passwd").read_text().splitlines()}
+    user = users["smtptls"]
+    assert user[5] == str(paths.SYSTEM_STATE_DIR) and user[6].endswith("nologin")
+    assert 0 < int(user[2]) < 1000  # a system user
+    assert "smtptls:" in (tmp_path / "etc" / "group").read_text()
