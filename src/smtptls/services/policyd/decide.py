@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,11 @@ MAX_INTERNED = 4096
 #: dict slot, entry, its floats, the reply and the refresh heap entry), for sizing the
 #: answer cap from ``[policyd] answer_memory_mib``.
 BYTES_PER_ANSWER = 512
+
+
+def _second(at: float) -> int:
+    # a recheck time rounded up to its whole second: never rechecked early
+    return math.ceil(at)
 
 
 def max_answers_for(memory_mib: float) -> int:
@@ -183,7 +189,11 @@ class PolicyEngine:
         self.max_answers = max_answers or max_answers_for(config.policyd.answer_memory_mib)
         self.options = _options(config.policyd)
         self._answers: dict[str, CachedAnswer] = {}
-        self._due: list[tuple[float, str]] = []
+        # recheck schedule: whole seconds -> keys due then (a timer wheel: one list slot
+        # per answer instead of a heap tuple), and a heap of the seconds in use
+        self._wheel: dict[int, list[str]] = {}
+        self._seconds: list[int] = []
+        self._scheduled = 0
         self._inflight: dict[str, asyncio.Task[CachedAnswer]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._shared: dict[bytes, bytes] = {}
@@ -196,7 +206,9 @@ class PolicyEngine:
         self.config = config
         self.options = _options(config.policyd)
         self._answers.clear()
-        self._due.clear()
+        self._wheel.clear()
+        self._seconds.clear()
+        self._scheduled = 0
         self._gauge()
 
     # --- the socketmap handler ------------------------------------------------------
@@ -247,17 +259,33 @@ class PolicyEngine:
 
     def due_keys(self, now: float, limit: int = 1000) -> list[str]:
         """Keys whose recheck time has come (each returned once per scheduling)."""
-        out: list[str] = []
-        heap = self._due
-        while heap and heap[0][0] <= now and len(out) < limit:
-            at, key = heapq.heappop(heap)
-            entry = self._answers.get(key)
-            if entry is not None and entry.recheck_at == at:
-                out.append(key)
-        return out
+        out: dict[str, None] = {}
+        seconds, wheel, answers = self._seconds, self._wheel, self._answers
+        while seconds and seconds[0] <= now and len(out) < limit:
+            second = seconds[0]
+            keys = wheel.get(second)
+            while keys and len(out) < limit:
+                key = keys.pop()
+                self._scheduled -= 1
+                entry = answers.get(key)
+                if entry is not None and _second(entry.recheck_at) == second:
+                    out[key] = None
+            if not keys:
+                wheel.pop(second, None)
+                heapq.heappop(seconds)
+        return list(out)
 
     def next_due(self) -> float | None:
-        return self._due[0][0] if self._due else None
+        return float(self._seconds[0]) if self._seconds else None
+
+    def _schedule(self, key: str, at: float) -> None:
+        second = _second(at)
+        keys = self._wheel.get(second)
+        if keys is None:
+            self._wheel[second] = keys = []
+            heapq.heappush(self._seconds, second)
+        keys.append(key)
+        self._scheduled += 1
 
     def idle_since(self, key: str) -> float | None:
         entry = self._answers.get(key)
@@ -317,7 +345,7 @@ class PolicyEngine:
     def _keep(self, key: str, previous: CachedAnswer) -> CachedAnswer:
         previous.recheck_at = self.clock() + TEMP_RETRY
         previous.expires_at = max(previous.expires_at, previous.recheck_at)
-        heapq.heappush(self._due, (previous.recheck_at, key))
+        self._schedule(key, previous.recheck_at)
         return previous
 
     def _intern(self, wire: bytes) -> bytes:
@@ -338,10 +366,14 @@ class PolicyEngine:
             # evict the oldest insertion (bounded memory; it is recomputed on demand)
             answers.pop(next(iter(answers)))
         answers[key] = entry
-        heapq.heappush(self._due, (entry.recheck_at, key))
-        if len(self._due) > 4 * self.max_answers + 1000:
-            self._due = [(e.recheck_at, k) for k, e in answers.items()]
-            heapq.heapify(self._due)
+        self._schedule(key, entry.recheck_at)
+        if self._scheduled > 4 * len(answers) + 1000:
+            # stale schedule entries of rescheduled or evicted keys: rebuild it
+            self._wheel.clear()
+            self._seconds.clear()
+            self._scheduled = 0
+            for k, e in answers.items():
+                self._schedule(k, e.recheck_at)
         self.computations += 1
         self._gauge()
 
