@@ -1,24 +1,62 @@
-"""``smtptls`` command line: discovers command modules in :mod:`smtptls.cli`.
+"""``smtptls`` command line: one module of :mod:`smtptls.cli` per command.
 
 Each module ``smtptls.cli.<name>`` exposes ``register(subparsers)`` which adds its
-sub-commands and sets ``func(args) -> int`` on them.
+sub-commands and sets ``func(args) -> int`` on them. :data:`COMMANDS` names them, so
+that a run imports only the chosen command's module (the others pull in aiohttp,
+dnspython, cryptography, ...): ``smtptls --help`` lists every command from this table
+alone. ``build_parser()`` without arguments registers every module (manual page,
+completion, tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from typing import NoReturn
 
 import smtptls
-from smtptls import cli as cli_pkg
 from smtptls import logs
 from smtptls.cli.output import EXIT_ERROR, Formatter, print_json
 from smtptls.errors import SmtpTlsError
 
-_SKIP = {"main", "output", "__init__"}
+#: Top-level command -> (module in smtptls.cli, its one-line help); a test checks that
+#: each module registers exactly this name with this help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("check", "audit domains: MX, TLS, MTA-STS, TLSRPT, DANE"),
+    "completion": ("completion", "print a shell completion script"),
+    "config": ("config_cmd", "validate or show the configuration"),
+    "dane": ("dane", "check DANE for SMTP (RFC 7672) of a destination, live"),
+    "demo": ("demo", "offline MTA-STS demo: validate, cache and apply a bundled policy"),
+    "manpage": ("manpage", "print the smtptls(1) manual page (roff)"),
+    "mta-sts": ("mta_sts", "discover and validate a domain's MTA-STS policy, or check a "
+                "policy file"),
+    "policy-server": ("policy_server", "HTTPS host of MTA-STS policies for many domains"),
+    "policyd": ("policyd", "Postfix TLS policy daemon (socketmap), or 'query DOMAIN' to "
+                "explain an answer"),
+    "publish": ("publish", "produce MTA-STS, TLSRPT and TLSA records to publish"),
+    "reports": ("reports", "receive, store and read TLSRPT reports (RFC 8460)"),
+    "tlsa": ("tlsa", "TLSA records for DANE (generate from certificates, check offline)"),
+    "tlsrpt": ("tlsrpt_cmd", "collect TLS results and send TLSRPT reports (RFC 8460, "
+               "sender side)"),
+}
+#: Global options that take a value (skipped when looking for the command name).
+_VALUED = ("--log-level", "--log-format")
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is no global option)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED:
+            skip = True
+        elif word == "--":
+            continue
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +69,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names is registered in full."""
     parser = Parser(
         prog="smtptls",
         formatter_class=Formatter,
@@ -53,18 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=None, choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda m: m.name):
-        if info.name in _SKIP or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"smtptls.cli.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    chosen = None if argv is None else chosen_command(argv)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if argv is None or name == chosen:
+            module = importlib.import_module(f"smtptls.cli.{module_name}")
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=help_text)  # listed; registered when chosen
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logs.setup(args.log_level or "warning", args.log_format or "text")
     func = getattr(args, "func", None)
