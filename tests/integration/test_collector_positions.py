@@ -370,3 +370,33 @@ async def test_client_retry_after_a_lost_answer_is_counted_once(store, tmp_path)
 async def test_client_gives_up_with_a_typed_error(unused_tcp_port):
     with pytest.raises(StoreError, match="not stored after 2 tries"):
         await post_results(f"http://127.0.0.1:{unused_tcp_port}", successes(1), attempts=2)
+
+
+class FailsOnce:
+    """A store whose first transaction fails (the database went away for a moment)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.failed = False
+
+    async def add_batch(self, batch: Batch) -> int:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("database is down")
+        return await self.inner.add_batch(batch)
+
+
+async def test_stopping_with_the_store_down_commits_no_position_past_lost_lines(tmp_path):
+    store = SqliteResultStore(tmp_path / "r.sqlite3")
+    await store.open()
+    try:
+        collector = Collector(FailsOnce(store), flush_interval=10, batch_size=1)  # type: ignore[arg-type]
+        collector.start()
+        r = successes(1)[0]
+        collector.submit_log([(r, 1)], ("log", LogPosition(1, 2, 100)))
+        collector.submit_log([(r, 1)], ("log", LogPosition(1, 2, 200)))
+        await collector.stop()  # the first batch fails: both are read again next time
+        assert await store.log_position("log") is None
+        assert await total(store) == (0, 0)
+    finally:
+        await store.close()

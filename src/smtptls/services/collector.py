@@ -392,6 +392,12 @@ class Collector:
                         if not item.future.done():
                             item.future.set_exception(StoreError(f"not stored: {exc}"))
                 if self._stopping:
+                    if any(i.position is not None for i in keep):
+                        # log lines not written are read again at the next start, from
+                        # the last position committed: no later position may pass them
+                        keep += [i for i in self._items if i.position is not None]
+                        self._items = collections.deque(i for i in self._items
+                                                        if i.position is None)
                     dropped = sum(i.n for i in keep)
                     self.metrics.dropped.labels("store-down").inc(dropped)
                     self._pending -= dropped
