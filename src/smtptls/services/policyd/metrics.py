@@ -200,8 +200,7 @@ async def start_metrics_server(metrics: PolicydMetrics, listen: str) -> tuple[we
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    # aiohttp's public runner.addresses: the port the kernel chose for 0
+    bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2),
+                 port)
     return runner, f"{host}:{bound}"

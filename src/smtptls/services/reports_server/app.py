@@ -52,10 +52,10 @@ REALM = "smtptls reports"
 
 _log = get_logger("reports.http")
 
-STORE_KEY = web.AppKey("store", object)
+STORE_KEY = web.AppKey("store", ReportStore)
 INTAKE_KEY = web.AppKey("intake", ReportIntake)
 METRICS_KEY = web.AppKey("metrics", IntakeMetrics)
-TOKEN_KEY = web.AppKey("token", object)
+TOKEN_KEY = web.AppKey("token", str)  # "" when the dashboard has no token
 MAX_BODY_KEY = web.AppKey("max_body", int)
 BUDGET_KEY = web.AppKey("budget", InflightBudget)
 RATE_KEY = web.AppKey("rate", RateLimiter)
@@ -106,7 +106,7 @@ async def _security(request: web.Request,
     token = request.app[TOKEN_KEY]
     is_intake = request.method == "POST" and request.path in INTAKE_PATHS
     if token and not is_intake and request.path not in OPEN_PATHS:
-        if not token_matches(request.headers.get("Authorization"), str(token)):
+        if not token_matches(request.headers.get("Authorization"), token):
             response: web.StreamResponse = web.Response(
                 status=401, text="authentication required\n",
                 headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
@@ -212,12 +212,12 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 async def index_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     return _html(dashboard.index_page(await store.domains(), await store.counts()))
 
 
 async def domain_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     name = request.query.get("name", "")[:255]
     since = None
     if request.query.get("since"):
@@ -231,7 +231,7 @@ async def domain_handler(request: web.Request) -> web.Response:
 
 
 async def reports_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     return _html(dashboard.reports_page(await store.list_reports(limit=1000)))
 
 
@@ -241,7 +241,7 @@ def _pk(request: web.Request) -> int | None:
 
 
 async def report_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     pk = _pk(request)
     size = request.app[PAGE_SIZE_KEY]
     text = request.query.get("page", "1")
@@ -255,12 +255,12 @@ async def report_handler(request: web.Request) -> web.Response:
 
 
 async def quarantine_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     return _html(dashboard.quarantine_page(await store.list_quarantine(limit=1000)))
 
 
 async def quarantine_raw_handler(request: web.Request) -> web.Response:
-    store: ReportStore = request.app[STORE_KEY]  # type: ignore[assignment]
+    store = request.app[STORE_KEY]
     pk = _pk(request)
     entry = await store.get_quarantine(pk) if pk is not None else None
     if entry is None or entry.raw is None:
@@ -295,7 +295,7 @@ def create_app(
     app[STORE_KEY] = store
     app[INTAKE_KEY] = intake
     app[METRICS_KEY] = metrics
-    app[TOKEN_KEY] = token or None
+    app[TOKEN_KEY] = token or ""
     app[MAX_BODY_KEY] = max_body
     app[BUDGET_KEY] = budget or InflightBudget(0)
     app[RATE_KEY] = rate or RateLimiter(0, 1)

@@ -142,7 +142,7 @@ class ReportsService:
                            if self.options.tls_cert and self.options.tls_key else None)
                 site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx)
                 await site.start()
-                self.http_port = _bound_port(site)
+                self.http_port = _bound_port(self._runner, site)
                 _log.info("listening", kind="https" if ssl_ctx else "http", host=host,
                           port=self.http_port, dashboard_token=bool(self.token))
             max_message = cfg.max_body * 2  # base64 grows a gzip attachment by a third
@@ -187,11 +187,13 @@ class ReportsService:
         await self.stop()
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio.Server here
-    if server is not None and getattr(server, "sockets", None):
-        return int(server.sockets[0].getsockname()[1])
-    return int(site._port)  # pragma: no cover
+def _bound_port(runner: web.AppRunner, site: web.TCPSite) -> int:
+    """The port the site listens on (its own port, or the one the kernel chose for 0),
+    from aiohttp's public ``runner.addresses``."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return int(site.name.rsplit(":", 1)[-1])  # pragma: no cover - no socket yet
 
 
 async def serve(config: Config, options: ServeOptions, *,
