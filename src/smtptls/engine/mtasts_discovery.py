@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +46,7 @@ from smtptls.mtasts.cache_logic import (
     decide_refresh,
     live,
     needs_proactive_refresh,
+    refetch_allowed,
 )
 from smtptls.mtasts.policy import Policy, parse_policy
 from smtptls.mtasts.record import StsRecord, parse_txt_records
@@ -230,6 +232,28 @@ async def discover_within(wait: float, domain: str, *, cache: PolicyCache, now: 
 
 _pending: set[asyncio.Future[Discovery]] = set()
 
+#: per cache: domain -> (policy id whose fetch failed, when): RFC 8461 §3.3's per-id
+#: retry wait (B6), kept for at most MAX_REMEMBERED_FAILURES domains (oldest dropped)
+#: and gone with its cache.
+_failed_fetches: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, float]]] = \
+    weakref.WeakKeyDictionary()
+MAX_REMEMBERED_FAILURES = 100_000
+
+
+def _failures(cache: PolicyCache) -> dict[str, tuple[str, float]]:
+    memo = _failed_fetches.get(cache)
+    if memo is None:
+        _failed_fetches[cache] = memo = {}
+    return memo
+
+
+def _remember_failure(memo: dict[str, tuple[str, float]], domain: str, record_id: str,
+                      now: float) -> None:
+    memo.pop(domain, None)
+    if len(memo) >= MAX_REMEMBERED_FAILURES:
+        memo.pop(next(iter(memo)))
+    memo[domain] = (record_id, now)
+
 
 def _finished(task: asyncio.Future[Discovery]) -> None:
     _pending.discard(task)
@@ -295,11 +319,23 @@ async def _discover(
 
     assert record is not None  # decide_refresh only fetches with a valid record
     entry = live(stored, now)
-    if (entry is not None and entry.last_checked > entry.fetched_at
+    memo = _failures(cache)
+    failed = memo.get(domain)
+    if failed is not None and not refetch_allowed(failed, record.id, now, retry_after):
+        # RFC 8461 §3.3 (B6): this policy id failed less than retry_after ago: no new
+        # fetch; the unexpired cached policy applies (B8), else no MTA-STS (B7)
+        if entry is not None:
+            return Discovery(domain, Outcome.CACHED, Action.USE_CACHED, entry.policy,
+                             entry.policy_id, cached=entry, store_error=store_error,
+                             rate_limited=True, **common)
+        return Discovery(domain, Outcome.FETCH_FAILED, action, store_error=store_error,
+                         rate_limited=True, **common)
+    if (failed is None and entry is not None and entry.last_checked > entry.fetched_at
             and 0 <= now - entry.last_checked < retry_after):
         # RFC 8461 §3.3: senders MAY rate-limit refetches after a failure; the last
         # attempt failed (last_checked moved past fetched_at) less than retry_after ago,
         # so keep applying the unexpired cached policy without fetching again (B6, B8).
+        # (Only when this process does not know which id failed, e.g. after a restart.)
         return Discovery(domain, Outcome.CACHED, Action.USE_CACHED, entry.policy,
                          entry.policy_id, cached=entry, store_error=store_error,
                          rate_limited=True, **common)
@@ -314,6 +350,10 @@ async def _discover(
         fetched, fetch_error = exc, exc
         log.info("MTA-STS policy fetch for %s failed: %s", domain, exc)
 
+    if fetch_error is None:
+        memo.pop(domain, None)
+    else:
+        _remember_failure(memo, domain, record.id, now)
     result = apply_fetch_result(stored, fetched, record.id, now)
     if result.cached is None:
         if stored is not None:

@@ -199,6 +199,20 @@ def apply_fetch_result(
     return FetchResult(entry.checked(now), FetchOutcome.KEPT_CACHED)
 
 
+def refetch_allowed(failed: tuple[str, float] | None, record_id: str, now: float,
+                    retry_after: float = DEFAULT_RETRY_AFTER) -> bool:
+    """May the policy for ``record_id`` be fetched again? ``failed`` is the id whose
+    fetch last failed and when (None: no failure remembered).
+
+    RFC 8461 §3.3: after a failed fetch, senders SHOULD wait at least five minutes
+    before trying again for the same policy id (B6); a new id may be fetched at once.
+    """
+    if failed is None:
+        return True
+    failed_id, failed_at = failed
+    return failed_id != record_id or not 0 <= now - failed_at < retry_after
+
+
 def needs_proactive_refresh(
     cached: CachedPolicy | None,
     now: float,

@@ -276,3 +276,41 @@ async def test_proactive_refresh_bounded():
     results = await refresh_due(dns=dns, cache=cache, now=T0, fetcher=FakeFetcher(),
                                 max_domains=3, concurrency=2)
     assert len(results) == 3
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_failed_fetch_nothing_cached_waits_five_minutes_per_id():
+    # B6 with nothing cached (B7): the failure of id 1 is remembered; no new fetch for
+    # id 1 within 300 s, but a new id is fetched at once
+    cache = MemoryPolicyCache()
+    failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
+    d = await run(FakeDns(txt("1")), cache, failing, now=T0)
+    assert d.outcome is Outcome.FETCH_FAILED and failing.calls == 1
+    d = await run(FakeDns(txt("1")), cache, failing, now=T0 + 120)
+    assert d.outcome is Outcome.FETCH_FAILED and d.rate_limited and failing.calls == 1
+    assert d.policy is None  # still no MTA-STS: deliver as without it
+    working = FakeFetcher(body=TESTING)
+    d = await run(FakeDns(txt("2")), cache, working, now=T0 + 121)
+    assert d.outcome is Outcome.FETCHED and working.calls == 1
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_new_id_after_a_failure_is_fetched_with_a_cached_policy():
+    cache = MemoryPolicyCache()
+    await cache.put("example.com", cached(policy_id="1"))
+    failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
+    d = await run(FakeDns(txt("2")), cache, failing, now=T0)
+    assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED and failing.calls == 1
+    working = FakeFetcher(body=TESTING)
+    d = await run(FakeDns(txt("3")), cache, working, now=T0 + 60)  # another new id
+    assert d.outcome is Outcome.FETCHED and working.calls == 1
+    assert d.policy.mode is Mode.TESTING
+
+
+@pytest.mark.rfc("8461 3.3")
+async def test_rfc8461_3_3_failure_memo_is_per_cache():
+    failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
+    await run(FakeDns(txt("1")), MemoryPolicyCache(), failing, now=T0)
+    working = FakeFetcher(body=TESTING)
+    d = await run(FakeDns(txt("1")), MemoryPolicyCache(), working, now=T0 + 10)
+    assert d.outcome is Outcome.FETCHED and working.calls == 1
