@@ -15,7 +15,8 @@ MTA-STS attributes, Postfix's own TLSRPT client (libtlsrpt) reports every handsh
    the daemon named;
 4. the sender, its clock on the next day, delivers one report per domain to the
    ``rua`` of its ``_smtp._tls`` record; the receivers' numbers are Postfix's, and the
-   mailed ones are DKIM-verified against the key in the lab DNS.
+   mailed ones are DKIM-verified against the key in the lab DNS; the report mails' own
+   deliveries are not reported on.
 """
 
 from __future__ import annotations
@@ -226,6 +227,13 @@ async def test_postfix310_policyd_datagrams_to_reports_over_https_and_mail(lab, 
                 assert stored.dkim_domain == submitter
             else:
                 assert stored.channel == "https"
+        # RFC 8460 §3: the report mails' own deliveries are not reported on
+        report_deliveries = [dl for dl in await asyncio.to_thread(pf.deliveries)
+                             if dl.recipient == f"tlsrpt@{reports}" and dl.status == "sent"]
+        assert len(report_deliveries) == len(mailed)
+        await asyncio.sleep(0.5)
+        await collector.collector.flush()
+        assert reports not in await collector.store.domains(today)
     finally:
         await https_service.stop()
         await mail_service.stop()

@@ -298,3 +298,19 @@ def test_rfc8461_4_1_unlisted_mx_with_listed_name_certificate(world) -> None:
         assert "mx_host_pattern=" in answer
         assert result.relay.startswith(f"mx1.{d}[")
         assert f"MX name 'rogue.{d}' does not match STS MX pattern" in pf.log()
+
+
+@pytest.mark.rfc("8461 4.1")
+def test_rfc8461_4_1_provider_multi_label_wildcard_delivers(world) -> None:
+    # a large provider's policy style: "*.mail.protection.<d>", the MX one label below
+    # (a 3.10 patch release once broke such patterns; both versions must deliver)
+    lab, pf, daemon, LabDomain, LabMx, PolicyHost = world
+    d = f"{uniq('prov')}.{lab.ZONE_INSECURE}"
+    tenant = f"tenant.mail.protection.{d}"
+    lab.add(LabDomain(d, mx=[LabMx(tenant, cert="good")],
+                      txt={"_mta-sts": ["v=STSv1; id=1"]},
+                      policy=PolicyHost(body=sts_policy(f"*.mail.protection.{d}"))))
+    assert secure(daemon.query(d), tenant)
+    result = deliver(pf, d, "sent")
+    assert result.relay is not None and result.relay.startswith(f"{tenant}[")
+    assert result.tls is not None and result.tls.level == "Verified"
