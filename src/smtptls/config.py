@@ -111,7 +111,9 @@ class ReportsConfig:
     listen: str = "127.0.0.1:8460"
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
-    require_dkim: bool = False  # quarantine report mail whose DKIM signature fails
+    # RFC 8460 §3: report mail lacking a valid DKIM signature by the reporting domain
+    # MUST be ignored: kept in quarantine, never counted (false: store it anyway)
+    require_dkim: bool = True
     backend: str = "sqlite"
     sqlite_path: str = _state("smtptls-reports.sqlite3")
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/smtptls"
@@ -185,6 +187,41 @@ class TlsrptConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alerts to domain owners (services/alerts.py, docs/configuration.md).
+
+    Channels: a log line (``log``), a JSON webhook POST (``webhook_url``; Slack and
+    Mattermost incoming webhooks read its ``text``), mail to ``mail_to`` through
+    ``smtp_relay`` (STARTTLS verified with the system store or ``ca_file``). Each
+    condition is sent once while it lasts, again after it clears and returns, never
+    twice within ``quiet_period`` seconds. Rules: failure rate over
+    ``failure_rate_percent`` from a reporter with at least ``min_sessions`` sessions in
+    the ``window``, a new failure type, any of ``critical_result_types``, and no report
+    for ``stale_days`` from a reporter that used to send daily.
+    """
+
+    enabled: bool = True
+    log: bool = True
+    webhook_url: str | None = None
+    mail_to: tuple[str, ...] = ()
+    mail_from: str = ""
+    smtp_relay: str = "127.0.0.1:25"
+    smtp_starttls: bool = True
+    ca_file: str | None = None
+    timeout: float = 30.0
+    quiet_period: float = 86400.0
+    state_path: str = _state("smtptls-alerts.json")
+    interval: float = 900.0  # how often `reports serve` evaluates the rules
+    window: str = "7d"
+    failure_rate_percent: float = 5.0
+    min_sessions: int = 10
+    new_failure_type: bool = True
+    critical_result_types: tuple[str, ...] = (
+        "sts-policy-fetch-error", "sts-webpki-invalid", "tlsa-invalid", "dnssec-invalid")
+    stale_days: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -198,6 +235,7 @@ class Config:
     policyd: PolicydConfig = field(default_factory=PolicydConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     tlsrpt: TlsrptConfig = field(default_factory=TlsrptConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

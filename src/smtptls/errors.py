@@ -240,6 +240,22 @@ class ReportDeliveryError(ReportError):
         self.permanent = permanent
 
 
+class AlertDeliveryError(SmtpTlsError):
+    """An alert could not be delivered through a channel (webhook, mail relay)."""
+
+    def __init__(self, message: str, *, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+class ImapError(ReportError):
+    """Fetching report mail from an IMAP mailbox failed (login, TLS, folder, protocol)."""
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
 # --- storage and wire protocols --------------------------------------------------------
 
 
