@@ -78,6 +78,9 @@ class PolicydConfig:
     listen: str = "127.0.0.1:8461"
     metrics: str | None = "127.0.0.1:9461"
     map_name: str = "postfix"
+    # the map name Exim's ${readsocket} asks on the same listeners (docs/exim.md);
+    # "" turns the Exim answers off
+    exim_map_name: str = "exim"
     # "3.7": answers every Postfix >= 3.4 reads; "3.10": secure answers carry the
     # MTA-STS attributes and failures the policy_failure attribute (Postfix >= 3.10,
     # TLSRPT_README), see services/policyd/postfix310.py and docs/postfix.md

@@ -26,6 +26,7 @@ from smtptls.errors import ConfigError, SmtpTlsError
 from smtptls.logs import get_logger
 from smtptls.net.dns import DnsResolver
 from smtptls.services.policyd.decide import PolicyEngine
+from smtptls.services.policyd.exim import EximAnswers
 from smtptls.services.policyd.metrics import PolicydMetrics, start_metrics_server
 from smtptls.services.policyd.refresh import Refresher
 from smtptls.services.policyd.socketmap import SocketmapServer
@@ -60,6 +61,7 @@ class Daemon:
         self.idle_timeout = config.policyd.idle_timeout if idle_timeout is None else idle_timeout
         self.metrics = PolicydMetrics()
         self.engine: PolicyEngine | None = None
+        self.exim: EximAnswers | None = None  # answers for Exim's map name (docs/exim.md)
         self.server: SocketmapServer | None = None
         self.refresher: Refresher | None = None
         self.addresses: list[str] = []
@@ -73,10 +75,14 @@ class Daemon:
         self._cache = await open_policy_cache(cfg.cache)
         dns = DnsResolver(cfg.dns)
         self.engine = PolicyEngine(cfg, dns=dns, cache=self._cache, metrics=self.metrics)
+        exim_map = cfg.policyd.exim_map_name
+        if exim_map and exim_map != cfg.policyd.map_name:
+            self.exim = EximAnswers(self.engine)
         self.server = SocketmapServer(
             self.engine, map_name=cfg.policyd.map_name, max_request=cfg.policyd.max_request,
             idle_timeout=self.idle_timeout, request_timeout=cfg.policyd.request_timeout,
-            max_connections=cfg.policyd.max_connections, observer=self.metrics.observe)
+            max_connections=cfg.policyd.max_connections, observer=self.metrics.observe,
+            extra_maps=None if self.exim is None else {exim_map: self.exim})
         server = self.server
         self.metrics.connections.set_function(lambda: server.connection_count)
         self.metrics.watch_limits(server)
@@ -96,6 +102,8 @@ class Daemon:
             log.info("SIGHUP: no configuration file to reload; answers recomputed")
             if self.engine is not None:
                 self.engine.reconfigure(self.config)
+            if self.exim is not None:
+                self.exim.reconfigure()
             return
         try:
             new = config_mod.load(self.config_path)
@@ -108,6 +116,8 @@ class Daemon:
         self.config = new
         if self.engine is not None:
             self.engine.reconfigure(new)
+        if self.exim is not None:
+            self.exim.reconfigure()
         if self.server is not None:
             self.server.map_name = new.policyd.map_name
             self.server.max_request = new.policyd.max_request

@@ -43,7 +43,7 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -605,8 +605,11 @@ class SocketmapServer:
         request_timeout: float = 10.0,
         max_connections: int = 4096,
         observer: Observer | None = None,
+        extra_maps: Mapping[str, Handler] | None = None,
     ) -> None:
         self.handler = handler
+        # more map names on the same listeners, each with its own handler (Exim's map)
+        self.extra_maps = {k.encode("utf-8"): h for k, h in (extra_maps or {}).items()}
         self._lookup_cached = handler.lookup_cached
         self._map_name = map_name
         self._map_bytes = map_name.encode("utf-8")
@@ -676,7 +679,7 @@ class SocketmapServer:
             request = parse_request(frame)
         except ProtocolError as exc:
             return None, Reply.perm(f"bad request: {exc.message}").to_bytes()
-        if request.name != self.map_name:
+        if request.name != self.map_name and request.name.encode() not in self.extra_maps:
             return None, self._unknown_map
         return request.key, None
 
@@ -687,6 +690,12 @@ class SocketmapServer:
                 return self._lookup_cached(key.decode("utf-8"))
             except UnicodeDecodeError:
                 pass
+        extra = self.extra_maps.get(name) if sep else None
+        if extra is not None:
+            try:
+                return extra.lookup_cached(key.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
         return self._request(frame)[1]
 
     async def _answer_slow(self, frame: bytes) -> bytes:
@@ -694,8 +703,9 @@ class SocketmapServer:
         if key is None:
             assert error is not None
             return error
+        handler = self.extra_maps.get(frame.partition(b" ")[0], self.handler)
         try:
-            return await self.handler.lookup(key)
+            return await handler.lookup(key)
         except SmtpTlsError as exc:
             return Reply.temp(f"lookup failed: {exc}").to_bytes()
         except Exception as exc:  # never let one lookup kill the connection
