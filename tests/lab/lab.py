@@ -29,6 +29,7 @@ from .servers import LabMessage, PolicyRequest, ServerThread
 from .zones import ZoneBuilder, quote_txt
 
 if TYPE_CHECKING:
+    from .exim import Exim
     from .postfix import Postfix
 
 __all__ = ["Lab"]
@@ -200,6 +201,10 @@ class Lab:
     @property
     def postfix310_address(self) -> str:
         return self._require_net().postfix310
+
+    @property
+    def exim_address(self) -> str:
+        return self._require_net().exim
 
     @property
     def ca_file(self) -> Path:
@@ -425,4 +430,21 @@ class Lab:
             self._postfixes.append(pf)
             pf.start()
             return pf
+
+    # --- Exim ---------------------------------------------------------------------------
+
+    def exim(self, policyd: str | None = None, *, macros: dict[str, str] | None = None,
+             main: str = "") -> Exim:
+        """Start a sending Exim 4.96 (tests/lab/exim.py), stopping an earlier one;
+        ``policyd`` (``inet:HOST:PORT``) includes contrib/exim/'s smtptls parts."""
+        from .exim import Exim
+
+        with self._lock:
+            for old in [p for p in self._postfixes if isinstance(p, Exim)]:
+                old.stop()
+                self._postfixes.remove(old)
+            ex = Exim(self, policyd=policyd, macros=macros, main=main)
+            self._postfixes.append(ex)  # type: ignore[arg-type] # stopped at close() too
+            ex.start()
+            return ex
 

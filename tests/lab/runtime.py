@@ -9,6 +9,7 @@ Address plan inside ``127.N.0.0/16`` (N from ``SMTPTLS_LAB_NET``, else a free on
     127.N.0.4    nothing listens (policy hosts with reachable=False)
     127.N.0.9    the sending Postfix's smtpd, port 25
     127.N.0.10   the sending Postfix 3.10's smtpd, port 25 (postfix310.py)
+    127.N.0.11   the sending Exim 4.96, port 25 (exim.py)
     127.N.1.1..  STARTTLS receivers, one address per MX host, in order of first use
 
 A lab holds ``/tmp/smtptls-lab-N.lock`` (flock) for its lifetime, so a free lock with a
@@ -78,6 +79,10 @@ class LabNet:
     @property
     def postfix310(self) -> str:
         return self.ip(0, 10)
+
+    @property
+    def exim(self) -> str:
+        return self.ip(0, 11)
 
     def mx(self, index: int) -> str:
         if not 0 <= index < MAX_MX:

@@ -100,7 +100,7 @@ async def test_rfc8461_4_1_no_matching_mx_defers(world, clock) -> None:
     got = await answer(make(world, clock), "example.com")
     assert got["policy"] == "defer"
     assert got["mx"] == "-"
-    assert "RFC 8461 §4.1" in got["reason"]
+    assert "RFC 8461 4.1" in got["reason"]
 
 
 @pytest.mark.rfc("8461 2")
@@ -165,7 +165,7 @@ def test_reason_is_one_bounded_quoted_value(reason: str) -> None:
     got = read_exim(text)
     assert tuple(got) == FIELDS
     assert len(got["reason"]) <= MAX_REASON
-    assert "\n" not in text and "\x00" not in text
+    assert all(" " <= c <= "~" for c in text)  # Exim's log escapes anything else
 
 
 @pytest.mark.parametrize("key", ["", "[192.0.2.1]", ".example.com", "a" * 700, "bad..name"])

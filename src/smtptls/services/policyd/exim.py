@@ -85,8 +85,10 @@ _BY_KIND = {
 
 def _quote(text: str) -> str:
     # Exim's ${extract} reads a double-quoted value up to the next unescaped quote;
-    # one line, no quotes or backslashes inside, bounded
-    clean = "".join(c if c.isprintable() and c not in '"\\' else " " for c in text)
+    # one line of printable ASCII (Exim's log escapes other octets), no quotes or
+    # backslashes inside, bounded
+    text = text.replace("§", "")
+    clean = "".join(c if " " <= c <= "~" and c not in '"\\' else " " for c in text)
     return '"' + clean[:MAX_REASON] + '"'
 
 
