@@ -12,19 +12,25 @@
   resolver did not answer) from a finding about the domain; its results line says
   ``"retryable": true`` and a resumed run checks it again;
 - :class:`BulkSummary` aggregates adoption (MTA-STS, modes, TLSRPT, DANE, DNSSEC) and
-  the most frequent findings; its JSON schema is ``smtptls.check-summary/1``.
+  the most frequent findings; its JSON schema is ``smtptls.check-summary/1``;
+- :func:`parse_shard` and :func:`shard_of` split one list between N machines with no
+  coordination: a domain belongs to shard ``1 + H(domain) mod N``, ``H`` the first 8
+  bytes of the SHA-256 of its A-label form (the same on every machine and every run);
+- a :class:`ResultSink` receives each results line: :class:`JsonlSink` (a file or
+  standard output), or :class:`smtptls.store.check_results_postgres.PostgresCheckResults`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from smtptls.check.evaluate import evaluate
 from smtptls.check.findings import Area, Finding, Severity
@@ -33,13 +39,78 @@ from smtptls.check.report import CheckReport
 from smtptls.errors import InvalidDomainError, SmtpTlsError
 from smtptls.net.dns import normalize_domain
 
-__all__ = ["SUMMARY_SCHEMA", "BulkSummary", "parse_domain_lines", "read_results", "report_line",
-           "retryable", "run_bulk"]
+__all__ = ["SUMMARY_SCHEMA", "BulkSummary", "JsonlSink", "ResultSink", "in_shard",
+           "parse_domain_lines", "parse_shard", "read_results", "report_line", "retryable",
+           "run_bulk", "shard_of"]
 
 SUMMARY_SCHEMA = "smtptls.check-summary/1"
 MAX_LINE = 4096  # characters of one input or results line that are looked at
 MAX_RESULT_LINE = 4 * 1024 * 1024
 TOP_REASONS = 10
+MAX_SHARDS = 65536  # machines sharing one list; far more than any scan needs
+MAX_SHARD_TEXT = 16  # characters of a --shard value looked at ("65536/65536" is 11)
+CHILD_BATCH = 50  # results lines a worker process sends to its parent at once
+FLUSH_EVERY = 100  # results lines between flushes of a file sink
+
+
+# --- shards -----------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1 ≤ K ≤ N ≤ 65536) as ``(K, N)``; :class:`SmtpTlsError` otherwise."""
+    k_text, sep, n_text = text.strip()[:MAX_SHARD_TEXT].partition("/")
+    if not sep or not k_text.isdecimal() or not n_text.isdecimal() \
+            or not k_text.isascii() or not n_text.isascii():
+        raise SmtpTlsError(f"shard must be K/N, e.g. 3/8, not {text[:40]!r}")
+    k, n = int(k_text), int(n_text)
+    if not 1 <= n <= MAX_SHARDS or not 1 <= k <= n:
+        raise SmtpTlsError(f"shard {k}/{n}: need 1 <= K <= N <= {MAX_SHARDS}")
+    return k, n
+
+
+def shard_of(domain: str, n: int) -> int:
+    """The shard (1..n) of a normalised domain: a stable hash, no coordination needed.
+
+    SHA-256 rather than Python's ``hash``, which is salted per process.
+    """
+    digest = hashlib.sha256(domain.encode("ascii", "replace")).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % n
+
+
+def in_shard(domains: Iterable[str], k: int, n: int) -> list[str]:
+    """The domains of shard ``k`` of ``n``, in list order."""
+    if n == 1:
+        return list(domains)
+    return [d for d in domains if shard_of(d, n) == k]
+
+
+# --- where results go ---------------------------------------------------------------------
+
+
+class ResultSink(Protocol):
+    """Receives each results line as it is ready; ``flush`` makes them durable."""
+
+    def add(self, domain: str, line: str, retryable: bool) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class JsonlSink:
+    """JSON Lines into an open text file (or standard output), flushed every 100 lines."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
+        self._pending = 0
+
+    def add(self, domain: str, line: str, retryable: bool) -> None:
+        self.fh.write(line + "\n")
+        self._pending += 1
+        if self._pending >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        self.fh.flush()
+        self._pending = 0
 
 
 @dataclass(slots=True)
@@ -151,6 +222,21 @@ class BulkSummary:
                 self.reason_text[code] = next(
                     f.message for f in report.findings if f.code == code)[:120]
 
+    def merge(self, other: BulkSummary) -> None:
+        """Add another process's counts (``elapsed`` is the caller's own)."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "elapsed":
+                continue
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, dict):
+                for code, text in theirs.items():
+                    if code not in mine and len(mine) < 1000:
+                        mine[code] = text
+            else:
+                setattr(self, f.name, mine + theirs)
+
     def _pct(self, n: int) -> float:
         return round(100.0 * n / self.domains, 1) if self.domains else 0.0
 
@@ -220,10 +306,11 @@ def retryable(report: CheckReport) -> bool:
         and bool(lookup.get("error"))
 
 
-def report_line(report: CheckReport) -> str:
-    """One results line: the report, marked ``"retryable": true`` when :func:`retryable`."""
+def report_line(report: CheckReport, again: bool | None = None) -> str:
+    """One results line: the report, marked ``"retryable": true`` when :func:`retryable`
+    (``again``, when the caller has already asked)."""
     data = report.to_dict()
-    if retryable(report):
+    if retryable(report) if again is None else again:
         data["retryable"] = True
     return json.dumps(data, separators=(",", ":"))
 
@@ -235,32 +322,28 @@ def _failure_report(domain: str, gatherer: Gatherer, exc: SmtpTlsError) -> Check
 
 
 async def run_bulk(domains: Iterable[str], gatherer: Gatherer, *, concurrency: int = 50,
-                   out: IO[str] | None = None, summary: BulkSummary | None = None,
-                   on_done: Callable[[CheckReport], None] | None = None) -> BulkSummary:
-    """Check ``domains`` with ``concurrency`` workers; write JSON Lines to ``out``.
+                   out: ResultSink | None = None, summary: BulkSummary | None = None,
+                   on_done: Callable[[str, bool], None] | None = None) -> BulkSummary:
+    """Check ``domains`` with ``concurrency`` workers; each results line goes to ``out``.
 
-    Each report is written as one line as soon as it is ready (flushed every few
-    lines and at the end), so an interrupted run loses at most the domains in flight.
+    Each report is handed to the sink as soon as it is ready (a file sink flushes every
+    few lines, and at the end), so an interrupted run loses at most the domains in
+    flight. ``on_done(domain, retryable)`` is called after each.
     """
     if not 1 <= concurrency <= 10000:
         raise SmtpTlsError("concurrency must be between 1 and 10000")
     summary = summary or BulkSummary()
     started = time.monotonic()
     source: Iterator[str] = iter(domains)
-    pending_writes = 0
 
     def record(report: CheckReport) -> None:
-        nonlocal pending_writes
         summary.add(report)
         summary.checked_now += 1
+        again = retryable(report)
         if out is not None:
-            out.write(report_line(report) + "\n")
-            pending_writes += 1
-            if pending_writes >= 100:
-                out.flush()
-                pending_writes = 0
+            out.add(report.domain, report_line(report, again), again)
         if on_done is not None:
-            on_done(report)
+            on_done(report.domain, again)
 
     async def worker() -> None:
         for domain in source:  # one shared iterator: each domain taken once
@@ -293,26 +376,39 @@ def open_results(path: Path) -> tuple[list[CheckReport], int]:
 # --- several processes ------------------------------------------------------------------
 
 
+class _ToParent:
+    """The sink of a worker process: batches of ``(domain, line, retryable)`` to the
+    parent, so the parent writes them without decoding any report again."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.batch: list[tuple[str, str, bool]] = []
+
+    def add(self, domain: str, line: str, retryable: bool) -> None:
+        self.batch.append((domain, line, retryable))
+        if len(self.batch) >= CHILD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.conn.send(self.batch)
+            self.batch = []
+
+
 def _child(shard: list[str], options: Any, concurrency: int, conn: Any) -> None:
-    """A worker process: check ``shard`` and send each report as a JSON line."""
+    """A worker process: check ``shard``, send results lines, then its summary."""
     import contextlib
+
+    summary = BulkSummary()
 
     async def main() -> None:
         async with Gatherer(options) as g:
-            batch: list[str] = []
-
-            def send(report: CheckReport) -> None:
-                batch.append(report_line(report))
-                if len(batch) >= 20:
-                    conn.send(batch[:])
-                    batch.clear()
-
-            await run_bulk(shard, g, concurrency=concurrency, on_done=send)
-            if batch:
-                conn.send(batch)
+            await run_bulk(shard, g, concurrency=concurrency, out=_ToParent(conn),
+                           summary=summary)
 
     try:
         asyncio.run(main())
+        conn.send(summary)
     except KeyboardInterrupt:  # the parent reports the interruption
         pass
     finally:
@@ -322,13 +418,14 @@ def _child(shard: list[str], options: Any, concurrency: int, conn: Any) -> None:
 
 
 def run_bulk_processes(domains: list[str], options: Any, *, workers: int, concurrency: int,
-                       out: IO[str] | None = None, summary: BulkSummary | None = None,
-                       on_done: Callable[[CheckReport], None] | None = None) -> BulkSummary:
-    """Like :func:`run_bulk`, sharded over ``workers`` processes (one gatherer each).
+                       out: ResultSink | None = None, summary: BulkSummary | None = None,
+                       on_done: Callable[[str, bool], None] | None = None) -> BulkSummary:
+    """Like :func:`run_bulk`, spread over ``workers`` processes (one gatherer each).
 
     The domain list is dealt round-robin; each process runs ``concurrency // workers``
-    domains at once with its share of the connection limits. This process writes the
-    results, keeps the summary and calls ``on_done``.
+    domains at once with its share of the connection limits and keeps its own summary,
+    merged here at the end. This process passes the results lines to ``out`` and calls
+    ``on_done``.
     """
     import dataclasses
     import multiprocessing
@@ -344,11 +441,11 @@ def run_bulk_processes(domains: list[str], options: Any, *, workers: int, concur
     ctx = multiprocessing.get_context("fork")
     procs, conns = [], []
     for i in range(workers):
-        shard = domains[i::workers]
-        if not shard:
+        part = domains[i::workers]
+        if not part:
             continue
         parent_conn, child_conn = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_child, args=(shard, per, max(1, concurrency // workers),
+        p = ctx.Process(target=_child, args=(part, per, max(1, concurrency // workers),
                                              child_conn), daemon=True)
         p.start()
         child_conn.close()
@@ -365,20 +462,20 @@ def run_bulk_processes(domains: list[str], options: Any, *, workers: int, concur
                 if batch is None:
                     open_conns.remove(conn)
                     continue
-                for line in batch:
-                    report = CheckReport.from_dict(json.loads(line))
-                    summary.add(report)
-                    summary.checked_now += 1
+                if isinstance(batch, BulkSummary):
+                    summary.merge(batch)
+                    continue
+                for domain, line, again in batch:
                     if out is not None:
-                        out.write(line + "\n")
+                        out.add(domain, line, again)
                     if on_done is not None:
-                        on_done(report)
-                if out is not None:
-                    out.flush()
+                        on_done(domain, again)
     finally:
         for p in procs:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
         summary.elapsed += time.monotonic() - started
+        if out is not None:
+            out.flush()
     return summary

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
+import json
 import socket
 import sys
 from pathlib import Path
@@ -18,8 +20,12 @@ from typing import Any
 from smtptls import config
 from smtptls.check.bulk import (
     BulkSummary,
+    JsonlSink,
+    ResultSink,
+    in_shard,
     open_results,
     parse_domain_lines,
+    parse_shard,
     retryable,
     run_bulk,
     run_bulk_processes,
@@ -31,6 +37,7 @@ from smtptls.check.report import CheckReport
 from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
 from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
 from smtptls.errors import ConfigError, SmtpTlsError
+from smtptls.store.check_results_postgres import PostgresCheckResults, is_postgres_url
 
 MAX_LIST_BYTES = 256 * 1024 * 1024  # a domain list larger than 256 MiB is refused
 
@@ -41,6 +48,8 @@ examples:
   smtptls check example.com --no-smtp --nameserver 127.0.0.1:53 --ca-file lab-ca.pem
   smtptls check --bulk domains.txt --out results.jsonl --concurrency 100 --no-smtp
   cut -d, -f2 top-1m.csv | smtptls check --bulk - --out results.jsonl --json
+  smtptls check --bulk top-1m.txt --shard 3/8 --no-smtp --workers 2 \
+      --out postgresql://scan@db.example/scans --run-id 2026-12
 
 For each domain: the MX RRset (DNSSEC status), STARTTLS/TLS of every MX (version,
 cipher, PKIX chain, names, expiry), MTA-STS (record, policy fetch with every RFC 8461
@@ -93,8 +102,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="open connections at once, all kinds (default 64)")
     b.add_argument("--per-host", metavar="N", type=int, default=2,
                    help="open SMTP connections per MX address (default 2)")
-    b.add_argument("--out", metavar="FILE", help="append one JSON report per line; domains "
-                   "already in FILE are skipped (resume)")
+    b.add_argument("--out", metavar="FILE|URL", help="append one JSON report per line; "
+                   "domains already in FILE are skipped (resume). A postgresql:// URL "
+                   "stores one row per domain and run instead (resumable per shard)")
+    b.add_argument("--shard", metavar="K/N", default="1/1",
+                   help="check only shard K of N (a stable hash of each domain): N "
+                   "machines given the same list split it with no coordination")
+    b.add_argument("--run-id", metavar="ID",
+                   help="with a postgresql:// --out: the run's name (default: a digest of "
+                   "the domain list, the same on every machine; give a new one for a new "
+                   "scan of the same list)")
     b.add_argument("--workers", metavar="N", type=int, default=1,
                    help="processes sharing the list (default 1; e.g. the number of cores)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -197,7 +214,7 @@ class _Progress:
         if self.progress is not None:
             self.progress.stop()
 
-    def advance(self, _report: CheckReport) -> None:
+    def advance(self) -> None:
         if self.progress is None:
             return
         self.progress.advance(self.task)
@@ -205,26 +222,55 @@ class _Progress:
         self.progress.update(self.task, rate=speed)
 
 
+def _list_run_id(domains: list[str]) -> str:
+    """A run id every machine derives alike from the same list (before sharding)."""
+    digest = hashlib.sha256("\n".join(domains).encode("ascii", "replace")).hexdigest()
+    return f"list-{digest[:16]}"
+
+
 def _bulk(args: argparse.Namespace) -> int:
     options = _options(args, bulk=True)
+    k, n = parse_shard(args.shard)
     listing = parse_domain_lines(_read_list(args.bulk))
     require_resolver(options.dns)
     summary = BulkSummary(invalid=len(listing.invalid))
-    todo = listing.domains
-    out_path = Path(args.out) if args.out else None
-    if out_path is not None:
+    todo = in_shard(listing.domains, k, n)
+    to_db = args.out is not None and is_postgres_url(args.out)
+    if args.run_id is not None and not to_db:
+        raise ConfigError("--run-id needs a postgresql:// --out")
+    out_path = Path(args.out) if args.out and not to_db else None
+    wanted = set(todo)
+    finished: set[str] = set()
+    bad = 0
+    store = None
+    if to_db:
+        store = PostgresCheckResults(args.out, run_id=args.run_id or _list_run_id(
+            listing.domains), shard=f"{k}/{n}")
+        store.open()
+        rows = store.done()
+    elif out_path is not None:
         done, bad = open_results(out_path)
-        wanted = set(todo)
-        finished = set()
-        for r in done:
+        rows = ((r.domain, r) for r in done)
+    else:
+        rows = iter(())
+    try:
+        for domain, item in rows:
+            if domain not in wanted or domain in finished:
+                continue
+            report = item if isinstance(item, CheckReport) else _stored(item)
             # a domain our infrastructure failed (retryable) is checked again
-            if r.domain in wanted and r.domain not in finished and not retryable(r):
-                finished.add(r.domain)
-                summary.add(r, resumed=True)
-        todo = [d for d in todo if d not in finished]
-        if bad:
-            print(f"smtptls check: {bad} unreadable line(s) in {out_path} ignored "
-                  "(their domains are checked again)", file=sys.stderr)
+            if report is None or retryable(report):
+                continue
+            finished.add(domain)
+            summary.add(report, resumed=True)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    todo = [d for d in todo if d not in finished]
+    if bad:
+        print(f"smtptls check: {bad} unreadable line(s) in {out_path} ignored "
+              "(their domains are checked again)", file=sys.stderr)
     show = sys.stderr.isatty() and not args.quiet
     out_fh = None
     try:
@@ -237,13 +283,19 @@ def _bulk(args: argparse.Namespace) -> int:
                 out_fh.seek(out_fh.tell() - 1)
                 if out_fh.read(1) != "\n":
                     out_fh.write("\n")  # end a line cut short by an interrupted run
-        sink = out_fh if out_fh is not None else (None if args.json else sys.stdout)
+        sink: ResultSink | None
+        if store is not None:
+            sink = store
+        elif out_fh is not None:
+            sink = JsonlSink(out_fh)
+        else:
+            sink = None if args.json else JsonlSink(sys.stdout)
         failed_here: list[str] = []
 
-        def done(report: CheckReport) -> None:
-            if retryable(report):
-                failed_here.append(report.domain)
-            progress.advance(report)
+        def done(domain: str, again: bool) -> None:
+            if again:
+                failed_here.append(domain)
+            progress.advance()
 
         async def main() -> BulkSummary:
             async with Gatherer(options) as g:
@@ -260,15 +312,24 @@ def _bulk(args: argparse.Namespace) -> int:
     finally:
         if out_fh is not None:
             out_fh.close()
+        if store is not None:
+            store.close()
     if args.json:
         print_json(summary.to_dict())
-    elif not args.quiet or out_path is not None:
-        print(summary.render(), file=sys.stderr if sink is sys.stdout else sys.stdout)
+    elif not args.quiet or args.out is not None:
+        print(summary.render(), file=sys.stderr if args.out is None else sys.stdout)
     if failed_here:
-        again = "run again with the same --out to retry them" if out_path else "check " \
+        again = "run again with the same --out to retry them" if args.out else "check " \
             "them again"
         print(f"smtptls check: error: {len(failed_here)} domain(s) not checked because the "
               f"resolver gave no answer (e.g. {failed_here[0]}); {again}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
+
+def _stored(text: str) -> CheckReport | None:
+    """A report read back from the database (one that no longer reads is checked again)."""
+    try:
+        return CheckReport.from_dict(json.loads(text))
+    except (ValueError, RecursionError, SmtpTlsError):
+        return None
