@@ -146,6 +146,9 @@ def test_wheel_ships_what_the_units_and_the_install_guide_point_to(wheel):
         assert ref in data or any(k.startswith(ref + "/") for k in data), ref
     for doc in (ROOT / "docs").glob("*.md"):
         assert f"share/doc/smtptls/docs/{doc.name}" in data
+    for path in (ROOT / "contrib").rglob("*"):  # what the docs link to, e.g. ../contrib/exim
+        if path.is_file():
+            assert f"share/doc/smtptls/{path.relative_to(ROOT).as_posix()}" in data, path
     assert "share/doc/smtptls/README.md" in data
 
 
