@@ -5,6 +5,9 @@ set -euo pipefail
 
 # mmdebstrap + debian-archive-keyring: the lab's second sending Postfix (Debian trixie's
 # 3.10 with libtlsrpt) in a root file system built on first use (tests/lab/debroot.py).
+# The lab's sending Exim 4.96 (Debian bookworm's exim4-daemon-heavy) comes the same way
+# (tests/lab/exim.py), not from this list: Debian's MTAs conflict with each other
+# (mail-transport-agent), so installing exim4 here would remove the lab's Postfix.
 PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium
           mmdebstrap debian-archive-keyring systemd opendkim-tools)
 

@@ -229,7 +229,7 @@ _LINE = re.compile(
     r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?P<mid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}"
     r"-[0-9A-Za-z]{2,4}) (?P<flag>=>|->|\*>|==|\*\*) (?P<rcpt>\S+)(?: <[^>]*>)? (?P<rest>.*)$")
 _FIELD = re.compile(r'(?:^| )(?P<k>[A-Za-z]+)=(?P<v>"(?:[^"\\]|\\.)*"|\[[^\]]*\](?::\d+)?|\S+)')
-_HOST = re.compile(r"H=(?P<name>\S+) \[(?P<addr>[^\]]+)\]")
+_HOST = re.compile(r"H=(?P<name>\S+)(?: DS)? \[(?P<addr>[^\]]+)\]")
 _ID = re.compile(r"id=([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})")
 _STATUS = {"=>": "delivered", "->": "delivered", "*>": "delivered", "==": "deferred",
            "**": "failed"}
@@ -428,6 +428,21 @@ class Exim:
     def flush(self) -> None:
         """A queue run that tries every message now, retry times ignored (``-qff``)."""
         self._run(self._ns("-qff"), "-qff")
+
+    def remove(self, *message_ids: str) -> None:
+        """Drop messages from the queue (``-Mrm``): a deferred one is not retried.
+        A message being delivered is locked: tried again until the attempt is over."""
+        deadline = time.monotonic() + TOOL_TIMEOUT
+        for mid in message_ids:
+            while True:
+                out = subprocess.run(self._ns("-Mrm", mid), capture_output=True,
+                                     timeout=TOOL_TIMEOUT, check=False)
+                text = (out.stdout + out.stderr).decode(errors="replace")
+                if out.returncode == 0 or "does not exist" in text:
+                    break
+                if "is locked" not in text or time.monotonic() > deadline:
+                    raise LabError(f"exim -Mrm {mid} failed ({out.returncode}): {text.strip()}")
+                time.sleep(0.1)
 
     def queue(self) -> str:
         """``exim -bp`` (the queue listing)."""
