@@ -290,3 +290,12 @@ def test_daemon_down_delivered_as_without_policy_and_logged(world) -> None:
     notes = [line for line in ex.log_lines(mid) if "smtptls:" in line]
     assert notes and f"no policy answer for {d} (policyd unreachable)" in notes[0], notes
     assert "delivering as without a policy" in notes[0]
+
+
+def test_exim_keeps_its_privileges_and_logs_no_panic(world) -> None:
+    _, ex, _, _, _, _ = world
+    # the lab's -C configuration is trusted (TRUSTED_CONFIG_LIST): Exim runs as a
+    # packaged installation does, not as a user who gave up root for -C
+    assert "lost privilege" not in ex.log()
+    assert ex.panic_log() == ""
+    assert ex.package_version.startswith("4.96")

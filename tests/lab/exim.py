@@ -48,7 +48,7 @@ __all__ = ["EximDelivery", "EximRoot", "Exim", "ensure_root", "parse_deliveries"
 
 SUITE = "bookworm"
 PACKAGES = ("exim4-daemon-heavy", "ca-certificates")
-FORMAT = 2  # raise when the build below changes in a way the stamp does not see
+FORMAT = 3  # raise when the build below changes in a way the stamp does not see
 STAMP_FILE = ".smtptls-lab-root.json"
 # No debconf questions; "no configuration" keeps exim4-config from writing a site config
 # (the lab's instance reads only its own -C file).
@@ -62,6 +62,8 @@ START_TIMEOUT = 20.0
 TOOL_TIMEOUT = 30.0
 MAX_LOG = 64 * 1024 * 1024
 TREE_TMP = "/tmp"  # noqa: S108 - the lab's runtime directories live under it (runtime.py)
+#: Where the instance's configuration is inside its namespace (bind-mounted there).
+TREE_CONFIG = "/etc/exim4/smtptls-lab.conf"
 
 
 # --- the root file system -----------------------------------------------------------------
@@ -124,10 +126,12 @@ def _build(target: Path, log: Path) -> tuple[int, float]:
     (target / "etc/resolv.conf").unlink(missing_ok=True)
     (target / "etc/resolv.conf").touch()
     # Exim keeps root privilege with -C only for files in TRUSTED_CONFIG_LIST (Debian:
-    # /etc/exim4/trusted_configs, root-owned, not writable by others): the config path
-    # of every possible lab
+    # /etc/exim4/trusted_configs, root-owned, not writable by others; Exim reads at
+    # most 32 names from it): one fixed name, over which each lab's namespace
+    # bind-mounts that lab's configuration
+    (target / TREE_CONFIG.lstrip("/")).touch()
     trusted = target / "etc/exim4/trusted_configs"
-    trusted.write_text("".join(f"{config_path(runtime.lab_dir(n))}\n" for n in range(1, 255)))
+    trusted.write_text(f"{TREE_CONFIG}\n")
     trusted.chmod(0o644)
     return size, seconds
 
@@ -166,7 +170,8 @@ def ensure_root() -> EximRoot:
 
 
 def config_path(lab_dir: Path) -> Path:
-    """Where a lab's Exim configuration lives (listed in the tree's trusted_configs)."""
+    """Where a lab's Exim configuration lives on the machine (seen by Exim as
+    ``TREE_CONFIG``, the name the tree's trusted_configs lists)."""
     return lab_dir / "exim" / "exim.conf"
 
 
@@ -350,8 +355,8 @@ class Exim:
         return [daemons.tool("unshare"), "--mount", "--propagation", "private", "--",
                 sys.executable, str(Path(__file__).with_name("mountns.py")),
                 str(self.lab.resolv_conf), "--root", str(self.root.path),
-                "--bind", TREE_TMP, "--",
-                "/usr/sbin/exim4", "-C", str(self.config_file), *args]
+                "--bind", TREE_TMP, "--bind", f"{self.config_file}={TREE_CONFIG}", "--",
+                "/usr/sbin/exim4", "-C", TREE_CONFIG, *args]
 
     @property
     def running(self) -> bool:
@@ -453,6 +458,14 @@ class Exim:
     def log(self) -> str:
         with open(self.log_file, "rb") as fh:
             return fh.read(MAX_LOG).decode(errors="replace")
+
+    def panic_log(self) -> str:
+        """Exim's panic log ("" when there is none: nothing went wrong)."""
+        try:
+            with open(self.log_dir / "paniclog", "rb") as fh:
+                return fh.read(MAX_LOG).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:

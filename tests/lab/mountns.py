@@ -7,7 +7,8 @@ Unbound while the machine's own /etc/resolv.conf stays untouched for everybody e
 
 With ``--root DIR [--bind PATH]...`` before ``--`` (the Postfix 3.10 root file system,
 see debroot.py), RESOLV goes over DIR/etc/resolv.conf instead, each PATH of the machine
-(the lab's runtime directory under /tmp) is bind-mounted at the same place under DIR,
+(the lab's runtime directory under /tmp) is bind-mounted at the same place under DIR
+(``--bind SRC=DST``: SRC at DST under DIR; DST must exist there, file or directory),
 /proc is mounted there, and CMD runs chrooted into DIR. The mounts exist only in the
 namespace and vanish with its last process.
 Standalone on purpose (run by path, imports nothing from the project).
@@ -24,7 +25,8 @@ RESOLV = "/etc/resolv.conf"
 TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-USAGE = "usage: mountns.py RESOLV_CONF [--root DIR [--bind PATH]...] -- COMMAND [ARG...]"
+USAGE = ("usage: mountns.py RESOLV_CONF [--root DIR [--bind PATH[=DEST]]...] -- "
+         "COMMAND [ARG...]")
 
 
 def _parse(argv: list[str]) -> tuple[str, str | None, list[str], list[str]] | None:
@@ -72,9 +74,11 @@ def main(argv: list[str]) -> int:
         return 2
     if root is not None:
         for path in binds:
-            inside = os.path.join(root, path.lstrip("/"))
-            os.makedirs(inside, exist_ok=True)
-            if not _mount(mount, "--bind", path, inside):
+            source, _, dest = path.partition("=")
+            inside = os.path.join(root, (dest or source).lstrip("/"))
+            if not dest:
+                os.makedirs(inside, exist_ok=True)
+            if not _mount(mount, "--bind", source, inside):
                 return 2
         if not _mount(mount, "-t", "proc", "proc", os.path.join(root, "proc")):
             return 2
