@@ -138,6 +138,11 @@ class ReportsConfig:
     quarantine_max_age_days: int = 30
     quarantine_excerpt: int = 4096
     failure_page_size: int = 200
+    # The owner's own domains (the console lists them even before any report) and the
+    # rua URIs this receiver is reachable at (shown in the record to publish).
+    domains: tuple[str, ...] = ()
+    rua: tuple[str, ...] = ()
+    stale_days: int = 3  # "no reports for N days" once a domain's reports stop this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,9 @@ class TlsrptConfig:
     http_listen: str | None = "127.0.0.1:8462"
     http_token: str | None = None
     log_files: tuple[str, ...] = ()
+    # what log_files hold: "postfix" (any Postfix) or "exim" (Exim's main log,
+    # docs/exim.md)
+    log_format: str = "postfix"
     journald: bool = False
     policy_source: str = "policyd"
     sending_ip: str | None = None
@@ -247,6 +255,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "reports.backend": ("sqlite", "postgres"),
     "tlsrpt.backend": ("sqlite", "postgres"),
     "tlsrpt.policy_source": ("policyd", "cache", "none"),
+    "tlsrpt.log_format": ("postfix", "exim"),
     "policyd.postfix_version": ("3.7", "3.10"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("text", "json"),

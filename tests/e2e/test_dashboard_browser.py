@@ -15,14 +15,13 @@ import email.policy
 import gzip
 import json
 import shutil
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from smtptls.cli.main import main
 from smtptls.config import Config
-from smtptls.services.reports_server.chart import MAX_DAYS
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
 from tests.conftest import FIXTURES
@@ -61,10 +60,12 @@ def _payloads(path: Path) -> list[dict]:
     return out
 
 
-def expected_for(folder: Path, domain: str) -> dict:
+def expected_for(folder: Path, domain: str, *, refused: frozenset[str] = frozenset()) -> dict:
+    """The numbers for ``domain`` from the raw files, leaving out the files the receiver
+    refused (``refused``: their names, as its quarantine lists them)."""
     reports = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix in (".json", ".eml"):
+        if p.suffix in (".json", ".eml") and p.name not in refused:
             for r in _payloads(p):
                 reports.setdefault((r["report-id"], r["organization-name"]), r)
     days: dict[str, list[int]] = {}
@@ -98,7 +99,8 @@ async def dashboard(tmp_path, sample, capsys):
     svc = ReportsService(Config(), ServeOptions(listen="127.0.0.1:0", token=TOKEN, verify_dkim=False),
                          store=store)
     await svc.start()
-    yield f"http://127.0.0.1:{svc.http_port}"
+    refused = frozenset(Path(q.remote).name for q in await store.list_quarantine(limit=1000))
+    yield f"http://127.0.0.1:{svc.http_port}", refused
     await svc.stop()
     await store.close()
 
@@ -125,53 +127,71 @@ async def _numbers(page, selector: str) -> list[list[str]]:
         selector, "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
 
 
+def _window_of(folder: Path) -> str:
+    """A custom window holding every report of the sample (its first to last day)."""
+    days = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix in (".json", ".eml"):
+            for r in _payloads(p):
+                start = datetime.fromisoformat(r["date-range"]["start-datetime"])
+                days.append((start if start.tzinfo else start.replace(tzinfo=UTC)).astimezone(UTC).date())
+    return f"window=custom&from={min(days).isoformat()}&to={max(days).isoformat()}"
+
+
 async def test_dashboard_shows_the_right_numbers(dashboard, browser, sample):
     folder, domain = sample
-    want = expected_for(folder, domain)
+    dashboard, refused = dashboard
+    want = expected_for(folder, domain, refused=refused)
     assert want["reports"] >= 3 and want["failed"] > 0  # the sample is worth looking at
+    window = _window_of(folder)
     ARTIFACTS.mkdir(exist_ok=True)
     context = await browser.new_context(http_credentials={"username": "admin", "password": TOKEN},
                                         viewport={"width": 1280, "height": 1000})
     page = await context.new_page()
 
-    response = await page.goto(dashboard + "/")
+    response = await page.goto(f"{dashboard}/?{window}")
     assert response.status == 200
     rows = await _numbers(page, "#domains tbody tr")
     row = next(r for r in rows if r[0] == domain)
-    assert [int(row[1]), int(row[2]), int(row[3])] == [want["reports"], want["successful"], want["failed"]]
+    # sessions, failed
+    assert [int(row[1]), int(row[2])] == [want["successful"] + want["failed"], want["failed"]]
+    failed_column = [int(r[2]) for r in rows]
+    assert failed_column == sorted(failed_column, reverse=True)  # failing domains first
     await page.screenshot(path=str(ARTIFACTS / "dashboard-index.png"), full_page=True)
 
     await page.click(f"#domains a:text-is('{domain}')")
     await page.wait_for_load_state()
-    assert f"/domain?name={domain}" in page.url
+    assert f"/domain?name={domain}" in page.url and "window=custom" in page.url  # window kept
     totals = await page.inner_text("#totals")
     assert f"{want['successful']} successful and {want['failed']} failed sessions in {want['reports']} reports" in totals
 
-    # The chart: one bar group per day, carrying that day's numbers.
+    # The chart: bars over the whole window carrying its numbers (days grouped in long windows).
     bars = await page.eval_on_selector_all(
         "#chart-sessions g.day",
-        "gs => gs.map(g => [g.dataset.date, +g.dataset.successful, +g.dataset.failed])")
-    shown = {d: [ok, bad] for d, ok, bad in bars if ok or bad}
-    last = max(date.fromisoformat(d) for d in want["days"])
-    window = {d: v for d, v in want["days"].items()
-              if (v[0] or v[1]) and (last - date.fromisoformat(d)).days < MAX_DAYS}
-    assert shown == window
-    if len(window) < len([v for v in want["days"].values() if v[0] or v[1]]):
-        assert await page.locator("#chart-note").is_visible()
+        "gs => gs.map(g => [g.dataset.date, +g.dataset.days, +g.dataset.successful, +g.dataset.failed])")
+    assert sum(b[2] for b in bars) == want["successful"] and sum(b[3] for b in bars) == want["failed"]
+    if all(b[1] == 1 for b in bars):
+        shown = {d: [ok, bad] for d, _, ok, bad in bars if ok or bad}
+        assert shown == {d: v for d, v in want["days"].items() if v[0] or v[1]}
     heights = await page.eval_on_selector_all(
         "#chart-failures rect.bar-failed", "rs => rs.map(r => +r.getAttribute('height'))")
     assert max(heights) > 100  # the worst day fills most of the failures chart (own scale)
-    failed_days = await page.eval_on_selector_all(
-        "#chart-failures g.day", "gs => gs.map(g => [g.dataset.date, +g.dataset.failed])")
-    assert {d: bad for d, bad in failed_days if bad} == {d: v[1] for d, v in window.items() if v[1]}
+    legend = await page.eval_on_selector_all("#chart-failures .legend-label", "ts => ts.map(t => t.textContent)")
+    assert "successful" not in legend and "failed" in legend
     assert await page.locator("#chart-sessions").is_visible()
 
-    # The failure breakdown table (result type x MX x reporter).
+    # The failure breakdown table (result type x MX x reporter x policy type), with advice.
     failures = await _numbers(page, "#failures tbody tr")
     by_type: dict[str, int] = {}
-    for rt, _mx, _org, _ip, n in failures:
+    for rt, _mx, _org, _ptype, first, last, n, fix in failures:
         by_type[rt] = by_type.get(rt, 0) + int(n)
+        assert first <= last and "Fix:" in fix
     assert by_type == want["by_type"]
+    if sum(want["by_type"].values()) > want["failed"]:
+        # explained: overlapping types (RFC 8460 §4.3), or flagged as inconsistent
+        notes = await page.eval_on_selector_all(
+            "#overlap-note, p.inconsistent", "ps => ps.map(p => p.innerText)")
+        assert notes and all("failure types overlap" in n or "Inconsistent report" in n for n in notes)
 
     days = await _numbers(page, "#days tbody tr")
     assert {d[0]: [int(d[2]), int(d[3])] for d in days} == want["days"]
@@ -189,6 +209,7 @@ async def test_dashboard_shows_the_right_numbers(dashboard, browser, sample):
 
 
 async def test_dashboard_refuses_a_browser_without_the_token(dashboard, browser):
+    dashboard, _ = dashboard
     from playwright.async_api import Error as PlaywrightError
 
     anonymous = await browser.new_context()

@@ -196,7 +196,8 @@ async def test_dashboard_shows_the_report_escaped(service, client):
     evil = rfc_report("<script>alert(1)</script>")
     evil["organization-name"] = '<img src=x onerror="alert(2)">'
     assert (await post(client, service.url + "/", gz(evil), GZIP))[0] == 201
-    async with client.get(service.url + "/domain?name=company-y.example", headers=AUTH) as r:
+    async with client.get(service.url + "/domain?name=company-y.example&window=custom"
+                          "&from=2016-04-01&to=2016-04-01", headers=AUTH) as r:
         html = await r.text()
         assert r.status == 200
         assert "script-src" not in r.headers["Content-Security-Policy"]
@@ -204,7 +205,7 @@ async def test_dashboard_shows_the_report_escaped(service, client):
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert re.search(r'id="totals"><span class="ok">5326</span>.*?<span class="failed">303</span>', html)
-    assert 'data-date="2016-04-01" data-successful="5326" data-failed="303"' in html
+    assert 'data-date="2016-04-01" data-days="1" data-successful="5326" data-failed="303"' in html
     pk = (await service.store.list_reports())[0].pk
     async with client.get(f"{service.url}/report/{pk}", headers=AUTH) as r:
         page = await r.text()

@@ -115,14 +115,15 @@ async def test_serve_accepts_http_curl_and_smtp_and_the_dashboard_shows_them(ser
     code, _ = await asyncio.to_thread(send, smtp_port, mail(report("smtp-1", ok=2, failed=1)))
     assert code == 250
     async with aiohttp.ClientSession() as c:
-        async with c.get(url + "/domain?name=serve.example", headers=AUTH) as r:
+        async with c.get(url + "/domain?name=serve.example&window=custom&from=2024-06-01"
+                         "&to=2024-06-01", headers=AUTH) as r:
             html = await r.text()
         async with c.get(url + "/metrics", headers=AUTH) as r:
             metrics = await r.text()
     for rid in ("http-1", "curl-1", "smtp-1"):
         assert rid in html
     assert '<span class="ok">18</span> successful and <span class="failed">5</span> failed sessions in 3 reports' in html
-    assert 'data-date="2024-06-01" data-successful="18" data-failed="5"' in html
+    assert 'data-date="2024-06-01" data-days="1" data-successful="18" data-failed="5"' in html
     assert 'smtptls_reports_received_total{channel="smtp",outcome="stored"} 1.0' in metrics
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 15) == 0  # clean shutdown

@@ -91,6 +91,7 @@ class Channel(enum.StrEnum):
     SMTP = "smtp"  # RFC 8460 §5.3 mail over SMTP
     LMTP = "lmtp"  # the same mail handed over by a local MTA
     IMPORT = "import"  # files, directories, maildir, mbox
+    IMAP = "imap"  # report mail fetched from a mailbox (``reports fetch``)
 
 
 class DkimStatus(enum.StrEnum):
@@ -823,7 +824,11 @@ class ReportStore(Protocol):
 
     async def domains(self) -> list[DomainOverview]: ...
 
-    async def summary(self, *, domain: str | None = None, since: date | None = None) -> Summary: ...
+    async def summary(self, *, domain: str | None = None, since: date | None = None,
+                      until: date | None = None) -> Summary: ...
+
+    # The console's read queries: store/reports_console.py (ConsoleStore), in every
+    # SQL backend.
 
     async def list_quarantine(
         self, *, limit: int = 100, offset: int = 0

@@ -35,6 +35,7 @@ from smtptls.store.reports_base import (
     counted_report,
     report_digest,
 )
+from smtptls.store.reports_console import ConsoleQueries
 
 T = TypeVar("T")
 
@@ -424,7 +425,7 @@ def _bounded(limit: int, offset: int) -> tuple[int, int]:
     return max(0, min(int(limit), 10_000)), max(0, int(offset))
 
 
-class SqlReportStore(abc.ABC):
+class SqlReportStore(ConsoleQueries, abc.ABC):
     """The queries of :class:`~smtptls.store.reports_base.ReportStore`, backend-neutral.
 
     A backend supplies :meth:`_read` (a read-only query returning rows) and the two
@@ -514,9 +515,13 @@ class SqlReportStore(abc.ABC):
             for r in rows
         ]
 
-    async def summary(self, *, domain: str | None = None, since: date | None = None) -> Summary:
+    async def summary(self, *, domain: str | None = None, since: date | None = None,
+                      until: date | None = None) -> Summary:
         # Of reports in conflict, only the counted one (best provenance) is summed.
         where, params = ["counted = 1"], []
+        if until is not None:
+            where.append("day <= ?")
+            params.append(until.isoformat())
         if domain is not None:
             where.append("policy_domain = ?")
             params.append(_domain(domain))

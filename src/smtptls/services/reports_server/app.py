@@ -16,8 +16,11 @@ Intake (RFC 8460 §5.4, no authentication — any reporter may post):
 Dashboard (token-protected when a token is configured: HTTP Basic with the token as
 password, or ``Authorization: Bearer <token>``):
 
-* ``/`` policy domains; ``/domain?name=D[&since=30d]`` chart, breakdown, reports;
-  ``/reports``; ``/report/<id>[?page=N]`` (failure details a page at a time);
+* ``/?window=7d`` what needs attention (windows 24h, 7d, 30d, 90d, or
+  ``window=custom&from=D&to=D``); ``/domain?name=D&window=..`` charts, reporters,
+  failures with advice; ``/reports?domain=&reporter=&result=&q=&from=&to=&conflict=1
+  &page=N`` all reports, filtered and paged; ``/report/<id>[?page=N]`` (failure details
+  a page at a time);
   ``/quarantine`` and ``/quarantine/<id>/raw``;
 * ``/metrics`` Prometheus text format (token-protected too); ``/healthz`` (open).
 """
@@ -30,17 +33,20 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from aiohttp import web
 
 from smtptls.errors import ConfigError, StoreError
 from smtptls.logs import get_logger
-from smtptls.services.reports_server import dashboard
+from smtptls.services.reports_server import dashboard, views
+from smtptls.services.reports_server.console import Window, overview_rows, parse_window
 from smtptls.services.reports_server.intake import Outcome, ReportIntake
 from smtptls.services.reports_server.limits import InflightBudget, RateLimiter, Reservation
 from smtptls.services.reports_server.metrics import CONTENT_TYPE_LATEST, IntakeMetrics
 from smtptls.store.reports_base import Channel, ReportStore, parse_since
+from smtptls.store.reports_console import ReportFilter
 
 __all__ = ["INTAKE_PATHS", "MEDIA_TYPES", "create_app"]
 
@@ -61,6 +67,18 @@ BUDGET_KEY = web.AppKey("budget", InflightBudget)
 RATE_KEY = web.AppKey("rate", RateLimiter)
 PAGE_SIZE_KEY = web.AppKey("failure_page_size", int)
 
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """What the console knows beyond the store: the owner's domains and rua URIs."""
+
+    domains: tuple[str, ...] = ()
+    rua: tuple[str, ...] = ()
+    stale_days: int = 3
+
+
+VIEW_KEY = web.AppKey("console", ConsoleSettings)
+
 READ_CHUNK = 64 * 1024  # bytes read (and reserved) at a time from a body of unknown length
 BUSY_RETRY_AFTER = "10"  # seconds: the in-flight budget frees up as uploads finish
 STATUS = {Outcome.STORED: 201, Outcome.DUPLICATE: 200, Outcome.CONFLICT: 202}
@@ -68,7 +86,7 @@ STATUS = {Outcome.STORED: 201, Outcome.DUPLICATE: 200, Outcome.CONFLICT: 202}
 _SECURITY_HEADERS = {
     # Report contents are attacker-controlled: no scripts, nothing loaded from elsewhere.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -211,28 +229,87 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _window(request: web.Request) -> Window:
+    q = request.query
+    if q.get("since") and not q.get("window"):  # the older ?since=30d form
+        start = parse_since(q["since"], now=datetime.now(UTC))
+        return parse_window("custom", start.isoformat(), _today().isoformat(), today=_today())
+    return parse_window(q.get("window"), q.get("from"), q.get("to"), today=_today())
+
+
 async def index_handler(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    return _html(dashboard.index_page(await store.domains(), await store.counts()))
+    view = request.app[VIEW_KEY]
+    try:
+        window = _window(request)
+    except ConfigError as exc:
+        return _html(dashboard.not_found_page(str(exc)), 400)
+    prev = window.previous()
+    rows = overview_rows(
+        await store.reporter_activity(start=window.start, end=window.end),
+        await store.reporter_activity(start=prev.start, end=prev.end),
+        await store.reporter_last_seen(), today=_today(), stale_days=view.stale_days,
+        own_domains=view.domains)
+    return _html(views.overview_page(rows, window, counts=await store.counts(),
+                                     own_domains=view.domains, rua=view.rua))
 
 
 async def domain_handler(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    name = request.query.get("name", "")[:255]
-    since = None
-    if request.query.get("since"):
-        try:
-            since = parse_since(request.query["since"], now=datetime.now(UTC))
-        except ConfigError as exc:
-            return _html(dashboard.not_found_page(str(exc)), 400)
-    summary = await store.summary(domain=name, since=since)
-    reports = await store.list_reports(domain=name, limit=500)
-    return _html(dashboard.domain_page(summary.domain or "", summary, reports))
+    view = request.app[VIEW_KEY]
+    name = request.query.get("name", "")[:255].strip().lower().rstrip(".")
+    try:
+        window = _window(request)
+    except ConfigError as exc:
+        return _html(dashboard.not_found_page(str(exc)), 400)
+    prev = window.previous()
+    where = ReportFilter(domain=name, start=window.start, end=window.end)
+    reports, total = await store.search_reports(where, limit=views.DOMAIN_REPORTS)
+    if not name and not total:
+        return _html(dashboard.not_found_page("no policy domain given"), 404)
+    page = views.DomainView(
+        domain=name, window=window,
+        summary=await store.summary(domain=name, since=window.start, until=window.end),
+        activity=await store.reporter_activity(start=window.start, end=window.end,
+                                               domain=name),
+        previous=await store.reporter_activity(start=prev.start, end=prev.end, domain=name),
+        last_seen=await store.reporter_last_seen(domain=name),
+        groups=await store.failure_groups(domain=name, start=window.start, end=window.end),
+        checks=await store.count_checks(domain=name, start=window.start, end=window.end),
+        overlaps=await store.range_overlaps(domain=name, start=window.start, end=window.end),
+        reports=reports, report_total=total, today=_today(), stale_days=view.stale_days,
+        own=name in view.domains, rua=view.rua)
+    return _html(views.domain_page(page))
+
+
+def _date_arg(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text.strip()[:10])
+    except ValueError:
+        return None
 
 
 async def reports_handler(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    return _html(dashboard.reports_page(await store.list_reports(limit=1000)))
+    q = request.query
+    where = ReportFilter(
+        domain=q.get("domain", "")[:255].strip().lower().rstrip("."),
+        organization=q.get("reporter", "")[:200], result_type=q.get("result", "")[:100],
+        conflict=q.get("conflict") == "1", search=q.get("q", "")[:200].strip(),
+        start=_date_arg(q.get("from")), end=_date_arg(q.get("to")))
+    text = q.get("page", "1")
+    page = int(text) if text.isdigit() and 0 < len(text) < 7 and int(text) > 0 else 1
+    reports, total = await store.search_reports(
+        where, limit=views.PAGE_SIZE, offset=(page - 1) * views.PAGE_SIZE)
+    domains = sorted({d.policy_domain for d in await store.reporter_last_seen()})
+    return _html(views.reports_page(reports, where=where, total=total, page=page,
+                                    domains=domains, organizations=await store.organizations()))
 
 
 def _pk(request: web.Request) -> int | None:
@@ -289,6 +366,7 @@ def create_app(
     budget: InflightBudget | None = None,
     rate: RateLimiter | None = None,
     failure_page_size: int = 200,
+    console: ConsoleSettings | None = None,
 ) -> web.Application:
     """The application; the caller owns the store's lifetime."""
     app = web.Application(middlewares=[_security], client_max_size=max_body + 1)
@@ -300,6 +378,7 @@ def create_app(
     app[BUDGET_KEY] = budget or InflightBudget(0)
     app[RATE_KEY] = rate or RateLimiter(0, 1)
     app[PAGE_SIZE_KEY] = failure_page_size
+    app[VIEW_KEY] = console or ConsoleSettings()
     for path in INTAKE_PATHS:
         app.router.add_post(path, intake_handler)
     app.router.add_get("/", index_handler)

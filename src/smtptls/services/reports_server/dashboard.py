@@ -12,31 +12,44 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from urllib.parse import quote
 
-from smtptls.services.reports_server.chart import MAX_DAYS, daily_chart
-from smtptls.store.reports_base import (
-    DomainOverview,
-    QuarantineEntry,
-    StoredReport,
-    Summary,
-)
+from smtptls.store.reports_base import QuarantineEntry, StoredReport
 
-__all__ = ["domain_page", "e", "index_page", "quarantine_page", "report_page", "url_arg"]
+__all__ = ["domain_link", "e", "failed_text", "layout", "quarantine_page", "rate_text",
+           "report_page", "reports_table", "table", "url_arg"]
 
 NO_DOMAIN = "(no policy domain)"
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:.6em 1.2em}
-header a{color:#fff;margin-right:1.2em;text-decoration:none}
-main{padding:1em 1.2em;max-width:1200px}
-table{border-collapse:collapse;margin:.6em 0 1.4em;background:#fff}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.failed{color:#c62828}.ok{color:#2e7d32}
-pre{background:#fff;border:1px solid #ccc;padding:.6em;overflow:auto;max-height:40em}
-.warn{color:#8a6d00}
-.badge{background:#c62828;color:#fff;border-radius:.3em;padding:0 .35em;font-size:.8em}
+*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;margin:0;color:#1b1b1b;background:#fafafa;line-height:1.4}
+header{background:#263238;color:#fff;padding:.6em 1em;display:flex;flex-wrap:wrap;gap:.3em 1.2em}
+header a{color:#fff;text-decoration:none}
+a{color:#0b57a4}
+a:focus,button:focus,input:focus,select:focus,summary:focus{outline:3px solid #f9a825;
+outline-offset:1px}
+.skip{position:absolute;left:-999px}.skip:focus{left:.5em;top:.5em;background:#fff;color:#000;padding:.3em}
+main{padding:1em;max-width:1200px}
+h1{font-size:1.5em;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%;margin:.6em 0 1.4em}
+table{border-collapse:collapse;background:#fff}
+th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.fix{min-width:18em}
+.failed{color:#b71c1c;font-weight:600}.ok{color:#1b5e20}
+pre{background:#fff;border:1px solid #bbb;padding:.6em;overflow:auto;max-height:40em}
+.warn{color:#6d5200}.note{background:#fff8e1;border-left:4px solid #f9a825;padding:.5em .8em}
+.alert{background:#ffebee;border-left:4px solid #b71c1c;padding:.5em .8em}
+.badge{background:#b71c1c;color:#fff;border-radius:.3em;padding:0 .35em;font-size:.8em}
 .pager a{margin-right:1em}
+nav.windows{display:flex;flex-wrap:wrap;gap:.4em;align-items:center;margin:.4em 0 1em}
+nav.windows a{border:1px solid #0b57a4;border-radius:.3em;padding:.15em .6em;text-decoration:none}
+nav.windows a[aria-current]{background:#0b57a4;color:#fff}
+form.filters{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end;margin:.5em 0 1em}
+form.filters label{display:flex;flex-direction:column;font-size:.9em}
+input,select,button{font:inherit;padding:.2em .4em;max-width:100%}
+svg.chart{max-width:100%;height:auto;background:#fff;border:1px solid #ddd}
+code{background:#eee;padding:0 .2em;overflow-wrap:anywhere}
+@media (max-width:600px){main{padding:.6em}th,td{padding:.2em .35em}h1{font-size:1.2em}}
 """
 
 
@@ -49,12 +62,17 @@ def url_arg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _domain_label(domain: str) -> str:
+def domain_label(domain: str) -> str:
     return domain if domain else NO_DOMAIN
 
 
-def _domain_link(domain: str) -> str:
-    return f'<a href="/domain?name={url_arg(domain)}">{e(_domain_label(domain))}</a>'
+def domain_link(domain: str, query: str = "") -> str:
+    return (f'<a href="/domain?name={url_arg(domain)}{e(query)}">'
+            f"{e(domain_label(domain))}</a>")
+
+
+_domain_label = domain_label
+_domain_link = domain_link
 
 
 def layout(title: str, body: str) -> str:
@@ -63,46 +81,45 @@ def layout(title: str, body: str) -> str:
         f"<title>{e(title)} — smtptls reports</title>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<style>{_CSS}</style></head><body>"
-        '<header><a href="/"><b>smtptls</b> TLSRPT reports</a>'
+        '<a class="skip" href="#main">skip to content</a>'
+        '<header><a href="/"><b>smtptls</b> TLSRPT console</a>'
         '<a href="/reports">all reports</a><a href="/quarantine">quarantine</a></header>'
-        f"<main><h1>{e(title)}</h1>{body}</main></body></html>"
+        f'<main id="main"><h1>{e(title)}</h1>{body}</main></body></html>'
     )
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: set[int],
-           css_id: str = "") -> str:
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: set[int],
+          css_id: str = "", empty: str = "none") -> str:
+    """A table in a horizontally scrolling box (nothing is cut off on narrow screens);
+    cells are HTML already (escape them first)."""
     ident = f' id="{e(css_id)}"' if css_id else ""
-    head = "".join(f'<th class="n">{e(h)}</th>' if i in numeric else f"<th>{e(h)}</th>"
-                   for i, h in enumerate(headers))
+    head = "".join(f'<th scope="col" class="n">{e(h)}</th>' if i in numeric
+                   else f'<th scope="col">{e(h)}</th>' for i, h in enumerate(headers))
     body = []
     for row in rows:
         cells = "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
                         for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     if not body:
-        body.append(f'<tr><td colspan="{len(headers)}">none</td></tr>')
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        body.append(f'<tr class="empty"><td colspan="{len(headers)}">{empty}</td></tr>')
+    return (f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _rate(ok: int, bad: int) -> str:
+_table = table
+
+
+def rate_text(ok: int, bad: int) -> str:
     total = ok + bad
     return "—" if total == 0 else f"{100 * bad / total:.2f} %"
 
 
-def index_page(domains: Sequence[DomainOverview], counts: dict[str, int]) -> str:
-    rows = [
-        (_domain_link(d.policy_domain), str(d.reports), f'<span class="ok">{d.successful}</span>',
-         f'<span class="failed">{d.failed}</span>', _rate(d.successful, d.failed),
-         e(d.first_day.isoformat()), e(d.last_day.isoformat()))
-        for d in domains
-    ]
-    body = (
-        f"<p>{counts.get('reports', 0)} reports stored; "
-        f'<a href="/quarantine">{counts.get("quarantine", 0)} quarantined</a>.</p>'
-        + _table(("policy domain", "reports", "successful", "failed", "failure rate",
-                  "first day", "last day"), rows, numeric={1, 2, 3, 4}, css_id="domains")
-    )
-    return layout("Policy domains", body)
+_rate = rate_text
+
+
+def failed_text(n: int) -> str:
+    """A failed-session count: red only when there are failures."""
+    return f'<span class="failed">{n}</span>' if n else "0"
 
 
 def conflict_badge(report: StoredReport) -> str:
@@ -114,55 +131,17 @@ def conflict_badge(report: StoredReport) -> str:
             f'report has this report-id and organization ({what})">conflict</a>')
 
 
-def _reports_table(reports: Sequence[StoredReport]) -> str:
+def reports_table(reports: Sequence[StoredReport]) -> str:
     rows = [
         (f'<a href="/report/{r.pk}">{e(r.report_id)}</a>{conflict_badge(r)}', e(r.organization),
          e(r.start.strftime("%Y-%m-%d %H:%M")), e(r.end.strftime("%Y-%m-%d %H:%M")),
          e(", ".join(_domain_label(d) for d in r.policy_domains)), str(r.successful),
-         str(r.failed), e(r.channel), e(r.dkim))
+         failed_text(r.failed), e(r.channel), e(r.dkim))
         for r in reports
     ]
     return _table(("report-id", "organization", "start (UTC)", "end (UTC)", "policy domains",
                    "successful", "failed", "via", "DKIM"), rows, numeric={5, 6},
                   css_id="reports")
-
-
-def _chart_note(summary: Summary) -> str:
-    if summary.days and (summary.days[-1].day - summary.days[0].day).days >= MAX_DAYS:
-        return (f'<p class="warn" id="chart-note">The chart shows the last {MAX_DAYS} days; '
-                "the table below lists every day.</p>")
-    return ""
-
-
-def domain_page(domain: str, summary: Summary, reports: Sequence[StoredReport]) -> str:
-    points = [(d.day, d.successful, d.failed) for d in summary.days]
-    daily = [(e(d.day.isoformat()), str(d.reports), str(d.successful), str(d.failed),
-              _rate(d.successful, d.failed)) for d in summary.days]
-    matrix = [(e(rt), e(mx or "—"), e(org), e(ip or "—"), str(n))
-              for rt, mx, org, ip, n in summary.failures]
-    body = (
-        '<p id="totals">'
-        f'<span class="ok">{summary.successful}</span> successful and '
-        f'<span class="failed">{summary.failed}</span> failed sessions in '
-        f"{summary.reports} reports.</p>"
-        + daily_chart(points, title=f"Daily sessions for {_domain_label(domain)}")
-        + _chart_note(summary)
-        + "<h2>Failed sessions per day</h2>"
-        + daily_chart([(d, 0, bad) for d, _, bad in points], ident="chart-failures",
-                      title=f"Daily failed sessions for {_domain_label(domain)}")
-        + "<h2>Failures by result type, receiving MX and reporter</h2>"
-        + _table(("result type", "receiving MX", "reporting organization", "sending MTA IP",
-                  "failed sessions"), matrix, numeric={4}, css_id="failures")
-        + "<h2>Per day</h2>"
-        + _table(("day (UTC)", "reports", "successful", "failed", "failure rate"), daily,
-                 numeric={1, 2, 3, 4}, css_id="days")
-        + "<h2>Reports</h2>" + _reports_table(reports)
-    )
-    return layout(f"Policy domain {_domain_label(domain)}", body)
-
-
-def reports_page(reports: Sequence[StoredReport]) -> str:
-    return layout("All reports", _reports_table(reports))
 
 
 def _conflict_note(report: StoredReport) -> str:
@@ -213,7 +192,7 @@ def report_page(report: StoredReport, *, page: int = 1, page_size: int = 0) -> s
         parts.append(f"<h2>Policy {i + 1}: {e(p.policy_type)} for "
                      f"{_domain_link(p.policy_domain)}</h2>")
         parts.append(f'<p><span class="ok">{p.successful}</span> successful, '
-                     f'<span class="failed">{p.failed}</span> failed sessions.</p>')
+                     f"{failed_text(p.failed)} failed sessions.</p>")
         if p.policy_strings:
             parts.append("<pre>" + e("\n".join(p.policy_strings)) + "</pre>")
         if p.mx_hosts:
