@@ -11,8 +11,9 @@ Method (written up in docs/performance.md, section "policyd"):
   * postfix-mta-sts-resolver: its own ``STSSocketmapResponder`` with its default
     in-memory cache (``InternalLRUCache``), pre-filled with the same policies
     (``CacheEntry(ts=now, id, policy)``, ``cache_grace`` raised so nothing goes stale).
-  Its package lives in a git-ignored venv: ``python -m venv .peers/venv &&
-  .peers/venv/bin/pip install postfix-mta-sts-resolver``.
+  Its package lives in a git-ignored venv, installed by this script when missing at its
+  best documented configuration, with the ``[uvloop]`` extra (``python -m venv
+  .peers/venv && .peers/venv/bin/pip install 'postfix-mta-sts-resolver[uvloop]'``).
 - One client (the same for both): ``benchmarks/socketmap_load.c``, compiled with ``cc``
   at start, so the load generator is never the bottleneck. C concurrent connections,
   each sends a request for a random domain and waits for the reply before the next,
@@ -120,6 +121,14 @@ def serve_peer(port: int, n: int) -> None:
     from postfix_mta_sts_resolver.responder import STSSocketmapResponder
 
     logging.basicConfig(level=logging.WARNING)
+    # its best documented configuration: the [uvloop] extra, which its daemon switches
+    # to by itself (we start its responder directly, so install the loop as it would)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        print("(peer without uvloop)", file=sys.stderr)
     cfg = utils.populate_cfg_defaults({"host": "127.0.0.1", "port": port,
                                        "cache_grace": 86400})
 
@@ -189,6 +198,17 @@ def start_server(kind: str, port: int) -> subprocess.Popen:
     return proc
 
 
+def ensure_peer() -> None:
+    """The peer at its best documented configuration, in the git-ignored .peers/venv."""
+    if not PEER_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_PY.parent.parent)], check=True)
+    have = subprocess.run([str(PEER_PY), "-c", "import postfix_mta_sts_resolver, uvloop"],
+                          capture_output=True)
+    if have.returncode != 0:
+        subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q",
+                        "postfix-mta-sts-resolver[uvloop]"], check=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,10 +232,13 @@ def main() -> None:
     rounds, slice_s, warmup = (3, 1.0, 0.3) if args.quick else (6, 1.5, 0.3)
     conns_list = [int(c) for c in args.conns.split(",")]
     kinds = ["ours"]
+    ensure_peer()
     if PEER_PY.exists():
         kinds.append("peer")
     else:
         print(f"(postfix-mta-sts-resolver not installed at {PEER_PY}; ours only)")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ratios: dict[int, list[float]] = {}
     # both daemons run at once; measurement slices alternate between them so that the
     # load of anything else on the machine falls on both alike
     workdir = Path(tempfile.mkdtemp(prefix="bench-policyd-"))
@@ -227,12 +250,18 @@ def main() -> None:
             agg: dict[str, tuple[int, float, list[float], int]] = {
                 k: (0, 0.0, [], 0) for k in kinds}
             for _ in range(rounds):
+                slice_rps: dict[str, float] = {}
                 for kind in kinds:
                     rps, lat, errors = run_client(exe, procs[kind][1], conns, slice_s,
                                                   warmup, N_DOMAINS, workdir)
+                    slice_rps[kind] = rps
                     n, t, lats, e = agg[kind]
                     agg[kind] = (n + len(lat), t + len(lat) / rps if rps else t, lats + lat,
                                  e + errors)
+                if slice_rps.get("peer"):
+                    # the ratio of two neighbouring slices: whatever else loads the
+                    # machine falls on both
+                    ratios.setdefault(conns, []).append(slice_rps["ours"] / slice_rps["peer"])
             for kind in kinds:
                 n, t, lats, e = agg[kind]
                 rps = n / t if t else 0.0
@@ -261,6 +290,13 @@ def main() -> None:
         else:
             print(f"| {conns} | {o[0]:.0f} | {o[1]*1e3:.3f} | {o[2]*1e3:.3f} | {p[0]:.0f} | "
                   f"{p[1]*1e3:.3f} | {p[2]*1e3:.3f} | {o[0]/p[0]:.1f}x |")
+    if ratios:
+        print("\nratio per pair of neighbouring slices (smtptls / mta-sts-daemon):")
+        for conns, values in ratios.items():
+            print(f"  C={conns:<3} min {min(values):.2f}x  median "
+                  f"{statistics.median(values):.2f}x  max {max(values):.2f}x  "
+                  f"({len(values)} pairs)")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
 
 
