@@ -112,11 +112,12 @@ def test_rfc8461_4_2_enforce_wrong_name_certificate_deferred(world) -> None:
 
 
 @pytest.mark.rfc("8461 4.2")
-def test_rfc8461_4_2_enforce_untrusted_issuer_deferred(world) -> None:
+@pytest.mark.parametrize("cert", ["untrusted", "expired", "self-signed"])
+def test_rfc8461_4_2_enforce_certificate_not_valid_deferred(world, cert: str) -> None:
     lab, ex, daemon, LabDomain, LabMx, PolicyHost = world
     d = f"{uniq('stsca')}.{lab.ZONE_INSECURE}"
     mx = f"mx1.{d}"
-    lab.add(LabDomain(d, mx=[LabMx(mx, cert="untrusted")],
+    lab.add(LabDomain(d, mx=[LabMx(mx, cert=cert)],
                       txt={"_mta-sts": ["v=STSv1; id=1"]}, policy=PolicyHost(body=sts_policy(mx))))
     _, result = send(ex, d, "deferred")
     assert result.router == "smtptls_mta_sts"
@@ -244,6 +245,22 @@ def test_rfc8461_2_dane_ee_self_signed_delivered_by_dane_despite_enforce(world) 
     assert result.host == mx
     assert result.verified == "dane", result.line
     assert len(lab.messages(mx)) == 1
+
+
+@pytest.mark.rfc("7672 2.2")
+def test_rfc7672_2_2_some_mx_with_tlsa_try_dane_each_host_as_it_publishes(world) -> None:
+    lab, ex, daemon, LabDomain, LabMx, _ = world
+    d = f"{uniq('danesome')}.{lab.ZONE_SECURE}"
+    first, second = f"mx1.{d}", f"mx2.{d}"
+    # mx1 has TLSA that does not match: Exim skips it (DANE failure), mx2 has none:
+    # opportunistic TLS, as RFC 7672 allows for a host without TLSA
+    lab.add(LabDomain(d, mx=[LabMx(first, pref=10, cert="good", tlsa=[MISMATCH]),
+                             LabMx(second, pref=20, cert="self-signed")]))
+    assert ask(daemon, d)["policy"] == "dane"
+    _, result = send(ex, d, "delivered")
+    assert result.router == "smtptls_dane"
+    assert result.host == second and result.verified == "no"
+    assert lab.messages(first) == []
 
 
 @pytest.mark.rfc("7672 2.2")
