@@ -56,12 +56,12 @@ from smtptls.services.collector import (
 from smtptls.store.results_base import Batch
 from smtptls.store.results_sqlite import SqliteResultStore
 from smtptls.tlsrpt import parse_report
-from smtptls.tlsrpt.aggregate import DayTally, ReportIdentity, build_reports
-from smtptls.tlsrpt.libtlsrpt import datagram_for, encode_datagram
-from smtptls.tlsrpt.outgoing import gzip_report
-from smtptls.tlsrpt.postfix_log import PolicyContext
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import DayTally, ReportIdentity, build_reports
+from smtptls.tlsrptsend.libtlsrpt import datagram_for, encode_datagram
+from smtptls.tlsrptsend.outgoing import gzip_report
+from smtptls.tlsrptsend.postfix_results import PolicyContext
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".peers" / "tlsrpt-reporter" / "bin" / "tlsrpt-collectd"

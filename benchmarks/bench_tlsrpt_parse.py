@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import orjson  # noqa: E402
 
 from smtptls.tlsrpt import parse_report  # noqa: E402
-from smtptls.tlsrpt.report import _forget  # noqa: E402
+from smtptls.tlsrpt.values import forget as _forget  # noqa: E402
 
 PEER_PYTHON = ROOT / ".peers" / "parsedmarc" / "bin" / "python"
 CORPUS = ROOT.parent / "shared" / "corpus" / "tlsrpt-reports"

@@ -32,7 +32,7 @@ from smtptls.errors import StoreError
 from smtptls.services.reports_server.intake import Outcome, ReportIntake
 from smtptls.store.reports_postgres import PostgresReportStore
 from smtptls.store.reports_sqlite import SqliteReportStore
-from smtptls.tlsrpt.report import parse_report
+from smtptls.tlsrpt.reader import parse_report
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent

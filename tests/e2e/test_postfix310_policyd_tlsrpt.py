@@ -41,7 +41,7 @@ from smtptls.services.sender import ReportSender
 from smtptls.store.reports_base import DkimStatus
 from smtptls.store.reports_sqlite import SqliteReportStore
 from smtptls.store.results_base import DeliveryStatus
-from smtptls.tlsrpt.aggregate import report_id
+from smtptls.tlsrptsend.aggregate import report_id
 from tests.e2e.postfix_world import Policyd, deliver, sts_policy
 from tests.e2e.test_postfix310_tlsrpt import TLSRPT_SOCKET, logged_sessions
 

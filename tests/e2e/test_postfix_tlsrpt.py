@@ -47,7 +47,7 @@ from smtptls.services.sender import ReportSender
 from smtptls.store.reports_base import DkimStatus
 from smtptls.store.reports_sqlite import SqliteReportStore
 from smtptls.store.results_base import DeliveryStatus
-from smtptls.tlsrpt.aggregate import report_id
+from smtptls.tlsrptsend.aggregate import report_id
 from tests.e2e.postfix_world import Policyd, deliver, postfix_with_policyd, sts_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pytest
 
 from smtptls.tlsrpt import parse_report, reports_from_message
-from smtptls.tlsrpt.outgoing import compose_report_mail
+from smtptls.tlsrptsend.outgoing import compose_report_mail
 from tests.e2e.postfix_world import POSTFIX_VERSIONS, Policyd, postfix_with_policyd, sts_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]

@@ -32,9 +32,9 @@ from smtptls.services.collector import (
 from smtptls.store.results_base import Batch, BatchOutcome, LogPosition, fold
 from smtptls.store.results_postgres import PostgresResultStore
 from smtptls.store.results_sqlite import SqliteResultStore
-from smtptls.tlsrpt.postfix_log import PolicyContext
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.postfix_results import PolicyContext
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 NOW = datetime.now(UTC).replace(microsecond=0)

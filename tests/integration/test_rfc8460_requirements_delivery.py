@@ -23,7 +23,7 @@ from smtptls.services.sender import HttpsDelivery, ReportSender
 from smtptls.store.results_base import DeliveryStatus
 from smtptls.store.results_sqlite import SqliteResultStore
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 DAY = date(2024, 5, 1)
 T_RESULT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

@@ -32,9 +32,9 @@ from smtptls.net.dkim import dns_txt_lookup, verify_report_mail
 from smtptls.net.dns import DnsResolver
 from smtptls.services.sender import MailDelivery
 from smtptls.store.reports_base import DkimStatus
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 pytestmark = [pytest.mark.lab, pytest.mark.rfc("8460 3")]
 

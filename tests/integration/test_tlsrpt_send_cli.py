@@ -27,7 +27,7 @@ from aiohttp import web
 
 from smtptls.store.results_sqlite import SqliteResultStore
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 T = datetime(2024, 5, 1, 10, tzinfo=UTC)

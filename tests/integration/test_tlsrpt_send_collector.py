@@ -31,11 +31,12 @@ from smtptls.services.collector import (
     parse_http_results,
 )
 from smtptls.store.results_sqlite import SqliteResultStore
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate, build_reports
-from smtptls.tlsrpt.libtlsrpt import datagram_for, encode_datagram
-from smtptls.tlsrpt.postfix_log import PolicyContext, report_message_id
 from smtptls.tlsrpt.report import PolicyType, ResultType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate, build_reports
+from smtptls.tlsrptsend.libtlsrpt import datagram_for, encode_datagram
+from smtptls.tlsrptsend.postfix_lines import report_message_id
+from smtptls.tlsrptsend.postfix_results import PolicyContext
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 TODAY = datetime.now(UTC).date()
 NOW = datetime.now(UTC).replace(microsecond=0)

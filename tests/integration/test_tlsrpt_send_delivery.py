@@ -42,9 +42,9 @@ from smtptls.store.reports_base import DkimStatus
 from smtptls.store.reports_sqlite import SqliteReportStore
 from smtptls.store.results_base import DeliveryStatus
 from smtptls.store.results_sqlite import SqliteResultStore
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 DAY = date(2024, 5, 1)
 T_RESULT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

@@ -28,9 +28,9 @@ from smtptls.store.results_base import (
 )
 from smtptls.store.results_postgres import PostgresResultStore
 from smtptls.store.results_sqlite import SqliteResultStore
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate, build_reports
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate, build_reports
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 RUN = uuid.uuid4().hex[:10]
@@ -190,7 +190,7 @@ CRASH_WRITER = textwrap.dedent("""
     import asyncio, sys, time
     from datetime import UTC, datetime
     from smtptls.store.results_sqlite import SqliteResultStore
-    from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+    from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
     async def main():
         store = SqliteResultStore(sys.argv[1])

@@ -12,7 +12,7 @@ SRC = ROOT / "src" / "smtptls"
 DOC = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 #: What the pure packages may import from the project (themselves and the shared
 #: error tree and DNSSEC enum): no net, store, engine, services, cli, config.
-PURE = ("mtasts", "dane", "tlsrpt")
+PURE = ("mtasts", "dane", "tlsrpt", "tlsrptsend")
 ALLOWED = {"errors", "dnssec"}
 
 
@@ -47,3 +47,10 @@ def test_pure_packages_import_no_io(package: str) -> None:
         if extra:
             bad[str(path.relative_to(SRC))] = sorted(extra)
     assert bad == {}
+
+
+def test_the_report_format_does_not_import_its_sending_side() -> None:
+    """``tlsrptsend`` builds on ``tlsrpt``, never the other way round."""
+    bad = sorted(str(p.relative_to(SRC)) for p in (SRC / "tlsrpt").rglob("*.py")
+                 if "tlsrptsend" in _project_imports(p))
+    assert bad == []

@@ -75,6 +75,8 @@ def _collect(args: argparse.Namespace) -> int:
         changes["socket_path"] = args.socket
     if args.log:
         changes["log_files"] = tuple(args.log)
+    if args.log_format:
+        changes["log_format"] = args.log_format
     if args.journald:
         changes["journald"] = True
     if args.http:
@@ -121,7 +123,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace) -> int:
     from smtptls.net.dns import DnsResolver
     from smtptls.services.sender import ReportSender, run_loop
-    from smtptls.tlsrpt.aggregate import parse_day
+    from smtptls.tlsrptsend.aggregate import parse_day
 
     cfg = _config(args)
     day = parse_day(args.day) if args.day else None
@@ -183,7 +185,7 @@ def _print_summary(summary: Any, *, dry_run: bool, show_report: bool) -> None:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from smtptls.tlsrpt.aggregate import parse_day
+    from smtptls.tlsrptsend.aggregate import parse_day
 
     cfg = _config(args)
     day = parse_day(args.day) if args.day else None
@@ -246,6 +248,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--socket", metavar="PATH", help="libtlsrpt datagram socket to listen on")
     c.add_argument("--log-file", metavar="FILE", action="append", dest="log",
                    help="Postfix log file to follow (repeatable)")
+    c.add_argument("--log-format", choices=("postfix", "exim"),
+                   help="what the --log-file files are: Postfix logs or Exim's main log "
+                   "(default tlsrpt.log_format; docs/exim.md)")
     c.add_argument("--journald", action="store_true", help="follow journald (mail facility)")
     c.add_argument("--http", metavar="HOST:PORT", help="HTTP endpoint for results ('off': none)")
     c.add_argument("--policy-source", choices=("policyd", "cache", "none"),

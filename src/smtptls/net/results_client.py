@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from smtptls.errors import ResultError, StoreError
-from smtptls.tlsrpt.results import SessionResult
+from smtptls.tlsrptsend.results import SessionResult
 
 __all__ = ["IDEMPOTENCY_HEADER", "PostOutcome", "post_results"]
 

@@ -4,14 +4,14 @@ Sources (any combination, all feeding one :class:`Collector`):
 
 - **libtlsrpt datagrams** (Postfix >= 3.10, ``smtp_tlsrpt_socket_name``): an
   ``AF_UNIX``/``SOCK_DGRAM`` socket; one JSON datagram per delivery attempt
-  (:mod:`smtptls.tlsrpt.libtlsrpt`). The protocol is fire and forget: the MTA never
+  (:mod:`smtptls.tlsrptsend.libtlsrpt`). The protocol is fire and forget: the MTA never
   waits, so datagrams are batched and written every ``flush_interval`` seconds (or
   every ``batch_size`` results). A crash loses at most the last interval.
 - **Postfix logs**, for any Postfix version: files followed like ``tail -F``
   (:class:`LogFollower`: a rotated file is read until it is quiet, then the new one
   from its start; a truncated file from its start, after the rest of its copy), or
   journald through ``journalctl -o json -f`` (an argument list, never a shell). Lines
-  become sessions (:class:`~smtptls.tlsrpt.postfix_log.PostfixLogParser`) and sessions
+  become sessions (:class:`~smtptls.tlsrptsend.postfix_log.PostfixLogParser`) and sessions
   results under the policy that applied (:class:`PolicyLookup`). Batched like
   datagrams; each file's read position is committed in the transaction of the results
   its lines gave, so a restart (clean or not) resumes after the last counted line:
@@ -19,7 +19,7 @@ Sources (any combination, all feeding one :class:`Collector`):
 - **Python API** for other MTAs: ``await collector.record(result)`` returns once the
   result is committed.
 - **HTTP** ``POST /v1/results`` (JSON, the form of
-  :meth:`~smtptls.tlsrpt.results.SessionResult.to_dict`; one object, a list, or
+  :meth:`~smtptls.tlsrptsend.results.SessionResult.to_dict`; one object, a list, or
   ``{"results": [...]}``): answered ``200`` only after the commit, ``400`` with the
   reason for a bad result, ``503`` when the store is down. A ``Bearer`` token is
   required when one is configured (and when listening beyond loopback). With an
@@ -73,18 +73,13 @@ from smtptls.store.results_base import (
     check_batch_id,
     open_result_store,
 )
-from smtptls.tlsrpt.libtlsrpt import MAX_DATAGRAM, CachedDecoder
-from smtptls.tlsrpt.postfix_log import (
-    LogSession,
-    PolicyContext,
-    PostfixLogParser,
-    fold_key,
-    fold_sessions,
-    is_report_message_id,
-    session_result,
-)
 from smtptls.tlsrpt.report import ResultType
-from smtptls.tlsrpt.results import SessionResult, loads_bounded, normalize_ip
+from smtptls.tlsrptsend.exim_log import EximLogParser
+from smtptls.tlsrptsend.libtlsrpt import MAX_DATAGRAM, CachedDecoder
+from smtptls.tlsrptsend.postfix_lines import is_report_message_id
+from smtptls.tlsrptsend.postfix_log import LogSession, PostfixLogParser, fold_key, fold_sessions
+from smtptls.tlsrptsend.postfix_results import PolicyContext, session_result
+from smtptls.tlsrptsend.results import SessionResult, loads_bounded, normalize_ip
 
 __all__ = [
     "CachePolicyLookup",
@@ -597,20 +592,22 @@ class LogIngest:
     A result depends on a session's recipient domain, MX host, addresses, TLS level,
     problems and outcome, and on the policy of the domain — not on its time, which the
     store only keeps as the UTC day. So the sessions of one read are folded by all of
-    that plus the day (:func:`~smtptls.tlsrpt.postfix_log.fold_sessions`), each kind is
+    that plus the day (:func:`~smtptls.tlsrptsend.postfix_log.fold_sessions`), each kind is
     mapped once (one policy lookup, one
-    :func:`~smtptls.tlsrpt.postfix_log.session_result`) and handed over as one result
+    :func:`~smtptls.tlsrptsend.postfix_log.session_result`) and handed over as one result
     with a count (:meth:`Collector.submit_counted`): the same counters as one result
     per session, without building one.
     """
 
     def __init__(self, collector: Collector, lookup: PolicyLookup, *,
                  sending: SendingAddress | None = None, tz: tzinfo | None = None,
-                 source: str = "log") -> None:
+                 source: str = "log", log_format: str = "postfix") -> None:
         self.collector = collector
         self.lookup = lookup if isinstance(lookup, _CachedLookup) else _CachedLookup(lookup)
         self.sending = sending or SendingAddress(None)
-        self.parser = PostfixLogParser(tz=tz or _local_tz())
+        self.parser: PostfixLogParser | EximLogParser = (
+            EximLogParser(tz=tz or _local_tz()) if log_format == "exim"
+            else PostfixLogParser(tz=tz or _local_tz()))
         self.source = source
         self.sessions = 0
         self._results: dict[tuple[Any, ...], tuple[PolicyContext, str | None,
@@ -1464,7 +1461,8 @@ class CollectorService:
                 if self.lookup is None:
                     self.lookup, self._closers = await make_policy_lookup(self.config)
                 sending = SendingAddress(cfg.sending_ip)
-                self.ingest = LogIngest(self.collector, self.lookup, sending=sending)
+                self.ingest = LogIngest(self.collector, self.lookup, sending=sending,
+                                        log_format=cfg.log_format)
                 for path in cfg.log_files:
                     follower = LogFollower(self.ingest, path, from_start=self.from_start,
                                            name=position_name(path))

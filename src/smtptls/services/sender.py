@@ -59,13 +59,11 @@ from smtptls.errors import (
 )
 from smtptls.logs import get_logger
 from smtptls.store.results_base import DeliveryRecord, DeliveryStatus, ResultStore
-from smtptls.tlsrpt.aggregate import (
-    ReportIdentity,
-    build_reports,
-    day_range,
-    previous_day,
-)
-from smtptls.tlsrpt.outgoing import (
+from smtptls.tlsrpt.reader import parse_report
+from smtptls.tlsrpt.record import TlsrptRecord, parse_txt_records, record_name
+from smtptls.tlsrpt.report import Report
+from smtptls.tlsrptsend.aggregate import ReportIdentity, build_reports, day_range, previous_day
+from smtptls.tlsrptsend.outgoing import (
     compose_report_mail,
     dkim_sign,
     gzip_report,
@@ -74,8 +72,6 @@ from smtptls.tlsrpt.outgoing import (
     report_filename,
     report_subject,
 )
-from smtptls.tlsrpt.record import TlsrptRecord, parse_txt_records, record_name
-from smtptls.tlsrpt.report import Report, parse_report
 
 __all__ = [
     "DeliveryOutcome",

@@ -40,8 +40,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from smtptls.config import TlsrptConfig
 from smtptls.errors import ConfigError, ResultError, SmtpTlsError, StoreError
-from smtptls.tlsrpt.aggregate import DayTally, DetailKey
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.aggregate import DayTally, DetailKey
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 __all__ = [
     "Batch",

@@ -25,8 +25,8 @@ from smtptls.store.results_base import (
     DeliveryStatus,
     ResultSummary,
 )
-from smtptls.tlsrpt.aggregate import DayTally
-from smtptls.tlsrpt.results import SessionResult
+from smtptls.tlsrptsend.aggregate import DayTally
+from smtptls.tlsrptsend.results import SessionResult
 
 __all__ = ["PostgresResultStore"]
 

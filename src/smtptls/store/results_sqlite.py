@@ -23,8 +23,8 @@ from smtptls.store.results_base import (
     ResultSummary,
 )
 from smtptls.store.sqlite_thread import SqliteThreadStore
-from smtptls.tlsrpt.aggregate import DayTally
-from smtptls.tlsrpt.results import SessionResult
+from smtptls.tlsrptsend.aggregate import DayTally
+from smtptls.tlsrptsend.results import SessionResult
 
 T = TypeVar("T")
 

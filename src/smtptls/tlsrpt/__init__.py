@@ -1,13 +1,14 @@
-"""SMTP TLS Reporting, RFC 8460 — the pure core for receivers and senders.
+"""SMTP TLS Reporting, RFC 8460 — the report format, for receivers and senders.
 
 - :mod:`~smtptls.tlsrpt.record`: the policy record at ``_smtp._tls.<domain>`` (§3)
-- :mod:`~smtptls.tlsrpt.report`: aggregate reports, JSON or gzip, strict or tolerant (§4)
+- :mod:`~smtptls.tlsrpt.report`: the aggregate report model (§4)
+- :mod:`~smtptls.tlsrpt.reader`: reading a report, strict or tolerant (§4)
+- :mod:`~smtptls.tlsrpt.decode`: report bodies (JSON, gzip) to JSON, within named bounds
+- :mod:`~smtptls.tlsrpt.values`: checks of host names, addresses and dates in a report
 - :mod:`~smtptls.tlsrpt.mail`: reports delivered by mail (§5.3)
-- :mod:`~smtptls.tlsrpt.results`: one TLS result per SMTP session (sender side)
-- :mod:`~smtptls.tlsrpt.aggregate`: daily aggregation into §4 reports, stable report-ids
-- :mod:`~smtptls.tlsrpt.libtlsrpt`: the datagrams Postfix >= 3.10 sends
-- :mod:`~smtptls.tlsrpt.postfix_log`: Postfix TLS log lines to results
-- :mod:`~smtptls.tlsrpt.outgoing`: the HTTPS body and the §5.3 mail of a report
+
+The sending side (session results, aggregation, outgoing reports, the libtlsrpt and
+Postfix log sources) is :mod:`smtptls.tlsrptsend`.
 
 No I/O here: text and bytes in, frozen values out; every error is a
 :class:`~smtptls.errors.ReportError`.
@@ -15,8 +16,6 @@ No I/O here: text and bytes in, frozen values out; every error is a
 
 from __future__ import annotations
 
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate, report_id
-from smtptls.tlsrpt.libtlsrpt import Datagram, decode_datagram
 from smtptls.tlsrpt.mail import (
     ReportAttachment,
     ReportFilename,
@@ -26,34 +25,20 @@ from smtptls.tlsrpt.mail import (
     parse_subject,
     reports_from_message,
 )
+from smtptls.tlsrpt.reader import parse_report
 from smtptls.tlsrpt.record import TlsrptRecord, parse_record, parse_txt_records, record_name
-from smtptls.tlsrpt.report import (
-    FailureDetail,
-    PolicyResult,
-    PolicyType,
-    Report,
-    ResultType,
-    parse_report,
-)
-from smtptls.tlsrpt.results import AppliedPolicy, Failure, SessionResult
+from smtptls.tlsrpt.report import FailureDetail, PolicyResult, PolicyType, Report, ResultType
 
 __all__ = [
-    "AppliedPolicy",
-    "Datagram",
-    "Failure",
     "FailureDetail",
     "PolicyResult",
     "PolicyType",
     "Report",
     "ReportAttachment",
     "ReportFilename",
-    "ReportIdentity",
     "ReportSubject",
     "ResultType",
-    "SessionResult",
     "TlsrptRecord",
-    "aggregate",
-    "decode_datagram",
     "extract_reports_from_message",
     "parse_filename",
     "parse_record",
@@ -61,6 +46,5 @@ __all__ = [
     "parse_subject",
     "parse_txt_records",
     "record_name",
-    "report_id",
     "reports_from_message",
 ]

@@ -43,13 +43,9 @@ from smtptls.errors import (
     ReportMailError,
     ReportTooLargeError,
 )
-from smtptls.tlsrpt.report import (
-    DEFAULT_MAX_DECOMPRESSED,
-    GZIP_MAGIC,
-    ZIP_MAGIC,
-    Report,
-    parse_report,
-)
+from smtptls.tlsrpt.decode import DEFAULT_MAX_DECOMPRESSED, GZIP_MAGIC, ZIP_MAGIC
+from smtptls.tlsrpt.reader import parse_report
+from smtptls.tlsrpt.report import Report
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",

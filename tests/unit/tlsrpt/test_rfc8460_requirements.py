@@ -17,7 +17,7 @@ import pytest
 from smtptls.errors import ReportError
 from smtptls.tlsrpt import parse_report, record_name, reports_from_message
 from smtptls.tlsrpt.mail import parse_filename, parse_subject
-from smtptls.tlsrpt.outgoing import (
+from smtptls.tlsrptsend.outgoing import (
     GZIP_MEDIA_TYPE,
     compose_report_mail,
     https_post,

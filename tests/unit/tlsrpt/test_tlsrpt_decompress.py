@@ -10,7 +10,8 @@ import zipfile
 import pytest
 
 from smtptls.errors import ReportParseError, ReportTooLargeError
-from smtptls.tlsrpt.report import decompress_report, parse_report
+from smtptls.tlsrpt.decode import decompress_report
+from smtptls.tlsrpt.reader import parse_report
 
 REPORT = {"organization-name": "Org", "report-id": "dec-1", "contact-info": "a@b.example",
           "date-range": {"start-datetime": "2024-06-01T00:00:00Z", "end-datetime": "2024-06-01T23:59:59Z"},

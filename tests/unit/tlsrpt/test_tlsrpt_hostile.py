@@ -21,7 +21,7 @@ from tlsrpt_samples import dumps, rfc8460_example
 
 from smtptls.errors import ReportError, ReportParseError, ReportTooLargeError
 from smtptls.tlsrpt import Report, parse_report
-from smtptls.tlsrpt.report import DEFAULT_MAX_DECOMPRESSED, MAX_DEPTH, MAX_WARNINGS
+from smtptls.tlsrpt.decode import DEFAULT_MAX_DECOMPRESSED, MAX_DEPTH, MAX_WARNINGS
 
 MIB = 1024 * 1024
 

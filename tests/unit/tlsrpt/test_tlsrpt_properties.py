@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtptls.tlsrpt import FailureDetail, PolicyResult, PolicyType, Report, ResultType, parse_report
-from smtptls.tlsrpt.report import MAX_COUNT
+from smtptls.tlsrpt.decode import MAX_COUNT
 
 _LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,12}[a-z0-9])?", fullmatch=True)
 _DOMAIN = st.builds(lambda a, b: f"{a}.{b}", _LABEL, st.sampled_from(["example", "com", "de"]))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,24 @@ from tlsrpt_samples import corpus_files, dumps, own_files, rfc8460_example
 
 from smtptls.errors import ReportError, ReportParseError
 from smtptls.tlsrpt import FailureDetail, PolicyResult, PolicyType, ResultType, parse_report
+from smtptls.tlsrpt import decode as dec
+from smtptls.tlsrpt import reader as rd
 from smtptls.tlsrpt import report as rp
+from smtptls.tlsrpt import values as vals
 
 # --- helpers ------------------------------------------------------------------------------
 
 
 def reference(data: bytes | str, *, strict: bool = False) -> rp.Report:
     """parse_report with the standard decoder's tree only."""
-    reader = rp._Reader(strict)
-    text = rp._decode(data, reader, rp.DEFAULT_MAX_SIZE, rp.DEFAULT_MAX_DECOMPRESSED)
-    return rp._read_reference(reader, text, from_str=isinstance(data, str))
+    reader = rd._Reader(strict)
+    text = dec.decode_text(data, reader, dec.DEFAULT_MAX_SIZE, dec.DEFAULT_MAX_DECOMPRESSED)
+    return rd._read_reference(reader, text, from_str=isinstance(data, str))
 
 
 def quick(text: str, *, strict: bool = False) -> rp.Report | None:
     """The quick reading alone; None where it leaves the answer to the reference."""
-    return rp._read_quick(rp._Reader(strict), text)
+    return rd._read_quick(rd._Reader(strict), text)
 
 
 def outcome(parse: Any, data: bytes | str, strict: bool) -> tuple[Any, ...]:
@@ -102,7 +104,7 @@ def test_rfc7493_2_3_duplicate_members_found_at_every_level(level, layout):
     """I-JSON (RFC 7493 §2.3, required by RFC 8460 §4.4): member names are unique."""
     text = _with_duplicate(level, layout)
     path = _PATHS[level]
-    assert rp._loads_quick(text) is None  # orjson's tree would hide it: not used
+    assert dec.loads_quick(text) is None  # orjson's tree would hide it: not used
     with pytest.raises(ReportParseError) as info:
         parse_report(text, strict=True)
     assert info.value.path == path
@@ -119,7 +121,7 @@ def test_rfc7493_2_3_duplicate_members_found_at_every_level(level, layout):
 )
 def test_rfc7493_2_3_duplicate_with_colons_in_names_and_values(member):
     text = dumps(rfc8460_example()).decode()[:-1] + ", " + member + "}"
-    assert rp._loads_quick(text) is None
+    assert dec.loads_quick(text) is None
     report = parse_report(text)
     assert any("member appears more than once" in w for w in report.warnings)
     assert_same_as_reference(text)
@@ -135,7 +137,7 @@ def test_rfc7493_2_3_escaped_colon_cannot_hide_a_duplicate(duplicate):
     text = json.dumps(doc).replace("Company:X", "Company\\u003aX")
     if duplicate:
         text = text[:-1] + ', "report-id": "other"}'
-    assert rp._loads_quick(text) is None
+    assert dec.loads_quick(text) is None
     report = parse_report(text)
     assert report.organization_name == "Company:X"
     assert any("appears more than once" in w for w in report.warnings) is duplicate
@@ -144,7 +146,7 @@ def test_rfc7493_2_3_escaped_colon_cannot_hide_a_duplicate(duplicate):
 
 def test_quick_decoding_equals_the_reference_tree_without_duplicates():
     text = json.dumps(rfc8460_example(), indent=1).replace("/", "\\/")
-    assert rp._loads_quick(text) == rp._loads(text)
+    assert dec.loads_quick(text) == dec.loads_reference(text)
 
 
 # --- numbers, nesting and surrogates --------------------------------------------------------
@@ -170,7 +172,7 @@ def _count(raw: str) -> str:
         (_count("18446744073709551616"), "count 18446744073709551616 out of range"),
         (_member('"x": 1.' + "0" * 40), "number of 42 characters"),
         (_member('"x": 1e400'), "out of range"),
-        (_member('"x": ' + "[" * 40 + "]" * 40), f"nested deeper than {rp.MAX_DEPTH}"),
+        (_member('"x": ' + "[" * 40 + "]" * 40), f"nested deeper than {dec.MAX_DEPTH}"),
         (_member('"x": ' + "[" * 30 + "0.5" + "]" * 30), "unknown member ignored"),
         (_member('"Report-ID": 1.' + "0" * 40), "number of 42 characters"),
         (_member('"x": NaN'), "NaN is not a JSON value"),
@@ -288,11 +290,11 @@ def test_property_quick_reading_equals_the_reference(data):
 
 @pytest.mark.rfc("8460 4.4")
 @settings(max_examples=300, deadline=None)
-@given(st.from_regex(rp._IPV6_GROUPS_RE, fullmatch=True))
+@given(st.from_regex(vals._IPV6_GROUPS_RE, fullmatch=True))
 def test_rfc4291_2_2_every_hex_group_form_is_an_ipv6_address(text):
     """The fast IPv6 pattern only ever accepts what ipaddress accepts."""
     assert ipaddress.ip_address(text).version == 6
-    assert rp._ip_ok(text)
+    assert vals.ip_ok(text)
 
 
 @pytest.mark.rfc("8460 4.4")
@@ -314,21 +316,21 @@ def test_rfc8460_4_4_ip_addresses_as_ipaddress_reads_them(text, valid):
     except ValueError:
         truth = False
     assert truth is valid
-    rp._forget()
-    assert rp._ip_ok(text) is valid
-    assert rp._ip_ok(text) is valid  # and again from the memo
+    vals.forget()
+    assert vals.ip_ok(text) is valid
+    assert vals.ip_ok(text) is valid  # and again from the memo
 
 
 def test_memos_stay_bounded_and_skip_long_keys():
-    rp._forget()
-    for i in range(rp._MEMO_SIZE + 50):
-        assert rp._domain_ok(f"host{i}.example")
-    assert 0 < len(rp._DOMAIN_OK) <= rp._MEMO_SIZE
-    long_name = "a" * (rp._MEMO_KEY_CHARS + 1)
-    assert rp._domain_ok(long_name) is False
-    assert long_name not in rp._DOMAIN_OK
-    rp._forget()
-    assert not rp._DOMAIN_OK and not rp._IP_OK and not rp._DATE_READINGS[True]
+    vals.forget()
+    for i in range(vals._MEMO_SIZE + 50):
+        assert vals.domain_ok(f"host{i}.example")
+    assert 0 < len(vals._DOMAIN_OK) <= vals._MEMO_SIZE
+    long_name = "a" * (vals._MEMO_KEY_CHARS + 1)
+    assert vals.domain_ok(long_name) is False
+    assert long_name not in vals._DOMAIN_OK
+    vals.forget()
+    assert not vals._DOMAIN_OK and not vals._IP_OK and not vals.DATE_READINGS[True]
 
 
 @pytest.mark.rfc("8460 4.1")
@@ -360,12 +362,24 @@ def test_rfc3339_5_6_date_readings_are_kept_apart_for_start_and_end():
     ids=["full", "sparse"],
 )
 def test_checked_values_built_as_their_constructor_builds_them(values):
-    detail = rp._failure_detail(*values)
-    assert detail == FailureDetail(*values) and hash(detail) == hash(FailureDetail(*values))
-    assert repr(detail) == repr(FailureDetail(*values))
-    policy = (PolicyType.STS, "example.com", 5, 3, ("version: STSv1",), ("mx.example",),
-              (detail,))
-    result = rp._policy_result(*policy)
-    assert result == PolicyResult(*policy) and repr(result) == repr(PolicyResult(*policy))
-    assert rp._failure_detail.__code__.co_argcount == len(fields(FailureDetail))
-    assert rp._policy_result.__code__.co_argcount == len(fields(PolicyResult))
+    names = ("result-type", "failed-session-count", "sending-mta-ip",
+             "receiving-mx-hostname", "receiving-mx-helo", "receiving-ip",
+             "additional-information", "failure-reason-code")
+    member = {k: str(v) if k == "result-type" else v
+              for k, v in zip(names, values, strict=True) if v is not None}
+    policy = (PolicyType.STS, "example.com", 5, 3, ("version: STSv1",), ("mx.example",))
+    data = {"organization-name": "o", "date-range": {
+        "start-datetime": "2024-05-01T00:00:00Z", "end-datetime": "2024-05-01T23:59:59Z"},
+        "contact-info": "a@o.example", "report-id": "r", "policies": [{
+            "policy": {"policy-type": "sts", "policy-string": list(policy[4]),
+                       "policy-domain": policy[1], "mx-host": list(policy[5])},
+            "summary": {"total-successful-session-count": 5,
+                        "total-failure-session-count": 3},
+            "failure-details": [member]}]}
+    for report in (parse_report(json.dumps(data)), rp.Report.from_dict(data)):
+        result = report.policies[0]
+        detail = result.failure_details[0]
+        assert detail == FailureDetail(*values) and hash(detail) == hash(FailureDetail(*values))
+        assert repr(detail) == repr(FailureDetail(*values))
+        assert result == PolicyResult(*policy, (detail,))
+        assert repr(result) == repr(PolicyResult(*policy, (detail,)))

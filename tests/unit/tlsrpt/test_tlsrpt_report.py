@@ -20,7 +20,8 @@ from smtptls.tlsrpt import (
     ResultType,
     parse_report,
 )
-from smtptls.tlsrpt.report import MAX_WARNINGS, format_datetime
+from smtptls.tlsrpt.decode import MAX_WARNINGS
+from smtptls.tlsrpt.report import format_datetime
 
 # --- the strictly valid base -------------------------------------------------------------
 

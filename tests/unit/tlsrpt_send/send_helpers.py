@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import strategies as st
 
 from smtptls.tlsrpt.report import PolicyType, ResultType
-from smtptls.tlsrpt.results import AppliedPolicy, Failure, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, Failure, SessionResult
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 SENDING_IP = "198.51.100.25"

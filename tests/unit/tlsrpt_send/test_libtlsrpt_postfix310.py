@@ -3,7 +3,7 @@
 Each constant is one datagram exactly as received on ``smtp_tlsrpt_socket_name`` from
 Postfix 3.10.13 + libtlsrpt 0.5.0rc1 in the loopback lab (tests/lab/postfix310.py), for
 the delivery named after it; tests/e2e/test_postfix310_tlsrpt.py produces the same
-datagrams live. What they taught the decoder (smtptls.tlsrpt.libtlsrpt docstring): no
+datagrams live. What they taught the decoder (smtptls.tlsrptsend.libtlsrpt docstring): no
 ``dpv``; ``h`` is the whole multi-line EHLO reply; TLSA blocks name the MX host as their
 ``policy-domain``.
 """
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from smtptls.tlsrpt.libtlsrpt import FailureCode, decode_datagram, helo_name
 from smtptls.tlsrpt.report import PolicyType, ResultType
+from smtptls.tlsrptsend.libtlsrpt import FailureCode, decode_datagram, helo_name
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
 

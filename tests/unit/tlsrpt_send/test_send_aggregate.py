@@ -11,7 +11,8 @@ from send_helpers import NONE_ORG, SENDING_IP, STS, T0, TLSA_MX1, bad, ok, resul
 
 from smtptls.errors import ReportError
 from smtptls.tlsrpt import parse_report
-from smtptls.tlsrpt.aggregate import (
+from smtptls.tlsrpt.report import PolicyType, ResultType
+from smtptls.tlsrptsend.aggregate import (
     DayTally,
     ReportIdentity,
     aggregate,
@@ -21,8 +22,7 @@ from smtptls.tlsrpt.aggregate import (
     previous_day,
     report_id,
 )
-from smtptls.tlsrpt.report import PolicyType, ResultType
-from smtptls.tlsrpt.results import Failure, SessionResult
+from smtptls.tlsrptsend.results import Failure, SessionResult
 
 DAY = date(2024, 5, 1)
 IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@sender.example", "mta.sender.example")

@@ -17,7 +17,7 @@ from smtptls.store.results_base import (
     keyed_outcome,
 )
 from smtptls.tlsrpt.report import PolicyType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
 NOW = datetime(2024, 5, 1, 10, tzinfo=UTC)
 STS = AppliedPolicy(PolicyType.STS, "example.com", ("version: STSv1", "mode: enforce"),

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from send_helpers import SENDING_IP, STS, T0, bad, ok, results
 
 from smtptls.errors import DatagramError
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate
-from smtptls.tlsrpt.libtlsrpt import (
+from smtptls.tlsrpt.report import PolicyType, ResultType
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate
+from smtptls.tlsrptsend.libtlsrpt import (
     Datagram,
     DatagramFailure,
     DatagramPolicy,
@@ -22,7 +23,6 @@ from smtptls.tlsrpt.libtlsrpt import (
     decode_datagram,
     encode_datagram,
 )
-from smtptls.tlsrpt.report import PolicyType, ResultType
 
 PR = "v=TLSRPTv1; rua=mailto:tlsrpt@company-y.example"
 IDENTITY = ReportIdentity.with_defaults("mta.sender.example")

@@ -16,9 +16,9 @@ from smtptls.errors import ReportDeliveryError, ReportError
 from smtptls.net.dkim import verify_report_mail
 from smtptls.store.reports_base import DkimStatus
 from smtptls.tlsrpt import parse_report, reports_from_message
-from smtptls.tlsrpt.aggregate import ReportIdentity, aggregate
 from smtptls.tlsrpt.mail import extract_reports_from_message, parse_filename, parse_subject
-from smtptls.tlsrpt.outgoing import (
+from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate
+from smtptls.tlsrptsend.outgoing import (
     GZIP_MEDIA_TYPE,
     compose_report_mail,
     dkim_sign,
@@ -28,7 +28,7 @@ from smtptls.tlsrpt.outgoing import (
     report_filename,
     report_subject,
 )
-from smtptls.tlsrpt.postfix_log import is_report_message_id
+from smtptls.tlsrptsend.postfix_lines import is_report_message_id
 
 DAY = date(2024, 5, 1)
 SUBMITTER = "mta.sender.example"

@@ -9,19 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from send_helpers import STS_LINES
 
-from smtptls.tlsrpt.postfix_log import (
-    PolicyContext,
-    PostfixLogParser,
+from smtptls.tlsrpt.report import PolicyType, ResultType
+from smtptls.tlsrptsend.postfix_lines import (
     Problem,
     TlsLevel,
     is_report_message_id,
     parse_syslog_line,
     problems_in,
     report_message_id,
-    results_for,
-    session_result,
 )
-from smtptls.tlsrpt.report import PolicyType, ResultType
+from smtptls.tlsrptsend.postfix_log import PostfixLogParser
+from smtptls.tlsrptsend.postfix_results import PolicyContext, results_for, session_result
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SENDING_IP = "198.51.100.25"

@@ -29,21 +29,19 @@ from smtptls.services.collector import (
     StaticPolicyLookup,
 )
 from smtptls.store.results_base import Batch, fold
-from smtptls.tlsrpt import postfix_log as pl
-from smtptls.tlsrpt.postfix_log import (
+from smtptls.tlsrpt.report import ResultType
+from smtptls.tlsrptsend import postfix_lines as pl
+from smtptls.tlsrptsend import postfix_log as plog
+from smtptls.tlsrptsend.postfix_lines import (
     MAX_LINE,
-    LogSession,
-    PolicyContext,
-    PostfixLogParser,
     Problem,
     TlsLevel,
-    fold_sessions,
     parse_syslog_line,
     problems_in,
     report_message_id,
-    session_result,
 )
-from smtptls.tlsrpt.report import ResultType
+from smtptls.tlsrptsend.postfix_log import LogSession, PostfixLogParser, fold_sessions
+from smtptls.tlsrptsend.postfix_results import PolicyContext, session_result
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CIPHER = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
@@ -342,7 +340,7 @@ def test_memos_are_bounded():
     parser = PostfixLogParser()
     start = datetime(2024, 5, 1, tzinfo=UTC)
     lines = []
-    for i in range(max(pl._MAX_NAMES, pl.MAX_PROCESSES) + 50):
+    for i in range(max(pl._MAX_NAMES, plog.MAX_PROCESSES) + 50):
         t = start + timedelta(seconds=i)
         lines.append(f"{t:%b} {t.day:2d} {t:%H:%M:%S} mta p{i % 3}/smtp[{i}]: "
                      + status(f"ABCDEF{i:04X}", f"u@d{i}.example", f"mx.d{i}.example"
@@ -353,7 +351,7 @@ def test_memos_are_bounded():
     assert all(len(memo) <= pl._MAX_NAMES for memo in (
         parser._programs, parser._relays, parser._domains, parser._peers,
         parser._stamps.tags, parser._stamps.traditional, parser._stamps.seconds))
-    assert len(parser._last_closed) <= pl.MAX_PROCESSES
+    assert len(parser._last_closed) <= plog.MAX_PROCESSES
 
 
 def test_lines_are_cut_at_the_line_limit():

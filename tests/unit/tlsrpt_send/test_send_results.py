@@ -12,7 +12,7 @@ from send_helpers import STS, T0, bad, ok, results
 
 from smtptls.errors import ResultError
 from smtptls.tlsrpt.report import PolicyType, ResultType
-from smtptls.tlsrpt.results import AppliedPolicy, Failure, SessionResult, parse_result_type
+from smtptls.tlsrptsend.results import AppliedPolicy, Failure, SessionResult, parse_result_type
 
 
 @pytest.mark.rfc("8460 4.4")

@@ -41,8 +41,9 @@ from smtptls.store.reports_base import (
     ReportRecord,
     ReportStore,
 )
+from smtptls.tlsrpt.decode import decompress_report
 from smtptls.tlsrpt.mail import extract_reports_from_message
-from smtptls.tlsrpt.report import decompress_report, parse_report
+from smtptls.tlsrpt.reader import parse_report
 
 __all__ = ["IntakeOutcome", "Outcome", "ReportIntake"]
 

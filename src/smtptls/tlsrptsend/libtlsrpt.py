@@ -31,7 +31,7 @@ Failure codes (libtlsrpt ``tlsrpt_failure_t``) and the RFC 8460 §4.3 result typ
     205 validation-failure
 
 :func:`decode_datagram` reads one datagram into a :class:`Datagram` and
-:meth:`Datagram.to_results` turns it into :class:`~smtptls.tlsrpt.results.SessionResult`
+:meth:`Datagram.to_results` turns it into :class:`~smtptls.tlsrptsend.results.SessionResult`
 values (one per policy: each policy block is one session's outcome under that policy).
 :func:`encode_datagram` writes the same JSON, written from the description above; the
 tests use it to play an MTA. Pure: no sockets here.
@@ -53,7 +53,7 @@ What Postfix 3.10 (libtlsrpt 0.5) really sends, as captured in the lab, and how 
 * for a TLSA policy, ``policy-domain`` is the TLSA base domain (the MX host name,
   ``"mx1.example"``), while the report goes to the recipient domain ``d`` whose TLSRPT
   record ``pr`` is: the result's policy domain is ``d``, as the Postfix log reader
-  (:mod:`smtptls.tlsrpt.postfix_log`) decides for DANE too, so both sources give one
+  (:mod:`smtptls.tlsrptsend.postfix_log`) decides for DANE too, so both sources give one
   report per recipient domain; the MX host is in the failure details
   (``receiving-mx-hostname``).
 """
@@ -69,7 +69,7 @@ from typing import Any
 
 from smtptls.errors import DatagramError, ResultError
 from smtptls.tlsrpt.report import PolicyType, ResultType
-from smtptls.tlsrpt.results import AppliedPolicy, Failure, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, Failure, SessionResult
 
 __all__ = [
     "MAX_DATAGRAM",

@@ -34,10 +34,10 @@ from urllib.parse import unquote
 import dkim
 
 from smtptls.errors import ReportDeliveryError, ReportError
-from smtptls.tlsrpt.aggregate import report_uuid
 from smtptls.tlsrpt.mail import ReportFilename, ReportSubject
-from smtptls.tlsrpt.postfix_log import report_message_id
 from smtptls.tlsrpt.report import Report
+from smtptls.tlsrptsend.aggregate import report_uuid
+from smtptls.tlsrptsend.postfix_lines import report_message_id
 
 __all__ = [
     "GZIP_MEDIA_TYPE",

@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from smtptls.errors import ReportError, ResultError
 from smtptls.tlsrpt.report import FailureDetail, PolicyResult, PolicyType, Report, ResultType
-from smtptls.tlsrpt.results import AppliedPolicy, SessionResult, normalize_domain_name
+from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult, normalize_domain_name
 
 __all__ = [
     "DetailKey",
