@@ -118,7 +118,9 @@ def exim_answer(decision: Decision, facts: DestinationFacts | None) -> str:
 class EximAnswers:
     """The socketmap :class:`~.socketmap.Handler` for the Exim map name: the engine's
     explanation of a destination, rendered by :func:`exim_answer`, kept in memory until
-    the engine's recheck time (at most ``max_answers`` destinations)."""
+    the engine's recheck time (at most ``max_answers`` destinations), then computed
+    again at the next lookup (the MTA-STS policy itself comes from the policy cache,
+    which the refresher keeps fresh)."""
 
     def __init__(self, engine: PolicyEngine, *, clock: Callable[[], float] = time.time,
                  max_answers: int | None = None) -> None:
@@ -129,7 +131,7 @@ class EximAnswers:
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
 
     def lookup_cached(self, key: str) -> bytes | None:
-        entry = self._answers.get(key.lower())
+        entry = self._answers.get(key.strip().lower())
         if entry is not None and self.clock() < entry[1]:
             return entry[0]
         return None
