@@ -119,8 +119,8 @@ class EximAnswers:
     """The socketmap :class:`~.socketmap.Handler` for the Exim map name: the engine's
     explanation of a destination, rendered by :func:`exim_answer`, kept in memory until
     the engine's recheck time (at most ``max_answers`` destinations), then computed
-    again at the next lookup (the MTA-STS policy itself comes from the policy cache,
-    which the refresher keeps fresh)."""
+    again at the next lookup (the MTA-STS policy itself comes from the policy cache:
+    fetched again only when discovery says so, RFC 8461 §3.3)."""
 
     def __init__(self, engine: PolicyEngine, *, clock: Callable[[], float] = time.time,
                  max_answers: int | None = None) -> None:
