@@ -289,6 +289,21 @@ def test_rfc7672_2_2_1_bogus_mx_deferred(world) -> None:
     assert lab.messages(mx) == []
 
 
+@pytest.mark.rfc("7672 2.1.2")
+def test_rfc7672_2_1_2_only_mx_host_in_bogus_zone_deferred(world) -> None:
+    lab, ex, daemon, LabDomain, LabMx, _ = world
+    u = uniq("bogushost")
+    d = f"{u}.{lab.ZONE_SECURE}"
+    mx = f"mx1.{u}.{lab.ZONE_BOGUS}"
+    # a secure MX RRset naming a host whose address and TLSA lookups fail validation:
+    # the host cannot be used, nor can delivery fall back to unauthenticated TLS
+    lab.add(LabDomain(d, mx=[LabMx(mx, cert="self-signed", tlsa=["3 1 1 auto"])]))
+    assert ask(daemon, d)["policy"] == "defer"
+    _, result = send(ex, d, "deferred")
+    assert result.router == "smtptls_defer"
+    assert lab.messages(mx) == []
+
+
 # --- the daemon down ---------------------------------------------------------------------
 
 
