@@ -170,7 +170,11 @@ async def test_dkim_key_looked_up_through_the_lab_resolver(lab, tmp_path):
             assert code == 250
         ok, bad = await store.get_report("lab-1"), await store.get_report("lab-2")
         assert (ok.dkim, ok.dkim_domain) == ("pass", sender)
-        assert bad.dkim == "fail"
+        # RFC 8460 §3: a report mail without a valid signature MUST be ignored: it is
+        # kept aside in the quarantine, never counted
+        assert bad is None
+        (held,) = await store.list_quarantine()
+        assert "DKIM fail" in held.reason
     finally:
         await svc.stop()
         await store.close()

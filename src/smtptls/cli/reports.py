@@ -75,7 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         token=token,
         verify_dkim=not args.no_dkim,
-        require_dkim=args.require_dkim or cfg.reports.require_dkim,
+        # --no-dkim verifies nothing, so it cannot require a signature either
+        require_dkim=(args.require_dkim or cfg.reports.require_dkim)
+        and not args.accept_unsigned and not args.no_dkim,
     )
     asyncio.run(serve(cfg, options, on_started=_announce))
     return EXIT_OK
@@ -120,9 +122,11 @@ def _import(args: argparse.Namespace) -> int:
             from smtptls.net.dns import DnsResolver
 
             lookup = dns_txt_lookup(DnsResolver(cfg.dns))
+        # an operator's own import of stored mail: DKIM checked only on request (old
+        # keys are often rotated away), and then recorded, not enforced
         intake = ReportIntake(store, max_body=cfg.reports.max_body,
                               max_decompressed=cfg.reports.max_decompressed,
-                              dkim_lookup=lookup)
+                              dkim_lookup=lookup, require_dkim=False)
         progress = None
         if sys.stderr.isatty() and not args.json:
             def progress(name: str) -> None:
@@ -305,7 +309,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "when listening beyond loopback")
     s.add_argument("--no-dkim", action="store_true", help="do not verify DKIM on report mail")
     s.add_argument("--require-dkim", action="store_true",
-                   help="quarantine report mail whose DKIM signature does not pass")
+                   help="quarantine report mail whose DKIM signature does not pass "
+                   "(the default, RFC 8460 §3)")
+    s.add_argument("--accept-unsigned", action="store_true",
+                   help="store report mail without a passing DKIM signature by its "
+                   "submitter too (not RFC 8460 behaviour; reports.require_dkim = false)")
     s.set_defaults(func=_serve)
 
     i = rs.add_parser("import", help="import .json, .json.gz, .eml, maildirs and mbox files",

@@ -103,7 +103,7 @@ class ReportIntake:
         max_body: int = 5 * 1024 * 1024,
         max_decompressed: int = 50 * 1024 * 1024,
         dkim_lookup: TxtLookup | None = None,
-        require_dkim: bool = False,
+        require_dkim: bool = True,
         metrics: IntakeMetrics | None = None,
         max_parallel_parses: int = 2,
     ) -> None:
@@ -198,9 +198,14 @@ class ReportIntake:
         intake = Intake(channel, received, remote=remote, submitter=submitter,
                         dkim=dkim.status, dkim_domain=dkim.domain)
         if self.require_dkim and dkim.status is not DkimStatus.PASS:
-            # RFC 8460 §5.3: receivers SHOULD verify; with require_dkim a report whose
-            # signature does not pass is kept aside, not counted.
+            # RFC 8460 §3: "Reports lacking such a signature MUST be ignored by the
+            # recipient": kept aside (quarantine), never counted.
             reason = f"DKIM {dkim.status}" + (f": {dkim.reason}" if dkim.reason else "")
+            return [await self._quarantine(raw, reason, intake, "dkim")]
+        if self.require_dkim and not signed_by_submitter(dkim.domain, submitter):
+            # RFC 8460 §3: the signature must be "by the reporting domain": the domain
+            # of TLS-Report-Submitter (§5.3), or one above or below it
+            reason = f"DKIM signature by {dkim.domain}, not by the submitter {submitter}"
             return [await self._quarantine(raw, reason, intake, "dkim")]
         try:
             attachments = await asyncio.to_thread(self.message_attachments, raw)
@@ -225,6 +230,18 @@ class ReportIntake:
                 continue
             outcomes.append(await self._store(record, intake))
         return outcomes
+
+
+def signed_by_submitter(signer: str | None, submitter: str | None) -> bool:
+    """Is the DKIM signing domain the reporting domain (RFC 8460 §3, §5.3)? Equal, or
+    one a subdomain of the other; a mail without ``TLS-Report-Submitter`` is judged
+    by its signature alone."""
+    if not submitter:
+        return True
+    if not signer:
+        return False
+    a, b = signer.lower().rstrip("."), submitter.lower().rstrip(".")
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
 def _header(raw: bytes, name: str) -> str | None:

@@ -43,7 +43,7 @@ class ServeOptions:
     tls_key: str | None = None
     token: str | None = None
     verify_dkim: bool = True
-    require_dkim: bool = False
+    require_dkim: bool = True  # RFC 8460 §3: unsigned report mail MUST be ignored
 
 
 def is_loopback(host: str) -> bool:
@@ -125,7 +125,8 @@ class ReportsService:
             lookup = dns_txt_lookup(DnsResolver(self.config.dns))
         intake = ReportIntake(self.store, max_body=cfg.max_body,
                               max_decompressed=cfg.max_decompressed,
-                              dkim_lookup=lookup, require_dkim=self.options.require_dkim,
+                              dkim_lookup=lookup,
+                              require_dkim=self.options.require_dkim and self.options.verify_dkim,
                               metrics=self.metrics,
                               max_parallel_parses=cfg.max_parallel_parses)
         try:
