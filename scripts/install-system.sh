@@ -8,8 +8,9 @@ set -euo pipefail
 # The lab's sending Exim 4.96 (Debian bookworm's exim4-daemon-heavy) comes the same way
 # (tests/lab/exim.py), not from this list: Debian's MTAs conflict with each other
 # (mail-transport-agent), so installing exim4 here would remove the lab's Postfix.
+# dovecot-imapd: the IMAP server the report-fetching tests start in a temporary directory.
 PACKAGES=(nsd unbound bind9-utils bind9-dnsutils postfix iproute2 swaks chromium
-          mmdebstrap debian-archive-keyring systemd opendkim-tools)
+          mmdebstrap debian-archive-keyring systemd opendkim-tools dovecot-imapd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -108,6 +108,26 @@ class PolicydConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsImapConfig:
+    """``[reports.imap]``: fetch report mail from a mailbox (``reports fetch``; ``serve``
+    polls every ``interval`` seconds when ``host`` is set). TLS is always verified."""
+
+    host: str = ""  # "": no mailbox
+    port: int = 0  # 0: 993 (imaps) or 143 (starttls)
+    security: str = "imaps"  # imaps | starttls (never plain text)
+    username: str = ""
+    password_file: str = ""  # the password, alone in a file readable only by smtptls
+    password: str = ""  # or here (keep the file private)
+    ca_file: str | None = None  # None: the system trust store
+    folder: str = "INBOX"
+    done_folder: str = ""  # "": handled mail stays in the folder, marked \Seen
+    quarantine_folder: str = ""  # "": mail that is not a report is marked like the rest
+    interval: float = 300.0
+    timeout: float = 60.0
+    max_message: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class ReportsConfig:
     """TLSRPT report intake."""
 
@@ -143,6 +163,7 @@ class ReportsConfig:
     domains: tuple[str, ...] = ()
     rua: tuple[str, ...] = ()
     stale_days: int = 3  # "no reports for N days" once a domain's reports stop this long
+    imap: ReportsImapConfig = field(default_factory=ReportsImapConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +274,7 @@ class Config:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cache.backend": ("sqlite", "postgres", "redis"),
     "reports.backend": ("sqlite", "postgres"),
+    "reports.imap.security": ("imaps", "starttls"),
     "tlsrpt.backend": ("sqlite", "postgres"),
     "tlsrpt.policy_source": ("policyd", "cache", "none"),
     "tlsrpt.log_format": ("postfix", "exim"),
@@ -262,7 +284,25 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _section(value: Any, cls: Any, key: str) -> Any:
+    """A table (``[reports.imap]``) as its dataclass, keys and types checked."""
+    if not isinstance(value, dict):
+        raise ConfigError("expected a table", key=key)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, item in value.items():
+        dotted = f"{key}.{name}"
+        if name not in hints:
+            raise ConfigError("unknown key", key=dotted)
+        values[name] = _coerce(item, hints[name], dotted)
+        if dotted in _CHOICES and values[name] not in _CHOICES[dotted]:
+            raise ConfigError(f"must be one of {', '.join(_CHOICES[dotted])}", key=dotted)
+    return cls(**values)
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _section(value, hint, key)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -366,10 +406,13 @@ def to_toml(config: Config) -> str:
     """
     import tomli_w
 
-    data = {section: {k: list(v) if isinstance(v, tuple) else v
-                      for k, v in values.items() if v is not None}
-            for section, values in to_dict(config).items()}
-    return tomli_w.dumps(data)
+    def plain(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: plain(v) if isinstance(v, dict) and k != "overrides" else
+                list(v) if isinstance(v, tuple) else v
+                for k, v in values.items() if v is not None}
+
+    return tomli_w.dumps({section: plain(values)
+                          for section, values in to_dict(config).items()})
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:

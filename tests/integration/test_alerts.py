@@ -271,3 +271,137 @@ async def test_concurrent_dispatch_sends_once():
     d = AlertDispatcher([memory], clock=lambda: NOW)
     await asyncio.gather(*(d.dispatch([alert()]) for _ in range(5)))
     assert len(memory.sent) == 1
+
+
+# --- the console's rules, over a real store, delivered by a running `reports serve` -------
+
+
+def _report(rid: str, org: str, domain: str, days_ago: int, ok: int, failed: int,
+            details: tuple[tuple[str, int], ...] = ()) -> dict:
+    on = datetime.now(UTC).date() - timedelta(days=days_ago)
+    start = datetime.combine(on, datetime.min.time(), tzinfo=UTC)
+    return {"organization-name": org, "report-id": rid, "contact-info": "tlsrpt@reporter.example",
+            "date-range": {"start-datetime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "end-datetime": (start + timedelta(hours=23, minutes=59, seconds=59))
+                           .strftime("%Y-%m-%dT%H:%M:%SZ")},
+            "policies": [{"policy": {"policy-type": "sts", "policy-domain": domain,
+                                     "mx-host": [f"mx1.{domain}"]},
+                          "summary": {"total-successful-session-count": ok,
+                                      "total-failure-session-count": failed},
+                          "failure-details": [{"result-type": rt, "receiving-mx-hostname": f"mx1.{domain}",
+                                               "failed-session-count": n} for rt, n in details]}]}
+
+
+RULE_SAMPLE = [
+    # failure rate 10 % from Google, certificate-expired new this week
+    _report("g1", "Google", "rate.example", 1, 90, 10, (("certificate-expired", 10),)),
+    # old failure type seen the week before too: not new
+    _report("g2", "Google", "old-type.example", 2, 1000, 1, (("starttls-not-supported", 1),)),
+    _report("g3", "Google", "old-type.example", 9, 1000, 1, (("starttls-not-supported", 1),)),
+    # one critical session: an MTA-STS policy host down
+    _report("m1", "Microsoft", "critical.example", 1, 5000, 1, (("sts-policy-fetch-error", 1),)),
+    # few sessions: 50 % but under min_sessions
+    _report("t1", "Tiny", "tiny.example", 1, 1, 1, (("validation-failure", 1),)),
+] + [_report(f"s{i}", "Yahoo", "silent.example", i, 10, 0) for i in range(5, 9)]
+
+
+async def _store_with(tmp_path, reports):
+    from smtptls.services.reports_server.intake import ReportIntake
+    from smtptls.store.reports_sqlite import SqliteReportStore
+
+    store = SqliteReportStore(tmp_path / "rules.sqlite3")
+    await store.open()
+    intake = ReportIntake(store)
+    for r in reports:
+        assert (await intake.submit_body(json.dumps(r).encode())).pk
+    return store
+
+
+async def test_console_rules_over_a_real_store(tmp_path):
+    from smtptls.services.reports_server.alert_rules import evaluate
+
+    store = await _store_with(tmp_path, RULE_SAMPLE)
+    try:
+        alerts = await evaluate(store, AlertsConfig())
+    finally:
+        await store.close()
+    got = {(a.domain, a.code, a.subject): a for a in alerts}
+    assert set(got) == {
+        ("rate.example", "failure-rate", "Google"),
+        ("rate.example", "new-failure-type", "certificate-expired"),
+        ("critical.example", "critical-failure", "sts-policy-fetch-error"),
+        ("tiny.example", "new-failure-type", "validation-failure"),
+        ("silent.example", "reports-stopped", "Yahoo"),
+    }
+    rate = got[("rate.example", "failure-rate", "Google")]
+    assert rate.message.startswith("10.0 % of 100 sessions failed as reported by Google")
+    assert "Renew the certificate" in rate.fix
+    assert got[("critical.example", "critical-failure", "sts-policy-fetch-error")].severity is Severity.CRITICAL
+    assert "no report from Yahoo for 5 days" in got[("silent.example", "reports-stopped", "Yahoo")].message
+
+
+@pytest.mark.parametrize(("override", "absent"), [
+    ({"failure_rate_percent": 20.0}, ("rate.example", "failure-rate")),
+    ({"new_failure_type": False}, ("rate.example", "new-failure-type")),
+    ({"critical_result_types": ()}, ("critical.example", "critical-failure")),
+    ({"stale_days": 0}, ("silent.example", "reports-stopped")),
+])
+async def test_each_rule_follows_its_setting(tmp_path, override, absent):
+    from smtptls.services.reports_server.alert_rules import evaluate
+
+    store = await _store_with(tmp_path, RULE_SAMPLE)
+    try:
+        alerts = await evaluate(store, AlertsConfig(**override))
+    finally:
+        await store.close()
+    assert absent not in {(a.domain, a.code) for a in alerts}
+
+
+async def test_serve_sends_alerts_by_webhook_and_mail_once(tmp_path, webhook, smtp_relay, ca_file):
+    import gzip
+
+    from smtptls.config import Config, ReportsConfig
+    from smtptls.services.reports_server.server import ReportsService, ServeOptions
+
+    received, _, url = webhook
+    handler, relay = smtp_relay
+    cfg = Config(reports=ReportsConfig(sqlite_path=str(tmp_path / "serve.sqlite3"), rate_limit_per_minute=0),
+                 alerts=AlertsConfig(webhook_url=url, mail_to=("owner@example.org",),
+                                     mail_from="smtptls@example.org", smtp_relay=relay, ca_file=ca_file,
+                                     interval=1.0, state_path=str(tmp_path / "alerts.json")))
+    svc = ReportsService(cfg, ServeOptions(listen="127.0.0.1:0", verify_dkim=False))
+    await svc.start()
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as client:
+            body = gzip.compress(json.dumps(RULE_SAMPLE[3]).encode())  # the critical one
+            async with client.post(f"http://127.0.0.1:{svc.http_port}/v1/tlsrpt", data=body,
+                                   headers={"Content-Type": "application/tlsrpt+gzip"}) as r:
+                assert r.status == 201
+        for _ in range(100):
+            if received and handler.messages:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.5)  # two more evaluations: nothing is sent again
+    finally:
+        await svc.stop()
+    assert [b["body"]["alert"]["code"] for b in received] == ["critical-failure"]
+    assert received[0]["body"]["alert"]["domain"] == "critical.example"
+    assert len(handler.messages) == 1
+    mail_from, rcpts, content, tls = handler.messages[0]
+    assert tls and rcpts == ["owner@example.org"]
+    assert b"critical.example" in content and b"sts-policy-fetch-error" in content
+
+
+def test_cli_alerts_dry_run_json(tmp_path, capsys):
+    from smtptls.cli.main import main
+
+    store = asyncio.run(_store_with(tmp_path, RULE_SAMPLE[:1]))
+    asyncio.run(store.close())
+    code = main(["reports", "alerts", "--db", str(tmp_path / "rules.sqlite3"), "--dry-run", "--json",
+                 "--window", "30d"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["window"] == "30d"
+    assert {(a["domain"], a["code"]) for a in out["alerts"]} == {
+        ("rate.example", "failure-rate"), ("rate.example", "new-failure-type")}

@@ -1,4 +1,4 @@
-"""``smtptls reports serve|import|list|summary|show|quarantine`` — TLSRPT intake."""
+"""``smtptls reports serve|import|list|summary|show|quarantine|fetch|alerts`` — TLSRPT intake."""
 
 from __future__ import annotations
 
@@ -268,6 +268,76 @@ def _summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- fetch (IMAP) ----------------------------------------------------------------------------
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from smtptls.net.dkim import dns_txt_lookup
+    from smtptls.net.dns import DnsResolver
+    from smtptls.services.reports_server.imap_fetch import fetch_reports, settings_from_config
+    from smtptls.services.reports_server.intake import ReportIntake
+
+    cfg = _config(args)
+    imap = cfg.reports.imap
+    if args.folder:
+        imap = dataclasses.replace(imap, folder=args.folder)
+    settings = settings_from_config(imap)
+
+    async def run(store: ReportStore) -> Any:
+        lookup = None if args.no_dkim else dns_txt_lookup(DnsResolver(cfg.dns))
+        intake = ReportIntake(store, max_body=cfg.reports.max_body,
+                              max_decompressed=cfg.reports.max_decompressed,
+                              dkim_lookup=lookup,
+                              require_dkim=cfg.reports.require_dkim and not args.no_dkim)
+        return await fetch_reports(intake, settings)
+
+    result = _with_store(args, run, read_only=False)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(f"{settings.where()}: {result.messages} messages, {result.stored} reports "
+              f"stored, {result.duplicate} duplicates, {result.conflict} conflicts, "
+              f"{result.quarantined} quarantined" + (f", {result.left} left for the next "
+                                                     "run" if result.left else ""))
+        for error in result.errors:
+            print(f"error: {error}", file=sys.stderr)
+    return EXIT_NEGATIVE if result.left else EXIT_OK
+
+
+# --- alerts ------------------------------------------------------------------------------
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from smtptls.services.alerts import dispatcher_from_config
+    from smtptls.services.reports_server.alert_rules import evaluate
+
+    cfg = _config(args)
+
+    async def run(store: Any) -> Any:
+        return await evaluate(store, cfg.alerts, window=args.window)
+
+    alerts = _with_store(args, run)
+    if args.dry_run:
+        if args.json:
+            print_json({"window": args.window or cfg.alerts.window,
+                        "alerts": [a.to_dict() for a in alerts]})
+        else:
+            for a in alerts:
+                print(a.to_text() + "\n")
+            print(f"{len(alerts)} alert(s) would fire (before deduplication)")
+        return EXIT_NEGATIVE if alerts else EXIT_OK
+    result = asyncio.run(dispatcher_from_config(cfg.alerts).dispatch(alerts))
+    if args.json:
+        print_json({"sent": [a.to_dict() for a in result.sent], "suppressed": result.suppressed,
+                    "failed": [{"code": a.code, "domain": a.domain, "channel": c, "error": err}
+                               for a, c, err in result.failed],
+                    "cleared": list(result.cleared)})
+    else:
+        print(f"{len(result.sent)} sent, {result.suppressed} already sent, "
+              f"{len(result.failed)} delivery failures, {len(result.cleared)} cleared")
+    return EXIT_NEGATIVE if result.failed else EXIT_OK
+
+
 # --- registration ----------------------------------------------------------------------------
 
 
@@ -289,7 +359,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  smtptls reports serve --listen 127.0.0.1:8460 --smtp 127.0.0.1:2525\n"
         "  smtptls reports import ~/Maildir/.tlsrpt reports/*.json.gz\n"
         "  smtptls reports summary --domain example.com --since 30d --csv\n"
-        "  smtptls reports show 1 --json")
+        "  smtptls reports show 1 --json\n"
+        "  smtptls reports fetch                      # from the [reports.imap] mailbox\n"
+        "  smtptls reports alerts --dry-run --window 7d")
     rs = p.add_subparsers(dest="reports_command", metavar="ACTION", required=True)
 
     s = rs.add_parser("serve", help="run the HTTPS/SMTP/LMTP intake and the dashboard",
@@ -355,6 +427,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(sh)
     sh.add_argument("report_id", metavar="REPORT_ID")
     sh.set_defaults(func=_show)
+
+    f = rs.add_parser("fetch", aliases=["fetch-imap"],
+                      help="fetch report mail from an IMAP mailbox ([reports.imap])",
+                      formatter_class=Formatter,
+                      epilog="examples:\n  smtptls reports fetch\n"
+                      "  smtptls reports fetch --folder TLSRPT --json\n\n"
+                      "IMAPS or STARTTLS with the certificate verified (reports.imap.ca_file "
+                      "or the system store); each\nmessage is marked or moved only after its "
+                      "reports are stored.")
+    _common(f)
+    f.add_argument("--folder", help="folder to read (default reports.imap.folder)")
+    f.add_argument("--no-dkim", action="store_true",
+                   help="do not verify DKIM (and so do not require it)")
+    f.set_defaults(func=_fetch)
+
+    al = rs.add_parser("alerts", help="the alerts the stored reports raise now ([alerts])",
+                       formatter_class=Formatter,
+                       epilog="examples:\n  smtptls reports alerts --dry-run\n"
+                       "  smtptls reports alerts --dry-run --window 30d --json\n"
+                       "  smtptls reports alerts          # send through [alerts] channels")
+    _common(al)
+    al.add_argument("--dry-run", action="store_true", help="show what would fire; send nothing")
+    al.add_argument("--window", metavar="WINDOW",
+                    help="24h, 7d, 30d or 90d (default alerts.window)")
+    al.set_defaults(func=_alerts)
 
     q = rs.add_parser("quarantine", help="submissions that could not be read, with reasons",
                       formatter_class=Formatter,

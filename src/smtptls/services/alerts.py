@@ -404,17 +404,23 @@ class FileAlertState:
             return {}
 
     def save(self, state: Mapping[str, SentRecord]) -> None:
+        """Write the state; an unwritable file is logged (alerts may then repeat after a
+        restart), never fatal."""
         data = {k: {"last_sent": _iso(r.last_sent), "active": r.active} for k, r in state.items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".alerts-", suffix=".json")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".alerts-", suffix=".json")
+        except OSError as exc:
+            _log.error("alert state not saved", path=str(self.path), error=exc.strerror)
+            return
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, separators=(",", ":"))
             os.replace(tmp, self.path)
-        except BaseException:
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+            _log.error("alert state not saved", path=str(self.path), error=exc.strerror)
 
 
 @dataclass(frozen=True, slots=True)

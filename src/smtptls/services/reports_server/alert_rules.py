@@ -18,11 +18,14 @@ delivery are the dispatcher's (services/alerts.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 
 from smtptls.config import AlertsConfig
-from smtptls.services.alerts import Alert, Severity
+from smtptls.errors import SmtpTlsError
+from smtptls.logs import get_logger
+from smtptls.services.alerts import Alert, AlertDispatcher, Severity
 from smtptls.services.reports_server.advice import advice
 from smtptls.services.reports_server.console import Window, parse_window, silent_reporters
 from smtptls.store.reports_console import (
@@ -32,7 +35,9 @@ from smtptls.store.reports_console import (
     ReporterLastSeen,
 )
 
-__all__ = ["alerts_from", "evaluate"]
+__all__ = ["alert_loop", "alerts_from", "evaluate"]
+
+_log = get_logger("reports.alerts")
 
 
 def _at(day: date) -> datetime:
@@ -117,3 +122,21 @@ async def evaluate(store: ConsoleStore, cfg: AlertsConfig, *, today: date | None
     last_seen = await store.reporter_last_seen()
     return alerts_from(cfg, window=w, activity=activity, groups=groups,
                        previous_types=previous, last_seen=last_seen, today=today)
+
+
+async def alert_loop(store: ConsoleStore, cfg: AlertsConfig, dispatcher: AlertDispatcher, *,
+                     stop: asyncio.Event) -> None:
+    """``reports serve``: evaluate the rules every ``cfg.interval`` seconds and hand the
+    alerts to the dispatcher (which sends each condition once) until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            result = await dispatcher.dispatch(await evaluate(store, cfg))
+            if result.sent or result.failed:
+                _log.info("alerts evaluated", sent=len(result.sent), failed=len(result.failed),
+                          suppressed=result.suppressed, cleared=len(result.cleared))
+        except SmtpTlsError as exc:  # the store down, a bad window: try again later
+            _log.error("alert evaluation failed", error=str(exc))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(1.0, cfg.interval))
+        except TimeoutError:
+            pass

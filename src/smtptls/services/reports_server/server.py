@@ -20,7 +20,10 @@ from smtptls.config import Config, parse_hostport
 from smtptls.errors import ConfigError
 from smtptls.logs import get_logger
 from smtptls.net.dkim import TxtLookup, dns_txt_lookup
-from smtptls.services.reports_server.app import create_app
+from smtptls.services.alerts import AlertChannel, dispatcher_from_config
+from smtptls.services.reports_server.alert_rules import alert_loop
+from smtptls.services.reports_server.app import ConsoleSettings, create_app
+from smtptls.services.reports_server.imap_fetch import imap_poller, settings_from_config
 from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
 from smtptls.services.reports_server.mail import start_mail_listener
@@ -78,7 +81,8 @@ class ReportsService:
 
     def __init__(self, config: Config, options: ServeOptions,
                  store: ReportStore | None = None, *,
-                 dkim_lookup: TxtLookup | None = None) -> None:
+                 dkim_lookup: TxtLookup | None = None,
+                 alert_channels: list[AlertChannel] | None = None) -> None:
         self.config = config
         self.options = options
         self.token = options.token or config.reports.token
@@ -94,6 +98,10 @@ class ReportsService:
         self.http_port: int | None = None
         self.smtp_port: int | None = None
         self.lmtp_port: int | None = None
+        # Background work: the [reports.imap] poller and the [alerts] rules
+        self.alert_channels = alert_channels  # None: the channels [alerts] configures
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def check(self) -> None:
         """Refuse configurations that would expose the dashboard without a token, or
@@ -136,7 +144,10 @@ class ReportsService:
                                  max_body=cfg.max_body, budget=self.budget,
                                  rate=RateLimiter(cfg.rate_limit_per_minute,
                                                   cfg.rate_limit_burst),
-                                 failure_page_size=cfg.failure_page_size)
+                                 failure_page_size=cfg.failure_page_size,
+                                 console=ConsoleSettings(
+                                     domains=tuple(d.lower().rstrip(".") for d in cfg.domains),
+                                     rua=cfg.rua, stale_days=cfg.stale_days))
                 self._runner = web.AppRunner(app, access_log=None)
                 await self._runner.setup()
                 ssl_ctx = (_tls_context(self.options.tls_cert, self.options.tls_key)
@@ -161,6 +172,7 @@ class ReportsService:
                 else:
                     self.smtp_port = bound
                 _log.info("listening", kind="lmtp" if lmtp else "smtp", host=host, port=bound)
+            self._start_background(intake)
         except OSError as exc:
             await self.stop()
             raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
@@ -168,7 +180,27 @@ class ReportsService:
             await self.stop()
             raise
 
+    def _start_background(self, intake: ReportIntake) -> None:
+        self._stop.clear()
+        if self.config.reports.imap.host:
+            settings = settings_from_config(self.config.reports.imap)
+            self._tasks.append(asyncio.create_task(imap_poller(
+                intake, settings, interval=self.config.reports.imap.interval, stop=self._stop)))
+            _log.info("polling mailbox", where=settings.where(),
+                      interval=self.config.reports.imap.interval)
+        if self.config.alerts.enabled:
+            dispatcher = dispatcher_from_config(self.config.alerts, channels=self.alert_channels)
+            self._tasks.append(asyncio.create_task(alert_loop(
+                self.store, self.config.alerts, dispatcher, stop=self._stop)))  # type: ignore[arg-type]
+
     async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._tasks.clear()
         for server in self._servers:
             server.close()
         for server in self._servers:

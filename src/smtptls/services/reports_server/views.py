@@ -131,8 +131,11 @@ def _status(row: DomainRow) -> str:
 def overview_page(rows: Sequence[DomainRow], window: Window, *, counts: Mapping[str, int],
                   own_domains: Sequence[str] = (), rua: Sequence[str] = ()) -> str:
     nav = window_nav(window, "/")
+    if not rows or not counts.get("reports", 0):
+        # nothing stored yet: say how to get reports in (the own domains, if any, below)
+        nav += empty_state(own_domains, rua)
     if not rows:
-        return layout("What needs attention", nav + empty_state(own_domains, rua))
+        return layout("What needs attention", nav)
     failing = [r for r in rows if r.failed]
     silent = [r for r in rows if r.silent_days is not None]
     quiet = [r for r in rows if not r.sessions and r.silent_days is None]
