@@ -20,11 +20,11 @@ import pytest
 
 from smtptls.config import TlsrptConfig
 from smtptls.errors import ConfigError, StoreError
+from smtptls.store.open import open_result_store
 from smtptls.store.results_base import (
     DeliveryRecord,
     DeliveryStatus,
     fold,
-    open_result_store,
 )
 from smtptls.store.results_postgres import PostgresResultStore
 from smtptls.store.results_sqlite import SqliteResultStore

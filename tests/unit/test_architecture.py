@@ -54,3 +54,25 @@ def test_the_report_format_does_not_import_its_sending_side() -> None:
     bad = sorted(str(p.relative_to(SRC)) for p in (SRC / "tlsrpt").rglob("*.py")
                  if "tlsrptsend" in _project_imports(p))
     assert bad == []
+
+
+#: The interfaces of ``store/`` and the backends each implements: a base module imports
+#: none of them, nor the openers (``store/open.py`` sits above both).
+STORE_BASES = ("base", "reports_base", "results_base")
+STORE_ABOVE_BASES = {"open", "sqlite", "postgres", "redis", "reports_sqlite", "reports_postgres",
+                     "reports_sql", "results_sqlite", "results_postgres"}
+
+
+def _store_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smtptls.store"):
+            parts = (node.module or "").split(".")
+            out.update([parts[2]] if len(parts) > 2 else [a.name for a in node.names])
+    return out
+
+
+@pytest.mark.parametrize("module", STORE_BASES)
+def test_store_base_modules_import_no_backend(module: str) -> None:
+    assert _store_imports(SRC / "store" / f"{module}.py") & STORE_ABOVE_BASES == set()

@@ -200,8 +200,7 @@ def test_a_backend_without_its_library_is_a_config_error_naming_the_extra(opener
         from smtptls.config import CacheConfig, ReportsConfig, TlsrptConfig
         from smtptls.errors import ConfigError
         from smtptls.store import open_policy_backend
-        from smtptls.store.reports_base import open_report_store
-        from smtptls.store.results_base import open_result_store
+        from smtptls.store.open import open_report_store, open_result_store
 
         async def main():
             if {opener!r} == "cache":

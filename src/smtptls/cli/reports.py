@@ -23,10 +23,10 @@ from smtptls.cli.output import (
     run_with_store,
 )
 from smtptls.config import Config
+from smtptls.store.open import open_report_store
 from smtptls.store.reports_base import (
     CSV_COLUMNS,
     ReportStore,
-    open_report_store,
     parse_since,
     summary_csv_rows,
 )

@@ -44,7 +44,8 @@ from smtptls.cli.output import (
 )
 from smtptls.config import Config
 from smtptls.errors import ConfigError
-from smtptls.store.results_base import DeliveryStatus, ResultStore, open_result_store
+from smtptls.store.open import open_result_store
+from smtptls.store.results_base import DeliveryStatus, ResultStore
 
 T = TypeVar("T")
 

@@ -65,13 +65,13 @@ from smtptls.errors import (
 )
 from smtptls.logs import get_logger
 from smtptls.net.results_client import IDEMPOTENCY_HEADER
+from smtptls.store.open import open_result_store
 from smtptls.store.results_base import (
     Batch,
     BatchOutcome,
     LogPosition,
     ResultStore,
     check_batch_id,
-    open_result_store,
 )
 from smtptls.tlsrpt.report import ResultType
 from smtptls.tlsrptsend.exim_log import EximLogParser

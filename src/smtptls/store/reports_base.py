@@ -27,8 +27,8 @@ row per policy and result type with the exact session count (:meth:`ReportRecord
 Everything here is pure (no I/O): :class:`ReportRecord` flattens a parsed report into
 rows, :func:`build_summary` assembles aggregate query results, :func:`parse_since`
 reads ``--since``. Backends: :mod:`smtptls.store.reports_sqlite` (the default) and
-:mod:`smtptls.store.reports_postgres`; :func:`open_report_store` picks one from the
-configuration.
+:mod:`smtptls.store.reports_postgres`; :func:`smtptls.store.open.open_report_store`
+picks one from the configuration (this module imports no backend).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from smtptls.config import ReportsConfig
-from smtptls.errors import ConfigError, ReportParseError, StoreError
+from smtptls.errors import ConfigError, ReportParseError
 
 __all__ = [
     "AddResult",
@@ -64,7 +64,6 @@ __all__ = [
     "Summary",
     "build_summary",
     "counted_report",
-    "open_report_store",
     "parse_since",
     "report_digest",
 ]
@@ -838,19 +837,3 @@ class ReportStore(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
-
-def open_report_store(config: ReportsConfig, **overrides: Any) -> ReportStore:
-    """A (not yet opened) store for ``config.backend``; ``await store.open()`` next."""
-    if config.backend == "sqlite":
-        from smtptls.store.reports_sqlite import SqliteReportStore
-
-        return SqliteReportStore(overrides.get("path", config.sqlite_path),
-                                 limits=StoreLimits.from_config(config))
-    if config.backend == "postgres":
-        from smtptls.store.extras import import_backend
-
-        postgres = import_backend("smtptls.store.reports_postgres", key="reports.backend")
-        return postgres.PostgresReportStore(overrides.get("dsn", config.postgres_dsn),
-                                            schema=overrides.get("schema"),
-                                            limits=StoreLimits.from_config(config))
-    raise StoreError(f"unknown report store backend {config.backend!r}")

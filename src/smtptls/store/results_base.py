@@ -25,7 +25,8 @@ only after the commit, which is what lets the collector acknowledge a result
 (RFC 8460 has no acknowledgement of its own; ours is "stored").
 
 Backends: :mod:`~smtptls.store.results_sqlite` (default, WAL, ``synchronous=FULL``) and
-:mod:`~smtptls.store.results_postgres`; :func:`open_result_store` picks one.
+:mod:`~smtptls.store.results_postgres`; :func:`smtptls.store.open.open_result_store`
+picks one (this module imports no backend).
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from smtptls.config import TlsrptConfig
-from smtptls.errors import ConfigError, ResultError, SmtpTlsError, StoreError
+from smtptls.errors import ResultError, SmtpTlsError, StoreError
 from smtptls.tlsrptsend.aggregate import DayTally, DetailKey
 from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
@@ -54,7 +54,6 @@ __all__ = [
     "detail_from_json",
     "detail_json",
     "fold",
-    "open_result_store",
     "policy_digest",
     "policy_from_json",
     "policy_json",
@@ -393,22 +392,6 @@ class ResultStore(Protocol):
                          limit: int = 1000) -> list[DeliveryRecord]: ...
 
     async def prune(self, before: date) -> int: ...
-
-
-def open_result_store(config: TlsrptConfig, **overrides: Any) -> ResultStore:
-    """A (not yet opened) store for ``config.backend``; ``await store.open()`` next."""
-    if config.backend == "sqlite":
-        from smtptls.store.results_sqlite import SqliteResultStore
-
-        return SqliteResultStore(overrides.get("path", config.sqlite_path))
-    if config.backend == "postgres":
-        from smtptls.store.extras import import_backend
-
-        postgres = import_backend("smtptls.store.results_postgres", key="tlsrpt.backend")
-        return postgres.PostgresResultStore(
-            overrides.get("dsn", config.postgres_dsn),
-            schema=overrides.get("schema", config.postgres_schema))
-    raise ConfigError("must be sqlite or postgres", key="tlsrpt.backend")
 
 
 # --- SQL shared by both backends ("?" placeholders; PostgreSQL rewrites them) ---------------

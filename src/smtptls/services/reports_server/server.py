@@ -28,7 +28,8 @@ from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
 from smtptls.services.reports_server.mail import start_mail_listener
 from smtptls.services.reports_server.metrics import IntakeMetrics
-from smtptls.store.reports_base import ReportStore, open_report_store
+from smtptls.store.open import open_report_store
+from smtptls.store.reports_base import ReportStore
 
 __all__ = ["ReportsService", "ServeOptions", "is_loopback", "serve"]
 
