@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from datetime import UTC, date, datetime, timedelta
 from html import unescape
@@ -289,3 +290,62 @@ async def test_core_views_need_no_javascript(console):
     assert re.search(r'<form method="get" action="/reports" class="filters" id="filters">', html)
     html = await page(client, url + "/")
     assert re.search(r'<form method="get" action="/"', html)  # the custom window
+
+
+# --- the console's queries on both backends ---------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request, tmp_path):
+    import uuid
+
+    from smtptls.errors import StoreError
+    from smtptls.store.reports_postgres import PostgresReportStore
+
+    if request.param == "sqlite":
+        s = SqliteReportStore(tmp_path / "reports.sqlite3")
+    else:
+        s = PostgresReportStore(os.environ.get("SMTPTLS_TEST_PG_DSN",
+                                               "postgresql://postgres@127.0.0.1:5432/test"),
+                                schema=f"test_console_{uuid.uuid4().hex[:12]}")
+    try:
+        await s.open()
+    except StoreError as exc:
+        pytest.fail(f"{request.param} report store unavailable: {exc}")
+    yield s
+    if isinstance(s, PostgresReportStore):
+        await s.drop_schema()
+    await s.close()
+
+
+async def test_console_queries_agree_with_the_raw_reports_on_both_backends(any_store):
+    from smtptls.services.reports_server.intake import ReportIntake
+    from smtptls.store.reports_console import ReportFilter
+
+    intake = ReportIntake(any_store)
+    for r in SAMPLE:
+        assert (await intake.submit_body(json.dumps(r).encode())).pk
+    w = week()
+    want = expected("failing.example", w)
+    acts = await any_store.reporter_activity(start=w.start, end=w.end, domain="failing.example")
+    assert {a.organization: [a.successful, a.failed] for a in acts} == want["orgs"]
+    groups = await any_store.failure_groups(domain="failing.example", start=w.start, end=w.end)
+    by_type: dict[str, int] = {}
+    for g in groups:
+        by_type[g.result_type] = by_type.get(g.result_type, 0) + g.sessions
+    assert by_type == want["types"]
+    checks = await any_store.count_checks(domain="failing.example", start=w.start, end=w.end)
+    assert {(c.report_id, c.inconsistent) for c in checks} == {("overlap-1", False), ("broken-1", True)}
+    overlaps = await any_store.range_overlaps(domain="failing.example", start=w.start, end=w.end)
+    assert [(o.first_report_id, o.second_report_id) for o in overlaps] == [("c-1", "c-2")]
+    seen = {s.organization: s for s in await any_store.reporter_last_seen(domain="silent.example")}
+    assert seen["Google"].last_day == day(10) and seen["Google"].days_reported == 10
+    found, total = await any_store.search_reports(ReportFilter(search="g-1"), limit=5)
+    assert total == 3 and {r.report_id for r in found} == {"g-1", "g-10", "g-11"}
+    found, total = await any_store.search_reports(ReportFilter(search="_"), limit=5)
+    assert total == 0  # LIKE wildcards are literal
+    found, total = await any_store.search_reports(
+        ReportFilter(domain="failing.example", result_type="certificate-expired", organization="Google"))
+    assert {r.report_id for r in found} == {"g-1", "g-2", "g-3"} and total == 3
+    assert await any_store.failure_types(domain="failing.example", start=w.start, end=w.end) == want["types"]
+    assert "Comcast" in await any_store.organizations()
