@@ -349,3 +349,46 @@ async def test_console_queries_agree_with_the_raw_reports_on_both_backends(any_s
     assert {r.report_id for r in found} == {"g-1", "g-2", "g-3"} and total == 3
     assert await any_store.failure_types(domain="failing.example", start=w.start, end=w.end) == want["types"]
     assert "Comcast" in await any_store.organizations()
+
+
+async def test_mailed_report_without_policy_domain_is_filed_under_the_header_domain(tmp_path):
+    from smtptls.services.reports_server.intake import Outcome, ReportIntake
+    from tests.integration.test_reports_imap import report as mail_report
+    from tests.integration.test_reports_imap import report_mail
+
+    store = SqliteReportStore(tmp_path / "hdr.sqlite3")
+    await store.open()
+    try:
+        rep = mail_report("no-domain-1")
+        del rep["policies"][0]["policy"]["policy-domain"]
+        intake = ReportIntake(store, require_dkim=False)
+        (outcome,) = await intake.submit_message(report_mail(rep), verify_dkim=False)
+        assert outcome.outcome is Outcome.STORED
+        got = await store.get_report("no-domain-1")
+        assert got.policy_domains == ("receiver.example",)  # the TLS-Report-Domain header
+        assert any("filed under receiver.example, from the TLS-Report-Domain header" in w
+                   for w in got.warnings)
+        summary = await store.summary(domain="receiver.example")
+        assert (summary.successful, summary.failed) == (40, 2)
+        assert "policy-domain" not in json.loads(got.raw_json)["policies"][0]["policy"]  # kept as sent
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(("header", "filed"), [
+    ("Receiver.Example.", "receiver.example"),
+    (None, ""),
+    ("", ""),
+    ("not a domain", ""),
+    ("<script>", ""),
+    ("a" * 300 + ".example", ""),
+])
+def test_header_domain_is_used_only_when_it_is_a_domain_name(header, filed):
+    from smtptls.services.reports_server.intake import file_under_header_domain
+    from smtptls.store.reports_base import ReportRecord
+
+    rep = report("h-1", "Google", "", TODAY, 1, 0)
+    record = ReportRecord.from_dict(rep, raw_json=json.dumps(rep))
+    out = file_under_header_domain(record, header)
+    assert out.policies[0].policy_domain == filed
+    assert (out is record) == (not filed)

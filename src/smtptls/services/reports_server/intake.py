@@ -18,9 +18,11 @@ imported files all end here. The rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.parser
 import email.policy
 import enum
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -192,6 +194,7 @@ class ReportIntake:
         """A §5.3 report mail: verify DKIM, then store each report it carries."""
         received = datetime.now(UTC)
         submitter = _header(raw, "TLS-Report-Submitter")
+        header_domain = _header(raw, "TLS-Report-Domain")
         dkim = DkimResult(DkimStatus.NOT_CHECKED)
         if verify_dkim and self.dkim_lookup is not None:
             dkim = await verify_report_mail(raw, self.dkim_lookup)
@@ -228,7 +231,8 @@ class ReportIntake:
                 outcomes.append(await self._quarantine(
                     raw, reason, intake, kind, too_large=isinstance(exc, ReportTooLargeError)))
                 continue
-            outcomes.append(await self._store(record, intake))
+            outcomes.append(await self._store(file_under_header_domain(record, header_domain),
+                                              intake))
         return outcomes
 
 
@@ -242,6 +246,30 @@ def signed_by_submitter(signer: str | None, submitter: str | None) -> bool:
         return False
     a, b = signer.lower().rstrip("."), submitter.lower().rstrip(".")
     return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def file_under_header_domain(record: ReportRecord, header: str | None) -> ReportRecord:
+    """A mailed report's policies without ``policy-domain`` filed under the domain of the
+    mail's ``TLS-Report-Domain`` header (RFC 8460 §5.3), with a warning saying so.
+
+    The report JSON is kept as received; a header that is not a domain name changes
+    nothing (the policy stays under the empty domain).
+    """
+    domain = (header or "").strip().lower().rstrip(".")
+    if not domain or not _DOMAIN.match(domain):
+        return record
+    missing = [i for i, p in enumerate(record.policies) if not p.policy_domain]
+    if not missing:
+        return record
+    policies = tuple(dataclasses.replace(p, policy_domain=domain) if not p.policy_domain else p
+                     for p in record.policies)
+    note = (f"$.policies: {len(missing)} polic{'ies' if len(missing) != 1 else 'y'} without "
+            f"policy-domain filed under {domain}, from the TLS-Report-Domain header")
+    return dataclasses.replace(record, policies=policies, warnings=(*record.warnings, note))
 
 
 def _header(raw: bytes, name: str) -> str | None:
