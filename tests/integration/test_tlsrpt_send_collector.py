@@ -500,14 +500,11 @@ def test_sending_address_configured_or_routed():
     assert SendingAddress(None).for_destination(None) is None
 
 
-def test_log_backlog_taken_in_bounded_steps(tmp_path, monkeypatch):
-    import smtptls.services.collector as collector_module
-
-    monkeypatch.setattr(collector_module, "MAX_READ", 256)
-    monkeypatch.setattr(collector_module, "MAX_CHUNKS", 2)
+def test_log_backlog_taken_in_bounded_steps(tmp_path):
     log = tmp_path / "big.log"
     log.write_text("".join(delivered(i, f"DDDD{i:06d}") for i in range(50)))
-    follower = LogFollower(None, log, from_start=True)  # type: ignore[arg-type]
+    follower = LogFollower(None, log, from_start=True,  # type: ignore[arg-type]
+                           max_read=256, max_chunks=2)
     steps, total = 0, 0
     while True:
         lines = follower.poll_once()

@@ -180,9 +180,9 @@ def test_non_text_items_are_counted_and_skipped():
 ])
 def test_prefilter_passes_over_lines_of_other_services(line, monkeypatch):
     calls = []
-    for name in ("_BSD_RE", "_ISO_RE"):
-        regex = getattr(pl, name)
-        monkeypatch.setattr(pl, name, _Spy(regex, calls))
+    for name in ("_BSD_RE", "_ISO_RE"):  # as the parser's module sees them
+        regex = getattr(plog, name)
+        monkeypatch.setattr(plog, name, _Spy(regex, calls))
     parser = PostfixLogParser()
     assert parser.feed_many([line], NOW) == []
     assert calls == []  # no expression was tried
@@ -534,21 +534,15 @@ async def test_submit_counted_counts_sessions_and_bounds_the_backlog():
 def test_follower_lines_as_decoding_each_line(parts, chunk):
     data = b"".join(parts)
     want = [c.decode("utf-8", "replace") for c in data.split(b"\n")[:-1]]
-    import smtptls.services.collector as collector_module
-
-    old = collector_module.MAX_READ
-    collector_module.MAX_READ = chunk
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "mail.log"
-            path.write_bytes(data)
-            follower = LogFollower(None, path, from_start=True)  # type: ignore[arg-type]
-            got: list[str] = []
-            for _ in range(len(data) + 2):
-                got += follower.poll_once()
-            follower._file.close()
-    finally:
-        collector_module.MAX_READ = old
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mail.log"
+        path.write_bytes(data)
+        follower = LogFollower(None, path, from_start=True,  # type: ignore[arg-type]
+                               max_read=chunk)
+        got: list[str] = []
+        for _ in range(len(data) + 2):
+            got += follower.poll_once()
+        follower._file.close()
     assert got == want
     assert follower.lines == len(want)
 
@@ -607,11 +601,7 @@ class SlowStore(MemoryStore):
         return await super().add_batch(batch)
 
 
-async def test_log_backlog_waits_for_the_writer_instead_of_dropping(tmp_path, monkeypatch):
-    import smtptls.services.collector as collector_module
-
-    monkeypatch.setattr(collector_module, "MAX_READ", 4096)
-    monkeypatch.setattr(collector_module, "MAX_CHUNKS", 1)
+async def test_log_backlog_waits_for_the_writer_instead_of_dropping(tmp_path):
     path = tmp_path / "mail.log"
     path.write_text("\n".join(mixed_log(300, datetime(2024, 5, 1, 8, 0, tzinfo=UTC))) + "\n")
     store = SlowStore()
@@ -619,7 +609,7 @@ async def test_log_backlog_waits_for_the_writer_instead_of_dropping(tmp_path, mo
                           flush_interval=0)
     collector.start()
     ingest = LogIngest(collector, StaticPolicyLookup([CONTEXT]), tz=UTC)
-    follower = LogFollower(ingest, path, from_start=True)
+    follower = LogFollower(ingest, path, from_start=True, max_read=4096, max_chunks=1)
     steps = 0
     while await follower.step():
         steps += 1
@@ -658,15 +648,13 @@ async def test_room_for_returns_when_the_writer_is_not_running():
 
 # --- results remembered across reads ----------------------------------------------------------
 
-async def test_results_remembered_across_reads_follow_policy_changes(monkeypatch):
-    import smtptls.services.collector as collector_module
-
-    monkeypatch.setattr(collector_module, "MAX_RESULTS", 3)
+async def test_results_remembered_across_reads_follow_policy_changes():
     store = MemoryStore()
     collector = Collector(store, flush_interval=0)  # type: ignore[arg-type]
     collector.start()
     inner = StaticPolicyLookup([CONTEXT])
-    ingest = LogIngest(collector, inner, tz=UTC, sending=SendingAddress("198.51.100.1"))
+    ingest = LogIngest(collector, inner, tz=UTC, sending=SendingAddress("198.51.100.1"),
+                       max_results=3)
     start = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
     now = start + timedelta(hours=1)
     lines = mixed_log(12, start)
