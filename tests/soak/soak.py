@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICYD_CAP = 200  # [policyd] max_connections for the run; the idle flood is twice it
 IDLE_FLOOD = 2 * POLICYD_CAP
 TRICKLERS = 20
+REPORT_PAGE = 1000
 OVERSIZED = 6 * 1024 * 1024  # above [reports] max_body (5 MiB)
 LOG_DOMAIN = "log.soak.example"
 CIPHER = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
@@ -453,6 +454,23 @@ def reports_section(per_minute: int) -> str:
     return f"[reports]\nrate_limit_per_minute = {per_minute}\n{burst}"
 
 
+async def stored_report_ids(db: Path) -> list[str]:
+    """Every stored report-id, read page by page (the store bounds one page)."""
+    from smtptls.store.reports_sqlite import SqliteReportStore
+
+    store = SqliteReportStore(db)
+    await store.open()
+    ids: list[str] = []
+    try:
+        while True:
+            page = await store.list_reports(limit=REPORT_PAGE, offset=len(ids))
+            ids += [r.report_id for r in page]
+            if len(page) < REPORT_PAGE:
+                return ids
+    finally:
+        await store.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="load duration (default 120)")
@@ -513,9 +531,7 @@ overrides = {{ "override.example" = "dane-only" }}
             last = stored
         for s in services:
             s.sample()
-        listed = cli_json(["reports", "list", "--db", str(reports_db), "--json",
-                           "--limit", "10000000"])
-        ids = [r["report_id"] for r in listed] if isinstance(listed, list) else []
+        ids = asyncio.run(stored_report_ids(reports_db))
         exited = [s.name for s in services if s.proc.poll() is not None]
     finally:
         for s in services:
