@@ -87,6 +87,19 @@ class Policyd:
     def log_text(self) -> str:
         return (self.workdir / "policyd.log").read_text(errors="replace")
 
+    def ask(self, key: str, map_name: str = "postfix") -> str:
+        """What the running daemon answers Postfix for ``key`` (socketmap, its cache)."""
+        data = f"{map_name} {key}".encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"%d:%s," % (len(data), data))
+            reply = b""
+            while not reply.endswith(b","):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.partition(b":")[2][:-1].decode()
+
     def query(self, key: str) -> str:
         """The reply ``smtptls policyd query --json`` computes for ``key``."""
         out = subprocess.run(

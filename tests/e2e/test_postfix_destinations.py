@@ -238,10 +238,10 @@ def test_rfc8461_3_3_stalling_policy_host_nothing_cached_delivers_then_enforces(
     # nothing cached: answered as without MTA-STS within sts_wait, mail not held
     deliver(pf, d, "sent")
     assert time.monotonic() - started < STALL + 20
-    # the fetch finished in the background; once the short recheck has run, the
-    # policy is enforced
+    # the fetch finishes in the background and the daemon recomputes its answer then:
+    # the policy is enforced (asked as Postfix asks, from the daemon's own cache)
     deadline = time.monotonic() + 30
-    while not secure(daemon.query(d), f"mx1.{d}"):
+    while not secure(daemon.ask(d), f"mx1.{d}"):
         assert time.monotonic() < deadline, "the stalled fetch never reached the cache"
         time.sleep(1.0)
     result = deliver(pf, d, "deferred", timeout=60)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -203,6 +203,7 @@ async def discover(
 
 
 async def discover_within(wait: float, domain: str, *, cache: PolicyCache, now: float,
+                          on_late: Callable[[], None] | None = None,
                           **kwargs: Any) -> Discovery:
     """:func:`discover`, but waiting at most ``wait`` seconds for it.
 
@@ -211,7 +212,8 @@ async def discover_within(wait: float, domain: str, *, cache: PolicyCache, now: 
     (RFC 8461 §3.3, B8), else no MTA-STS (B7: a fetch that does not succeed with
     nothing cached is treated as no policy; §5: mail SHOULD not wait for it). The
     discovery itself goes on (single-flight, shielded) and caches what it finds, so
-    the next lookup has the policy.
+    the next lookup has the policy; ``on_late`` is called when it has finished (e.g. to
+    recompute an answer given without it).
     """
     task = asyncio.ensure_future(discover(domain, cache=cache, now=now, **kwargs))
     done, _ = await asyncio.wait({task}, timeout=wait)
@@ -219,6 +221,8 @@ async def discover_within(wait: float, domain: str, *, cache: PolicyCache, now: 
         return task.result()
     _pending.add(task)  # keep a reference until it finishes
     task.add_done_callback(_finished)
+    if on_late is not None:
+        task.add_done_callback(lambda _t: on_late())
     try:
         stored = await cache.get(normalize_domain(domain))
     except SmtpTlsError:

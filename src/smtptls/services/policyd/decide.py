@@ -197,6 +197,7 @@ class PolicyEngine:
         self._inflight: dict[str, asyncio.Task[CachedAnswer]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self._shared: dict[bytes, bytes] = {}
+        self._late: set[asyncio.Future[Any]] = set()
         self.computations = 0  # how many answers were computed (tests, metrics)
 
     # --- configuration ------------------------------------------------------------
@@ -396,7 +397,7 @@ class PolicyEngine:
         recorder = _TtlRecorder(self.dns)
         is_domain = nexthop.kind is NextHopKind.DOMAIN
         discovery, found = await asyncio.gather(
-            self._discover(nexthop.policy_domain, recorder, now),
+            self._discover(nexthop.policy_domain, recorder, now, key),
             lookup_destination(self.dns, nexthop.name or "", port=nexthop.tlsa_port,
                                mx=is_domain))
         facts, ttls, notes = self._facts(nexthop, found, discovery)
@@ -422,14 +423,23 @@ class PolicyEngine:
         return Explanation(key, decision, decision_reply(decision), facts, discovery, ttl,
                            tuple(notes))
 
-    async def _discover(self, domain: str, recorder: _TtlRecorder, now: float) -> Discovery:
+    async def _discover(self, domain: str, recorder: _TtlRecorder, now: float,
+                        key: str) -> Discovery:
         # RFC 8461 §3.3, §5: senders SHOULD not hold mail waiting for a slow policy
         # host; past sts_wait the answer goes out as without MTA-STS (or with the
         # unexpired cached policy) and the fetch finishes for the next lookup
         return await discover_within(
             self.config.policyd.sts_wait, domain, dns=recorder,  # type: ignore[arg-type]
             cache=self.cache, fetch_config=self.config.fetch, now=now,
-            fetcher=self.fetcher)
+            fetcher=self.fetcher, on_late=lambda: self._late_policy(key))
+
+    def _late_policy(self, key: str) -> None:
+        """A policy fetch that outlived ``sts_wait`` has finished: recompute the answer
+        given without it now, not at its next recheck (only if it is still cached)."""
+        if key in self._answers:
+            task = asyncio.ensure_future(self.refresh(key))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     def _count(self, discovery: Discovery) -> None:
         m = self.metrics
