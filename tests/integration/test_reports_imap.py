@@ -393,3 +393,30 @@ async def test_real_report_mails_of_the_corpus_through_imap(mailbox, store, corp
     assert stored == expected
     assert folder_state(mailbox, "INBOX") == []
     assert len(folder_state(mailbox, "Done")) + len(folder_state(mailbox, "Quarantine")) == len(mails)
+
+
+async def test_serve_polls_the_configured_mailbox(mailbox, tmp_path, key):
+    from smtptls.config import AlertsConfig, Config, ReportsConfig, ReportsImapConfig
+    from smtptls.services.reports_server.server import ReportsService, ServeOptions
+
+    pem, txt = key
+    (tmp_path / "pw").write_text(PASSWORD)
+    cfg = Config(reports=ReportsConfig(imap=ReportsImapConfig(
+        host="127.0.0.1", port=mailbox["imaps"], username=USER, password_file=str(tmp_path / "pw"),
+        ca_file=mailbox["ca"], done_folder="Done", interval=0.5)), alerts=AlertsConfig(enabled=False))
+    store = SqliteReportStore(tmp_path / "serve.sqlite3")
+    await store.open()
+    svc = ReportsService(cfg, ServeOptions(listen=None), store=store, dkim_lookup=lookup_for(txt))
+    await svc.start()
+    try:
+        append(mailbox, report_mail(report("polled-1"), pem))
+        for _ in range(100):
+            if await store.get_report("polled-1"):
+                break
+            await asyncio.sleep(0.1)
+        got = await store.get_report("polled-1")
+        assert got is not None and got.dkim == "pass" and got.channel == "imap"
+    finally:
+        await svc.stop()
+        await store.close()
+    assert len(folder_state(mailbox, "Done")) == 1
