@@ -392,3 +392,30 @@ def test_header_domain_is_used_only_when_it_is_a_domain_name(header, filed):
     out = file_under_header_domain(record, header)
     assert out.policies[0].policy_domain == filed
     assert (out is record) == (not filed)
+
+
+async def test_metrics_per_own_domain_with_a_bounded_label_set(tmp_path):
+    cfg = Config(reports=ReportsConfig(domains=("failing.example", "quiet.example"), rate_limit_per_minute=0),
+                 alerts=AlertsConfig(enabled=False))
+    store = SqliteReportStore(tmp_path / "m.sqlite3")
+    await store.open()
+    svc = ReportsService(cfg, ServeOptions(listen="127.0.0.1:0", verify_dkim=False), store=store)
+    await svc.start()
+    url = f"http://127.0.0.1:{svc.http_port}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            await post_all(url, client, SAMPLE[:12] + [report("x", "Evil", "<label>.example", day(1), 5, 1)])
+            async with client.get(url + "/metrics") as r:
+                text = await r.text()
+    finally:
+        await svc.stop()
+        await store.close()
+    ok = sum(r["policies"][0]["summary"]["total-successful-session-count"] for r in SAMPLE[:12])
+    bad = sum(r["policies"][0]["summary"]["total-failure-session-count"] for r in SAMPLE[:12])
+    assert f'smtptls_report_domain_sessions_total{{domain="failing.example",outcome="successful"}} {ok:.1f}' in text
+    assert f'smtptls_report_domain_sessions_total{{domain="failing.example",outcome="failed"}} {bad:.1f}' in text
+    assert 'smtptls_report_domain_sessions_total{domain="quiet.example",outcome="successful"} 0.0' in text
+    assert 'smtptls_report_domain_sessions_total{domain="other",outcome="failed"} 1.0' in text
+    assert "<label>" not in text  # report contents never become labels
+    assert 'smtptls_report_domain_failure_details_total{domain="failing.example",result="certificate-expired"}' in text
+    assert 'smtptls_report_domain_last_received_timestamp_seconds{domain="failing.example"}' in text

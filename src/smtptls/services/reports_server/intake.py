@@ -164,6 +164,13 @@ class ReportIntake:
                         failures[f.result_type] = (failures.get(f.result_type, 0)
                                                    + f.failed_session_count)
                 self.metrics.count_sessions(record.successful, failures)
+                for p in record.policies:
+                    by_type: dict[str, int] = {}
+                    for f in p.failures:
+                        by_type[f.result_type] = (by_type.get(f.result_type, 0)
+                                                  + f.failed_session_count)
+                    self.metrics.count_domain(p.policy_domain, p.successful, p.failed, by_type,
+                                              received=intake.received_at.timestamp())
         return IntakeOutcome(outcome, result.pk, record.report_id, counted=result.counted,
                              conflicts_with=result.conflicts_with)
 

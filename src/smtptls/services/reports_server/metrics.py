@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -10,7 +10,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "IntakeMetrics"]
 
 # Labels take values from these closed sets only (attacker data never becomes a label).
-CHANNELS = ("https", "smtp", "lmtp", "import")
+CHANNELS = ("https", "smtp", "lmtp", "import", "imap")
+#: The domain label for a policy domain outside ``reports.domains``.
+OTHER_DOMAIN = "other"
 OUTCOMES = ("stored", "duplicate", "conflict", "quarantined")
 ERROR_KINDS = ("parse", "too-large", "media-type", "no-report", "dkim", "store", "busy",
                "rate-limited", "other")
@@ -25,8 +27,28 @@ KNOWN_RESULT_TYPES = (
 class IntakeMetrics:
     """Counters: reports received, sessions by result, intake errors."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 domains: Iterable[str] = ()) -> None:
         self.registry = registry or CollectorRegistry()
+        # Per-domain series only for the configured own domains (a bounded label set that
+        # report contents cannot grow); every other policy domain is "other".
+        self.domains = frozenset(d.lower().rstrip(".") for d in domains)
+        self.domain_sessions = Counter(
+            "smtptls_report_domain_sessions", "Sessions in newly stored, counted reports per "
+            "own policy domain, by outcome (successful, failed: the summaries' totals)",
+            ["domain", "outcome"], registry=self.registry)
+        self.domain_failures = Counter(
+            "smtptls_report_domain_failure_details", "Failed sessions per own policy domain "
+            "and result type, from the failure details (types may overlap, RFC 8460 §4.3)",
+            ["domain", "result"], registry=self.registry)
+        self.domain_last = Gauge(
+            "smtptls_report_domain_last_received_timestamp_seconds", "When the last counted "
+            "report for an own policy domain was received (Unix time)", ["domain"],
+            registry=self.registry)
+        self._last: dict[str, float] = {}
+        for d in sorted(self.domains):  # present from the start, so absence can alert
+            for outcome in ("successful", "failed"):
+                self.domain_sessions.labels(d, outcome)
         self.reports = Counter(
             "smtptls_reports_received", "TLSRPT reports received, by channel and outcome",
             ["channel", "outcome"], registry=self.registry)
@@ -52,6 +74,21 @@ class IntakeMetrics:
         for result_type, n in failures.items():
             if n:
                 self.sessions.labels(_pick(result_type, KNOWN_RESULT_TYPES)).inc(n)
+
+    def count_domain(self, domain: str, successful: int, failed: int,
+                     failures: dict[str, int], *, received: float) -> None:
+        """One counted policy of a newly stored report, under its (own) domain."""
+        label = domain if domain in self.domains else OTHER_DOMAIN
+        if successful:
+            self.domain_sessions.labels(label, "successful").inc(successful)
+        if failed:
+            self.domain_sessions.labels(label, "failed").inc(failed)
+        for result_type, n in failures.items():
+            if n:
+                self.domain_failures.labels(label, _pick(result_type, KNOWN_RESULT_TYPES)).inc(n)
+        if received > self._last.get(label, 0.0):
+            self._last[label] = received
+            self.domain_last.labels(label).set(received)
 
     def error(self, channel: str, kind: str) -> None:
         self.errors.labels(_pick(channel, CHANNELS), _pick(kind, ERROR_KINDS)).inc()

@@ -88,7 +88,7 @@ class ReportsService:
         self.options = options
         self.token = options.token or config.reports.token
         self.store = store or open_report_store(config.reports)
-        self.metrics = IntakeMetrics()
+        self.metrics = IntakeMetrics(domains=config.reports.domains)
         # One budget for every HTTPS request and SMTP/LMTP session together.
         self.budget = InflightBudget(config.reports.max_inflight)
         self.metrics.watch_inflight(lambda: self.budget.used)
