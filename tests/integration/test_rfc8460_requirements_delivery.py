@@ -19,7 +19,8 @@ from aiohttp import web
 from smtptls.config import Config, TlsrptConfig
 from smtptls.dnssec import Security
 from smtptls.net.dns import Answer
-from smtptls.services.sender import HttpsDelivery, ReportSender
+from smtptls.net.report_delivery import HttpsDelivery
+from smtptls.services.sender import ReportSender
 from smtptls.store.results_base import DeliveryStatus
 from smtptls.store.results_sqlite import SqliteResultStore
 from smtptls.tlsrpt.report import PolicyType

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smtptls.config import DnsConfig, TlsrptConfig
 from smtptls.net.dkim import dns_txt_lookup, verify_report_mail
 from smtptls.net.dns import DnsResolver
-from smtptls.services.sender import MailDelivery
+from smtptls.net.report_delivery import MailDelivery
 from smtptls.store.reports_base import DkimStatus
 from smtptls.tlsrpt.report import PolicyType
 from smtptls.tlsrptsend.aggregate import ReportIdentity, aggregate

@@ -27,11 +27,11 @@ from smtptls.config import Config, TlsrptConfig
 from smtptls.dnssec import Security
 from smtptls.errors import DnsTimeout, ReportDeliveryError
 from smtptls.net.dns import Answer
+from smtptls.net.report_delivery import HttpsDelivery, MemoryTransport
 from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.mail import start_mail_listener
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.services.sender import (
-    HttpsDelivery,
     ReportSender,
     RuaResolver,
     backoff_delay,
@@ -438,20 +438,42 @@ def test_backoff_doubles_with_jitter_and_caps():
     assert all(d < 5400 for d in delays) and delays[-1] >= 1800
 
 
-async def test_loop_mode_runs_and_stops(results_store, flaky_server, ca):
-    flaky, uri = await flaky_server([])
+async def test_loop_mode_runs_and_stops(results_store):
+    uri = "https://r.example/tlsrpt"
     dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    https = MemoryTransport()
     sender = ReportSender(sender_config(), results_store, dns=dns,
-                          clock=Clock(NEXT_DAY + timedelta(hours=3)), https=https_for(ca))
+                          clock=Clock(NEXT_DAY + timedelta(hours=3)), https=https)
     stop = asyncio.Event()
     task = asyncio.ensure_future(run_loop(sender, stop=stop, max_sleep=0.05))
     for _ in range(200):
-        if flaky.bodies:
+        if https.delivered:
             break
         await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert len(flaky.bodies) == 1
+    assert len(https.delivered) == 1
+
+
+async def test_each_rua_scheme_goes_to_its_transport(results_store):
+    uris = ["mailto:tlsrpt@example.com", "https://r.example/tlsrpt"]
+    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={','.join(uris)}"]})
+
+    def refuse(report, uri):
+        raise ReportDeliveryError("HTTP 404", uri=uri, permanent=True)
+
+    https, mail = MemoryTransport(refuse), MemoryTransport()
+    now = NEXT_DAY + timedelta(hours=1)
+    sender = ReportSender(sender_config(), results_store, dns=dns, clock=Clock(now),
+                          https=https, mail=mail)
+    outcomes = {o.uri: o for o in (await sender.run_day(DAY, force=True)).outcomes}
+    assert [(d.uri, d.unique, d.now) for d in mail.delivered] == [(uris[0], "0", now)]
+    assert [(d.uri, d.unique) for d in https.delivered] == [(uris[1], "1")]
+    assert mail.delivered[0].report is https.delivered[0].report
+    assert outcomes[uris[0]].status is DeliveryStatus.DELIVERED
+    assert outcomes[uris[0]].detail == "delivered"
+    assert outcomes[uris[1]].status is DeliveryStatus.FAILED
+    assert outcomes[uris[1]].detail == "HTTP 404"
 
 
 async def test_run_pending_covers_yesterday_and_the_day_before(results_store):

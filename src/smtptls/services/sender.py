@@ -8,7 +8,9 @@ For each policy domain with results on the reported UTC day (RFC 8460 §4.1):
 2. **The report** (§4): built from the store's counters, validated with our own strict
    parser before it leaves (a failure is logged and the report still goes: receivers
    are tolerant, the data is ours), gzip-compressed (§5.3).
-3. **Delivery** to every ``rua`` URI, each tracked on its own (``tlsrpt_delivery``):
+3. **Delivery** to every ``rua`` URI, each tracked on its own (``tlsrpt_delivery``),
+   through a :class:`~smtptls.net.report_delivery.ReportTransport` (this module
+   schedules and keeps the books; :mod:`smtptls.net.report_delivery` does the I/O):
 
    - ``https:`` — POST with ``Content-Type: application/tlsrpt+gzip`` (§5.4); only a 2xx
      answer is success; other 4xx are permanent, 5xx, 408, 429 and network errors
@@ -36,18 +38,14 @@ import collections
 import contextlib
 import hashlib
 import random
-import smtplib
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
-from smtptls.config import Config, TlsrptConfig, parse_hostport
+from smtptls.config import Config, TlsrptConfig
 from smtptls.errors import (
     ConfigError,
     DnsError,
@@ -58,25 +56,20 @@ from smtptls.errors import (
     TlsrptRecordError,
 )
 from smtptls.logs import get_logger
+from smtptls.net.report_delivery import HttpsDelivery, MailDelivery, ReportTransport
 from smtptls.store.results_base import DeliveryRecord, DeliveryStatus, ResultStore
 from smtptls.tlsrpt.reader import parse_report
 from smtptls.tlsrpt.record import TlsrptRecord, parse_txt_records, record_name
 from smtptls.tlsrpt.report import Report
 from smtptls.tlsrptsend.aggregate import ReportIdentity, build_reports, day_range, previous_day
 from smtptls.tlsrptsend.outgoing import (
-    compose_report_mail,
-    dkim_sign,
     gzip_report,
-    https_post,
-    mailto_addresses,
     report_filename,
     report_subject,
 )
 
 __all__ = [
     "DeliveryOutcome",
-    "HttpsDelivery",
-    "MailDelivery",
     "PlannedReport",
     "ReportSender",
     "RuaResolver",
@@ -87,12 +80,9 @@ __all__ = [
 
 _log = get_logger("tlsrpt.send")
 
-MAX_KEY_FILE = 64 * 1024
-MAX_RESPONSE = 64 * 1024  # bytes of an HTTP answer read (and ignored)
 MIN_TTL, MAX_TTL = 60, 86400  # bounds on how long a _smtp._tls answer is cached
 NEGATIVE_TTL = 3600
 DNS_RETRY_URI = "dns:"  # the delivery row of a report whose rua lookup failed
-USER_AGENT = "smtptls-tlsrpt/0.1"
 
 
 # --- schedule ---------------------------------------------------------------------------------
@@ -172,151 +162,6 @@ class RuaResolver:
         return record, why
 
 
-# --- delivery transports ----------------------------------------------------------------------
-
-
-class HttpsDelivery:
-    """RFC 8460 §5.4: POST the gzip report; only a 2xx answer counts as delivered."""
-
-    def __init__(self, *, dns: Any = None, ca_file: str | None = None,
-                 timeout: float = 60.0) -> None:
-        self.dns = dns
-        self.timeout = timeout
-        try:
-            self.ssl = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load CA file {ca_file}: {exc}",
-                              key="tlsrpt.ca_file") from None
-        # never disabled: a report is only given to the host the URI names
-        self.ssl.check_hostname = True
-        self.ssl.verify_mode = ssl.CERT_REQUIRED
-        self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-
-    async def deliver(self, report: Report, uri: str) -> str:
-        post = https_post(report, uri, user_agent=USER_AGENT)
-        resolver = None
-        if self.dns is not None:
-            from smtptls.net.https import DnsAiohttpResolver
-
-            resolver = DnsAiohttpResolver(self.dns)
-        connector = aiohttp.TCPConnector(ssl=self.ssl, resolver=resolver, use_dns_cache=False,
-                                         force_close=True, limit=1)
-        timeout = aiohttp.ClientTimeout(total=self.timeout, connect=min(30.0, self.timeout))
-        try:
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             cookie_jar=aiohttp.DummyCookieJar(),
-                                             trust_env=False) as session, \
-                    session.post(post.url, data=post.body, headers=dict(post.headers),
-                                 allow_redirects=False) as resp:
-                await resp.content.read(MAX_RESPONSE)
-                status = resp.status
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise ReportDeliveryError(f"TLS certificate of {uri[:100]} not valid: "
-                                      f"{str(exc)[:200]}", uri=uri) from None
-        except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
-            raise ReportDeliveryError(f"HTTPS POST failed: {type(exc).__name__}: "
-                                      f"{str(exc)[:200]}", uri=uri) from None
-        if 200 <= status < 300:
-            return f"HTTP {status}"
-        # RFC 8460 §5.4: anything but 2xx is a failure; 4xx will not change by retrying,
-        # except request timeout and rate limiting
-        permanent = 300 <= status < 500 and status not in (408, 425, 429)
-        raise ReportDeliveryError(f"HTTP {status}", uri=uri, permanent=permanent)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return " ".join(str(value).split())[:200]
-
-
-class MailDelivery:
-    """RFC 8460 §5.3: the DKIM-signed report mail through the configured SMTP relay."""
-
-    def __init__(self, cfg: TlsrptConfig, identity: ReportIdentity) -> None:
-        self.identity = identity
-        self.relay = parse_hostport(cfg.smtp_relay, 25)
-        self.starttls = cfg.smtp_starttls
-        self.timeout = cfg.smtp_timeout
-        self.ca_file = cfg.ca_file
-        self.mail_from = cfg.mail_from or f"noreply-tlsrpt@{identity.submitter}"
-        self.selector = cfg.dkim_selector
-        self.dkim_domain = (cfg.dkim_domain or identity.submitter).lower().rstrip(".")
-        self.key: bytes | None = None
-        if cfg.dkim_key_file:
-            try:
-                with open(cfg.dkim_key_file, "rb") as f:
-                    self.key = f.read(MAX_KEY_FILE + 1)
-            except OSError as exc:
-                raise ConfigError(f"cannot read {cfg.dkim_key_file}: {exc.strerror}",
-                                  key="tlsrpt.dkim_key_file") from None
-            if len(self.key) > MAX_KEY_FILE:
-                raise ConfigError("DKIM key file too large", key="tlsrpt.dkim_key_file")
-
-    @property
-    def ready(self) -> str | None:
-        """None when mail can be sent, else why not."""
-        if not self.key or not self.selector:
-            # RFC 8460 §5.3: report mail MUST be DKIM-signed
-            return "report mail must be DKIM-signed: set tlsrpt.dkim_selector and dkim_key_file"
-        return None
-
-    def compose(self, report: Report, uri: str, *, unique: str, now: datetime) -> tuple[
-            list[str], bytes, str]:
-        rcpts = mailto_addresses(uri)
-        mail = compose_report_mail(report, submitter=self.identity.submitter,
-                                   mail_from=self.mail_from, rcpt_to=rcpts, date=now,
-                                   unique=unique)
-        if self.ready is not None:
-            raise ReportDeliveryError(self.ready, uri=uri, permanent=True)
-        assert self.key is not None
-        signed = dkim_sign(mail.message, selector=self.selector, domain=self.dkim_domain,
-                           private_key=self.key)
-        return rcpts, signed, mail.message_id
-
-    def _submit(self, rcpts: list[str], message: bytes) -> str:
-        host, port = self.relay
-        try:
-            with smtplib.SMTP(host, port, timeout=self.timeout,
-                              local_hostname=self.identity.submitter) as smtp:
-                smtp.ehlo()
-                if self.starttls:
-                    ctx = ssl.create_default_context(cafile=self.ca_file)
-                    smtp.starttls(context=ctx)
-                    smtp.ehlo()
-                code, text = smtp.mail(self.mail_from)
-                if code != 250:
-                    raise smtplib.SMTPSenderRefused(code, text, self.mail_from)
-                refused = {}
-                for rcpt in rcpts:
-                    code, text = smtp.rcpt(rcpt)
-                    if code not in (250, 251):
-                        refused[rcpt] = (code, text)
-                if len(refused) == len(rcpts):
-                    raise smtplib.SMTPRecipientsRefused(refused)
-                code, text = smtp.data(message)
-                if code != 250:
-                    raise smtplib.SMTPDataError(code, text)
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [c for c, _ in exc.recipients.values()]
-            raise ReportDeliveryError(f"relay refused the recipients: {codes}",
-                                      permanent=all(c >= 500 for c in codes)) from None
-        except smtplib.SMTPResponseException as exc:
-            raise ReportDeliveryError(f"relay answered {exc.smtp_code} {_text(exc.smtp_error)}",
-                                      permanent=exc.smtp_code >= 500) from None
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise ReportDeliveryError(f"SMTP relay {host}:{port}: {type(exc).__name__}: "
-                                      f"{str(exc)[:200]}") from None
-        if refused:
-            # some addresses of the URI took it; the others are reported, not retried
-            _log.warning("relay refused some recipients", refused=sorted(refused))
-        return f"{code} {_text(text)}"
-
-    async def deliver(self, report: Report, uri: str, *, unique: str, now: datetime) -> str:
-        rcpts, message, _ = self.compose(report, uri, unique=unique, now=now)
-        return await asyncio.to_thread(self._submit, rcpts, message)
-
-
 # --- planning and sending ---------------------------------------------------------------------
 
 
@@ -392,7 +237,8 @@ class ReportSender:
 
     def __init__(self, config: Config, store: ResultStore, *, dns: Any,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 https: Any = None, mail: Any = None, rng: random.Random | None = None,
+                 https: ReportTransport | None = None, mail: ReportTransport | None = None,
+                 rng: random.Random | None = None,
                  identity: ReportIdentity | None = None) -> None:
         self.config = config
         self.cfg = config.tlsrpt
@@ -445,7 +291,7 @@ class ReportSender:
                                       uri=uri, permanent=True)
         scheme = uri.partition(":")[0].lower()
         if scheme == "https":
-            return str(await self.https.deliver(report, uri))
+            return str(await self.https.deliver(report, uri, unique=str(index), now=now))
         if scheme == "mailto":
             return str(await self.mail.deliver(report, uri, unique=str(index), now=now))
         raise ReportDeliveryError(f"unsupported rua scheme {scheme!r}", uri=uri, permanent=True)
