@@ -584,11 +584,13 @@ async def test_rfc8461_3_3_discovery_cache_life_cycle(lab_env):
     assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED  # D2, B8
     assert d.policy.mode is Mode.TESTING and d.policy_id == "2"
 
-    publish("4", "version: STSv1\nmode: none\nmax_age: 86400\n")
     d = await run(1004.0)
-    assert d.outcome is Outcome.CACHED and d.rate_limited  # refetch rate-limited (B6)
-    d = await run(1400.0)
-    assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.NONE  # D4
+    # the same id again within five minutes: no refetch, the cached policy applies (B6)
+    assert d.outcome is Outcome.CACHED and d.rate_limited
+    publish("4", "version: STSv1\nmode: none\nmax_age: 86400\n")
+    d = await run(1005.0)
+    # a new id is fetched at once: the wait is per policy id (B6); none replaces (D4)
+    assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.NONE
     assert (await cache.get(name)).policy.mode is Mode.NONE
 
 
