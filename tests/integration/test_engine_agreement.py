@@ -148,7 +148,7 @@ async def test_rfc8461_2_four_entry_points_one_decision(world, key: str) -> None
         assert dane["verdict"] == "fail"  # and policyd defers: they agree
 
     # the collector files results under the policy the same decision applied
-    from smtptls.services.collector import make_policy_lookup
+    from smtptls.services.collector.policy import make_policy_lookup
 
     conf = config_mod.load(cfg)
     conf = replace(conf, tlsrpt=replace(conf.tlsrpt, policy_source="policyd"))
