@@ -56,6 +56,7 @@ from smtptls.services.collector.policy import (
     PolicyLookup,
     StaticPolicyLookup,
     context_from_explanation,
+    make_policy_lookup,
 )
 from smtptls.services.collector.service import CollectorService, run_collector
 from smtptls.services.collector.writer import Collector
@@ -76,6 +77,7 @@ __all__ = [
     "StaticPolicyLookup",
     "context_from_explanation",
     "create_app",
+    "make_policy_lookup",
     "parse_http_results",
     "position_name",
     "run_collector",
