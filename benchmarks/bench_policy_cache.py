@@ -17,11 +17,10 @@ import uuid
 from pathlib import Path
 
 from smtptls.config import FetchConfig
-from smtptls.dnssec import Security
 from smtptls.engine.mtasts_discovery import Outcome, discover
 from smtptls.errors import StoreError
 from smtptls.mtasts import CachedPolicy, Mode, Policy
-from smtptls.net.dns import Answer
+from smtptls.net.memory import MemoryResolver
 from smtptls.store import CachedStore, MemoryPolicyCache
 from smtptls.store.postgres import PostgresPolicyCache
 from smtptls.store.redis import RedisPolicyCache
@@ -30,11 +29,6 @@ from smtptls.store.sqlite import SqlitePolicyCache
 POLICY = Policy(version="STSv1", mode=Mode.ENFORCE, max_age=604800,
                 mx=("mx1.example.com", "mx2.example.com", "*.backup.example.net"))
 RUN = uuid.uuid4().hex[:8]
-
-
-class StaticDns:
-    async def txt(self, name):
-        return Answer(name, "TXT", ("v=STSv1; id=1",), Security.INSECURE)
 
 
 async def _timed(label: str, n: int, op) -> None:
@@ -82,9 +76,10 @@ async def main(n: int) -> None:
         await rd.close()
 
     cache = MemoryPolicyCache()
-    dns = StaticDns()
+    dns = MemoryResolver()
     now = time.time()
     for i in range(domains):
+        dns.txt_record(f"_mta-sts.d{i}.example", "v=STSv1; id=1", ttl=0)
         await cache.put(f"d{i}.example", CachedPolicy.from_fetch(POLICY, "1", now))
 
     async def one(i: int) -> None:

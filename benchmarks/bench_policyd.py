@@ -64,36 +64,25 @@ def mx(i: int) -> str:
 def serve_ours(port: int, n: int) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from smtptls.config import Config, PolicydConfig
-    from smtptls.dnssec import Security
-    from smtptls.net.dns import Answer, MxHost
-    from smtptls.net.https import FetchResult
+    from smtptls.net.memory import MemoryFetcher, MemoryResolver
     from smtptls.services.policyd.decide import PolicyEngine
     from smtptls.services.policyd.metrics import PolicydMetrics
     from smtptls.services.policyd.refresh import Refresher
     from smtptls.services.policyd.socketmap import SocketmapServer
     from smtptls.store import MemoryPolicyCache
 
-    class StaticDns:
-        async def query(self, name: str, rdtype: str) -> Answer:
-            if rdtype == "MX" and name.startswith("d"):
-                i = int(name[1:].split(".")[0])
-                return Answer(name, "MX", (MxHost(10, mx(i)),), Security.INSECURE, ttl=3600)
-            if rdtype == "TXT" and name.startswith("_mta-sts."):
-                return Answer(name, "TXT", ("v=STSv1; id=1",), Security.INSECURE, ttl=3600)
-            return Answer(name, rdtype, (), Security.INSECURE, ttl=3600)
-
-        async def txt(self, name: str) -> Answer:
-            return await self.query(name, "TXT")
-
-    async def fetch(d: str, *, config: object, resolver: object) -> FetchResult:
-        i = int(d[1:].split(".")[0])
-        body = f"version: STSv1\nmode: enforce\nmx: {mx(i)}\nmax_age: 86400\n"
-        return FetchResult(body, "text/plain", 200, "https://x/", 0.0)
+    # the package's in-memory DNS and policy host: every other name is NODATA for an hour
+    dns = MemoryResolver(negative_ttl=3600)
+    fetch = MemoryFetcher()
+    for i in range(n):
+        dns.mx(domain(i), mx(i))
+        dns.txt_record(f"_mta-sts.{domain(i)}", "v=STSv1; id=1", ttl=3600)
+        fetch.policies[domain(i)] = f"version: STSv1\nmode: enforce\nmx: {mx(i)}\nmax_age: 86400\n"
 
     async def main() -> None:
         cfg = Config(policyd=PolicydConfig(txt_recheck_interval=3600.0))
         metrics = PolicydMetrics()
-        engine = PolicyEngine(cfg, dns=StaticDns(), cache=MemoryPolicyCache(), fetcher=fetch,
+        engine = PolicyEngine(cfg, dns=dns, cache=MemoryPolicyCache(), fetcher=fetch,
                               metrics=metrics)
         for i in range(n):
             await engine.lookup(domain(i))

@@ -64,6 +64,7 @@ from smtptls.mtasts.record import is_sts_candidate
 from smtptls.net.dns import Answer, DnsResolver, normalize_domain
 from smtptls.net.https import DnsAiohttpResolver, FetchResult, fetch_policy
 from smtptls.net.pkix import verify_pkix
+from smtptls.net.protocols import Resolver
 from smtptls.net.smtp import ProbeLimits, probe_starttls
 from smtptls.tlsrpt.record import is_tlsrpt_record, parse_record
 
@@ -222,7 +223,7 @@ class Gatherer:
     """Gathers :class:`DomainFacts`; use ``async with Gatherer(options) as g``."""
 
     def __init__(self, options: CheckOptions | None = None, *,
-                 resolver: DnsResolver | None = None,
+                 resolver: Resolver | None = None,
                  clock: Callable[[], dt.datetime] | None = None) -> None:
         self.options = options or CheckOptions()
         if resolver is None:

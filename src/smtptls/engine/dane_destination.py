@@ -35,6 +35,7 @@ from smtptls.dnssec import Security
 from smtptls.engine.destination import Decision, NextHop, dane_decision
 from smtptls.engine.gather import TlsaAnswer, lookup_destination, to_facts
 from smtptls.net.dns import DnsResolver, normalize_domain, run_sync
+from smtptls.net.protocols import Resolver
 from smtptls.net.smtp import ProbeLimits, ProbeResult, TlsBackend, probe_starttls
 
 __all__ = [
@@ -277,7 +278,7 @@ async def check_destination(
     domain: str,
     *,
     dns_config: DnsConfig | None = None,
-    resolver: DnsResolver | None = None,
+    resolver: Resolver | None = None,
     probe: bool = True,
     port: int = 25,
     limits: ProbeLimits | None = None,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from smtptls.dane.decide import (
     DestinationDecision,
@@ -41,6 +40,7 @@ from smtptls.engine.destination import DestinationFacts, HostFacts, NextHop
 from smtptls.errors import DnsBogus, DnsError, InvalidDomainError, SmtpTlsError
 from smtptls.mtasts.policy import Policy
 from smtptls.net.dns import Answer, normalize_domain
+from smtptls.net.protocols import Resolver
 
 __all__ = [
     "MAX_HOSTS",
@@ -62,13 +62,6 @@ MAX_HOSTS = 32
 _SECURITY_RANK = {Security.SECURE: 0, Security.INSECURE: 1, Security.INDETERMINATE: 2,
                   Security.BOGUS: 3}
 
-
-class Resolver(Protocol):
-    """What the engine needs of a resolver (:class:`smtptls.net.dns.DnsResolver`,
-    or an in-memory twin): one lookup with its DNSSEC status, raising
-    :class:`~smtptls.errors.DnsError` subclasses on failure."""
-
-    async def query(self, name: str, rdtype: str) -> Answer: ...
 
 
 async def try_query(resolver: Resolver, name: str, rdtype: str) -> Answer:

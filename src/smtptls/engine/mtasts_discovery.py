@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from smtptls.config import FetchConfig
 from smtptls.dnssec import Security
@@ -50,8 +50,9 @@ from smtptls.mtasts.cache_logic import (
 )
 from smtptls.mtasts.policy import Policy, parse_policy
 from smtptls.mtasts.record import StsRecord, parse_txt_records
-from smtptls.net.dns import DnsResolver, normalize_domain
+from smtptls.net.dns import normalize_domain
 from smtptls.net.https import FetchResult, fetch_policy
+from smtptls.net.protocols import PolicyFetcher, Resolver
 from smtptls.store.base import PolicyCache
 
 __all__ = ["Discovery", "Outcome", "discover", "discover_within", "refresh_due"]
@@ -149,23 +150,18 @@ def _error_dict(err: SmtpTlsError) -> dict[str, Any]:
     return out
 
 
-class Fetcher(Protocol):
-    def __call__(self, domain: str, *, config: FetchConfig,
-                 resolver: DnsResolver) -> Awaitable[FetchResult]: ...
-
-
 _inflight: dict[tuple[int, str, bool], asyncio.Task[Discovery]] = {}
 
 
 async def discover(
     domain: str,
     *,
-    dns: DnsResolver,
+    dns: Resolver,
     cache: PolicyCache,
     fetch_config: FetchConfig | None = None,
     now: float,
     proactive: bool = False,
-    fetcher: Fetcher | None = None,
+    fetcher: PolicyFetcher | None = None,
     retry_after: float = DEFAULT_RETRY_AFTER,
 ) -> Discovery:
     """Discover the MTA-STS policy of ``domain`` (RFC 8461 §3, §5.1). Never raises
@@ -266,7 +262,7 @@ def _finished(task: asyncio.Future[Discovery]) -> None:
 
 
 async def _lookup_record(
-    dns: DnsResolver, domain: str
+    dns: Resolver, domain: str
 ) -> tuple[StsRecord | None, tuple[str, ...], Security | None, SmtpTlsError | None]:
     try:
         # RFC 8461 §3.1: the record lives at _mta-sts.<policy domain>; the resolver
@@ -287,12 +283,12 @@ async def _lookup_record(
 async def _discover(
     domain: str,
     *,
-    dns: DnsResolver,
+    dns: Resolver,
     cache: PolicyCache,
     fetch_config: FetchConfig,
     now: float,
     proactive: bool,
-    fetcher: Fetcher,
+    fetcher: PolicyFetcher,
     retry_after: float,
 ) -> Discovery:
     store_error: SmtpTlsError | None = None
@@ -391,14 +387,14 @@ async def _store(aw: Any, domain: str) -> SmtpTlsError | None:
 
 async def refresh_due(
     *,
-    dns: DnsResolver,
+    dns: Resolver,
     cache: PolicyCache,
     fetch_config: FetchConfig | None = None,
     now: float,
     before_expiry: float = 3600.0,
     max_domains: int = 1000,
     concurrency: int = 8,
-    fetcher: Fetcher | None = None,
+    fetcher: PolicyFetcher | None = None,
 ) -> list[Discovery]:
     """Proactively refresh the cached policies that are due (RFC 8461 §3.3, §5.1; D3).
 

@@ -54,7 +54,8 @@ from smtptls.errors import (
     SmtpTlsError,
 )
 from smtptls.mtasts.policy import is_text_plain
-from smtptls.net.dns import DnsResolver, normalize_domain
+from smtptls.net.dns import normalize_domain
+from smtptls.net.protocols import Resolver
 
 __all__ = ["FetchResult", "TlsFailure", "fetch_policy", "policy_url", "DnsAiohttpResolver"]
 
@@ -104,7 +105,7 @@ class DnsAiohttpResolver(AbstractResolver):
     failures are raised as :class:`OSError` for aiohttp, with the typed error kept.
     """
 
-    def __init__(self, dns: DnsResolver) -> None:
+    def __init__(self, dns: Resolver) -> None:
         self._dns = dns
         self.last_security: Security | None = None
 
@@ -282,7 +283,7 @@ def fetch_session(config: FetchConfig, resolver: AbstractResolver, *,
 
 
 async def fetch_policy(
-    domain: str, *, config: FetchConfig | None = None, resolver: DnsResolver
+    domain: str, *, config: FetchConfig | None = None, resolver: Resolver
 ) -> FetchResult:
     """Fetch the MTA-STS policy body of ``domain`` (RFC 8461 §3.3).
 

@@ -34,8 +34,8 @@ import aiohttp
 from smtptls.config import TlsrptConfig, parse_hostport
 from smtptls.errors import ConfigError, ReportDeliveryError
 from smtptls.logs import get_logger
-from smtptls.net.dns import DnsResolver
 from smtptls.net.https import DnsAiohttpResolver
+from smtptls.net.protocols import Resolver
 from smtptls.tlsrpt.report import Report
 from smtptls.tlsrptsend.aggregate import ReportIdentity
 from smtptls.tlsrptsend.outgoing import compose_report_mail, dkim_sign, https_post, mailto_addresses
@@ -68,7 +68,7 @@ class ReportTransport(Protocol):
 class HttpsDelivery:
     """RFC 8460 §5.4: POST the gzip report; only a 2xx answer counts as delivered."""
 
-    def __init__(self, *, dns: DnsResolver | None = None, ca_file: str | None = None,
+    def __init__(self, *, dns: Resolver | None = None, ca_file: str | None = None,
                  timeout: float = 60.0) -> None:
         self.dns = dns
         self.timeout = timeout

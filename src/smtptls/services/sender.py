@@ -56,6 +56,7 @@ from smtptls.errors import (
     TlsrptRecordError,
 )
 from smtptls.logs import get_logger
+from smtptls.net.protocols import Resolver
 from smtptls.net.report_delivery import HttpsDelivery, MailDelivery, ReportTransport
 from smtptls.store.results_base import DeliveryRecord, DeliveryStatus, ResultStore
 from smtptls.tlsrpt.reader import parse_report
@@ -125,7 +126,7 @@ class RuaResolver:
     """``_smtp._tls.<domain>`` (RFC 8460 §3) through the configured resolver, cached for
     the answer's TTL (bounded), negative answers for their SOA TTL."""
 
-    def __init__(self, dns: Any, *, size: int = 10000,
+    def __init__(self, dns: Resolver, *, size: int = 10000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.dns = dns
         self.size = max(1, size)
@@ -235,7 +236,7 @@ class RunSummary:
 class ReportSender:
     """Plans and delivers the reports of one day (see the module docstring)."""
 
-    def __init__(self, config: Config, store: ResultStore, *, dns: Any,
+    def __init__(self, config: Config, store: ResultStore, *, dns: Resolver,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  https: ReportTransport | None = None, mail: ReportTransport | None = None,
                  rng: random.Random | None = None,

@@ -39,7 +39,6 @@ from smtptls.engine.destination import (
 from smtptls.engine.gather import DestinationDns, lookup_destination, to_facts
 from smtptls.engine.mtasts_discovery import (
     Discovery,
-    Fetcher,
     Outcome,
     discover_within,
 )
@@ -47,6 +46,7 @@ from smtptls.errors import InvalidDomainError, PolicyError
 from smtptls.logs import get_logger
 from smtptls.mtasts.policy import Mode
 from smtptls.net.dns import Answer
+from smtptls.net.protocols import PolicyFetcher, Resolver
 from smtptls.services.policyd.metrics import PolicydMetrics
 from smtptls.services.policyd.postfix310 import (
     AnswerSyntaxError,
@@ -138,7 +138,7 @@ class Explanation:
 class _TtlRecorder:
     """Wraps the resolver given to :func:`discover` to learn the ``_mta-sts`` TXT TTL."""
 
-    def __init__(self, dns: Any) -> None:
+    def __init__(self, dns: Resolver) -> None:
         self._dns = dns
         self.txt_ttl: int | None = None
 
@@ -159,8 +159,9 @@ def _options(cfg: PolicydConfig) -> Options:
 class PolicyEngine:
     """Computes, caches and refreshes socketmap answers.
 
-    ``dns`` is a :class:`~smtptls.net.dns.DnsResolver` (or anything with the same
-    ``query``/``txt``/``a``/``aaaa`` coroutines); ``cache`` the MTA-STS policy cache;
+    ``dns`` is a :class:`~smtptls.net.protocols.Resolver` (the real
+    :class:`~smtptls.net.dns.DnsResolver` or the in-memory
+    :class:`~smtptls.net.memory.MemoryResolver`); ``cache`` the MTA-STS policy cache;
     ``clock`` returns seconds since the epoch; ``fetcher`` replaces the HTTPS fetch.
     """
 
@@ -168,11 +169,11 @@ class PolicyEngine:
         self,
         config: Config,
         *,
-        dns: Any,
+        dns: Resolver,
         cache: PolicyCache,
         clock: Callable[[], float] = time.time,
         metrics: PolicydMetrics | None = None,
-        fetcher: Fetcher | None = None,
+        fetcher: PolicyFetcher | None = None,
         compute_timeout: float | None = None,
         max_answers: int | None = None,
     ) -> None:
