@@ -254,6 +254,24 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """``smtptls monitor``: own domains watched ahead of failures (docs/monitor.md).
+
+    ``staged`` maps an MX host name to the PEM file of its next (staged) certificate
+    chain, judged against the published TLSA records (RFC 7671 §8.1). Alerts go
+    through the ``[alerts]`` channels.
+    """
+
+    domains: tuple[str, ...] = ()
+    interval: float = 3600.0  # seconds between runs of the service
+    warn_days: int = 14  # same horizon as check's tls.cert-expiring
+    staged: dict[str, str] = field(default_factory=dict)
+    smtp: bool = True  # probe the MX hosts (certificates, TLSA match)
+    timeout: float = 30.0  # per network step, as `smtptls check --timeout`
+    state_path: str = _state("smtptls-monitor.json")
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -268,6 +286,7 @@ class Config:
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     tlsrpt: TlsrptConfig = field(default_factory=TlsrptConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

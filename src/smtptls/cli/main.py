@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dane": ("dane", "check DANE for SMTP (RFC 7672) of a destination, live"),
     "demo": ("demo", "offline MTA-STS demo: validate, cache and apply a bundled policy"),
     "manpage": ("manpage", "print the smtptls(1) manual page (roff)"),
+    "monitor": ("monitor", "watch own domains: alert before certificates, TLSA or MTA-STS "
+                "break mail"),
     "mta-sts": ("mta_sts", "discover and validate a domain's MTA-STS policy, or check a "
                 "policy file"),
     "policy-server": ("policy_server", "HTTPS host of MTA-STS policies for many domains"),

@@ -1,0 +1,179 @@
+"""The async driver of ``smtptls monitor``: gather with check's engine, judge, alert.
+
+One run: for every configured domain, :class:`~smtptls.check.gather.Gatherer` gathers
+the facts ``smtptls check`` gathers and :func:`~smtptls.check.evaluate.evaluate` judges
+them; the certificate of ``mta-sts.<domain>`` is read in a verified TLS handshake; the
+staged next certificates are read from disk. :func:`smtptls.monitor.rules.judge`
+decides the alerts (pure); an :class:`~smtptls.services.alerts.AlertDispatcher` sends
+each condition once through the ``[alerts]`` channels. The service repeats runs every
+``monitor.interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from smtptls.check.evaluate import evaluate
+from smtptls.check.facts import CertFacts, cert_facts
+from smtptls.check.gather import CheckOptions, Gatherer
+from smtptls.config import Config
+from smtptls.dane.publish import MAX_INPUT, load_certificates
+from smtptls.errors import ConfigError, DaneError
+from smtptls.logs import get_logger
+from smtptls.monitor.rules import DomainState, Judgement, RunFacts, judge
+from smtptls.monitor.state import MonitorState
+from smtptls.net.protocols import Resolver
+from smtptls.services.alerts import Alert, AlertDispatcher, DispatchResult
+
+__all__ = ["MonitorRun", "check_options", "load_staged", "policy_host_cert", "run_forever",
+           "run_once"]
+
+_log = get_logger("monitor")
+
+#: Seconds for the TLS handshake with the policy host (RFC 8461 §3.3 fetch budget).
+POLICY_TLS_TIMEOUT = 10.0
+#: Domains one configuration may watch (every run checks each of them).
+MAX_DOMAINS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorRun:
+    """One run: the judgement per domain, and what the dispatcher did."""
+
+    judgements: Mapping[str, Judgement]
+    dispatch: DispatchResult
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        return tuple(a for j in self.judgements.values() for a in j.alerts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "smtptls.monitor/1",
+                "domains": [{"domain": d, "judged": j.judged,
+                             "alerts": [a.to_dict() for a in j.alerts]}
+                            for d, j in self.judgements.items()],
+                "sent": [a.to_dict() for a in self.dispatch.sent],
+                "failed": [{"code": a.code, "domain": a.domain, "channel": ch, "error": err}
+                           for a, ch, err in self.dispatch.failed],
+                "suppressed": self.dispatch.suppressed,
+                "cleared": list(self.dispatch.cleared)}
+
+
+def check_options(cfg: Config) -> CheckOptions:
+    mon = cfg.monitor
+    return CheckOptions(dns=cfg.dns, ca_file=cfg.fetch.ca_file, smtp=mon.smtp,
+                        timeout=mon.timeout, domain_timeout=max(mon.timeout * 4, 60.0))
+
+
+def load_staged(staged: Mapping[str, str]) -> dict[str, tuple[bytes, ...]]:
+    """The staged next chains (PEM files, leaf first) as DER, per MX host name."""
+    out: dict[str, tuple[bytes, ...]] = {}
+    for host, name in staged.items():
+        key = f"monitor.staged.{host}"
+        try:
+            with Path(name).open("rb") as f:
+                data = f.read(MAX_INPUT + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name}: {exc.strerror}", key=key) from None
+        if len(data) > MAX_INPUT:
+            raise ConfigError(f"{name}: larger than {MAX_INPUT} bytes", key=key)
+        try:
+            certs = load_certificates(data)
+        except DaneError as exc:
+            raise ConfigError(f"{name}: {exc}", key=key) from None
+        if not certs:
+            raise ConfigError(f"{name}: no certificate found", key=key)
+        out[host] = tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    return out
+
+
+async def policy_host_cert(resolver: Resolver, domain: str,
+                           ca_file: str | None) -> CertFacts | None:
+    """The leaf certificate of ``mta-sts.<domain>``:443, from a verified handshake.
+
+    None when there is no address or the handshake fails: check's policy fetch findings
+    say why (``mta-sts.policy-tls`` and the like)."""
+    name = f"mta-sts.{domain}"
+    answer = await resolver.try_query(name, "A")
+    if not answer.records:
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    for address in list(answer.records)[:2]:
+        writer = None
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(
+                str(address), 443, ssl=context, server_hostname=name), POLICY_TLS_TIMEOUT)
+            obj = writer.get_extra_info("ssl_object")
+            der = obj.getpeercert(binary_form=True) if obj is not None else None
+            if der:
+                return cert_facts(der)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            _log.info("policy host handshake failed", host=name, address=str(address),
+                      error=str(exc)[:200])
+        finally:
+            if writer is not None:
+                writer.close()
+    return None
+
+
+async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState, *,
+                   gatherer: Gatherer | None = None,
+                   clock: Callable[[], dt.datetime] | None = None) -> MonitorRun:
+    """Check every configured domain once, judge, dispatch, and keep the state."""
+    mon = cfg.monitor
+    if not mon.domains:
+        raise ConfigError("no domains to watch", key="monitor.domains")
+    if len(mon.domains) > MAX_DOMAINS:
+        raise ConfigError(f"at most {MAX_DOMAINS} domains", key="monitor.domains")
+    staged = load_staged(mon.staged)
+    previous = store.load()
+    new_state: dict[str, DomainState] = dict(previous)
+    judgements: dict[str, Judgement] = {}
+    own = gatherer is None
+    g = gatherer or Gatherer(check_options(cfg), clock=clock)
+    try:
+        for domain in mon.domains:
+            facts = await g.gather(domain)
+            report = evaluate(facts)
+            cert = None
+            if facts.sts_txt is not None and facts.sts_txt.records:
+                cert = await policy_host_cert(g.resolver, facts.domain, cfg.fetch.ca_file)
+            judgement = judge(RunFacts(facts, report, staged, cert, mon.warn_days),
+                              previous.get(facts.domain))
+            judgements[facts.domain] = judgement
+            new_state[facts.domain] = judgement.state
+            if not judgement.judged:
+                _log.warning("monitor run not judged (lookup failed or time limit)",
+                             domain=facts.domain)
+    finally:
+        if own:
+            await g.close()
+    store.save(new_state)
+    result = await dispatcher.dispatch(a for j in judgements.values() for a in j.alerts)
+    return MonitorRun(judgements, result)
+
+
+async def run_forever(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState, *,
+                      stop: asyncio.Event | None = None) -> None:
+    """Run every ``monitor.interval`` seconds until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            run = await run_once(cfg, dispatcher, store)
+            _log.info("monitor run", alerts=len(run.alerts), sent=len(run.dispatch.sent))
+        except ConfigError:
+            raise
+        except Exception as exc:  # one failed run never ends the service
+            _log.error("monitor run failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        try:
+            await asyncio.wait_for(stop.wait(), cfg.monitor.interval)
+        except TimeoutError:
+            pass
