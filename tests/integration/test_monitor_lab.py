@@ -1,0 +1,119 @@
+"""``smtptls monitor --once --json`` against lab domains, alerts to a real webhook receiver.
+
+The lab's certificates are valid for 90 days, so ``warn_days = 100`` makes each of them
+"expiring". One domain's policy body is then changed in the lab while its ``_mta-sts``
+id stays (RFC 8461 §3.1), and one domain has a staged certificate with a new key that
+its TLSA RRset does not cover (RFC 7671 §8.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from smtptls.dane.publish import tlsa_from_cert
+from tests.lab import LabDomain, LabMx, PolicyHost
+
+pytestmark = pytest.mark.lab
+
+N, S = "insecure.test", "secure.test"
+EXPIRING = f"mon-expiring.{N}"
+IDCHANGE = f"mon-idchange.{N}"
+ROLLOVER = f"mon-rollover.{S}"
+
+
+def _body(domain: str, max_age: int = 604800) -> str:
+    return f"version: STSv1\nmode: enforce\nmx: mx1.{domain}\nmax_age: {max_age}\n"
+
+
+def _domain(name: str, *, max_age: int = 604800, tlsa: list[str] | None = None) -> LabDomain:
+    return LabDomain(name, mx=[LabMx(f"mx1.{name}", tlsa=tlsa or [])],
+                     txt={"_mta-sts": ["v=STSv1; id=20261201T000000"]},
+                     policy=PolicyHost(body=_body(name, max_age)))
+
+
+@pytest.fixture
+async def webhook():
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield received, f"http://{host}:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+async def _monitor(config: Path) -> tuple[int, dict]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "smtptls", "monitor", "--once", "--json", "--config",
+        str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode in (0, 1), err.decode()
+    return proc.returncode, json.loads(out)
+
+
+def _alerts(doc: dict, domain: str) -> dict[tuple[str, str], dict]:
+    entry = next(d for d in doc["domains"] if d["domain"] == domain)
+    assert entry["judged"] is True
+    return {(a["code"], a["subject"]): a for a in entry["alerts"]}
+
+
+async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp_path):
+    received, url = webhook
+    await asyncio.to_thread(lab.add, _domain(EXPIRING), _domain(IDCHANGE),
+                            _domain(ROLLOVER, tlsa=["3 1 1 auto"]))
+    # the renewal: a new key (another name set, so not the cached chain the MX serves)
+    staged = lab.issue([f"mx1.{ROLLOVER}", f"next.{ROLLOVER}"], "good")
+    config = tmp_path / "smtptls.toml"
+    config.write_text(
+        f'[dns]\nnameservers = ["{lab.resolver[0]}"]\nport = {lab.resolver[1]}\n'
+        f'[fetch]\nca_file = "{lab.ca_file}"\n'
+        f'[alerts]\nlog = false\nwebhook_url = "{url}"\n'
+        f'state_path = "{tmp_path / "alerts.json"}"\n'
+        f'[monitor]\ndomains = ["{EXPIRING}", "{IDCHANGE}", "{ROLLOVER}"]\n'
+        f'warn_days = 100\ntimeout = 10.0\nstate_path = "{tmp_path / "monitor.json"}"\n'
+        f'[monitor.staged]\n"mx1.{ROLLOVER}" = "{staged.chain_file}"\n')
+
+    code, first = await _monitor(config)
+    assert code == 1 and first["schema"] == "smtptls.monitor/1"
+    got = _alerts(first, EXPIRING)
+    mx_cert = [a for (c, s), a in got.items()
+               if c == "monitor.cert-expiring" and s.startswith(f"mx1.{EXPIRING} [")]
+    assert len(mx_cert) == 1 and mx_cert[0]["fix"]
+    policy_cert = got[("monitor.cert-expiring", f"mta-sts.{EXPIRING}")]
+    assert "policy host" in policy_cert["message"] and policy_cert["fix"]
+    rollover = _alerts(first, ROLLOVER)[("monitor.tlsa-next-not-covered", f"mx1.{ROLLOVER}")]
+    assert rollover["fix"] == (f"_25._tcp.mx1.{ROLLOVER}. IN TLSA "
+                               f"{tlsa_from_cert(staged.leaf).to_text()}")
+    assert "monitor.policy-id-unchanged" not in {c for c, _ in _alerts(first, IDCHANGE)}
+    sent_first = {(a["alert"]["domain"], a["alert"]["code"], a["alert"]["subject"])
+                  for a in received}
+    assert len(sent_first) == len(received) == len(first["sent"])
+    assert (EXPIRING, "monitor.cert-expiring", f"mta-sts.{EXPIRING}") in sent_first
+
+    # RFC 8461 §3.1: the body changes, the id does not
+    await asyncio.to_thread(lab.add, _domain(IDCHANGE, max_age=1209600))
+    received.clear()
+    code, second = await _monitor(config)
+    assert code == 1
+    changed = _alerts(second, IDCHANGE)[("monitor.policy-id-unchanged", f"_mta-sts.{IDCHANGE}")]
+    assert "id=20261201T000000" in changed["message"] and "v=STSv1; id=" in changed["fix"]
+    # only the new condition reaches the webhook: the others were sent by the first run
+    assert [(a["alert"]["domain"], a["alert"]["code"]) for a in received] == [
+        (IDCHANGE, "monitor.policy-id-unchanged")]
+    assert second["suppressed"] >= len(sent_first)
