@@ -19,6 +19,8 @@ Rules, each ahead of the failure it names:
 - ``monitor.policy-id-unchanged``: the policy body changed while the ``_mta-sts``
   record's id did not, so senders holding the old policy never fetch the new one
   (RFC 8461 §3.1). The alert lasts until the id changes.
+- ``monitor.rua-unreachable``: a TLSRPT ``rua`` destination that cannot take reports
+  (RFC 8460 §5.3, §5.4): check's ``tlsrpt.rua-*-unreachable`` findings, with their fix.
 - ``monitor.worse``: a warning or error finding of ``check`` that is new or more
   severe than at the last run.
 
@@ -132,6 +134,7 @@ def judge(run: RunFacts, previous: DomainState | None) -> Judgement:
     alerts += coverage_alerts(run)
     policy_alerts, policy_state = policy_change(run, previous)
     alerts += policy_alerts
+    alerts += rua_alerts(run.report)
     alerts += worse_alerts(run.report, previous)
     alerts = [replace(a, last_seen=when) for a in alerts]
     findings = {_key(f): f.severity.value for f in run.report.findings
@@ -292,6 +295,18 @@ def policy_change(run: RunFacts, previous: DomainState | None
                    f"the MTA-STS policy changed but {owner} still says id={stale}: senders "
                    "that cached the old policy keep it until max_age runs out",
                    f'{owner}. IN TXT "v=STSv1; id=<a new id, e.g. the date and time>"')], state
+
+
+# --- TLSRPT --------------------------------------------------------------------------------
+
+_RUA_FINDINGS = ("tlsrpt.rua-mail-unreachable", "tlsrpt.rua-https-unreachable")
+
+
+def rua_alerts(report: CheckReport) -> list[Alert]:
+    """RFC 8460 §5.3, §5.4: reports sent to an unreachable ``rua`` are lost."""
+    return [Alert(severity=Severity.WARNING, domain=report.domain,
+                  code="monitor.rua-unreachable", subject=f.subject, message=f.message,
+                  fix=f.fix or "") for f in report.findings if f.code in _RUA_FINDINGS]
 
 
 # --- findings that got worse ----------------------------------------------------------------

@@ -162,18 +162,25 @@ async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState
 
 
 async def run_forever(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState, *,
-                      stop: asyncio.Event | None = None) -> None:
-    """Run every ``monitor.interval`` seconds until ``stop`` is set."""
+                      stop: asyncio.Event | None = None, gatherer: Gatherer | None = None,
+                      runs: int | None = None) -> int:
+    """Run every ``monitor.interval`` seconds until ``stop`` is set (or ``runs`` runs
+    are done); returns the number of runs."""
     stop = stop or asyncio.Event()
-    while not stop.is_set():
+    done = 0
+    while not stop.is_set() and (runs is None or done < runs):
+        done += 1
         try:
-            run = await run_once(cfg, dispatcher, store)
+            run = await run_once(cfg, dispatcher, store, gatherer=gatherer)
             _log.info("monitor run", alerts=len(run.alerts), sent=len(run.dispatch.sent))
         except ConfigError:
             raise
         except Exception as exc:  # one failed run never ends the service
             _log.error("monitor run failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        if runs is not None and done >= runs:
+            break
         try:
             await asyncio.wait_for(stop.wait(), cfg.monitor.interval)
         except TimeoutError:
             pass
+    return done

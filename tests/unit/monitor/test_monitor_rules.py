@@ -246,3 +246,17 @@ def test_malformed_state_entry_is_a_typed_error(bad):
     from smtptls.errors import SmtpTlsError
     with pytest.raises(SmtpTlsError):
         DomainState.from_dict(bad)
+
+
+# --- TLSRPT rua ----------------------------------------------------------------------------------
+
+
+@pytest.mark.rfc
+def test_rfc8460_5_3_unreachable_rua_alerts_with_checks_fix():
+    from smtptls.check.facts import RuaFacts
+    uri = "mailto:tlsrpt@nowhere.example"
+    f = facts(tlsrpt=(f"v=TLSRPTv1; rua={uri}",),
+              rua=(RuaFacts(uri, "mailto", False, "no MX for nowhere.example"),))
+    alert = _one(_run(f), "monitor.rua-unreachable")
+    check = [x for x in evaluate(f).findings if x.code == "tlsrpt.rua-mail-unreachable"]
+    assert alert.subject == uri and alert.fix == check[0].fix and alert.fix
