@@ -25,14 +25,17 @@ N, S = "insecure.test", "secure.test"
 EXPIRING = f"mon-expiring.{N}"
 IDCHANGE = f"mon-idchange.{N}"
 ROLLOVER = f"mon-rollover.{S}"
+UNCOVERED = f"mon-uncovered.{N}"
 
 
 def _body(domain: str, max_age: int = 604800) -> str:
     return f"version: STSv1\nmode: enforce\nmx: mx1.{domain}\nmax_age: {max_age}\n"
 
 
-def _domain(name: str, *, max_age: int = 604800, tlsa: list[str] | None = None) -> LabDomain:
-    return LabDomain(name, mx=[LabMx(f"mx1.{name}", tlsa=tlsa or [])],
+def _domain(name: str, *, max_age: int = 604800, tlsa: list[str] | None = None,
+            extra_mx: tuple[str, ...] = ()) -> LabDomain:
+    return LabDomain(name, mx=[LabMx(f"mx1.{name}", tlsa=tlsa or []),
+                               *(LabMx(m, pref=20) for m in extra_mx)],
                      txt={"_mta-sts": ["v=STSv1; id=20261201T000000"]},
                      policy=PolicyHost(body=_body(name, max_age)))
 
@@ -76,7 +79,8 @@ def _alerts(doc: dict, domain: str) -> dict[tuple[str, str], dict]:
 async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp_path):
     received, url = webhook
     await asyncio.to_thread(lab.add, _domain(EXPIRING), _domain(IDCHANGE),
-                            _domain(ROLLOVER, tlsa=["3 1 1 auto"]))
+                            _domain(ROLLOVER, tlsa=["3 1 1 auto"]),
+                            _domain(UNCOVERED, extra_mx=(f"mx2.{UNCOVERED}",)))
     # the renewal: a new key (another name set, so not the cached chain the MX serves)
     staged = lab.issue([f"mx1.{ROLLOVER}", f"next.{ROLLOVER}"], "good")
     config = tmp_path / "smtptls.toml"
@@ -85,7 +89,7 @@ async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp
         f'[fetch]\nca_file = "{lab.ca_file}"\n'
         f'[alerts]\nlog = false\nwebhook_url = "{url}"\n'
         f'state_path = "{tmp_path / "alerts.json"}"\n'
-        f'[monitor]\ndomains = ["{EXPIRING}", "{IDCHANGE}", "{ROLLOVER}"]\n'
+        f'[monitor]\ndomains = ["{EXPIRING}", "{IDCHANGE}", "{ROLLOVER}", "{UNCOVERED}"]\n'
         f'warn_days = 100\ntimeout = 10.0\nstate_path = "{tmp_path / "monitor.json"}"\n'
         f'[monitor.staged]\n"mx1.{ROLLOVER}" = "{staged.chain_file}"\n')
 
@@ -100,6 +104,9 @@ async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp
     rollover = _alerts(first, ROLLOVER)[("monitor.tlsa-next-not-covered", f"mx1.{ROLLOVER}")]
     assert rollover["fix"] == (f"_25._tcp.mx1.{ROLLOVER}. IN TLSA "
                                f"{tlsa_from_cert(staged.leaf).to_text()}")
+    # RFC 8461 §4.1: an MX added outside the enforced policy, before any sender fails
+    uncovered = _alerts(first, UNCOVERED)[("monitor.mx-not-covered", f"mx2.{UNCOVERED}")]
+    assert uncovered["severity"] == "critical" and uncovered["fix"] == f"mx: mx2.{UNCOVERED}"
     assert "monitor.policy-id-unchanged" not in {c for c, _ in _alerts(first, IDCHANGE)}
     sent_first = {(a["alert"]["domain"], a["alert"]["code"], a["alert"]["subject"])
                   for a in received}

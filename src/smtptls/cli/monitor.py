@@ -14,6 +14,7 @@ import sys
 
 from smtptls import config
 from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
+from smtptls.errors import ConfigError
 
 HELP = "watch own domains: alert before certificates, TLSA or MTA-STS break mail"
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from smtptls.services.alerts import dispatcher_from_config
 
     cfg = config.load(args.config)
+    if not cfg.monitor.domains:
+        raise ConfigError("no domains to watch: set monitor.domains", key="monitor.domains")
     require_ca_file(cfg.fetch.ca_file)
     require_resolver(cfg.dns)
     dispatcher = dispatcher_from_config(cfg.alerts)
