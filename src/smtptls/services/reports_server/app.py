@@ -75,6 +75,8 @@ class ConsoleSettings:
     domains: tuple[str, ...] = ()
     rua: tuple[str, ...] = ()
     stale_days: int = 3
+    #: runs ``smtptls check`` for an own domain (:mod:`.own_check`); None: no button
+    check: Callable[[str], Awaitable[str]] | None = None
 
 
 VIEW_KEY = web.AppKey("console", ConsoleSettings)
@@ -286,6 +288,23 @@ async def domain_handler(request: web.Request) -> web.Response:
     return _html(views.domain_page(page))
 
 
+async def check_handler(request: web.Request) -> web.Response:
+    """POST ``name=<own domain>``: run ``smtptls check`` for it and show the report."""
+    view = request.app[VIEW_KEY]
+    form = await request.post()
+    name = str(form.get("name", ""))[:255].strip().lower().rstrip(".")
+    if view.check is None or name not in view.domains:
+        # only configured own domains: no target ever comes from the browser
+        return _html(dashboard.not_found_page("not one of the configured own domains"), 404)
+    from smtptls.services.reports_server.own_check import CheckBusy
+
+    try:
+        text = await view.check(name)
+    except CheckBusy:
+        return _html(dashboard.not_found_page("a check is running; try again shortly"), 429)
+    return _html(views.check_page(name, text))
+
+
 def _date_arg(text: str | None) -> date | None:
     if not text:
         return None
@@ -383,6 +402,7 @@ def create_app(
         app.router.add_post(path, intake_handler)
     app.router.add_get("/", index_handler)
     app.router.add_get("/domain", domain_handler)
+    app.router.add_post("/domain/check", check_handler)
     app.router.add_get("/reports", reports_handler)
     app.router.add_get("/report/{pk}", report_handler)
     app.router.add_get("/quarantine", quarantine_handler)

@@ -28,6 +28,7 @@ from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
 from smtptls.services.reports_server.mail import start_mail_listener
 from smtptls.services.reports_server.metrics import IntakeMetrics
+from smtptls.services.reports_server.own_check import make_own_check
 from smtptls.store.open import open_report_store
 from smtptls.store.reports_base import ReportStore
 
@@ -148,7 +149,9 @@ class ReportsService:
                                  failure_page_size=cfg.failure_page_size,
                                  console=ConsoleSettings(
                                      domains=tuple(d.lower().rstrip(".") for d in cfg.domains),
-                                     rua=cfg.rua, stale_days=cfg.stale_days))
+                                     rua=cfg.rua, stale_days=cfg.stale_days,
+                                     check=make_own_check(self.config) if cfg.domains
+                                     else None))
                 self._runner = web.AppRunner(app, access_log=None)
                 await self._runner.setup()
                 ssl_ctx = (_tls_context(self.options.tls_cert, self.options.tls_key)

@@ -289,6 +289,13 @@ def _failures(v: DomainView) -> str:
                  numeric={6}, css_id="failures", empty="no failures reported in this window")
 
 
+def check_page(domain: str, text: str) -> str:
+    """The report of ``smtptls check`` for an own domain, run from its page."""
+    back = f'<p><a href="/domain?name={e(domain)}">Back to {e(domain)}</a></p>'
+    return layout(f"smtptls check {domain_label(domain)}",
+                  f'{back}<pre id="check-report">{e(text)}</pre>')
+
+
 def domain_page(v: DomainView) -> str:
     s = v.summary
     keep = {"name": v.domain}
@@ -296,11 +303,13 @@ def domain_page(v: DomainView) -> str:
     label = domain_label(v.domain)
     days = [(e(d.day.isoformat()), str(d.reports), str(d.successful), failed_text(d.failed),
              rate_text(d.successful, d.failed)) for d in reversed(s.days)]
+    check = (f'<form id="check" method="post" action="/domain/check">Check the live setup: '
+             f'<input type="hidden" name="name" value="{e(v.domain)}">'
+             '<button type="submit">run smtptls check now</button> '
+             f"(or <code>smtptls check {e(v.domain)}</code>)</form>" if v.own else "")
     if s.reports == 0 and not v.last_seen:
         return layout(f"Policy domain {label}", window_nav(v.window, "/domain", **keep)
-                      + empty_state([v.domain], v.rua))
-    check = (f'<p id="check">Check the live setup: <code>smtptls check {e(v.domain)}</code>'
-             "</p>" if v.own else "")
+                      + check + empty_state([v.domain], v.rua))
     more = ReportFilter(domain=v.domain, start=v.window.start, end=v.window.end)
     hint = ""
     if s.reports == 0 and v.last_seen:
