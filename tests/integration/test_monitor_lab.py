@@ -124,3 +124,21 @@ async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp
     assert [(a["alert"]["domain"], a["alert"]["code"]) for a in received] == [
         (IDCHANGE, "monitor.policy-id-unchanged")]
     assert second["suppressed"] >= len(sent_first)
+
+
+async def test_policy_bodies_fetched_from_each_address_of_the_policy_host(lab):
+    """Each address is fetched on its own (pinned), with RFC 8461 §3.3's request; one
+    that does not answer is left out (check reports the failure)."""
+    from smtptls.config import FetchConfig
+    from smtptls.monitor.rules import policy_digest
+    from smtptls.monitor.runner import policy_bodies
+    from smtptls.net.memory import MemoryResolver
+
+    domain = f"mon-bodies.{N}"
+    await asyncio.to_thread(lab.add, _domain(domain))
+    dead = f"127.{lab.net.n}.254.254"
+    dns = MemoryResolver()
+    dns.set(f"mta-sts.{domain}", "A", lab.policy_address, dead)
+    got = await policy_bodies(dns, domain, FetchConfig(ca_file=str(lab.ca_file),
+                                                      connect_timeout=2.0, total_timeout=5.0))
+    assert got == {lab.policy_address: policy_digest(_body(domain))}

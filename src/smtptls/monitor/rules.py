@@ -19,6 +19,9 @@ Rules, each ahead of the failure it names:
 - ``monitor.policy-id-unchanged``: the policy body changed while the ``_mta-sts``
   record's id did not, so senders holding the old policy never fetch the new one
   (RFC 8461 §3.1). The alert lasts until the id changes.
+- ``monitor.policy-hosts-differ``: the addresses of ``mta-sts.<domain>`` serve
+  different policy bodies, so what a sender caches depends on the address it reached
+  (RFC 8461 §3.3).
 - ``monitor.rua-unreachable``: a TLSRPT ``rua`` destination that cannot take reports
   (RFC 8460 §5.3, §5.4): check's ``tlsrpt.rua-*-unreachable`` findings, with their fix.
 - ``monitor.worse``: a warning or error finding of ``check`` that is new or more
@@ -112,6 +115,7 @@ class RunFacts:
     staged: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # MX -> DER chain
     policy_cert: CertFacts | None = None  # leaf of mta-sts.<domain>, None if not fetched
     warn_days: int = DEFAULT_WARN_DAYS
+    policy_bodies: Mapping[str, str] = field(default_factory=dict)  # address -> body digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,7 @@ def judge(run: RunFacts, previous: DomainState | None) -> Judgement:
     alerts += coverage_alerts(run)
     policy_alerts, policy_state = policy_change(run, previous)
     alerts += policy_alerts
+    alerts += policy_host_alerts(run)
     alerts += rua_alerts(run.report)
     alerts += worse_alerts(run.report, previous)
     alerts = [replace(a, last_seen=when) for a in alerts]
@@ -295,6 +300,23 @@ def policy_change(run: RunFacts, previous: DomainState | None
                    f"the MTA-STS policy changed but {owner} still says id={stale}: senders "
                    "that cached the old policy keep it until max_age runs out",
                    f'{owner}. IN TXT "v=STSv1; id=<a new id, e.g. the date and time>"')], state
+
+
+def policy_host_alerts(run: RunFacts) -> list[Alert]:
+    """RFC 8461 §3.3: every address of the policy host must serve the same policy."""
+    bodies = run.policy_bodies
+    if len(set(bodies.values())) < 2:
+        return []
+    name = f"mta-sts.{run.facts.domain}"
+    groups: dict[str, list[str]] = {}
+    for address, digest in sorted(bodies.items()):
+        groups.setdefault(digest, []).append(address)
+    shown = "; ".join(", ".join(a) for a in groups.values())
+    return [_alert(run.facts, Severity.WARNING, "monitor.policy-hosts-differ", name,
+                   f"the addresses of {name} serve {len(groups)} different policy bodies "
+                   f"({shown}): senders cache whichever they reach",
+                   f"serve one policy file from every address of {name}, then publish a "
+                   "new id in _mta-sts")]
 
 
 # --- TLSRPT --------------------------------------------------------------------------------

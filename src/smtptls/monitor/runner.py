@@ -24,17 +24,19 @@ from cryptography.hazmat.primitives import serialization
 from smtptls.check.evaluate import evaluate
 from smtptls.check.facts import CertFacts, cert_facts
 from smtptls.check.gather import CheckOptions, Gatherer
-from smtptls.config import Config
+from smtptls.config import Config, FetchConfig
 from smtptls.dane.publish import MAX_INPUT, load_certificates
-from smtptls.errors import ConfigError, DaneError
+from smtptls.errors import ConfigError, DaneError, SmtpTlsError
 from smtptls.logs import get_logger
-from smtptls.monitor.rules import DomainState, Judgement, RunFacts, judge
+from smtptls.monitor.rules import DomainState, Judgement, RunFacts, judge, policy_digest
 from smtptls.monitor.state import MonitorState
+from smtptls.net.dns import Answer
+from smtptls.net.https import fetch_policy
 from smtptls.net.protocols import Resolver
 from smtptls.services.alerts import Alert, AlertDispatcher, DispatchResult
 
-__all__ = ["MonitorRun", "check_options", "load_staged", "policy_host_cert", "run_forever",
-           "run_once"]
+__all__ = ["MonitorRun", "check_options", "load_staged", "policy_bodies", "policy_host_cert",
+           "run_forever", "run_once"]
 
 _log = get_logger("monitor")
 
@@ -42,6 +44,60 @@ _log = get_logger("monitor")
 POLICY_TLS_TIMEOUT = 10.0
 #: Domains one configuration may watch (every run checks each of them).
 MAX_DOMAINS = 1000
+#: Addresses of the policy host fetched one by one to compare their bodies.
+MAX_POLICY_ADDRESSES = 4
+
+
+class _PinnedResolver:
+    """A :class:`Resolver` that answers one name's A query with one address (and no
+    AAAA), so that a fetch reaches exactly that address; every other query goes to
+    ``base``."""
+
+    def __init__(self, base: Resolver, name: str, address: str) -> None:
+        self._base, self._name, self._address = base, name.lower().rstrip("."), address
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        if name.lower().rstrip(".") == self._name and rdtype in ("A", "AAAA"):
+            real = await self._base.try_query(name, "A")
+            records = (self._address,) if rdtype == "A" else ()
+            return Answer(self._name, rdtype, records, real.security, ttl=real.ttl)
+        return await self._base.query(name, rdtype)
+
+    async def try_query(self, name: str, rdtype: str) -> Answer:
+        if name.lower().rstrip(".") == self._name and rdtype in ("A", "AAAA"):
+            return await self.query(name, rdtype)
+        return await self._base.try_query(name, rdtype)
+
+    async def txt(self, name: str) -> Answer:
+        return await self.query(name, "TXT")
+
+    async def a(self, name: str) -> Answer:
+        return await self.query(name, "A")
+
+    async def aaaa(self, name: str) -> Answer:
+        return await self.query(name, "AAAA")
+
+
+async def policy_bodies(resolver: Resolver, domain: str,
+                        fetch: FetchConfig) -> dict[str, str]:
+    """The policy body digest served by each address of ``mta-sts.<domain>`` (only
+    when it has several; a failed fetch is left out: check reports it)."""
+    name = f"mta-sts.{domain}"
+    answer = await resolver.try_query(name, "A")
+    addresses = [str(a) for a in answer.records][:MAX_POLICY_ADDRESSES]
+    if len(addresses) < 2:
+        return {}
+    out: dict[str, str] = {}
+    for address in addresses:
+        try:
+            got = await fetch_policy(domain, config=fetch,
+                                     resolver=_PinnedResolver(resolver, name, address))
+        except SmtpTlsError as exc:
+            _log.info("policy fetch from one address failed", host=name, address=address,
+                      error=str(exc)[:200])
+            continue
+        out[address] = policy_digest(got.text)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +199,12 @@ async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState
         for domain in mon.domains:
             facts = await g.gather(domain)
             report = evaluate(facts)
-            cert = None
+            cert, bodies = None, {}
             if facts.sts_txt is not None and facts.sts_txt.records:
                 cert = await policy_host_cert(g.resolver, facts.domain, cfg.fetch.ca_file)
-            judgement = judge(RunFacts(facts, report, staged, cert, mon.warn_days),
+                bodies = await policy_bodies(g.resolver, facts.domain, g.options.fetch)
+            judgement = judge(RunFacts(facts, report, staged=staged, policy_cert=cert,
+                                       warn_days=mon.warn_days, policy_bodies=bodies),
                               previous.get(facts.domain))
             judgements[facts.domain] = judgement
             new_state[facts.domain] = judgement.state

@@ -260,3 +260,21 @@ def test_rfc8460_5_3_unreachable_rua_alerts_with_checks_fix():
     alert = _one(_run(f), "monitor.rua-unreachable")
     check = [x for x in evaluate(f).findings if x.code == "tlsrpt.rua-mail-unreachable"]
     assert alert.subject == uri and alert.fix == check[0].fix and alert.fix
+
+
+# --- policy hosts --------------------------------------------------------------------------------
+
+
+@pytest.mark.rfc
+@pytest.mark.parametrize(("bodies", "alerts"), [
+    pytest.param({}, False, id="one-address-not-compared"),
+    pytest.param({"192.0.2.3": "a", "192.0.2.4": "a"}, False, id="same-body"),
+    pytest.param({"192.0.2.3": "a", "192.0.2.4": "b"}, True, id="different-bodies"),
+])
+def test_rfc8461_3_3_every_policy_host_address_serves_one_policy(bodies, alerts):
+    j = _run(facts(sts=STS), policy_bodies=bodies)
+    assert ("monitor.policy-hosts-differ" in _codes(j)) is alerts
+    if alerts:
+        alert = _one(j, "monitor.policy-hosts-differ")
+        assert "192.0.2.3" in alert.message and "192.0.2.4" in alert.message
+        assert alert.subject == "mta-sts.example.com"
