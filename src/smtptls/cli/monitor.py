@@ -35,7 +35,7 @@ exit status (--once): 0 no alert active; 1 some alert active; 2 usage or error.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("monitor", help=HELP, formatter_class=Formatter, epilog=EPILOG,
                        description="Check the configured own domains with the engine of "
-                       "'smtptls check' and alert, with the fix, when something is wrong "
+                       "'smtptls check' and alert,\nwith the fix, when something is wrong "
                        "or will be.")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--once", action="store_true", help="one run, then exit (for cron)")
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from smtptls.monitor.state import FileMonitorState
     from smtptls.services.alerts import dispatcher_from_config
 
+    if args.json and not args.once:
+        raise ConfigError("--json needs --once (the service logs its runs)")
     cfg = config.load(args.config)
     if not cfg.monitor.domains:
         raise ConfigError("no domains to watch: set monitor.domains", key="monitor.domains")

@@ -22,3 +22,17 @@ def test_bad_monitor_configuration_is_one_line_exit_2(tmp_path, capsys, toml, ne
     out, err = capsys.readouterr()
     assert needle in err and len(err.strip().splitlines()) == 1
     assert json.loads(out)["type"] == "ConfigError"
+
+
+def test_json_without_once_is_a_usage_error(capsys):
+    assert main(["monitor", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "--json needs --once" in err and json.loads(out)["type"] == "ConfigError"
+
+
+def test_help_stays_within_100_columns(capsys):
+    with pytest.raises(SystemExit):
+        main(["monitor", "--help"])
+    out = capsys.readouterr().out
+    assert "smtptls monitor --once" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
