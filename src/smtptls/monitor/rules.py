@@ -141,7 +141,8 @@ def judge(run: RunFacts, previous: DomainState | None) -> Judgement:
     alerts += policy_host_alerts(run)
     alerts += rua_alerts(run.report)
     alerts += worse_alerts(run.report, previous)
-    alerts = [replace(a, last_seen=when) for a in alerts]
+    seen = {a.key: a.first_seen or a.last_seen for a in (previous.alerts if previous else ())}
+    alerts = [replace(a, first_seen=seen.get(a.key) or when, last_seen=when) for a in alerts]
     findings = {_key(f): f.severity.value for f in run.report.findings
                 if not f.code.startswith(_NOT_JUDGED)}
     state = replace(policy_state,

@@ -278,3 +278,12 @@ def test_rfc8461_3_3_every_policy_host_address_serves_one_policy(bodies, alerts)
         alert = _one(j, "monitor.policy-hosts-differ")
         assert "192.0.2.3" in alert.message and "192.0.2.4" in alert.message
         assert alert.subject == "mta-sts.example.com"
+
+
+def test_an_alert_keeps_the_time_it_was_first_seen():
+    p = probe(MX1, not_after=NOW + dt.timedelta(days=3))
+    f = facts(hosts=(host(MX1, probes=(p,)),))
+    first = _run(f)
+    later = replace(f, checked_at=NOW + dt.timedelta(hours=1))
+    alert = _one(_run(later, first.state), "monitor.cert-expiring")
+    assert alert.first_seen == NOW and alert.last_seen == NOW + dt.timedelta(hours=1)
