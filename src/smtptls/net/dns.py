@@ -122,9 +122,9 @@ def normalize_domain(domain: str) -> str:
         else:
             try:
                 ascii_label = idna.encode(label, uts46=True).decode("ascii")
-            except (idna.IDNAError, UnicodeError):
+            except (idna.IDNAError, UnicodeError) as exc:
                 raise InvalidDomainError(f"invalid internationalized label {label!r}",
-                                         name=domain) from None
+                                         name=domain) from exc
         if not _ldh_label(ascii_label):
             raise InvalidDomainError(f"invalid label {label!r}", name=domain)
         out.append(ascii_label)
@@ -253,7 +253,7 @@ def answer_from_response(
     try:
         chain = response.resolve_chaining()
     except (dns.exception.DNSException, KeyError, ValueError) as exc:
-        raise DnsError(f"malformed response: {exc}", name=qname, rdtype=rdtype) from None
+        raise DnsError(f"malformed response: {exc}", name=qname, rdtype=rdtype) from exc
     cnames = tuple(_name_text(rrset[0].target) for rrset in chain.cnames if len(rrset))
     if len(cnames) > config.max_cname_chain:
         raise DnsLimitError(
@@ -286,9 +286,9 @@ def _nameservers(config: DnsConfig) -> list[dns.nameserver.Nameserver]:
         host, port = parse_hostport(entry, config.port)
         try:
             ipaddress.ip_address(host)
-        except ValueError:
+        except ValueError as exc:
             raise ConfigError(f"nameserver must be an IP address, got {entry!r}",
-                              key="dns.nameservers") from None
+                              key="dns.nameservers") from exc
         servers.append(dns.nameserver.Do53Nameserver(host, port))
     return servers
 
@@ -305,7 +305,7 @@ class DnsResolver:
         try:
             resolver = dns.asyncresolver.Resolver(configure=not self.config.nameservers)
         except dns.exception.DNSException as exc:
-            raise DnsError(f"no resolver configuration: {exc}") from None
+            raise DnsError(f"no resolver configuration: {exc}") from exc
         if self.config.nameservers:
             resolver.nameservers = _nameservers(self.config)
         elif self.config.port != 53:
@@ -341,18 +341,18 @@ class DnsResolver:
                 return Answer(qname, rdtype, (), Security.INSECURE, nxdomain=True)
             return answer_from_response(qname, rdtype, response, config=self.config)
         except dns.resolver.NoNameservers as exc:
-            raise _from_no_nameservers(qname, rdtype, exc) from None
-        except dns.exception.Timeout:
+            raise _from_no_nameservers(qname, rdtype, exc) from exc
+        except dns.exception.Timeout as error:
             raise DnsTimeout(f"no answer within {self.config.timeout:g} s", name=qname,
-                             rdtype=rdtype) from None
-        except dns.resolver.YXDOMAIN:
+                             rdtype=rdtype) from error
+        except dns.resolver.YXDOMAIN as error:
             raise DnsError("name too long after DNAME substitution", name=qname,
-                           rdtype=rdtype) from None
+                           rdtype=rdtype) from error
         except dns.exception.DNSException as exc:
-            raise DnsError(f"lookup failed: {exc}", name=qname, rdtype=rdtype) from None
+            raise DnsError(f"lookup failed: {exc}", name=qname, rdtype=rdtype) from exc
         except OSError as exc:
             raise DnsError(f"lookup failed: {exc.strerror or exc}", name=qname,
-                           rdtype=rdtype) from None
+                           rdtype=rdtype) from exc
         return answer_from_response(qname, rdtype, result.response, config=self.config)
 
     async def try_query(self, name: str, rdtype: str) -> Answer:
@@ -409,22 +409,22 @@ class DnsResolver:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException as exc:
             raise ConfigError(f"bad DNSSEC probe name {name!r}: {exc}",
-                              key="dns.dnssec_probe") from None
+                              key="dns.dnssec_probe") from exc
         try:
             result = await self._resolver.resolve(qname, "NS", search=False,
                                                   raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as error:
             raise DnsError(f"resolver {where} says the probe name {name} does not exist; "
-                           "set dns.dnssec_probe to a signed zone") from None
+                           "set dns.dnssec_probe to a signed zone") from error
         except dns.resolver.NoNameservers as exc:
             cause = _from_no_nameservers(name, "NS", exc)
             raise DnsError(f"resolver {where} gave no usable answer for the probe "
-                           f"{name} NS: {cause.message}") from None
-        except dns.exception.Timeout:
+                           f"{name} NS: {cause.message}") from exc
+        except dns.exception.Timeout as error:
             raise DnsTimeout(f"resolver {where} did not answer within "
-                             f"{self.config.timeout:g} s") from None
+                             f"{self.config.timeout:g} s") from error
         except (dns.exception.DNSException, OSError) as exc:
-            raise DnsError(f"resolver {where} cannot be asked: {exc}") from None
+            raise DnsError(f"resolver {where} cannot be asked: {exc}") from exc
         if validating and not result.response.flags & dns.flags.AD:
             raise DnsError(f"resolver {where} does not validate DNSSEC (no AD bit on the "
                            f"signed name {name}); use a validating resolver such as "

@@ -148,7 +148,7 @@ def https_ssl_context(config: FetchConfig) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cafile=config.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise FetchError(f"cannot load CA file {config.ca_file}: {exc}") from None
+        raise FetchError(f"cannot load CA file {config.ca_file}: {exc}") from exc
     ctx.check_hostname = True
     # RFC 8461 §3.3 (RFC 6125): a DNS-ID only, never the subject CN as a fallback
     ctx.hostname_checks_common_name = False
@@ -192,7 +192,7 @@ def _decode(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = body.count(b"\n", 0, exc.start) + 1
-        raise PolicySyntaxError("policy is not valid UTF-8", line=line) from None
+        raise PolicySyntaxError("policy is not valid UTF-8", line=line) from exc
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int, url: str) -> bytes:
@@ -232,30 +232,30 @@ async def fetch_policy_with(session: aiohttp.ClientSession, domain: str,
     except SmtpTlsError:
         raise
     except aiohttp.ClientConnectorCertificateError as exc:
-        raise _tls_error(exc, url) from None
+        raise _tls_error(exc, url) from exc
     except aiohttp.ClientConnectorDNSError as exc:
-        raise _dns_fetch_error(exc, url) from None
+        raise _dns_fetch_error(exc, url) from exc
     except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-        raise _tls_error(exc, url) from None
+        raise _tls_error(exc, url) from exc
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, _ResolveFailed):
-            raise _dns_fetch_error(exc, url) from None
+            raise _dns_fetch_error(exc, url) from exc
         raise FetchError(f"cannot connect: {_short(exc.os_error.strerror or exc.os_error)}",
-                         url=url) from None
-    except TimeoutError:
+                         url=url) from exc
+    except TimeoutError as error:
         raise FetchTimeoutError(
             f"no complete answer within the limits (connect {config.connect_timeout:g} s, "
-            f"total {config.total_timeout:g} s)", url=url) from None
-    except aiohttp.TooManyRedirects:  # pragma: no cover - redirects are never followed
-        raise FetchStatusError("redirect not followed", url=url) from None
+            f"total {config.total_timeout:g} s)", url=url) from error
+    except aiohttp.TooManyRedirects as error:  # pragma: no cover - redirects are never followed
+        raise FetchStatusError("redirect not followed", url=url) from error
     except aiohttp.ClientResponseError as exc:
-        raise FetchError(f"bad HTTP response: {_short(exc.message)}", url=url) from None
+        raise FetchError(f"bad HTTP response: {_short(exc.message)}", url=url) from exc
     except aiohttp.ClientError as exc:
-        raise FetchError(f"HTTP failure: {_short(exc)}", url=url) from None
+        raise FetchError(f"HTTP failure: {_short(exc)}", url=url) from exc
     except OSError as exc:
-        raise FetchError(f"network failure: {_short(exc.strerror or exc)}", url=url) from None
+        raise FetchError(f"network failure: {_short(exc.strerror or exc)}", url=url) from exc
     except (ValueError, LookupError) as exc:  # malformed headers, unknown encodings, ...
-        raise FetchError(f"malformed response: {_short(exc)}", url=url) from None
+        raise FetchError(f"malformed response: {_short(exc)}", url=url) from exc
     return FetchResult(text=text, content_type=content_type, status=status, url=url,
                        elapsed=time.monotonic() - started)
 

@@ -94,7 +94,7 @@ class ImapMailbox:
             ctx = ssl.create_default_context(cafile=self.settings.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the CA file: {exc}", key="reports.imap.ca_file") \
-                from None
+                from exc
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         return ctx
 

@@ -80,11 +80,11 @@ def load_roots(ca_file: str | Path | None = None) -> tuple[x509.Certificate, ...
     try:
         st = path.stat()
     except OSError as exc:
-        raise ConfigError(f"cannot read CA file {path}: {exc.strerror}", key="ca_file") from None
+        raise ConfigError(f"cannot read CA file {path}: {exc.strerror}", key="ca_file") from exc
     try:
         return _roots_cached(str(path), st.st_mtime_ns, st.st_size)
     except OSError as exc:
-        raise ConfigError(f"cannot read CA file {path}: {exc.strerror}", key="ca_file") from None
+        raise ConfigError(f"cannot read CA file {path}: {exc.strerror}", key="ca_file") from exc
 
 
 def _subject(hostname: str) -> x509.DNSName | x509.IPAddress:

@@ -76,7 +76,7 @@ class HttpsDelivery:
             self.ssl = ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CA file {ca_file}: {exc}",
-                              key="tlsrpt.ca_file") from None
+                              key="tlsrpt.ca_file") from exc
         # never disabled: a report is only given to the host the URI names
         self.ssl.check_hostname = True
         self.ssl.verify_mode = ssl.CERT_REQUIRED
@@ -102,10 +102,10 @@ class HttpsDelivery:
                 status = resp.status
         except aiohttp.ClientConnectorCertificateError as exc:
             raise ReportDeliveryError(f"TLS certificate of {uri[:100]} not valid: "
-                                      f"{str(exc)[:200]}", uri=uri) from None
+                                      f"{str(exc)[:200]}", uri=uri) from exc
         except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
             raise ReportDeliveryError(f"HTTPS POST failed: {type(exc).__name__}: "
-                                      f"{str(exc)[:200]}", uri=uri) from None
+                                      f"{str(exc)[:200]}", uri=uri) from exc
         if 200 <= status < 300:
             return f"HTTP {status}"
         # RFC 8460 §5.4: anything but 2xx is a failure; 4xx will not change by retrying,
@@ -139,7 +139,7 @@ class MailDelivery:
                     self.key = f.read(MAX_KEY_FILE + 1)
             except OSError as exc:
                 raise ConfigError(f"cannot read {cfg.dkim_key_file}: {exc.strerror}",
-                                  key="tlsrpt.dkim_key_file") from None
+                                  key="tlsrpt.dkim_key_file") from exc
             if len(self.key) > MAX_KEY_FILE:
                 raise ConfigError("DKIM key file too large", key="tlsrpt.dkim_key_file")
 
@@ -190,13 +190,13 @@ class MailDelivery:
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [c for c, _ in exc.recipients.values()]
             raise ReportDeliveryError(f"relay refused the recipients: {codes}",
-                                      permanent=all(c >= 500 for c in codes)) from None
+                                      permanent=all(c >= 500 for c in codes)) from exc
         except smtplib.SMTPResponseException as exc:
             raise ReportDeliveryError(f"relay answered {exc.smtp_code} {_text(exc.smtp_error)}",
-                                      permanent=exc.smtp_code >= 500) from None
+                                      permanent=exc.smtp_code >= 500) from exc
         except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise ReportDeliveryError(f"SMTP relay {host}:{port}: {type(exc).__name__}: "
-                                      f"{str(exc)[:200]}") from None
+                                      f"{str(exc)[:200]}") from exc
         if refused:
             # some addresses of the URI took it; the others are reported, not retried
             _log.warning("relay refused some recipients", refused=sorted(refused))

@@ -290,7 +290,7 @@ class _OpenSslEngine:
         except self._SSL.WantReadError:
             return False
         except self._SSL.Error as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
         return True
 
     def take_outgoing(self) -> bytes:
@@ -316,13 +316,13 @@ class _OpenSslEngine:
         except self._SSL.ZeroReturnError:
             return b""
         except self._SSL.Error as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
 
     def send(self, data: bytes) -> None:
         try:
             self._conn.sendall(data)
         except self._SSL.Error as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
 
     def close_notify(self) -> None:
         with contextlib.suppress(self._SSL.Error):
@@ -364,7 +364,7 @@ class _StdlibEngine:
         except ssl.SSLWantReadError:
             return False
         except ssl.SSLError as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
         return True
 
     def take_outgoing(self) -> bytes:
@@ -381,13 +381,13 @@ class _StdlibEngine:
         except ssl.SSLZeroReturnError:
             return b""
         except ssl.SSLError as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
 
     def send(self, data: bytes) -> None:
         try:
             self._obj.write(data)
         except ssl.SSLError as exc:
-            raise _tls_failure(exc) from None
+            raise _tls_failure(exc) from exc
 
     def close_notify(self) -> None:
         with contextlib.suppress(ssl.SSLError):
@@ -561,10 +561,10 @@ class _Session:
                     if not data:
                         raise p.fail("connection closed by the server")
                     self.replies.feed(data)
-        except TimeoutError:
-            raise p.fail(f"no complete reply within {self.limits.step_timeout:g}s") from None
+        except TimeoutError as error:
+            raise p.fail(f"no complete reply within {self.limits.step_timeout:g}s") from error
         except ProtocolError as exc:
-            raise p.fail("malformed reply", str(exc)) from None
+            raise p.fail("malformed reply", str(exc)) from exc
         return reply
 
     async def command(self, line: str) -> SmtpReply:
@@ -582,8 +582,8 @@ class _Session:
             async with asyncio.timeout(limits.connect_timeout):
                 reader, writer = await asyncio.open_connection(
                     p.address, p.port, limit=limits.max_line)
-        except TimeoutError:
-            raise p.fail(f"no connection within {limits.connect_timeout:g}s") from None
+        except TimeoutError as exc:
+            raise p.fail(f"no connection within {limits.connect_timeout:g}s") from exc
         p.writer = writer
         p.channel = _Plain(reader, writer)
         p.done(Stage.CONNECT)
@@ -633,8 +633,8 @@ class _Session:
         try:
             async with asyncio.timeout(limits.step_timeout):
                 await tls.handshake(limits.max_handshake_bytes)
-        except TimeoutError:
-            raise p.fail(f"TLS handshake not done within {limits.step_timeout:g}s") from None
+        except TimeoutError as exc:
+            raise p.fail(f"TLS handshake not done within {limits.step_timeout:g}s") from exc
         p.channel = tls
         p.tls_version = tls.engine.version()
         p.cipher = tls.engine.cipher()

@@ -68,7 +68,7 @@ def from_dict(data: Any) -> CachedPolicy:
     except StoreError:
         raise
     except SmtpTlsError as exc:
-        raise StoreError(f"cache entry is invalid: {exc}") from None
+        raise StoreError(f"cache entry is invalid: {exc}") from exc
 
 
 def decode(raw: str | bytes) -> CachedPolicy:
@@ -77,7 +77,7 @@ def decode(raw: str | bytes) -> CachedPolicy:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise StoreError(f"cache entry is not JSON: {exc}") from None
+        raise StoreError(f"cache entry is not JSON: {exc}") from exc
     return from_dict(data)
 
 

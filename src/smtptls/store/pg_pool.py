@@ -60,7 +60,7 @@ class PgPoolStore:
             await pool.open(wait=True, timeout=self.timeout)
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL {self.what}: {exc}") from None
+            raise StoreError(f"cannot connect to PostgreSQL {self.what}: {exc}") from exc
         self._pool = pool
         try:
             async with pool.connection() as conn, conn.transaction():
@@ -75,7 +75,7 @@ class PgPoolStore:
                         await conn.execute(statement)
         except (PoolTimeout, psycopg.Error) as exc:
             await self.close()
-            raise StoreError(f"cannot create the {self.what} schema: {exc}") from None
+            raise StoreError(f"cannot create the {self.what} schema: {exc}") from exc
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -101,4 +101,4 @@ class PgPoolStore:
                 cur = await conn.execute(self._sql(text), tuple(params))
                 return list(await cur.fetchall())
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL {self.what}: {exc}") from None
+            raise StoreError(f"PostgreSQL {self.what}: {exc}") from exc

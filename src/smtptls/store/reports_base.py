@@ -232,8 +232,8 @@ def _parse_datetime(value: Any, where: str) -> datetime:
     try:
         # RFC 8460 §4.4: date-time per RFC 3339; Python 3.11 reads "Z" and offsets.
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ReportParseError(f"not an RFC 3339 date-time: {text[:64]!r}", path=where) from None
+    except ValueError as exc:
+        raise ReportParseError(f"not an RFC 3339 date-time: {text[:64]!r}", path=where) from exc
     if parsed.tzinfo is None:  # corpus QUIRKS 1: no zone given; UTC is what was meant
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -307,7 +307,7 @@ class ReportRecord:
         try:
             data = report.to_dict()
         except Exception as exc:  # a model bug must not crash intake
-            raise ReportParseError(f"report could not be serialized: {exc}") from None
+            raise ReportParseError(f"report could not be serialized: {exc}") from exc
         warnings = tuple(str(w)[:MAX_REASON] for w in getattr(report, "warnings", ()) or ())
         return cls.from_dict(data, raw_json=raw_json, warnings=warnings)
 
@@ -344,7 +344,7 @@ class ReportRecord:
             try:
                 raw_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
             except (TypeError, ValueError) as exc:
-                raise ReportParseError(f"report not serializable: {exc}") from None
+                raise ReportParseError(f"report not serializable: {exc}") from exc
         return cls(
             report_id=report_id,
             organization=organization,
@@ -784,14 +784,14 @@ def parse_since(text: str, *, now: datetime) -> date:
                  "w": timedelta(weeks=amount)}[unit]
         try:
             return (now.astimezone(UTC) - delta).date()
-        except OverflowError:
-            raise ConfigError(f"--since {text!r} reaches before year 1") from None
+        except OverflowError as exc:
+            raise ConfigError(f"--since {text!r} reaches before year 1") from exc
     try:
         return date.fromisoformat(text.strip())
-    except ValueError:
+    except ValueError as exc:
         raise ConfigError(
             f"bad --since value {text!r}: use e.g. 30d, 12h, 2w or 2024-05-01"
-        ) from None
+        ) from exc
 
 
 # --- the interface -----------------------------------------------------------------------

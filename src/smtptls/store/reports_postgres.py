@@ -93,7 +93,7 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
                             (report_digest(raw), pk) for pk, raw in rows])
         except (PoolTimeout, psycopg.Error) as exc:
             await self.close()
-            raise StoreError(f"cannot migrate the {self.what}: {exc}") from None
+            raise StoreError(f"cannot migrate the {self.what}: {exc}") from exc
 
     async def _run(self, plan: q.Plan[T], lock: str | None = None) -> T:
         pool = self._require()
@@ -118,7 +118,7 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
             # Leaving the transaction block committed it: now the sender may be told.
             return result
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL report store: {exc}") from None
+            raise StoreError(f"PostgreSQL report store: {exc}") from exc
 
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult:
         return await self._run(q.add_report_plan(record, intake, self.limits),
@@ -137,4 +137,4 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
                 await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(self.schema)))
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL report store: {exc}") from None
+            raise StoreError(f"PostgreSQL report store: {exc}") from exc

@@ -93,7 +93,7 @@ def policy_from_json(text: str) -> AppliedPolicy:
     try:
         return AppliedPolicy.from_dict(json.loads(text))
     except (ValueError, SmtpTlsError) as exc:
-        raise StoreError(f"stored policy does not decode: {exc}") from None
+        raise StoreError(f"stored policy does not decode: {exc}") from exc
 
 
 def detail_json(key: DetailKey) -> str:
@@ -109,8 +109,8 @@ def detail_json(key: DetailKey) -> str:
 def detail_from_json(text: str) -> DetailKey:
     try:
         value = json.loads(text)
-    except ValueError:
-        raise StoreError("stored failure detail does not decode") from None
+    except ValueError as exc:
+        raise StoreError("stored failure detail does not decode") from exc
     if not isinstance(value, list) or len(value) != 7 or not isinstance(value[0], str) \
             or not all(v is None or isinstance(v, str) for v in value):
         raise StoreError("stored failure detail has the wrong shape")
@@ -292,8 +292,8 @@ def ts_value(text: str | None) -> datetime | None:
         return None
     try:
         return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise StoreError(f"stored timestamp {str(text)[:40]!r} does not decode") from None
+    except ValueError as exc:
+        raise StoreError(f"stored timestamp {str(text)[:40]!r} does not decode") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,7 +533,7 @@ def position_from_row(row: Sequence[Any]) -> LogPosition:
     try:
         return LogPosition(int(row[0]), int(row[1]), int(row[2]), str(row[3] or ""))
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"stored log position does not decode: {exc}") from None
+        raise StoreError(f"stored log position does not decode: {exc}") from exc
 
 
 def batch_key_params(batch_id: str, part: Batch, digest: str) -> tuple[Any, ...]:
@@ -555,7 +555,7 @@ def delivery_from_row(row: Sequence[Any]) -> DeliveryRecord:
             next_attempt=ts_value(row[7]), last_attempt=ts_value(row[8]),
             last_error=str(row[9] or ""))
     except ValueError as exc:
-        raise StoreError(f"stored delivery does not decode: {exc}") from None
+        raise StoreError(f"stored delivery does not decode: {exc}") from exc
 
 
 def domain_filter(domains: Iterable[str] | None) -> set[str] | None:

@@ -108,7 +108,7 @@ class PostgresResultStore(PgPoolStore):
             batch.outcomes = outcomes
             return work.results
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL result store: {exc}") from None
+            raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
     async def log_position(self, name: str) -> q.LogPosition | None:
         rows = await self._read(q.SELECT_POSITION, (name,))
@@ -124,7 +124,7 @@ class PostgresResultStore(PgPoolStore):
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute(_pg(q.UPSERT_DELIVERY), q.delivery_params(record))
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL result store: {exc}") from None
+            raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
     async def prune(self, before: date) -> int:
         pool = self._require()
@@ -139,7 +139,7 @@ class PostgresResultStore(PgPoolStore):
             self._policy_ids.clear()
             return n
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL result store: {exc}") from None
+            raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
     async def drop_schema(self) -> None:
         """Drop this store's schema and everything in it (tests and benchmarks)."""
@@ -151,7 +151,7 @@ class PostgresResultStore(PgPoolStore):
                 await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(self.schema)))
         except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL result store: {exc}") from None
+            raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
     # --- reads ----------------------------------------------------------------------------------
 

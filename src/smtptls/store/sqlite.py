@@ -58,7 +58,7 @@ class SqlitePolicyCache(JsonBackend):
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open SQLite cache {self.path}: {exc}") from None
+            raise StoreError(f"cannot open SQLite cache {self.path}: {exc}") from exc
         self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -52,7 +52,7 @@ class SqliteThreadStore:
                         conn.rollback()
                     except sqlite3.Error:
                         pass
-                raise StoreError(f"sqlite {self.what} {self.path}: {exc}") from None
+                raise StoreError(f"sqlite {self.what} {self.path}: {exc}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
@@ -63,7 +63,7 @@ class SqliteThreadStore:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create directory for {self.path}: {exc}") from None
+                raise StoreError(f"cannot create directory for {self.path}: {exc}") from exc
         self._validate()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
 
@@ -74,7 +74,7 @@ class SqliteThreadStore:
                 self._prepare(conn)
                 return conn
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot open sqlite {self.what} {self.path}: {exc}") from None
+                raise StoreError(f"cannot open sqlite {self.what} {self.path}: {exc}") from exc
 
         try:
             self._conn = await asyncio.get_running_loop().run_in_executor(self._executor,
