@@ -116,7 +116,7 @@ def identity_from_config(cfg: TlsrptConfig) -> ReportIdentity:
     try:
         return ReportIdentity.with_defaults(submitter, cfg.organization_name, cfg.contact_info)
     except ReportError as exc:
-        raise ConfigError(str(exc), key="tlsrpt.submitter") from None
+        raise ConfigError(str(exc), key="tlsrpt.submitter") from exc
 
 
 # --- rua discovery ----------------------------------------------------------------------------

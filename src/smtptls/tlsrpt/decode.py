@@ -153,13 +153,14 @@ def loads_reference(text: str) -> Any:
     except ReportParseError:
         raise
     except RecursionError:
+        # the cause is hidden on purpose: its traceback is as deep as the hostile nesting
         raise ReportParseError("JSON nested too deeply", path="$") from None
     except json.JSONDecodeError as exc:
         raise ReportParseError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", path="$"
-        ) from None
+        ) from exc
     except (ValueError, OverflowError) as exc:
-        raise ReportParseError(f"not valid JSON: {str(exc)[:100]}", path="$") from None
+        raise ReportParseError(f"not valid JSON: {str(exc)[:100]}", path="$") from exc
 
 
 
@@ -217,7 +218,7 @@ def _gunzip(data: bytes, cap: int, reader: Deviations) -> bytes:
                 if not chunk and not chunk_in:
                     break
         except zlib.error as exc:
-            raise ReportParseError(f"not valid gzip: {exc}", path="$") from None
+            raise ReportParseError(f"not valid gzip: {exc}", path="$") from exc
         if not decomp.eof:
             raise ReportParseError("gzip stream is truncated", path="$")
         rest = decomp.unused_data
@@ -251,7 +252,7 @@ def _unzip(data: bytes, cap: int, reader: Deviations) -> bytes:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
             EOFError, OSError, ValueError, zlib.error) as exc:
-        raise ReportParseError(f"not a valid zip archive: {str(exc)[:100]}", path="$") from None
+        raise ReportParseError(f"not a valid zip archive: {str(exc)[:100]}", path="$") from exc
     if len(out) > cap:
         raise ReportTooLargeError(f"report decompresses to more than {cap} bytes")
     if out[:2] == GZIP_MAGIC:
@@ -275,7 +276,7 @@ def decode_text(data: Any, reader: Deviations, max_size: int, max_decompressed: 
     except UnicodeDecodeError as exc:
         raise ReportParseError(
             f"not UTF-8 (I-JSON): bad byte at offset {exc.start}", path="$"
-        ) from None
+        ) from exc
 
 
 def decompress_report(

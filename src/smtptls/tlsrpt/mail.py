@@ -188,10 +188,11 @@ def extract_reports_from_message(
     except ReportError:
         raise
     except RecursionError:
+        # the cause is hidden on purpose: its traceback is as deep as the hostile nesting
         raise ReportMailError("MIME structure nested too deeply") from None
     except (ValueError, LookupError, TypeError, AttributeError, IndexError, UnicodeError) as exc:
         # the stdlib e-mail parser is lenient, but its accessors can still trip on junk
-        raise ReportMailError(f"unreadable message: {str(exc)[:100]}") from None
+        raise ReportMailError(f"unreadable message: {str(exc)[:100]}") from exc
     if not found:
         subject = " ".join(_decode_header(message.get("Subject", "")).split())[:80]
         raise NoReportAttachmentError(

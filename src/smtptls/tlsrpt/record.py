@@ -137,10 +137,10 @@ def check_uri(uri: str, *, record: str | None = None) -> str:
         try:
             parts = urlsplit(uri)
             port = parts.port
-        except ValueError:
+        except ValueError as exc:
             raise TlsrptRecordError(
                 f"rua URI {shown!r} has a bad authority", record=record
-            ) from None
+            ) from exc
         host = parts.hostname or ""
         if not rest.startswith("//") or not host:
             raise TlsrptRecordError(f"rua URI {shown!r} has no host", record=record)
@@ -389,8 +389,8 @@ def parse_txt_records(
     candidates: list[str] = []
     try:
         iterator = iter(records)
-    except TypeError:
-        raise TlsrptRecordError("expected a list of TXT records") from None
+    except TypeError as exc:
+        raise TlsrptRecordError("expected a list of TXT records") from exc
     for count, record in enumerate(iterator, start=1):
         if count > MAX_RECORDS:
             raise TlsrptRecordError(f"more than {MAX_RECORDS} TXT records")

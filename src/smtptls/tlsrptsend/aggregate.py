@@ -69,7 +69,7 @@ class ReportIdentity:
         try:
             submitter = normalize_domain_name(self.submitter, "submitter")
         except ResultError as exc:
-            raise ReportError(str(exc)) from None
+            raise ReportError(str(exc)) from exc
         object.__setattr__(self, "submitter", submitter)
         if not isinstance(self.organization_name, str) or not self.organization_name.strip():
             # RFC 8460 §4.4: organization-name is required
@@ -110,8 +110,8 @@ def parse_day(text: str) -> date:
         raise ReportError(f"{str(text)[:20]!r} is not a day (YYYY-MM-DD)")
     try:
         return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ReportError(f"{text!r} is not a valid day") from None
+    except ValueError as exc:
+        raise ReportError(f"{text!r} is not a valid day") from exc
 
 
 def day_range(day: date) -> tuple[datetime, datetime]:

@@ -234,7 +234,7 @@ class Datagram:
                 out.append(SessionResult(now, policy, failures=failures,
                                          failed=p.failed or bool(failures)))
             except ResultError as exc:
-                raise DatagramError(f"policies[{i}]: {exc}") from None
+                raise DatagramError(f"policies[{i}]: {exc}") from exc
         return out
 
 
@@ -304,8 +304,8 @@ def _policy(obj: Any, where: str) -> DatagramPolicy:
     ptype_value = _int(obj["policy-type"], f"{where}.policy-type")
     try:
         ptype = LibPolicyType(ptype_value)
-    except ValueError:
-        raise DatagramError(f"{where}.policy-type: unknown value {ptype_value}") from None
+    except ValueError as exc:
+        raise DatagramError(f"{where}.policy-type: unknown value {ptype_value}") from exc
     details = obj.get("failure-details")
     if details is None:
         details = []
@@ -342,8 +342,8 @@ def decode_datagram(data: bytes | str) -> Datagram:
             raise DatagramError(f"datagram longer than {MAX_DATAGRAM} bytes")
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DatagramError("datagram is not UTF-8") from None
+        except UnicodeDecodeError as error:
+            raise DatagramError("datagram is not UTF-8") from error
     elif isinstance(data, str):
         text = data
         if len(text) > MAX_DATAGRAM:
@@ -353,7 +353,7 @@ def decode_datagram(data: bytes | str) -> Datagram:
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise DatagramError(f"datagram is not JSON: {str(exc)[:80]}") from None
+        raise DatagramError(f"datagram is not JSON: {str(exc)[:80]}") from exc
     if not isinstance(obj, dict):
         raise DatagramError("datagram is not a JSON object")
     version = obj.get("dpv")

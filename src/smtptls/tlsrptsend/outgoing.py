@@ -222,7 +222,7 @@ def dkim_sign(message: bytes, *, selector: str, domain: str, private_key: bytes)
         )
     except (dkim.DKIMException, ValueError, UnicodeError) as exc:
         raise ReportDeliveryError(f"cannot DKIM-sign the report mail: {exc}",
-                                  permanent=True) from None
+                                  permanent=True) from exc
     if re.search(rb"(?:^|;)\s*l=", signature.replace(b"\r\n", b"")):
         raise ReportDeliveryError("DKIM signature carries an l= tag (RFC 8460 §5.3)",
                                   permanent=True)

@@ -110,8 +110,8 @@ def _normalize_domain_name(value: Any, what: str) -> str:
         try:
             # RFC 8460 §4.4: internationalized names as A-labels (RFC 5891)
             text = idna.encode(text, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError):
-            raise ResultError(f"{what} {value[:80]!r} is not a valid IDN") from None
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise ResultError(f"{what} {value[:80]!r} is not a valid IDN") from exc
     text = text.lower()
     if len(text) > 253 or not all(_LABEL_RE.fullmatch(label) for label in text.split(".")):
         raise ResultError(f"{what} {value[:80]!r} is not a domain name")
@@ -138,8 +138,8 @@ def _normalize_ip(value: Any, what: str) -> str:
         text = text[5:]
     try:
         return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise ResultError(f"{what} {value[:80]!r} is not an IP address") from None
+    except ValueError as exc:
+        raise ResultError(f"{what} {value[:80]!r} is not an IP address") from exc
 
 
 def _text(value: Any, what: str, limit: int = MAX_TEXT) -> str:
@@ -190,8 +190,8 @@ def _parse_time(value: Any) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ResultError(f"time {value[:40]!r} is not an RFC 3339 date-time") from None
+    except ValueError as exc:
+        raise ResultError(f"time {value[:40]!r} is not an RFC 3339 date-time") from exc
     if parsed.tzinfo is None:
         raise ResultError(f"time {value[:40]!r} has no time zone")
     return parsed.astimezone(UTC)
@@ -495,8 +495,8 @@ def loads_bounded(text: str | bytes, limit: int = MAX_JSON) -> Any:
             raise ResultError(f"JSON longer than {limit} bytes")
         try:
             text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ResultError("JSON is not UTF-8") from None
+        except UnicodeDecodeError as error:
+            raise ResultError("JSON is not UTF-8") from error
     if not isinstance(text, str):
         raise ResultError("JSON must be text")
     if len(text) > limit:
@@ -504,4 +504,4 @@ def loads_bounded(text: str | bytes, limit: int = MAX_JSON) -> Any:
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ResultError(f"not valid JSON: {str(exc)[:80]}") from None
+        raise ResultError(f"not valid JSON: {str(exc)[:80]}") from exc

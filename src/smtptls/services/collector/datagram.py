@@ -110,7 +110,7 @@ class DatagramListener:
         except OSError as exc:
             sock.close()
             raise ConfigError(f"cannot bind {self.path}: {exc.strerror or exc}",
-                              key="tlsrpt.socket_path") from None
+                              key="tlsrpt.socket_path") from exc
         self._sock = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         _log.info("listening", kind="libtlsrpt", path=str(self.path))

@@ -70,7 +70,7 @@ def parse_http_results(body: bytes, now: datetime) -> tuple[list[SessionResult],
         try:
             out.append(SessionResult.from_dict(item, now=now))
         except ResultError as exc:
-            raise ResultError(f"results[{i}]: {exc}") from None
+            raise ResultError(f"results[{i}]: {exc}") from exc
     return out, own
 
 

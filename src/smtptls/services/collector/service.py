@@ -33,8 +33,8 @@ _log = get_logger("tlsrpt.collect")
 def _socket_mode(text: str) -> int:
     try:
         mode = int(text, 8)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not an octal mode", key="tlsrpt.socket_mode") from None
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not an octal mode", key="tlsrpt.socket_mode") from exc
     if not 0 <= mode <= 0o777:
         raise ConfigError("mode out of range", key="tlsrpt.socket_mode")
     return mode
@@ -115,7 +115,7 @@ class CollectorService:
                 _log.info("listening", kind="http", host=host, port=self.http_port)
         except OSError as exc:
             await self.stop()
-            raise ConfigError(f"cannot start the collector: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot start the collector: {exc.strerror or exc}") from exc
         except BaseException:
             await self.stop()
             raise
