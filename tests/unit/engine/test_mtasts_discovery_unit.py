@@ -23,8 +23,8 @@ from smtptls.errors import (
     StoreError,
 )
 from smtptls.mtasts import Action, CachedPolicy, Mode, Policy
-from smtptls.net.dns import Answer
 from smtptls.net.https import FetchResult
+from smtptls.net.memory import MemoryResolver
 from smtptls.store import MemoryPolicyCache
 
 T0 = 1_700_000_000.0
@@ -33,19 +33,14 @@ TESTING = "version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n"
 NONE = "version: STSv1\nmode: none\nmax_age: 86400\n"
 
 
-class FakeDns:
-    """Answers TXT lookups from a dict; an exception value is raised."""
-
-    def __init__(self, txt):
-        self.txt_data = txt
-        self.queries = 0
-
-    async def txt(self, name):
-        self.queries += 1
-        value = self.txt_data.get(name, ())
-        if isinstance(value, Exception):
-            raise value
-        return Answer(name, "TXT", tuple(value), Security.INSECURE)
+def txt_dns(txt):
+    """The package's in-memory resolver answering TXT lookups from a dict; an exception
+    value is raised; TTL 0 as a bare answer has."""
+    dns = MemoryResolver(negative_ttl=0)
+    for name, value in txt.items():
+        dns.records[(name, "TXT")] = (
+            value if isinstance(value, Exception) else (tuple(value), Security.INSECURE, 0))
+    return dns
 
 
 class FakeFetcher:
@@ -78,7 +73,7 @@ def cached(body=ENFORCE, policy_id="1", at=T0 - 100):
 @pytest.mark.rfc("8461 3.3")
 async def test_rfc8461_3_3_nothing_cached_fetches_and_stores():
     cache, fetcher = MemoryPolicyCache(), FakeFetcher()
-    d = await run(FakeDns(txt()), cache, fetcher)
+    d = await run(txt_dns(txt()), cache, fetcher)
     assert d.outcome is Outcome.FETCHED and d.action is Action.FETCH
     assert d.policy.mode is Mode.ENFORCE and d.policy_id == "1" and d.record_id == "1"
     assert not d.from_cache and fetcher.calls == 1
@@ -92,7 +87,7 @@ async def test_rfc8461_3_3_nothing_cached_fetches_and_stores():
 async def test_rfc8461_3_3_same_id_uses_cache_without_fetch():
     cache, fetcher = MemoryPolicyCache(), FakeFetcher()
     await cache.put("example.com", cached())
-    d = await run(FakeDns(txt("1")), cache, fetcher)
+    d = await run(txt_dns(txt("1")), cache, fetcher)
     assert d.outcome is Outcome.CACHED and d.from_cache and fetcher.calls == 0
     assert d.policy.mode is Mode.ENFORCE
 
@@ -101,7 +96,7 @@ async def test_rfc8461_3_3_same_id_uses_cache_without_fetch():
 async def test_rfc8461_3_3_id_change_triggers_refetch():
     cache, fetcher = MemoryPolicyCache(), FakeFetcher(body=TESTING)
     await cache.put("example.com", cached(policy_id="1"))
-    d = await run(FakeDns(txt("2")), cache, fetcher)
+    d = await run(txt_dns(txt("2")), cache, fetcher)
     assert d.outcome is Outcome.FETCHED and fetcher.calls == 1
     assert d.policy.mode is Mode.TESTING and d.policy_id == "2"
     assert (await cache.get("example.com")).policy_id == "2"
@@ -117,7 +112,7 @@ async def test_rfc8461_3_3_failed_refresh_keeps_cached_policy(error):
     cache = MemoryPolicyCache()
     before = cached(policy_id="1")
     await cache.put("example.com", before)
-    d = await run(FakeDns(txt("2")), cache, FakeFetcher(error=error))
+    d = await run(txt_dns(txt("2")), cache, FakeFetcher(error=error))
     assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED and d.from_cache
     assert d.policy == before.policy and d.policy_id == "1"
     assert d.fetch_error is error
@@ -130,7 +125,7 @@ async def test_rfc8461_3_3_failed_refresh_keeps_cached_policy(error):
 @pytest.mark.rfc("8461 3.3")
 async def test_rfc8461_3_3_fetch_fails_nothing_cached_is_no_policy():
     cache = MemoryPolicyCache()
-    d = await run(FakeDns(txt()), cache, FakeFetcher(error=FetchStatusError("404", status=404)))
+    d = await run(txt_dns(txt()), cache, FakeFetcher(error=FetchStatusError("404", status=404)))
     assert d.outcome is Outcome.FETCH_FAILED and d.policy is None
     assert await cache.get("example.com") is None
 
@@ -139,7 +134,7 @@ async def test_rfc8461_3_3_fetch_fails_nothing_cached_is_no_policy():
 async def test_rfc8461_8_3_mode_none_replaces_cache():
     cache = MemoryPolicyCache()
     await cache.put("example.com", cached(policy_id="1"))
-    d = await run(FakeDns(txt("2")), cache, FakeFetcher(body=NONE))
+    d = await run(txt_dns(txt("2")), cache, FakeFetcher(body=NONE))
     assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.NONE
     assert (await cache.get("example.com")).policy.mode is Mode.NONE
 
@@ -158,7 +153,7 @@ async def test_rfc8461_8_3_mode_none_replaces_cache():
 )
 async def test_rfc8461_3_1_no_usable_record(answer, error_type, security):
     fetcher = FakeFetcher()
-    d = await run(FakeDns({"_mta-sts.example.com": answer}), MemoryPolicyCache(), fetcher)
+    d = await run(txt_dns({"_mta-sts.example.com": answer}), MemoryPolicyCache(), fetcher)
     assert d.outcome is Outcome.NO_POLICY and d.policy is None and fetcher.calls == 0
     assert d.txt_security is security
     assert (d.txt_error is None) if error_type is None else isinstance(d.txt_error, error_type)
@@ -173,14 +168,14 @@ async def test_rfc8461_3_1_no_usable_record(answer, error_type, security):
 async def test_rfc8461_3_1_broken_record_keeps_unexpired_cache(answer):
     cache = MemoryPolicyCache()
     await cache.put("example.com", cached())
-    d = await run(FakeDns({"_mta-sts.example.com": answer}), cache, FakeFetcher())
+    d = await run(txt_dns({"_mta-sts.example.com": answer}), cache, FakeFetcher())
     assert d.outcome is Outcome.CACHED and d.policy.mode is Mode.ENFORCE
 
 
 async def test_expired_cache_entry_dropped():
     cache = MemoryPolicyCache()
     await cache.put("example.com", cached(at=T0 - 90000))
-    d = await run(FakeDns({}), cache, FakeFetcher())
+    d = await run(txt_dns({}), cache, FakeFetcher())
     assert d.outcome is Outcome.NO_POLICY
     assert await cache.get("example.com") is None
 
@@ -188,31 +183,31 @@ async def test_expired_cache_entry_dropped():
 async def test_proactive_refresh_fetches_with_same_id():
     cache, fetcher = MemoryPolicyCache(), FakeFetcher()
     await cache.put("example.com", cached())
-    d = await run(FakeDns(txt("1")), cache, fetcher, proactive=True)
+    d = await run(txt_dns(txt("1")), cache, fetcher, proactive=True)
     assert d.outcome is Outcome.FETCHED and fetcher.calls == 1
     assert (await cache.get("example.com")).fetched_at == T0
 
 
 async def test_leading_dot_domain_is_no_policy_without_io():
-    dns, fetcher = FakeDns(txt()), FakeFetcher()
+    dns, fetcher = txt_dns(txt()), FakeFetcher()
     d = await discover(".good.loc", dns=dns, cache=MemoryPolicyCache(), now=T0,
                        fetcher=fetcher)
-    assert d.outcome is Outcome.NO_POLICY and dns.queries == 0 and fetcher.calls == 0
+    assert d.outcome is Outcome.NO_POLICY and dns.queries.total() == 0 and fetcher.calls == 0
     assert d.to_dict()["errors"]["txt"]["type"] == "InvalidDomainError"
 
 
 async def test_concurrent_discoveries_share_one_fetch():
-    cache, dns, fetcher = MemoryPolicyCache(), FakeDns(txt()), FakeFetcher(delay=0.05)
+    cache, dns, fetcher = MemoryPolicyCache(), txt_dns(txt()), FakeFetcher(delay=0.05)
     results = await asyncio.gather(*(run(dns, cache, fetcher) for _ in range(20)))
-    assert fetcher.calls == 1 and dns.queries == 1
+    assert fetcher.calls == 1 and dns.queries.total() == 1
     assert {r.outcome for r in results} == {Outcome.FETCHED}
     # once finished, a new call does its own lookup again
     await run(dns, cache, fetcher)
-    assert dns.queries == 2 and fetcher.calls == 1
+    assert dns.queries.total() == 2 and fetcher.calls == 1
 
 
 async def test_cancelled_caller_does_not_cancel_shared_discovery():
-    cache, dns, fetcher = MemoryPolicyCache(), FakeDns(txt()), FakeFetcher(delay=0.05)
+    cache, dns, fetcher = MemoryPolicyCache(), txt_dns(txt()), FakeFetcher(delay=0.05)
     first = asyncio.ensure_future(run(dns, cache, fetcher))
     second = asyncio.ensure_future(run(dns, cache, fetcher))
     await asyncio.sleep(0.01)
@@ -230,7 +225,7 @@ class BrokenCache(MemoryPolicyCache):
 
 
 async def test_store_failures_are_data_not_exceptions():
-    d = await run(FakeDns(txt()), BrokenCache(), FakeFetcher())
+    d = await run(txt_dns(txt()), BrokenCache(), FakeFetcher())
     assert d.outcome is Outcome.FETCHED and d.policy.mode is Mode.ENFORCE
     assert isinstance(d.store_error, StoreError)
     assert d.to_dict()["errors"]["store"]["message"] == "down"
@@ -241,13 +236,13 @@ async def test_rfc8461_3_3_refetch_rate_limited_after_failure():
     cache = MemoryPolicyCache()
     await cache.put("example.com", cached(policy_id="1"))
     failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
-    d = await run(FakeDns(txt("2")), cache, failing, now=T0)
+    d = await run(txt_dns(txt("2")), cache, failing, now=T0)
     assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED and failing.calls == 1
-    d = await run(FakeDns(txt("2")), cache, failing, now=T0 + 60)
+    d = await run(txt_dns(txt("2")), cache, failing, now=T0 + 60)
     assert d.outcome is Outcome.CACHED and d.rate_limited and failing.calls == 1
     assert d.policy.mode is Mode.ENFORCE and d.to_dict()["rate_limited"] is True
     working = FakeFetcher(body=TESTING)
-    d = await run(FakeDns(txt("2")), cache, working, now=T0 + 301)
+    d = await run(txt_dns(txt("2")), cache, working, now=T0 + 301)
     assert d.outcome is Outcome.FETCHED and working.calls == 1
     assert d.policy.mode is Mode.TESTING
 
@@ -257,7 +252,7 @@ async def test_rfc8461_3_3_proactive_refresh_of_due_entries():
     cache = MemoryPolicyCache()
     await cache.put("old.example", cached(at=T0 - 86400 + 1000))  # a day old: due
     await cache.put("fresh.example", cached(at=T0 - 60))  # fetched a minute ago
-    dns = FakeDns({"_mta-sts.old.example": ["v=STSv1; id=1"],
+    dns = txt_dns({"_mta-sts.old.example": ["v=STSv1; id=1"],
                    "_mta-sts.fresh.example": ["v=STSv1; id=1"]})
     fetcher = FakeFetcher(body=TESTING)
     results = await refresh_due(dns=dns, cache=cache, now=T0, fetcher=fetcher)
@@ -272,7 +267,7 @@ async def test_proactive_refresh_bounded():
     cache = MemoryPolicyCache()
     for i in range(10):
         await cache.put(f"d{i}.example", cached(at=T0 - 90000 + 7200))
-    dns = FakeDns({f"_mta-sts.d{i}.example": ["v=STSv1; id=1"] for i in range(10)})
+    dns = txt_dns({f"_mta-sts.d{i}.example": ["v=STSv1; id=1"] for i in range(10)})
     results = await refresh_due(dns=dns, cache=cache, now=T0, fetcher=FakeFetcher(),
                                 max_domains=3, concurrency=2)
     assert len(results) == 3
@@ -284,13 +279,13 @@ async def test_rfc8461_3_3_failed_fetch_nothing_cached_waits_five_minutes_per_id
     # id 1 within 300 s, but a new id is fetched at once
     cache = MemoryPolicyCache()
     failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
-    d = await run(FakeDns(txt("1")), cache, failing, now=T0)
+    d = await run(txt_dns(txt("1")), cache, failing, now=T0)
     assert d.outcome is Outcome.FETCH_FAILED and failing.calls == 1
-    d = await run(FakeDns(txt("1")), cache, failing, now=T0 + 120)
+    d = await run(txt_dns(txt("1")), cache, failing, now=T0 + 120)
     assert d.outcome is Outcome.FETCH_FAILED and d.rate_limited and failing.calls == 1
     assert d.policy is None  # still no MTA-STS: deliver as without it
     working = FakeFetcher(body=TESTING)
-    d = await run(FakeDns(txt("2")), cache, working, now=T0 + 121)
+    d = await run(txt_dns(txt("2")), cache, working, now=T0 + 121)
     assert d.outcome is Outcome.FETCHED and working.calls == 1
 
 
@@ -299,10 +294,10 @@ async def test_rfc8461_3_3_new_id_after_a_failure_is_fetched_with_a_cached_polic
     cache = MemoryPolicyCache()
     await cache.put("example.com", cached(policy_id="1"))
     failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
-    d = await run(FakeDns(txt("2")), cache, failing, now=T0)
+    d = await run(txt_dns(txt("2")), cache, failing, now=T0)
     assert d.outcome is Outcome.FETCH_FAILED_KEPT_CACHED and failing.calls == 1
     working = FakeFetcher(body=TESTING)
-    d = await run(FakeDns(txt("3")), cache, working, now=T0 + 60)  # another new id
+    d = await run(txt_dns(txt("3")), cache, working, now=T0 + 60)  # another new id
     assert d.outcome is Outcome.FETCHED and working.calls == 1
     assert d.policy.mode is Mode.TESTING
 
@@ -310,7 +305,7 @@ async def test_rfc8461_3_3_new_id_after_a_failure_is_fetched_with_a_cached_polic
 @pytest.mark.rfc("8461 3.3")
 async def test_rfc8461_3_3_failure_memo_is_per_cache():
     failing = FakeFetcher(error=FetchStatusError("HTTP 500", status=500))
-    await run(FakeDns(txt("1")), MemoryPolicyCache(), failing, now=T0)
+    await run(txt_dns(txt("1")), MemoryPolicyCache(), failing, now=T0)
     working = FakeFetcher(body=TESTING)
-    d = await run(FakeDns(txt("1")), MemoryPolicyCache(), working, now=T0 + 10)
+    d = await run(txt_dns(txt("1")), MemoryPolicyCache(), working, now=T0 + 10)
     assert d.outcome is Outcome.FETCHED and working.calls == 1
