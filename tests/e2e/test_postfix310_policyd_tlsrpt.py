@@ -22,15 +22,12 @@ MTA-STS attributes, Postfix's own TLSRPT client (libtlsrpt) reports every handsh
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import os
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smtptls.config import CacheConfig, Config, DnsConfig, FetchConfig, TlsrptConfig
 from smtptls.mtasts.policy import Policy
@@ -44,6 +41,7 @@ from smtptls.store.results_base import DeliveryStatus
 from smtptls.tlsrptsend.aggregate import report_id
 from tests.e2e.postfix_world import Policyd, deliver, sts_policy
 from tests.e2e.test_postfix310_tlsrpt import TLSRPT_SOCKET, logged_sessions
+from tests.e2e.test_postfix_tlsrpt import dkim_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -53,16 +51,6 @@ RUN = f"{os.getpid() % 10000}"
 
 def uniq(prefix: str) -> str:
     return f"{prefix}{next(_n)}q{RUN}"
-
-
-def dkim_key() -> tuple[bytes, str]:
-    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = k.private_bytes(serialization.Encoding.PEM,
-                          serialization.PrivateFormat.TraditionalOpenSSL,
-                          serialization.NoEncryption())
-    pub = k.public_key().public_bytes(serialization.Encoding.DER,
-                                      serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(pub).decode()
 
 
 @pytest.mark.rfc("8460 4.4")

@@ -8,10 +8,6 @@ first run, which raises no "changed" or "worse" alert.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +15,7 @@ from typing import Protocol
 from smtptls.errors import SmtpTlsError
 from smtptls.logs import get_logger
 from smtptls.monitor.rules import DomainState
+from smtptls.services.statefile import read_state, write_state
 
 __all__ = ["FileMonitorState", "MAX_STATE_FILE", "MemoryMonitorState", "MonitorState"]
 
@@ -52,42 +49,17 @@ class FileMonitorState:
         self.path = Path(path)
 
     def load(self) -> dict[str, DomainState]:
-        try:
-            with self.path.open("rb") as f:
-                raw = f.read(MAX_STATE_FILE + 1)
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            _log.warning("monitor state unreadable, starting empty", path=str(self.path),
-                         error=exc.strerror)
+        data = read_state(self.path, MAX_STATE_FILE, "monitor state")
+        if data is None:
             return {}
         try:
-            if len(raw) > MAX_STATE_FILE:
-                raise ValueError("too large")
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
             return {str(k): DomainState.from_dict(v) for k, v in data.items()}
-        except (ValueError, RecursionError, SmtpTlsError) as exc:
+        except (ValueError, SmtpTlsError) as exc:
             _log.warning("monitor state not valid, starting empty", path=str(self.path),
                          error=str(exc)[:200])
             return {}
 
     def save(self, state: Mapping[str, DomainState]) -> None:
         """Write the state; an unwritable file is logged, never fatal."""
-        data = {k: v.to_dict() for k, v in state.items()}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".monitor-",
-                                       suffix=".json")
-        except OSError as exc:
-            _log.error("monitor state not saved", path=str(self.path), error=exc.strerror)
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            _log.error("monitor state not saved", path=str(self.path), error=exc.strerror)
+        write_state(self.path, {k: v.to_dict() for k, v in state.items()},
+                    "monitor state", ".monitor-")

@@ -24,12 +24,8 @@ restart does not repeat every alert).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import smtplib
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,6 +41,7 @@ import aiohttp
 from smtptls.config import AlertsConfig, parse_hostport
 from smtptls.errors import AlertDeliveryError, ConfigError
 from smtptls.logs import get_logger
+from smtptls.services.statefile import read_state, write_state
 
 _log = get_logger("alerts")
 
@@ -380,19 +377,10 @@ class FileAlertState:
         self.path = Path(path)
 
     def load(self) -> dict[str, SentRecord]:
-        try:
-            with self.path.open("rb") as f:
-                raw = f.read(MAX_STATE_FILE + 1)
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            _log.warning("alert state unreadable, starting empty", path=str(self.path),
-                         error=exc.strerror)
+        data = read_state(self.path, MAX_STATE_FILE, "alert state")
+        if data is None:
             return {}
         try:
-            if len(raw) > MAX_STATE_FILE:
-                raise ValueError("too large")
-            data = json.loads(raw)
             out: dict[str, SentRecord] = {}
             for key, value in data.items():
                 when = _parse_iso(value.get("last_sent"))
@@ -406,21 +394,8 @@ class FileAlertState:
     def save(self, state: Mapping[str, SentRecord]) -> None:
         """Write the state; an unwritable file is logged (alerts may then repeat after a
         restart), never fatal."""
-        data = {k: {"last_sent": _iso(r.last_sent), "active": r.active} for k, r in state.items()}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".alerts-", suffix=".json")
-        except OSError as exc:
-            _log.error("alert state not saved", path=str(self.path), error=exc.strerror)
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            _log.error("alert state not saved", path=str(self.path), error=exc.strerror)
+        write_state(self.path, {k: {"last_sent": _iso(r.last_sent), "active": r.active}
+                                for k, r in state.items()}, "alert state", ".alerts-")
 
 
 @dataclass(frozen=True, slots=True)
