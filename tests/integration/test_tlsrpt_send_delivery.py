@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smtptls.config import Config, TlsrptConfig
 from smtptls.dnssec import Security
 from smtptls.errors import DnsTimeout, ReportDeliveryError
-from smtptls.net.dns import Answer
+from smtptls.net.memory import MemoryResolver
 from smtptls.net.report_delivery import HttpsDelivery, MemoryTransport
 from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.mail import start_mail_listener
@@ -80,21 +80,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FakeDns:
-    """TXT answers for ``_smtp._tls`` names; counts lookups; can fail."""
-
-    def __init__(self, records: dict[str, list[str]], *, ttl: int = 300) -> None:
-        self.records = records
-        self.ttl = ttl
-        self.queries = 0
-        self.fail = False
-
-    async def txt(self, name: str) -> Answer:
-        self.queries += 1
-        if self.fail:
-            raise DnsTimeout("no answer", name=name, rdtype="TXT")
-        recs = tuple(self.records.get(name, ()))
-        return Answer(name, "TXT", recs, Security.INSECURE, ttl=self.ttl if recs else 60)
+def rua_dns(records: dict[str, list[str] | Exception], *, ttl: int = 300) -> MemoryResolver:
+    """The package's in-memory resolver with TXT records for ``_smtp._tls`` names (an
+    exception value is raised); lookups are counted."""
+    dns = MemoryResolver()
+    for name, value in records.items():
+        dns.records[(name, "TXT")] = (
+            value if isinstance(value, Exception) else (tuple(value), Security.INSECURE, ttl))
+    return dns
 
 
 class Clock:
@@ -149,7 +142,7 @@ async def test_rfc8460_5_4_https_post_to_our_own_receiver(tmp_path, ca, results_
         tls_key=str(tmp_path / "key.pem"), verify_dkim=False), store=receiver_store)
     await svc.start()
     uri = f"https://localhost:{port}/v1/tlsrpt"
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
     clock = Clock(NEXT_DAY + timedelta(hours=2))  # past the 1 h spreading window
     sender = ReportSender(sender_config(), results_store, dns=dns, clock=clock,
                           https=https_for(ca))
@@ -215,7 +208,7 @@ async def test_rfc8460_5_3_mail_through_relay_to_our_intake_with_dkim(tmp_path, 
     loop = asyncio.get_running_loop()
     relay_server = await loop.create_server(
         lambda: SMTPServer(relay, decode_data=False, loop=loop), "127.0.0.1", relay_port)
-    dns = FakeDns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=mailto:tlsrpt@example.com"]})
+    dns = rua_dns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=mailto:tlsrpt@example.com"]})
     cfg = sender_config(smtp_relay=f"127.0.0.1:{relay_port}", dkim_selector="rpt",
                         dkim_key_file=str(key_file))
     sender = ReportSender(cfg, results_store, dns=dns, clock=Clock(NEXT_DAY))
@@ -242,7 +235,7 @@ async def test_rfc8460_5_3_mail_through_relay_to_our_intake_with_dkim(tmp_path, 
 
 
 async def test_mail_without_dkim_key_is_a_permanent_failure(results_store):
-    dns = FakeDns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=mailto:tlsrpt@example.com"]})
+    dns = rua_dns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=mailto:tlsrpt@example.com"]})
     sender = ReportSender(sender_config(smtp_relay="127.0.0.1:9"), results_store, dns=dns,
                           clock=Clock(NEXT_DAY))
     (outcome,) = (await sender.run_day(DAY, force=True)).outcomes
@@ -292,7 +285,7 @@ async def flaky_server(tmp_path, ca):
 @pytest.mark.rfc("8460 5.3")
 async def test_rfc8460_5_3_retry_after_500_then_delivered(results_store, flaky_server, ca):
     flaky, uri = await flaky_server([500, 503])
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
     clock = Clock(NEXT_DAY + timedelta(hours=1))
     sender = ReportSender(sender_config(), results_store, dns=dns, clock=clock,
                           https=https_for(ca), rng=random.Random(1))
@@ -319,7 +312,7 @@ async def test_rfc8460_5_3_retry_after_500_then_delivered(results_store, flaky_s
 @pytest.mark.rfc("8460 5.3")
 async def test_rfc8460_5_3_gives_up_after_the_retry_period(results_store, flaky_server, ca):
     flaky, uri = await flaky_server([500] * 1000)
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
     clock = Clock(NEXT_DAY + timedelta(hours=1))
     sender = ReportSender(sender_config(retry_max=7200.0), results_store, dns=dns, clock=clock,
                           https=https_for(ca))
@@ -343,7 +336,7 @@ async def test_rfc8460_5_3_gives_up_after_the_retry_period(results_store, flaky_
 
 async def test_4xx_is_permanent_and_recorded(results_store, flaky_server, ca):
     flaky, uri = await flaky_server([404])
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri},mailto:x@example.com"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri},mailto:x@example.com"]})
     clock = Clock(NEXT_DAY + timedelta(hours=2))
     sender = ReportSender(sender_config(), results_store, dns=dns, clock=clock,
                           https=https_for(ca))
@@ -361,7 +354,7 @@ async def test_4xx_is_permanent_and_recorded(results_store, flaky_server, ca):
 @pytest.mark.rfc("8460 5.3")
 async def test_rfc8460_5_3_first_send_spread_over_the_window(results_store, flaky_server, ca):
     flaky, uri = await flaky_server([])
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
     clock = Clock(datetime(2024, 5, 2, 0, 0, 0, tzinfo=UTC))
     sender = ReportSender(sender_config(send_window=14400.0), results_store, dns=dns,
                           clock=clock, https=https_for(ca))
@@ -382,7 +375,7 @@ async def test_rfc8460_5_3_first_send_spread_over_the_window(results_store, flak
 
 async def test_dry_run_changes_nothing(results_store, flaky_server, ca):
     flaky, uri = await flaky_server([])
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"],
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"],
                    "_smtp._tls.example.net": ["v=spf1 -all"]})
     await results_store.add_results([SessionResult.success(
         T_RESULT, AppliedPolicy.none_found("example.net"))])
@@ -401,8 +394,8 @@ async def test_dry_run_changes_nothing(results_store, flaky_server, ca):
 
 
 async def test_rua_lookup_failure_is_retried(results_store):
-    dns = FakeDns({})
-    dns.fail = True
+    dns = rua_dns({"_smtp._tls.example.com": DnsTimeout("no answer", name="_smtp._tls.example.com",
+                                                        rdtype="TXT")})
     clock = Clock(NEXT_DAY)
     sender = ReportSender(sender_config(), results_store, dns=dns, clock=clock)
     (o,) = (await sender.run_day(DAY)).outcomes
@@ -410,7 +403,7 @@ async def test_rua_lookup_failure_is_retried(results_store):
 
 
 async def test_rua_resolver_caches_per_ttl():
-    dns = FakeDns({"_smtp._tls.a.example": ["v=TLSRPTv1; rua=mailto:r@a.example"],
+    dns = rua_dns({"_smtp._tls.a.example": ["v=TLSRPTv1; rua=mailto:r@a.example"],
                    "_smtp._tls.b.example": ["v=TLSRPTv1; rua=mailto:x@b.example",
                                             "v=TLSRPTv1; rua=mailto:y@b.example"]}, ttl=120)
     now = [1000.0]
@@ -418,17 +411,17 @@ async def test_rua_resolver_caches_per_ttl():
     record, _ = await resolver.lookup("a.example")
     assert record.report_uris == ("mailto:r@a.example",)
     await resolver.lookup("a.example")
-    assert dns.queries == 1
+    assert dns.queries.total() == 1
     now[0] += 121
     await resolver.lookup("a.example")
-    assert dns.queries == 2
+    assert dns.queries.total() == 2
     # RFC 8460 §3: more than one record: no TLSRPT
     record, why = await resolver.lookup("b.example")
     assert record is None and "unusable" in why
     record, why = await resolver.lookup("c.example")
     assert record is None and why == "no TLSRPT record"
     await resolver.lookup("c.example")
-    assert dns.queries == 4  # the negative answer is cached too
+    assert dns.queries.total() == 4  # the negative answer is cached too
 
 
 def test_backoff_doubles_with_jitter_and_caps():
@@ -440,7 +433,7 @@ def test_backoff_doubles_with_jitter_and_caps():
 
 async def test_loop_mode_runs_and_stops(results_store):
     uri = "https://r.example/tlsrpt"
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={uri}"]})
     https = MemoryTransport()
     sender = ReportSender(sender_config(), results_store, dns=dns,
                           clock=Clock(NEXT_DAY + timedelta(hours=3)), https=https)
@@ -457,7 +450,7 @@ async def test_loop_mode_runs_and_stops(results_store):
 
 async def test_each_rua_scheme_goes_to_its_transport(results_store):
     uris = ["mailto:tlsrpt@example.com", "https://r.example/tlsrpt"]
-    dns = FakeDns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={','.join(uris)}"]})
+    dns = rua_dns({"_smtp._tls.example.com": [f"v=TLSRPTv1; rua={','.join(uris)}"]})
 
     def refuse(report, uri):
         raise ReportDeliveryError("HTTP 404", uri=uri, permanent=True)
@@ -478,10 +471,10 @@ async def test_each_rua_scheme_goes_to_its_transport(results_store):
 
 async def test_run_pending_covers_yesterday_and_the_day_before(results_store):
     await results_store.add_results([SessionResult.success(T_RESULT - timedelta(days=1), STS)])
-    dns = FakeDns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=https://r.example/x"]})
+    dns = rua_dns({"_smtp._tls.example.com": ["v=TLSRPTv1; rua=https://r.example/x"]})
     sender = ReportSender(sender_config(), results_store, dns=dns,
                           clock=Clock(NEXT_DAY + timedelta(hours=1)))
     runs = await sender.run_pending(days=2, dry_run=True)
     assert [r.day for r in runs] == [DAY, DAY - timedelta(days=1)]
     assert [r.planned[0].report.total_successful for r in runs] == [7, 1]
-    assert dns.queries == 1  # the rua record was cached for its TTL
+    assert dns.queries.total() == 1  # the rua record was cached for its TTL
