@@ -1,5 +1,8 @@
 """TLSRPT report store: the values it keeps and the interface every backend offers.
 
+(Over 800 lines: the stored values, their JSON forms and the one interface are kept
+together so every backend reads its contract in one place.)
+
 A domain owner receives RFC 8460 aggregate reports over HTTPS and mail (§5.3) and wants
 to read them back: per policy domain, per day, successful and failed sessions and what
 went wrong where. The store keeps, for every accepted report:

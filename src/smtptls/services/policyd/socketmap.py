@@ -1,5 +1,8 @@
 """Postfix's socketmap protocol: netstring codec (sans-I/O) and an asyncio server.
 
+(Over 800 lines: the codec and the connection's hot path share state that splitting
+would put behind an extra call per request; the limits live beside them.)
+
 The protocol (Postfix ``socketmap_table(5)``) runs over TCP or a UNIX socket. Every
 request and every reply is one netstring (D. J. Bernstein, "Netstrings")::
 
