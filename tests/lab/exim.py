@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import smtplib
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from . import daemons, debroot, runtime
 from .model import LabError
+from .tools import TOOL_TIMEOUT, run_tool, smtp_submit
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -59,7 +59,6 @@ _OPTIONS = ("--variant=minbase", "--mode=root", "--format=directory",
             "--dpkgopt=path-exclude=/usr/share/doc/*")
 BUILD_TIMEOUT = 900.0
 START_TIMEOUT = 20.0
-TOOL_TIMEOUT = 30.0
 MAX_LOG = 64 * 1024 * 1024
 TREE_TMP = "/tmp"  # noqa: S108 - the lab's runtime directories live under it (runtime.py)
 #: Where the instance's configuration is inside its namespace (bind-mounted there).
@@ -401,34 +400,14 @@ class Exim:
         runtime.kill_pids(pids)
 
     def _run(self, argv: list[str], what: str, stdin: bytes | None = None) -> str:
-        out = subprocess.run(argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT,
-                             check=False)
-        if out.returncode != 0:
-            raise LabError(f"exim {what} failed ({out.returncode}): "
-                           f"{(out.stderr or out.stdout).decode(errors='replace').strip()}")
-        return out.stdout.decode(errors="replace")
+        return run_tool(argv, f"exim {what}", stdin)
 
     # --- submission ---------------------------------------------------------------------
 
     def submit(self, sender: str, recipients: str | Iterable[str], data: bytes | str) -> str:
         """Send a message to the instance over SMTP; returns its Exim message ID."""
-        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
-        raw = data.encode() if isinstance(data, str) else data
-        with smtplib.SMTP(self.address, 25, local_hostname="submit.lab.test", timeout=20,
-                          source_address=(self.address, 0)) as s:
-            s.ehlo()
-            s.mail(sender)
-            for r in rcpts:
-                code, msg = s.rcpt(r)
-                if code >= 400:
-                    raise LabError(f"exim refused recipient {r}: {code} {msg!r}")
-            code, reply = s.data(raw)
-        if code != 250:
-            raise LabError(f"exim refused the message: {code} {reply!r}")
-        m = _ID.search(reply.decode(errors="replace"))
-        if m is None:
-            raise LabError(f"no message ID in {reply!r}")
-        return m.group(1)
+        return smtp_submit(self.address, sender, recipients, data, mta="exim",
+                           queue_id=_ID)
 
     def flush(self) -> None:
         """A queue run that tries every message now, retry times ignored (``-qff``)."""

@@ -23,7 +23,6 @@ import json
 import os
 import pwd
 import re
-import smtplib
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from . import daemons, runtime
 from .model import LabError
+from .tools import run_tool, smtp_submit
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "Postfix", "TlsSession", "parse_deliveries"]
 
 START_TIMEOUT = 20.0
-TOOL_TIMEOUT = 30.0
 MAX_LOG = 64 * 1024 * 1024
 
 QUEUE_DIRS = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming",
@@ -308,34 +307,14 @@ class Postfix:
         self._run([*self._cmd("postfix"), "-c", str(self.config_dir), "reload"], "reload")
 
     def _run(self, argv: list[str], what: str, stdin: bytes | None = None) -> str:
-        out = subprocess.run(argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT,
-                             check=False)
-        if out.returncode != 0:
-            raise LabError(f"postfix {what} failed ({out.returncode}): "
-                           f"{out.stderr.decode(errors='replace').strip()}")
-        return out.stdout.decode(errors="replace")
+        return run_tool(argv, f"postfix {what}", stdin)
 
     # --- submission ---------------------------------------------------------------------
 
     def submit(self, sender: str, recipients: str | Iterable[str], data: bytes | str) -> str:
         """Send a message to the instance over SMTP; returns its queue ID."""
-        rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
-        raw = data.encode() if isinstance(data, str) else data
-        with smtplib.SMTP(self.address, 25, local_hostname="submit.lab.test", timeout=20,
-                          source_address=(self.address, 0)) as s:
-            s.ehlo()
-            s.mail(sender)
-            for r in rcpts:
-                code, msg = s.rcpt(r)
-                if code >= 400:
-                    raise LabError(f"postfix refused recipient {r}: {code} {msg!r}")
-            code, reply = s.data(raw)
-        if code != 250:
-            raise LabError(f"postfix refused the message: {code} {reply!r}")
-        m = _QUEUED.search(reply.decode(errors="replace"))
-        if m is None:
-            raise LabError(f"no queue ID in {reply!r}")
-        return m.group(1)
+        return smtp_submit(self.address, sender, recipients, data, mta="postfix",
+                           queue_id=_QUEUED)
 
     def sendmail(self, sender: str, recipients: str | Iterable[str], data: bytes | str) -> None:
         """Submit through ``sendmail -C <config>`` (postdrop/pickup path)."""
