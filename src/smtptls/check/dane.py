@@ -32,7 +32,8 @@ from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
 from smtptls.errors import DaneError
 
-__all__ = ["DaneStatus", "DaneView", "HostDane", "check_dane", "dane_view", "host_lookup"]
+__all__ = ["DaneStatus", "DaneView", "HostDane", "check_dane", "dane_view", "host_lookup",
+           "suggested_record"]
 
 _RANK = {Security.SECURE: 0, Security.INSECURE: 1, Security.INDETERMINATE: 2,
          Security.BOGUS: 3}
@@ -165,7 +166,7 @@ def _f(code: str, severity: Severity, subject: str, message: str, fix: str | Non
     return Finding(code, severity, Area.DANE, subject, message, fix, rfc)
 
 
-def _suggested_record(host: str, probe: ProbeFacts | None, base: str | None = None) -> str:
+def suggested_record(host: str, probe: ProbeFacts | None, base: str | None = None) -> str:
     owner = f"{tlsa_query_name(base or host)}."
     if probe is not None and probe.chain_der:
         try:
@@ -198,11 +199,11 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
         if rec.usage in (Usage.PKIX_TA, Usage.PKIX_EE):
             out.append(_f("dane.pkix-usage", Severity.WARNING, owner,
                           f"TLSA {rec.to_text()[:24]}...: {why}; SMTP clients ignore it",
-                          _suggested_record(h.host, probe, base), "RFC 7672 §3.1.3"))
+                          suggested_record(h.host, probe, base), "RFC 7672 §3.1.3"))
         else:
             out.append(_f("dane.unusable-record", Severity.WARNING, owner,
                           f"TLSA {rec.to_text()[:24]}...: {why}; clients ignore it",
-                          _suggested_record(h.host, probe, base), "RFC 7671 §9"))
+                          suggested_record(h.host, probe, base), "RFC 7671 §9"))
     # Rollover advice only where DANE works today: otherwise the live findings say it.
     if probe is not None and d.records and h.passed is True:
         try:
@@ -219,7 +220,7 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
                     a.level, Severity.INFO)
                 fix = None
                 if a.code in ("prefer-3-1-1", "no-next-key", "ee-cert-selector"):
-                    fix = _suggested_record(h.host, probe, base)
+                    fix = suggested_record(h.host, probe, base)
                 out.append(_f(f"dane.rollover.{a.code}", level, owner, a.message, fix,
                               "RFC 7671 §8"))
     elif d.records and h.passed is None and not any(
@@ -227,7 +228,7 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
         out.append(_f("dane.rollover.prefer-3-1-1", Severity.INFO, owner,
                       "a 3 1 1 record (DANE-EE, SPKI, SHA2-256) is the recommended form: it "
                       "survives certificate renewals with the same key",
-                      _suggested_record(h.host, None, base), "RFC 7671 §5.1"))
+                      suggested_record(h.host, None, base), "RFC 7671 §5.1"))
     return out
 
 
@@ -263,7 +264,7 @@ def check_dane(facts: DomainFacts, view: DaneView) -> list[Finding]:
         if req is Requirement.ENCRYPT_ONLY:
             probe = next((p for p in (fh.probes if fh else ()) if p.chain_der), None)
             out.append(_f("dane.no-usable-tlsa", Severity.ERROR, h.host,
-                          f"{d.detail}", _suggested_record(h.host, probe, d.tlsa_base),
+                          f"{d.detail}", suggested_record(h.host, probe, d.tlsa_base),
                           "RFC 7672 §3.1.3"))
             out.extend(_record_findings(h, fh))
             continue
@@ -285,7 +286,7 @@ def check_dane(facts: DomainFacts, view: DaneView) -> list[Finding]:
                 out.append(_f("dane.mismatch", Severity.ERROR, subject,
                               f"the certificate chain does not match the TLSA records: "
                               f"{verdict.detail} [{verdict.reason}]",
-                              _suggested_record(h.host, p, d.tlsa_base), "RFC 7672 §3"))
+                              suggested_record(h.host, p, d.tlsa_base), "RFC 7672 §3"))
         out.extend(_record_findings(h, fh))
     protected = [h.host for h in view.hosts if h.protected]
     unprotected = [h.host for h in view.hosts
@@ -295,7 +296,7 @@ def check_dane(facts: DomainFacts, view: DaneView) -> list[Finding]:
                       f"DANE protects {', '.join(protected[:4])} but not "
                       f"{', '.join(unprotected[:4])}: an attacker can steer mail to the "
                       "unprotected MX hosts",
-                      "\n".join(_suggested_record(u, _first_probe(by_name.get(u)))
+                      "\n".join(suggested_record(u, _first_probe(by_name.get(u)))
                                 for u in unprotected[:4]), "RFC 7672 §2.2"))
     return out
 

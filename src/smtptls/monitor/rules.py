@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from smtptls.check.dane import _suggested_record
+from smtptls.check.dane import suggested_record
 from smtptls.check.facts import CertFacts, DomainFacts, MxFacts, ProbeFacts
 from smtptls.check.findings import Finding
 from smtptls.check.findings import Severity as FindingSeverity
@@ -241,7 +241,7 @@ def tlsa_rollover_alerts(run: RunFacts) -> list[Alert]:
             continue  # broken today (check says so), or the rollover is prepared
         message = next((f.message for f in advice.findings if f.code == "next-not-published"),
                        "no usable record matches the next certificate")
-        fix = _suggested_record(host.host, replace(probe, chain_der=tuple(staged)), tlsa.base)
+        fix = suggested_record(host.host, replace(probe, chain_der=tuple(staged)), tlsa.base)
         out.append(_alert(facts, Severity.WARNING, "monitor.tlsa-next-not-covered", host.host,
                           f"TLSA {tlsa.name} matches the live certificate of {host.host} "
                           f"but not the staged one: {message}", fix))
