@@ -202,8 +202,18 @@ def _text(value: Any, where: str, *, required: bool = False) -> str:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ReportParseError(f"expected a string, got {type(value).__name__}", path=where)
-    text = str(value)
-    return text[:MAX_TEXT]
+    return _encodable(str(value)[:MAX_TEXT])
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    # JSON may escape lone surrogates ("\ud800"), which no database can store as text:
+    # they become U+FFFD, so one hostile report cannot fail the batch it arrives in.
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _count(value: Any, where: str) -> int:
@@ -348,6 +358,7 @@ class ReportRecord:
                 raw_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
             except (TypeError, ValueError) as exc:
                 raise ReportParseError(f"report not serializable: {exc}") from exc
+        raw_json = _encodable(raw_json)
         return cls(
             report_id=report_id,
             organization=organization,
@@ -805,8 +816,9 @@ class ReportStore(Protocol):
     """What every report store backend offers (all methods are coroutines).
 
     Every method raises :class:`~smtptls.errors.StoreError` when the backend fails.
-    :meth:`add_report` and :meth:`add_quarantine` return only after the transaction
-    is committed, so a caller may acknowledge the sender right after.
+    :meth:`add_report`, :meth:`add_reports` (a batch, one commit) and the quarantine
+    writes return only after the transaction is committed, so a caller may acknowledge
+    the sender (or count the report as imported) right after.
     """
 
     async def open(self) -> None: ...
@@ -815,7 +827,18 @@ class ReportStore(Protocol):
 
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult: ...
 
+    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+                          ) -> list[AddResult]:
+        """Store every item in ONE transaction (one commit, one fsync), each as
+        :meth:`add_report` would, in order; the results in item order. All or nothing:
+        on :class:`~smtptls.errors.StoreError` none of the batch is stored."""
+        ...
+
     async def add_quarantine(self, raw: bytes, reason: str, intake: Intake) -> int: ...
+
+    async def add_quarantines(self, items: Sequence[tuple[bytes, str, Intake]]) -> list[int]:
+        """Quarantine every (raw, reason, intake) in one transaction; the pks in order."""
+        ...
 
     async def list_reports(
         self, *, domain: str | None = None, limit: int = 100, offset: int = 0

@@ -15,6 +15,7 @@ digests of the reports it holds are computed right after, in batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -95,14 +96,24 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
             await self.close()
             raise StoreError(f"cannot migrate the {self.what}: {exc}") from exc
 
-    async def _run(self, plan: q.Plan[T], lock: str | None = None) -> T:
+    async def _run(self, plan: q.Plan[T], locks: Sequence[str] = ()) -> T:
         pool = self._require()
         try:
             async with pool.connection() as conn, conn.transaction():
-                if lock is not None:
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                                       (_KEY_LOCK_CLASS, lock))
                 async with conn.cursor() as cur:
+                    if len(set(locks)) == 1:
+                        await cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                                          (_KEY_LOCK_CLASS, locks[0]))
+                    elif locks:
+                        # Each key's lock, taken in one order (of the lock ids) by every
+                        # writer, so two batches sharing keys never deadlock.
+                        await cur.execute(
+                            "SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k "
+                            "ORDER BY h", (sorted(set(locks)),))
+                        ids = [int(r[0]) for r in await cur.fetchall()]
+                        for lock_id in ids:
+                            await cur.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                                              (_KEY_LOCK_CLASS, lock_id))
                     try:
                         query = next(plan)
                         while True:
@@ -121,11 +132,24 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
             raise StoreError(f"PostgreSQL report store: {exc}") from exc
 
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult:
-        return await self._run(q.add_report_plan(record, intake, self.limits),
-                               lock=f"{record.report_id}\n{record.organization}")
+        return (await self.add_reports([(record, intake)]))[0]
+
+    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+                          ) -> list[AddResult]:
+        # One transaction (one commit) for the batch, holding the lock of every key in it.
+        if not items:
+            return []
+        batch = list(items)
+        return await self._run(q.add_reports_plan(batch, self.limits),
+                               locks=[q.report_lock_key(r) for r, _ in batch])
 
     async def add_quarantine(self, raw: bytes, reason: str, intake: Intake) -> int:
-        return await self._run(q.add_quarantine_plan(raw, reason, intake, self.limits))
+        return (await self.add_quarantines([(raw, reason, intake)]))[0]
+
+    async def add_quarantines(self, items: Sequence[tuple[bytes, str, Intake]]) -> list[int]:
+        if not items:
+            return []
+        return await self._run(q.add_quarantines_plan(list(items), self.limits))
 
     async def drop_schema(self) -> None:
         """Drop this store's schema and everything in it (tests and benchmarks)."""

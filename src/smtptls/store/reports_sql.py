@@ -267,6 +267,34 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
     return AddResult(pk, AddStatus.CONFLICT, counted=winner == pk, conflicts_with=others)
 
 
+def add_reports_plan(items: Sequence[tuple[ReportRecord, Intake]], limits: StoreLimits
+                     ) -> Plan[list[AddResult]]:
+    """Store many reports inside one transaction, each exactly as :func:`add_report_plan`.
+
+    Items are stored in order, so a later item sees the earlier ones of the same batch
+    (two bodies under one key in one batch are a conflict, the same body twice a
+    duplicate), and the results come back in item order.
+    """
+    results: list[AddResult] = []
+    for record, intake in items:
+        results.append((yield from add_report_plan(record, intake, limits)))
+    return results
+
+
+def add_quarantines_plan(items: Sequence[tuple[bytes, str, Intake]], limits: StoreLimits
+                         ) -> Plan[list[int]]:
+    """Keep many submissions inside one transaction, each as :func:`add_quarantine_plan`."""
+    pks: list[int] = []
+    for raw, reason, intake in items:
+        pks.append((yield from add_quarantine_plan(raw, reason, intake, limits)))
+    return pks
+
+
+def report_lock_key(record: ReportRecord) -> str:
+    """The text a backend serializes one report key's writes on."""
+    return f"{record.report_id}\n{record.organization}"
+
+
 def _recount(group: list[tuple[Any, ...]], pk: int, new_pk: int | None
              ) -> Generator[Query, list[tuple[Any, ...]], int]:
     """Make the counted report of a key the one :func:`counted_report` picks.

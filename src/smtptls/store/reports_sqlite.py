@@ -13,6 +13,7 @@ one in place), the new columns are added and filled from what each row already s
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,12 +107,26 @@ class SqliteReportStore(SqliteThreadStore, q.SqlReportStore):
     # --- writes ---------------------------------------------------------------------------
 
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult:
+        return (await self.add_reports([(record, intake)]))[0]
+
+    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+                          ) -> list[AddResult]:
+        # One transaction, one commit, one fsync for the whole batch.
+        if not items:
+            return []
+        batch = list(items)
         return await self._write(lambda conn: run_plan(
-            conn, q.add_report_plan(record, intake, self.limits)))
+            conn, q.add_reports_plan(batch, self.limits)))
 
     async def add_quarantine(self, raw: bytes, reason: str, intake: Intake) -> int:
+        return (await self.add_quarantines([(raw, reason, intake)]))[0]
+
+    async def add_quarantines(self, items: Sequence[tuple[bytes, str, Intake]]) -> list[int]:
+        if not items:
+            return []
+        batch = list(items)
         return await self._write(lambda conn: run_plan(
-            conn, q.add_quarantine_plan(raw, reason, intake, self.limits)))
+            conn, q.add_quarantines_plan(batch, self.limits)))
 
     async def _write(self, fn: Any) -> Any:
         def write(conn: sqlite3.Connection) -> Any:
