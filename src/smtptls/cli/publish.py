@@ -3,24 +3,31 @@
 - ``mta-sts``: writes the policy file (validated by our own parser), keeps its ``id``
   in a state file beside it (a new id only when the body changes: a UTC timestamp plus
   the first hex digits of the body's SHA-256) and prints the ``_mta-sts`` TXT record and
-  the rollout order (RFC 8461 §3.3, §8.1-§8.3);
+  the rollout order (RFC 8461 §3.3, §8.1-§8.3); with ``--check-change`` it writes
+  nothing and judges the change against the live policy (fetched by the sender's
+  discovery, :func:`smtptls.engine.mtasts_discovery.discover`) and the MX RRset
+  (:func:`smtptls.engine.gather.lookup_destination`) with the pure
+  :func:`smtptls.mtasts.change.compare`: exit 0 safe, 1 unsafe, 2 error;
 - ``tlsrpt``: the ``_smtp._tls`` TXT record, validated by the TLSRPT record parser
   (RFC 8460 §3);
 - ``tlsa``: ``_25._tcp`` TLSA records for certificates or keys (RFC 7671 §5.1: ``3 1 1``
   by default) and the rollover advice of :func:`smtptls.dane.publish.rollover_advice`.
 
 The pure parts (:func:`policy_state`, :func:`rollout_steps`) take the clock and the
-previous state as arguments. Nothing here touches the network.
+previous state as arguments. Only ``--check-change`` touches the network.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import os
 import sys
+import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ from smtptls.cli.output import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK, Formatter, pr
 from smtptls.dane.publish import load_certificates, rollover_advice, tlsa_from_cert
 from smtptls.dane.tlsa import MatchingType, Selector, Usage
 from smtptls.errors import DaneError, PolicySyntaxError, SmtpTlsError, TlsrptRecordError
+from smtptls.mtasts.change import ChangeVerdict, compare
 from smtptls.mtasts.policy import MAX_AGE_LIMIT, MAX_POLICY_BYTES, Mode, Policy, parse_policy
 from smtptls.mtasts.record import StsRecord
 from smtptls.net.dns import normalize_domain
@@ -38,16 +46,27 @@ POLICY_FILE = "mta-sts.txt"
 STATE_FILE = "mta-sts.state.json"
 MAX_STATE = 64 * 1024
 MAX_CERT_FILE = 1024 * 1024
+WIDTH = 100  # human output stays within 100 columns
 
 EPILOG = """\
 examples:
   smtptls publish mta-sts --domain example.com --mx mx1.example.com --mx '*.mx.example.com' \\
       --mode testing --max-age 604800 --out /srv/mta-sts
+  smtptls publish mta-sts --domain example.com --mx mx1.example.com --mx mx2.example.com \\
+      --mode enforce --max-age 604800 --check-change
+  smtptls publish mta-sts --domain example.com --mx mx1.example.com --mx mx2.example.com \\
+      --mode enforce --check-change --planned-mx mx2.example.com --json
   smtptls publish tlsrpt --domain example.com --rua mailto:tlsrpt@example.com
   smtptls publish tlsa current.pem next.pem --name mx1.example.com
 
-exit status: 0 done (tlsa: the rollover is safe); 1 tlsa: the advice has an error;
-  2 invalid input. Docs: docs/publish.md.
+--check-change writes nothing: it fetches the live policy as senders do (_mta-sts TXT,
+  then HTTPS), looks up the MX RRset, and says whether publishing this policy is safe
+  for senders holding the live one, with the rollout order.
+
+exit status: 0 done (tlsa: the rollover is safe; --check-change: the change is safe);
+  1 tlsa: the advice has an error; --check-change: the change is unsafe (the reason is
+  printed); 2 invalid input or a lookup/fetch error (one line on stderr).
+  Docs: docs/publish.md.
 """
 
 
@@ -77,6 +96,11 @@ class PolicyState:
         return state
 
 
+def body_digest(body: str) -> str:
+    """The SHA-256 (hex) a :class:`PolicyState` keeps of the body its id belongs to."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
 def policy_state(body: str, previous: PolicyState | None, now: dt.datetime) -> PolicyState:
     """The id for ``body``: the previous one if the body is unchanged, else a new one.
 
@@ -84,7 +108,7 @@ def policy_state(body: str, previous: PolicyState | None, now: dt.datetime) -> P
     when it does). New ids are ``YYYYMMDDHHMMSS`` + 12 hex digits of the body's
     SHA-256: unique per body and increasing in time, 26 characters (the limit is 32).
     """
-    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    digest = body_digest(body)
     if previous is not None and previous.sha256 == digest:
         return previous
     stamp = now.astimezone(dt.UTC)
@@ -94,46 +118,10 @@ def policy_state(body: str, previous: PolicyState | None, now: dt.datetime) -> P
     return PolicyState(new_id, digest, stamp.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-_STRENGTH = {Mode.NONE: 0, Mode.TESTING: 1, Mode.ENFORCE: 2}
-
-
 def rollout_steps(domain: str, old: Policy | None, new: Policy, record: str) -> list[str]:
-    """The safe order of publication (RFC 8461 §3.3, §8.1-§8.3)."""
-    owner = f"_mta-sts.{domain}."
-    steps = [f"1. publish the policy at https://mta-sts.{domain}/.well-known/mta-sts.txt "
-             "(HTTPS, a valid certificate for mta-sts." + domain + ", text/plain) and check it "
-             f"with: smtptls check {domain}",
-             f"2. then publish (or update) the TXT record: {owner} IN TXT \"{record}\" - "
-             "senders refetch the policy only when the id changes (RFC 8461 §3.3)"]
-    if old is None:
-        if new.mode is Mode.ENFORCE:
-            steps.append("note: a first policy is safest in mode testing with a TLSRPT "
-                         "record; switch to enforce when reports show no failures "
-                         "(RFC 8461 §8.2)")
-        return steps
-    if _STRENGTH[new.mode] < _STRENGTH[old.mode]:
-        steps.append(f"lowering security ({old.mode.value} -> {new.mode.value}): senders keep "
-                     f"the cached {old.mode.value} policy until they refetch; keep every MX "
-                     f"valid for the old policy for up to max_age {old.max_age} s "
-                     "(RFC 8461 §5.1)")
-        if new.mode is Mode.NONE:
-            steps.append("to withdraw MTA-STS: keep serving this mode-none policy and the "
-                         f"new id for at least the old max_age ({old.max_age} s), then "
-                         "remove the TXT record and the policy host (RFC 8461 §8.3)")
-    old_mx = set(old.mx)
-    added = [m for m in new.mx if m not in old_mx]
-    removed = [m for m in old.mx if m not in set(new.mx)]
-    if added:
-        steps.append(f"new mx entries ({', '.join(added)}): only put such hosts into the "
-                     f"MX RRset after senders' cached policies expired (old max_age "
-                     f"{old.max_age} s), or they refuse them (RFC 8461 §8.1)")
-    if removed:
-        steps.append(f"removed mx entries ({', '.join(removed)}): take these hosts out of "
-                     "the MX RRset first (RFC 8461 §8.1)")
-    if new.max_age < old.max_age:
-        steps.append(f"max_age lowered ({old.max_age} -> {new.max_age} s): senders apply "
-                     "the old value until they refetch")
-    return steps
+    """The safe order of publication (RFC 8461 §3.3, §8.1-§8.3), without looking at DNS:
+    the steps of :func:`smtptls.mtasts.change.compare`."""
+    return list(compare(domain, new, "", old=old, record=record).steps)
 
 
 # --- MTA-STS: command -----------------------------------------------------------------
@@ -162,31 +150,45 @@ def _write_atomic(path: Path, text: str) -> None:
         raise SmtpTlsError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _read_state(args: argparse.Namespace, domain: str | None
+                ) -> tuple[Path | None, Path | None, PolicyState | None, Policy | None]:
+    """The policy file and state paths under ``--out``, the state and the policy there."""
+    if not args.out:
+        return None, None, None, None
+    base = Path(args.out) / domain if domain else Path(args.out)
+    path, state_path = base / POLICY_FILE, base / STATE_FILE
+    previous = old_policy = None
+    text = _read_small(state_path, MAX_STATE)
+    if text is not None:
+        try:
+            previous = PolicyState.from_dict(json.loads(text))
+        except (ValueError, SmtpTlsError) as exc:
+            raise SmtpTlsError(f"{state_path}: unusable state ({exc}); remove it to "
+                               "start a new id") from None
+    old_text = _read_small(path, MAX_POLICY_BYTES)
+    if old_text is not None:
+        try:
+            old_policy = parse_policy(old_text)
+        except PolicySyntaxError:
+            old_policy = None
+    return path, state_path, previous, old_policy
+
+
 def _mta_sts(args: argparse.Namespace, now: dt.datetime) -> int:
     domain = normalize_domain(args.domain) if args.domain else None
     if not args.mx and args.mode != "none":
         raise PolicySyntaxError(f"mode {args.mode} needs at least one --mx")
+    if args.check_change and domain is None:
+        raise SmtpTlsError("--check-change needs --domain (the live policy is looked up)")
+    if args.planned_mx and not args.check_change:
+        raise SmtpTlsError("--planned-mx is only used with --check-change")
     policy = Policy("STSv1", Mode(args.mode), args.max_age, tuple(args.mx or ()))
     body = policy.to_text()
     parse_policy(body)  # our own parser must accept what we publish (RFC 8461 §3.2)
-    old_policy = previous = None
-    path = state_path = None
-    if args.out:
-        base = Path(args.out) / domain if domain else Path(args.out)
-        path, state_path = base / POLICY_FILE, base / STATE_FILE
-        text = _read_small(state_path, MAX_STATE)
-        if text is not None:
-            try:
-                previous = PolicyState.from_dict(json.loads(text))
-            except (ValueError, SmtpTlsError) as exc:
-                raise SmtpTlsError(f"{state_path}: unusable state ({exc}); remove it to "
-                                   "start a new id") from None
-        old_text = _read_small(path, MAX_POLICY_BYTES)
-        if old_text is not None:
-            try:
-                old_policy = parse_policy(old_text)
-            except PolicySyntaxError:
-                old_policy = None
+    path, state_path, previous, old_policy = _read_state(args, domain)
+    if args.check_change:
+        assert domain is not None
+        return _check_change(args, domain, policy, previous, now)
     state = policy_state(body, previous, now)
     changed = previous is None or previous.id != state.id
     record = StsRecord(state.id).to_text().rstrip(";")
@@ -211,6 +213,114 @@ def _mta_sts(args: argparse.Namespace, now: dt.datetime) -> int:
     for s in steps:
         print(s)
     return EXIT_OK
+
+
+# --- MTA-STS: --check-change (the live policy and MX RRset against the new policy) -------
+
+
+async def _live(domain: str, cfg: Any) -> tuple[Any, Any]:
+    """The sender's discovery of the live policy (empty cache: always fetched) and the
+    MX RRset, both through the configured resolver."""
+    from smtptls.engine.gather import lookup_destination
+    from smtptls.engine.mtasts_discovery import discover
+    from smtptls.net.dns import DnsResolver
+    from smtptls.store import MemoryPolicyCache
+
+    resolver = DnsResolver(cfg.dns)
+    cache = MemoryPolicyCache()
+    try:
+        return await asyncio.gather(
+            discover(domain, dns=resolver, cache=cache, fetch_config=cfg.fetch,
+                     now=time.time()),
+            lookup_destination(resolver, domain))
+    finally:
+        await cache.close()
+
+
+def _live_policy(domain: str, found: Any) -> tuple[Policy | None, str | None]:
+    """The live policy and its TXT id; (None, None) when there is no record."""
+    owner = f"_mta-sts.{domain}"
+    if found.txt_error is not None:
+        raise SmtpTlsError(f"{owner} TXT: {found.txt_error}; the live policy is unknown, "
+                           "fix the record or the resolver first")
+    if found.record is None:
+        return None, None  # RFC 8461 §3.1: no record, no policy: a first publication
+    if found.policy is None:
+        raise SmtpTlsError(f"{owner} has id={found.record_id} but the policy cannot be "
+                           f"fetched: {found.fetch_error}")
+    return found.policy, found.record_id
+
+
+def _mx_hosts(domain: str, dest: Any) -> tuple[str, ...]:
+    if dest.mx_error is not None:
+        raise SmtpTlsError(f"MX lookup of {domain} failed: {dest.mx_error}")
+    if dest.null_mx or dest.nxdomain or not dest.has_mx:
+        return ()
+    return tuple(dest.hosts)
+
+
+def _check_change(args: argparse.Namespace, domain: str, policy: Policy,
+                  previous: PolicyState | None, now: dt.datetime) -> int:
+    from smtptls.check.mtasts import ONE_DAY
+    from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
+    from smtptls.cli.mta_sts import _build_configs
+
+    planned = tuple(require_domains(args.planned_mx)) if args.planned_mx else None
+    cfg = _build_configs(args)
+    require_ca_file(cfg.fetch.ca_file)
+    require_resolver(cfg.dns, validating=False)  # MTA-STS itself needs no DNSSEC
+    found, dest = asyncio.run(_live(domain, cfg))
+    old, old_id = _live_policy(domain, found)
+    current = _mx_hosts(domain, dest)
+    if previous is None and old is not None and old_id is not None:
+        # the live body under its live id: the id rule of policy_state keeps it exactly
+        # when the new body is the same (RFC 8461 §3.1)
+        previous = PolicyState(old_id, body_digest(old.to_text()), "")
+    new_id = policy_state(policy.to_text(), previous, now).id
+    record = StsRecord(new_id).to_text().rstrip(";")
+    verdict = compare(domain, policy, new_id, old=old, old_id=old_id, current_mx=current,
+                      planned_mx=planned, record=record, min_max_age=ONE_DAY)
+    code = EXIT_OK if verdict.safe else EXIT_NEGATIVE
+    if args.json:
+        data = verdict.to_dict()
+        data["txt_record"] = f'_mta-sts.{domain}. IN TXT "{record}"'
+        data["exit"] = code
+        print_json(data)
+        return code
+    for line in _verdict_lines(verdict):
+        print(line)
+    return code
+
+
+def _wrap(text: str, indent: str = "  ") -> str:
+    return textwrap.fill(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False,
+                         break_long_words=False)
+
+
+def _policy_text(policy: Policy, policy_id: str | None) -> str:
+    return (f"id {policy_id or '-'}, mode {policy.mode.value}, max_age {policy.max_age}, "
+            f"mx {', '.join(policy.mx) or '-'}")
+
+
+def _verdict_lines(v: ChangeVerdict) -> list[str]:
+    if v.safe:
+        head = "verdict: safe" + (" (first publication)" if v.first_publication else "")
+    else:
+        head = f"verdict: UNSAFE - {v.reasons[0]}"
+    lines = [_wrap(head)]
+    lines.append(_wrap("live policy: " + ("none (no _mta-sts record)" if v.old is None
+                                          else _policy_text(v.old, v.old_id))))
+    lines.append(_wrap("new policy:  " + _policy_text(v.new, v.new_id)))
+    lines.append(_wrap("MX in DNS:   " + (", ".join(v.current_mx or ()) or "none")))
+    if v.planned_mx is not None:
+        lines.append(_wrap("planned MX:  " + ", ".join(v.planned_mx)))
+    if v.findings:
+        lines.append("findings:")
+        lines.extend(_wrap(f"  {f.level.value}: {f.message} ({f.rfc}) [{f.code}]", "    ")
+                     for f in v.findings)
+    lines.append("rollout order:")
+    lines.extend(_wrap(f"  {s}", "     ") for s in v.steps)
+    return lines
 
 
 # --- TLSRPT ---------------------------------------------------------------------------
@@ -343,6 +453,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write DIR[/DOMAIN]/mta-sts.txt and the id state beside it (the "
                    "policy-server layout)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
+    c = m.add_argument_group("checking the change against the live policy and MX RRset")
+    c.add_argument("--check-change", action="store_true",
+                   help="compare with the live policy and MX RRset (needs --domain); writes "
+                   "nothing; exit 0 safe, 1 unsafe")
+    c.add_argument("--planned-mx", action="append", metavar="HOST",
+                   help="an MX host after the change (repeatable; default: the MX RRset "
+                   "stays as it is)")
+    c.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    c.add_argument("--nameserver", metavar="IP[:PORT]", action="append",
+                   help="resolver to ask (repeatable; default: config, then resolv.conf)")
+    c.add_argument("--ca-file", metavar="FILE",
+                   help="PEM trust store for the policy host (default: system store)")
+    c.add_argument("--dnssec-probe", metavar="NAME",
+                   help="name the resolver must answer for first ('' skips the probe)")
+    c.add_argument("--timeout", metavar="SECONDS", type=float,
+                   help="DNS timeout and total fetch timeout")
     t = ps.add_parser("tlsrpt", help="the _smtp._tls TXT record", formatter_class=Formatter,
                       epilog=EPILOG)
     t.add_argument("--domain", metavar="D", help="policy domain")
