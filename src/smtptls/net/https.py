@@ -321,18 +321,24 @@ async def _get(
     # RFC 8461 §3.3 (B3): "HTTP 3xx redirects MUST NOT be followed".
     async with session.get(url, headers=headers, allow_redirects=False) as resp:
         status = resp.status
-        if 300 <= status < 400:
-            where = resp.headers.get("Location", "")
-            raise FetchStatusError(
-                f"HTTP {status} redirect to {where[:200]!r} not followed (RFC 8461 §3.3)",
-                url=url, status=status)
-        if status != 200:
-            raise FetchStatusError(f"HTTP {status} {_short(resp.reason or '', 80)}".rstrip(),
-                                   url=url, status=status)
         content_type = resp.headers.get("Content-Type", "")
-        # RFC 8461 §3.3 (B4): the policy is served as text/plain.
-        if not is_text_plain(content_type):
-            raise FetchContentTypeError(
-                f"media type {content_type[:100]!r} is not text/plain", url=url)
+        check_response(url, status, resp.reason, resp.headers.get("Location", ""),
+                       content_type)
         body = await _read_capped(resp, config.max_body, url)
     return _decode(body), content_type, status
+
+
+def check_response(url: str, status: int, reason: str | None, location: str,
+                   content_type: str) -> None:
+    """RFC 8461 §3.3 on a response head: no redirect followed (B3), only 200, and
+    ``text/plain`` (B4); the typed error otherwise."""
+    if 300 <= status < 400:
+        raise FetchStatusError(
+            f"HTTP {status} redirect to {location[:200]!r} not followed (RFC 8461 §3.3)",
+            url=url, status=status)
+    if status != 200:
+        raise FetchStatusError(f"HTTP {status} {_short(reason or '', 80)}".rstrip(),
+                               url=url, status=status)
+    if not is_text_plain(content_type):
+        raise FetchContentTypeError(
+            f"media type {content_type[:100]!r} is not text/plain", url=url)
