@@ -178,6 +178,19 @@ async def reports(lab):
     return {f.domain: evaluate(f) for f in facts}, specs
 
 
+@pytest.fixture(scope="module")
+async def bulk_reports(lab, reports):
+    """The same domains checked the way ``check --bulk`` checks them: one shared UDP
+    socket for DNS (``check.dnsbulk``) and the bulk policy fetch (``check.fetch``)."""
+    _, specs = reports
+    options = CheckOptions(dns=DnsConfig(nameservers=(lab.resolver[0],), timeout=5.0),
+                           ca_file=str(lab.ca_file), timeout=5.0, domain_timeout=30.0,
+                           bulk_dns=True)
+    async with Gatherer(options) as g:
+        facts = await asyncio.gather(*(g.gather(d.name) for d, _ in specs))
+    return {f.domain: evaluate(f) for f in facts}
+
+
 def _ids() -> list[str]:
     return [d.name for d, _ in _specs()]
 
@@ -197,6 +210,14 @@ def test_check_lab_outcome_and_golden(reports, lab, name):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     assert text == path.read_text(), f"{name}: differs from {path} (SMTPTLS_UPDATE_GOLDEN=1)"
+
+
+@pytest.mark.parametrize("name", _ids())
+def test_check_lab_bulk_mode_gives_the_golden_report(bulk_reports, lab, name):
+    """Bulk mode changes how DNS is asked and the policy fetched, never a finding: every
+    report equals the golden file of the one-domain check."""
+    text = _normalise(bulk_reports[name].to_dict(), lab)
+    assert text == (GOLDEN / f"{name}.json").read_text(), f"{name}: bulk mode differs"
 
 
 def test_check_lab_clean_domain_passes(reports):

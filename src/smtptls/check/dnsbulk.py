@@ -162,7 +162,8 @@ def _rdata(rdtype: str, data: bytes, start: int, end: int) -> tuple[object, obje
         exchange, after = _name(data, start + 2)
         if after != end:
             raise _Unread
-        host = MxHost(int.from_bytes(rd[:2], "big"), exchange)
+        # the root (a null MX, RFC 7505) reads "." as in net.dns, not an empty name
+        host = MxHost(int.from_bytes(rd[:2], "big"), exchange or ".")
         return host, host
     if rdtype == "TLSA":
         # dnspython refuses a digest whose length is not its matching type's

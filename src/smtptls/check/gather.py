@@ -41,7 +41,7 @@ from smtptls.check.facts import (
     cert_facts,
     is_root,
 )
-from smtptls.check.fetch import AddressFirstResolver, fetch_policy_with, fetch_session
+from smtptls.check.fetch import fetch_policy_lean, https_ssl_context
 from smtptls.check.mx import MAX_HOSTS, mx_targets
 from smtptls.config import DnsConfig, FetchConfig
 from smtptls.dane.decide import HostLookup, Requirement, tlsa_candidates, tlsa_query_name
@@ -240,7 +240,7 @@ class Gatherer:
         self._connections = asyncio.Semaphore(self.options.max_connections)
         self._per_host = _HostLimits(self.options.per_host_connections)
         self._session: aiohttp.ClientSession | None = None
-        self._fetch_sess: aiohttp.ClientSession | None = None
+        self._fetch_ctx: ssl.SSLContext | None = None
         if self.options.ca_file is not None:
             try:
                 with open(self.options.ca_file, "rb"):
@@ -258,10 +258,9 @@ class Gatherer:
     async def close(self) -> None:
         if isinstance(self.resolver, BulkResolver):
             self.resolver.close()
-        for sess in (self._session, self._fetch_sess):
-            if sess is not None:
-                await sess.close()
-        self._session = self._fetch_sess = None
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
 
     # --- one domain ---------------------------------------------------------------------
 
@@ -431,18 +430,17 @@ class Gatherer:
                                  None if tls_reason is None else str(tls_reason),
                                  time.monotonic() - started)
 
-    def _fetch_session(self) -> aiohttp.ClientSession:
-        """One session for every policy fetch of a bulk run (RFC 8461 §3.3 settings)."""
-        if self._fetch_sess is None:
-            self._fetch_sess = fetch_session(self.options.fetch,
-                                             AddressFirstResolver(self.resolver),
-                                             limit=self.options.max_connections)
-        return self._fetch_sess
+    def _fetch_context(self) -> ssl.SSLContext:
+        """One verifying TLS context for every policy fetch of a bulk run."""
+        if self._fetch_ctx is None:
+            self._fetch_ctx = https_ssl_context(self.options.fetch)
+        return self._fetch_ctx
 
     async def _fetch_shared(self, domain: str) -> FetchResult:
-        """:func:`~smtptls.net.https.fetch_policy` with one session and TLS context for
-        the run: the same request, limits and errors, without building both per domain."""
-        return await fetch_policy_with(self._fetch_session(), domain, self.options.fetch)
+        """:func:`~smtptls.net.https.fetch_policy` with one TLS context for the run: the
+        same request, limits and errors, without a context and session per domain."""
+        return await fetch_policy_lean(self._fetch_context(), self.resolver, domain,
+                                       self.options.fetch)
 
     # --- TLSRPT -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ name_st = st.lists(label, min_size=1, max_size=4).map(lambda x: ".".join(x) + ".
 VALUES = {
     "A": st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
     "AAAA": st.sampled_from(["::1", "2001:db8::5", "::ffff:1.2.3.4", "fe80::1:2:3:4"]),
-    "MX": st.tuples(st.integers(0, 65535), name_st, st.booleans()).map(
+    "MX": st.tuples(st.integers(0, 65535), name_st | st.just(""), st.booleans()).map(
         lambda t: f"{t[0]} {t[1].upper() if t[2] else t[1]}."),
     # any bytes, invalid UTF-8 included, in presentation form (RFC 1035 §5.1 \DDD)
     "TXT": st.lists(st.binary(max_size=30), min_size=1, max_size=3).map(
@@ -113,6 +113,18 @@ def test_bulk_reader_agrees_with_the_project_reader(case):
                                                               ref.cname_chain)
     elif simple and not isinstance(ref, Exception) and len(ref.records) <= 8:
         pytest.fail(f"a common shape left to the reference reader: {ref}")
+
+
+def test_rfc7505_null_mx_reads_as_the_root_like_the_project_reader():
+    wire = query_wire(5, "nullmx.test", 15)
+    question = wire[12:_question_end(wire)]
+    query = dns.message.from_wire(wire)
+    resp = dns.message.make_response(query)
+    resp.answer.append(dns.rrset.from_text("nullmx.test.", 300, "IN", "MX", "0 ."))
+    data = resp.to_wire()
+    fast = read_answer("nullmx.test", "MX", question, data, CONFIG)
+    assert fast is not None and fast == _reference("nullmx.test", "MX", data)
+    assert [r.to_text() for r in fast.records] == ["0 .."]
 
 
 def test_tlsa_digest_of_the_wrong_length_is_left_to_the_reference_reader():
