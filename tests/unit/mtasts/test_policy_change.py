@@ -10,6 +10,8 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smtptls.cli.publish import PolicyState, body_digest, policy_state
 from smtptls.mtasts.change import ChangeVerdict, Level, compare
@@ -273,3 +275,33 @@ def test_to_dict_is_stable_json():
     assert data["verdict"] == "unsafe" and data["live"]["id"] == "1"
     assert data["new"]["policy"]["mx"] == [MX2] and data["planned_mx"] == [MX2]
     assert {"code", "level", "message", "rfc"} == set(data["findings"][0])
+
+
+# --- properties -------------------------------------------------------------------------
+
+_label = st.sampled_from(["a", "b", "mx", "mx1", "mx2", "x-y"])
+_host = st.lists(_label, min_size=1, max_size=3).map(lambda ls: ".".join([*ls, "example",
+                                                                            "com"]))
+_pattern = st.builds(lambda w, h: ("*." if w else "") + h, st.booleans(), _host)
+_policy = st.builds(lambda mode, mx, age: Policy("STSv1", mode, age, tuple(mx)),
+                    st.sampled_from([Mode.ENFORCE, Mode.TESTING]),
+                    st.lists(_pattern, min_size=1, max_size=4),
+                    st.integers(0, 31557600))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(old=st.none() | _policy, new=_policy, current=st.lists(_host, max_size=4),
+       planned=st.none() | st.lists(_host, max_size=4))
+def test_compare_never_raises_and_unsafe_always_has_a_reason(old, new, current, planned):
+    v = _change(old, new, current=current, planned=planned)
+    assert v.safe is (not v.reasons)
+    assert v.steps[0].startswith("1. ") and v.steps[1].startswith("2. ")
+    json.dumps(v.to_dict())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy=_policy, current=st.lists(_host, max_size=4))
+@pytest.mark.rfc("8461 8.1")
+def test_rfc8461_8_1_republishing_a_policy_covering_the_mx_set_is_safe(policy, current):
+    current = [h for h in current if policy.matches_mx(h)]
+    assert _change(policy, policy, current=current, old_id="1", new_id="1").safe
