@@ -110,41 +110,59 @@ def _announce(service: Any) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from smtptls.services.report_import import import_paths
-    from smtptls.services.reports_server.intake import ReportIntake
+    import time
+
+    from smtptls.errors import ConfigError
+    from smtptls.services.report_import import (
+        DEFAULT_BATCH,
+        ImportOptions,
+        default_workers,
+        import_paths,
+    )
 
     cfg = _config(args)
+    workers = args.workers if args.workers is not None else default_workers()
+    batch = args.batch if args.batch is not None else DEFAULT_BATCH
+    if workers < 1 or batch < 1:
+        raise ConfigError("--workers and --batch take a number of at least 1")
+    lookup = None
+    if args.verify_dkim:
+        from smtptls.net.dkim import dns_txt_lookup
+        from smtptls.net.dns import DnsResolver
 
-    async def run(store: ReportStore) -> Any:
-        lookup = None
-        if args.verify_dkim:
-            from smtptls.net.dkim import dns_txt_lookup
-            from smtptls.net.dns import DnsResolver
+        lookup = dns_txt_lookup(DnsResolver(cfg.dns))
+    # an operator's own import of stored mail: DKIM checked only on request (old keys
+    # are often rotated away), and then recorded, not enforced
+    options = ImportOptions(max_body=cfg.reports.max_body,
+                            max_decompressed=cfg.reports.max_decompressed, workers=workers,
+                            batch_size=batch, verify_dkim=args.verify_dkim,
+                            dkim_lookup=lookup)
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
 
-            lookup = dns_txt_lookup(DnsResolver(cfg.dns))
-        # an operator's own import of stored mail: DKIM checked only on request (old
-        # keys are often rotated away), and then recorded, not enforced
-        intake = ReportIntake(store, max_body=cfg.reports.max_body,
-                              max_decompressed=cfg.reports.max_decompressed,
-                              dkim_lookup=lookup, require_dkim=False)
-        progress = None
-        if sys.stderr.isatty() and not args.json:
-            def progress(name: str) -> None:
-                print(f"\r\033[Kimporting {cut(name, 90)}", end="", file=sys.stderr)
-        result = await import_paths(args.paths, intake, max_body=cfg.reports.max_body,
-                                    verify_dkim=args.verify_dkim, progress=progress)
-        if progress:
-            print("\r\033[K", end="", file=sys.stderr)
-        return result
+    def committed(outcomes: list[Any], summary: Any) -> None:
+        # Printed only once the transaction holding them committed.
+        if not args.json:
+            for source, outcome in outcomes:
+                what = outcome.report_id if outcome.report_id else outcome.reason
+                print(f"{outcome.outcome!s:<12} {source}  {cut(str(what), 60)}")
+            sys.stdout.flush()
+        if tty:
+            done = summary.stored + summary.duplicate + summary.conflict + summary.quarantined
+            rate = done / max(time.monotonic() - started, 1e-6)
+            print(f"\r\033[K{done} committed of {summary.sources} read ({rate:,.0f}/s)",
+                  end="", file=sys.stderr, flush=True)
 
-    result = _with_store(args, run, read_only=False)
+    result = _with_store(args, lambda store: import_paths(args.paths, store, options,
+                                                          on_committed=committed),
+                         read_only=False)
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr)
     if args.json:
-        print_json(result.to_dict())
+        out = result.to_dict()
+        out["seconds"] = round(time.monotonic() - started, 3)
+        print_json(out)
     else:
-        # The source is printed whole (a cut path names no file); what happened after it.
-        for source, outcome in result.outcomes:
-            what = outcome.report_id if outcome.report_id else outcome.reason
-            print(f"{outcome.outcome!s:<12} {source}  {cut(str(what), 60)}")
         for source, reason in result.errors:
             print(f"{'error':<12} {source}  {cut(reason, 60)}")
         print(f"{result.stored} stored, {result.duplicate} duplicate, "
@@ -392,12 +410,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                       formatter_class=Formatter,
                       epilog="examples:\n  smtptls reports import report.json.gz\n"
                       "  smtptls reports import ~/Maildir/.tlsrpt --json\n"
+                      "  smtptls reports import archive.mbox --workers 4\n"
+                      "a report is printed (and counted) only once it is committed; an "
+                      "interrupted\nimport run again stores the rest, the others are "
+                      "duplicates\n"
                       "exit status: 0 all stored, 1 something quarantined or unreadable, "
                       "2 error")
     _common(i)
     i.add_argument("paths", nargs="+", metavar="PATH")
     i.add_argument("--verify-dkim", action="store_true",
                    help="verify DKIM of imported mail (needs DNS)")
+    i.add_argument("--workers", type=int, metavar="N",
+                   help="parser processes (default: one per CPU; 1 parses in-process)")
+    i.add_argument("--batch", type=int, metavar="N",
+                   help="reports per commit (default 200; a batch also commits after 0.5 s)")
     i.set_defaults(func=_import)
 
     ls = rs.add_parser("list", help="list stored reports, newest first",

@@ -16,26 +16,68 @@ Each report is stored as on the network intake: a byte-identical one already sto
 duplicate, a different one under a stored report-id and organization is kept as a
 conflict; what does not parse is quarantined with the reason. Files over the size caps
 are skipped and reported.
-IMAP is not built: fetch into a maildir (e.g. with fetchmail or mbsync) and import that.
+IMAP is not built: fetch into a maildir (e.g. with fetchmail or mbsync) and import that
+(or use ``reports fetch``).
+
+Bulk import is a pipeline: the sources are read here, parsed in worker processes
+(``workers``; 1 parses in this process), and stored in **group commits**: up to
+``batch_size`` reports, or what arrived within ``batch_seconds``, in one transaction
+(one fsync, :meth:`ReportStore.add_reports`). A report is counted, and handed to
+``on_committed`` to be printed, only after the transaction holding it committed, so an
+import interrupted at any point (Ctrl-C, ``kill -9``, power loss) has stored at least
+every report it said it stored, and running it again stores the rest: the reports
+already stored are duplicates.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import mailbox
 import os
-from collections.abc import Callable, Iterator
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
-from smtptls.errors import ReportError
-from smtptls.services.reports_server.intake import IntakeOutcome, Outcome, ReportIntake
-from smtptls.store.reports_base import Channel
+from smtptls.errors import NoReportAttachmentError, ReportError, SmtpTlsError
+from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
+from smtptls.services.reports_server.intake import (
+    _OUTCOME,
+    MAX_ATTACHMENTS,
+    IntakeOutcome,
+    Outcome,
+    ReportIntake,
+    _kind,
+    file_under_header_domain,
+)
+from smtptls.store.reports_base import (
+    Channel,
+    DkimStatus,
+    Intake,
+    ReportRecord,
+    ReportStore,
+)
+from smtptls.tlsrpt.mail import read_report_mail
 
-__all__ = ["ImportSummary", "import_paths", "iter_sources"]
+__all__ = ["ImportOptions", "ImportSummary", "import_paths", "iter_sources"]
 
 MAX_FILES = 1_000_000  # files visited per import at most
 MAX_DEPTH = 16  # directory recursion depth
 MAX_MBOX = 4 * 1024**3  # bytes of one mbox file
+#: Reports per group commit: an fsync costs about as much as storing a few hundred
+#: small reports, so larger batches gain little and delay what the user sees.
+DEFAULT_BATCH = 200
+#: A batch is committed at the latest this long after its first report arrived.
+DEFAULT_BATCH_SECONDS = 0.5
+CHUNK_SOURCES = 32  # sources handed to a worker at once (amortizes the hand-over)
+CHUNK_BYTES = 4 * 1024**2  # ... or fewer, when they are large
+INFLIGHT_PER_WORKER = 3  # chunks queued per worker: bounds memory, keeps workers busy
 
 
 @dataclass
@@ -205,37 +247,257 @@ def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
                     yield (str(here / fname), str(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """How an import runs; the size caps come from ``[reports]`` in the configuration."""
+
+    max_body: int
+    max_decompressed: int
+    workers: int = 1  # parser processes; 1 parses in this process
+    batch_size: int = DEFAULT_BATCH
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    verify_dkim: bool = False
+    dkim_lookup: TxtLookup | None = None  # needed for verify_dkim
+
+
+def default_workers() -> int:
+    """One parser process per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# --- parsing (pure, in worker processes) -----------------------------------------------
+
+#: One parsed thing of a source: ("report", record) or ("quarantine", reason, kind).
+Parsed = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSource:
+    """What a worker made of one source: its reports and refusals, and two headers."""
+
+    items: tuple[Parsed, ...]
+    submitter: str | None = None
+
+
+_PARSER: ReportIntake | None = None
+
+
+def _init_worker(max_body: int, max_decompressed: int) -> None:
+    global _PARSER  # noqa: PLW0603 - one parser per worker process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _PARSER = _parser(max_body, max_decompressed)
+
+
+def _parser(max_body: int, max_decompressed: int) -> ReportIntake:
+    # Parsing only: the store is never touched in a worker.
+    return ReportIntake(None, max_body=max_body, max_decompressed=max_decompressed)  # type: ignore[arg-type]
+
+
+def _parse_chunk(chunk: Sequence[tuple[str, bytes]]) -> list[ParsedSource]:
+    assert _PARSER is not None
+    return [parse_source(kind, data, _PARSER) for kind, data in chunk]
+
+
+def parse_source(kind: str, data: bytes, parser: ReportIntake) -> ParsedSource:
+    """Parse a ``body`` or ``mail`` source as :class:`ReportIntake` does on intake."""
+    if kind == "body":
+        return ParsedSource((_parse_report(data, parser, None),))
+    try:
+        mail = read_report_mail(data, strict=False, max_size=max(parser.max_message, len(data)))
+    except ReportError as exc:
+        kind = "no-report" if isinstance(exc, NoReportAttachmentError) else _kind(exc)
+        return ParsedSource((("quarantine", str(exc), kind),))
+    except Exception as exc:  # a parser defect must not lose the message
+        return ParsedSource((("quarantine", f"parser failure: {type(exc).__name__}", "other"),))
+    items = []
+    for i, (filename, payload) in enumerate(mail.attachments[:MAX_ATTACHMENTS]):
+        item = _parse_report(payload, parser, mail.report_domain)
+        if item[0] == "quarantine":
+            # Keep the whole message (its headers give the context), say which part.
+            item = ("quarantine", f"attachment {i + 1} ({filename or 'no name'}): {item[1]}",
+                    item[2])
+        items.append(item)
+    return ParsedSource(tuple(items), mail.submitter)
+
+
+def _parse_report(body: bytes, parser: ReportIntake, header_domain: str | None) -> Parsed:
+    try:
+        record = parser.parse_body(body)
+    except ReportError as exc:
+        return ("quarantine", str(exc), _kind(exc))
+    except Exception as exc:  # a parser defect must not lose the submission
+        what = f"parser failure: {type(exc).__name__}"
+        return ("quarantine", what, _kind(exc) if isinstance(exc, SmtpTlsError) else "other")
+    if header_domain is not None:
+        record = file_under_header_domain(record, header_domain)
+    return ("report", record)
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """One source read and handed to a parser, waiting for its result."""
+
+    name: str
+    kind: str
+    data: bytes
+
+
+@dataclass
+class _Batch:
+    """Parsed reports and refusals waiting for one group commit, in source order."""
+
+    started: float = 0.0
+    reports: list[tuple[ReportRecord, Intake]] = field(default_factory=list)
+    quarantines: list[tuple[bytes, str, Intake]] = field(default_factory=list)
+    # (source, "report"|"quarantine", index into reports|quarantines, reason, kind)
+    order: list[tuple[str, str, int, str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 async def import_paths(
-    paths: list[str | Path],
-    intake: ReportIntake,
+    paths: Sequence[str | Path],
+    store: ReportStore,
+    options: ImportOptions,
     *,
-    max_body: int,
-    verify_dkim: bool = False,
-    progress: Callable[[str], None] | None = None,
+    on_committed: Callable[[list[tuple[str, IntakeOutcome]], ImportSummary], None] | None = None,
 ) -> ImportSummary:
-    """Import everything under ``paths`` through ``intake``; StoreError propagates."""
+    """Import everything under ``paths`` into ``store``; StoreError propagates.
+
+    ``on_committed`` is called after every group commit with the outcomes it made
+    durable (in source order) and the running summary.
+    """
     summary = ImportSummary()
-    max_message = max_body * 2
-    for item in iter_sources(list(paths), max_body=max_body, max_message=max_message):
-        if isinstance(item, tuple):
-            summary.errors.append(item)
-            continue
-        summary.sources += 1
-        if progress:
-            progress(item.name)
-        try:
-            data = item.read()
-        except ReportError as exc:
-            summary.errors.append((item.name, str(exc)))
-            continue
-        except (OSError, mailbox.Error) as exc:
-            summary.errors.append((item.name, f"cannot read: {exc}"))
-            continue
-        if item.kind == "body":
-            summary.add(item.name, await intake.submit_body(
-                data, channel=Channel.IMPORT, remote=item.name))
-        else:
-            for outcome in await intake.submit_message(
-                    data, channel=Channel.IMPORT, remote=item.name, verify_dkim=verify_dkim):
-                summary.add(item.name, outcome)
+    parser = _parser(options.max_body, options.max_decompressed)
+    sources = iter_sources(list(paths), max_body=options.max_body,
+                           max_message=parser.max_message)
+    pool: ProcessPoolExecutor | None = None
+    if options.workers > 1:
+        # forkserver: workers start from a clean process, never a fork of this one's
+        # threads (the store's writer thread holds locks)
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(options.workers, mp_context=context,
+                                   initializer=_init_worker,
+                                   initargs=(options.max_body, options.max_decompressed))
+    loop = asyncio.get_running_loop()
+    inflight: collections.deque[tuple[list[_Pending], asyncio.Future[list[ParsedSource]]]]
+    inflight = collections.deque()
+    batch = _Batch()
+
+    writing: asyncio.Task[None] | None = None
+
+    async def commit() -> None:
+        # The store writes one batch while the next is parsed; commits stay in order.
+        nonlocal batch, writing
+        done, batch = batch, _Batch()
+        if writing is not None:
+            await writing  # its StoreError ends the import here
+            writing = None
+        if done:
+            writing = asyncio.ensure_future(write(done))
+
+    async def write(done: _Batch) -> None:
+        added = await store.add_reports(done.reports) if done.reports else []
+        kept = await store.add_quarantines(done.quarantines) if done.quarantines else []
+        committed: list[tuple[str, IntakeOutcome]] = []
+        for name, what, index, reason, kind in done.order:
+            if what == "report":
+                result, record = added[index], done.reports[index][0]
+                outcome = IntakeOutcome(_OUTCOME[result.status], result.pk, record.report_id,
+                                        counted=result.counted,
+                                        conflicts_with=result.conflicts_with)
+            else:
+                outcome = IntakeOutcome(Outcome.QUARANTINED, kept[index], reason=reason,
+                                        kind=kind, too_large=kind == "too-large")
+            summary.add(name, outcome)
+            committed.append((name, outcome))
+        if on_committed is not None:
+            on_committed(committed, summary)
+
+    async def take(pending: list[_Pending], parsed: list[ParsedSource]) -> None:
+        for source, result in zip(pending, parsed, strict=True):
+            dkim = DkimResult(DkimStatus.NOT_CHECKED)
+            if source.kind == "mail" and options.verify_dkim and options.dkim_lookup:
+                dkim = await verify_report_mail(source.data, options.dkim_lookup)
+            intake = Intake(Channel.IMPORT, datetime.now(UTC), remote=source.name,
+                            submitter=result.submitter, dkim=dkim.status,
+                            dkim_domain=dkim.domain)
+            if not batch:
+                batch.started = time.monotonic()
+            for item in result.items:
+                if item[0] == "report":
+                    batch.order.append((source.name, "report", len(batch.reports), "", ""))
+                    batch.reports.append((item[1], intake))
+                else:
+                    batch.order.append((source.name, "quarantine", len(batch.quarantines),
+                                        item[1], item[2]))
+                    batch.quarantines.append((source.data, item[1], intake))
+            if len(batch.reports) >= options.batch_size or (
+                    batch and time.monotonic() - batch.started >= options.batch_seconds):
+                await commit()
+
+    def read_chunk() -> list[_Pending] | None:
+        chunk: list[_Pending] = []
+        size = 0
+        for item in sources:
+            if isinstance(item, tuple):
+                summary.errors.append(item)
+                continue
+            summary.sources += 1
+            try:
+                data = item.read()
+            except ReportError as exc:
+                summary.errors.append((item.name, str(exc)))
+                continue
+            except (OSError, mailbox.Error) as exc:
+                summary.errors.append((item.name, f"cannot read: {exc}"))
+                continue
+            chunk.append(_Pending(item.name, item.kind, data))
+            size += len(data)
+            if len(chunk) >= CHUNK_SOURCES or size >= CHUNK_BYTES:
+                return chunk
+        return chunk or None
+
+    def submit(chunk: list[_Pending]) -> asyncio.Future[list[ParsedSource]]:
+        work = [(p.kind, p.data) for p in chunk]
+        if pool is None:
+            done: asyncio.Future[list[ParsedSource]] = loop.create_future()
+            done.set_result([parse_source(k, d, parser) for k, d in work])
+            return done
+        future: Future[list[ParsedSource]] = pool.submit(_parse_chunk, work)
+        return asyncio.wrap_future(future)
+
+    try:
+        depth = INFLIGHT_PER_WORKER * max(1, options.workers) if pool else 1
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < depth:
+                chunk = read_chunk()
+                if chunk is None:
+                    exhausted = True
+                    break
+                inflight.append((chunk, submit(chunk)))
+            if not inflight:
+                break
+            chunk, parsed = inflight.popleft()
+            await take(chunk, await parsed)
+        await commit()
+        await commit()  # waits for the last write
+    finally:
+        for _, parsed in inflight:
+            parsed.cancel()
+        if writing is not None and not writing.done():
+            # Interrupted: let the write in flight finish (its batch is then stored, but
+            # not reported, and a rerun finds it as duplicates).
+            await asyncio.shield(writing)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     return summary

@@ -27,9 +27,11 @@ or ``application/tlsrpt+json`` parts.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.header
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import re
@@ -52,10 +54,12 @@ __all__ = [
     "REPORT_MEDIA_TYPES",
     "ReportAttachment",
     "ReportFilename",
+    "ReportMail",
     "ReportSubject",
     "extract_reports_from_message",
     "parse_filename",
     "parse_subject",
+    "read_report_mail",
     "reports_from_message",
 ]
 
@@ -66,6 +70,8 @@ MAX_PARTS = 64
 #: At most this many reports are taken from one message.
 MAX_REPORTS = 16
 MAX_SUBJECT = 2048
+#: A header value kept from a report mail (TLS-Report-Submitter, TLS-Report-Domain).
+MAX_HEADER_VALUE = 255
 
 #: RFC 8460 §5.3 / §6.4 / §6.5: the registered report media types.
 REPORT_MEDIA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
@@ -133,6 +139,21 @@ def _candidate(part: email.message.Message, *, strict: bool, top_level: bool) ->
     return False
 
 
+class ReportMail(NamedTuple):
+    """What the intake needs of a report mail: its reports and two §5.3 headers."""
+
+    attachments: list[ReportAttachment]
+    submitter: str | None  # TLS-Report-Submitter, one line, at most MAX_HEADER_VALUE
+    report_domain: str | None  # TLS-Report-Domain, likewise
+
+
+def header_line(value: Any) -> str | None:
+    """A header value as one line of at most MAX_HEADER_VALUE characters; None if empty."""
+    if value is None:
+        return None
+    return " ".join(str(value).split())[:MAX_HEADER_VALUE] or None
+
+
 def extract_reports_from_message(
     raw: bytes,
     *,
@@ -149,6 +170,26 @@ def extract_reports_from_message(
     *max_parts* MIME parts, and :class:`~smtptls.errors.NoReportAttachmentError` when
     nothing in it is a report.
     """
+    return read_report_mail(raw, strict=strict, max_size=max_size,
+                            max_parts=max_parts).attachments
+
+
+def read_report_mail(
+    raw: bytes,
+    *,
+    strict: bool = False,
+    max_size: int = DEFAULT_MAX_MESSAGE,
+    max_parts: int = MAX_PARTS,
+) -> ReportMail:
+    """The reports of a §5.3 mail and its TLS-Report-* headers, reading little.
+
+    The common form (one multipart level whose parts are 7bit, 8bit or base64) is read
+    directly: the top header block parsed once, the body split at its boundary, each
+    part's header block parsed, and only report parts decoded. Anything else (nested
+    multiparts, quoted-printable, a single-part message, a walk that finds no report)
+    goes through the standard library's full parse, so both give the same answer and
+    the same errors as :func:`extract_reports_from_message` always did.
+    """
     if isinstance(raw, bytearray | memoryview):
         raw = bytes(raw)
     if not isinstance(raw, bytes):
@@ -157,6 +198,100 @@ def extract_reports_from_message(
         raise ReportTooLargeError(f"message of {len(raw)} bytes is over the {max_size}-byte cap")
     if not raw.strip():
         raise NoReportAttachmentError("empty message")
+    try:
+        quick = _quick_walk(raw, strict=strict, max_parts=max_parts)
+    except (ValueError, LookupError, TypeError, AttributeError, IndexError, UnicodeError,
+            RecursionError, binascii.Error):
+        quick = None  # the full parse below says what is wrong with it
+    if quick is not None:
+        return quick
+    return _full_walk(raw, strict=strict, max_parts=max_parts)
+
+
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+# A part's header block ends at the first empty line (RFC 5322 §2.1).
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_PLAIN_CTE = ("", "7bit", "8bit", "binary")
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+def _split_head(block: bytes) -> tuple[bytes, bytes] | None:
+    if block.startswith((b"\r\n", b"\n")):  # no headers at all
+        return b"", block[2 if block.startswith(b"\r\n") else 1:]
+    m = _BLANK_LINE.search(block)
+    if m is None:
+        return None
+    return block[:m.start()], block[m.end():]
+
+
+def _quick_walk(raw: bytes, *, strict: bool, max_parts: int) -> ReportMail | None:
+    """The one-level multipart walk of :func:`read_report_mail`; None: use the full one."""
+    split = _split_head(raw)
+    if split is None:
+        return None
+    head, body = split
+    top = _HEADERS.parsebytes(head)
+    top_type = _content_type(top)
+    if not top_type.startswith("multipart/") or top_type == "multipart/digest":
+        return None
+    if strict and (top_type != "multipart/report"
+                   or str(top.get_param("report-type") or "").lower() != "tlsrpt"):
+        return None  # the full walk words the refusal
+    boundary = top.get_boundary()
+    if not boundary or len(boundary) > 200 or not boundary.isascii():
+        return None
+    delimiter = re.compile(rb"^--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*\r?$",
+                           re.M)
+    found: list[ReportAttachment] = []
+    seen = 1  # the message itself, as the full walk counts it
+    start: int | None = None
+    for m in delimiter.finditer(body):
+        if start is not None:
+            end = m.start()
+            end -= 2 if body[end - 2:end] == b"\r\n" else 1 if body[end - 1:end] == b"\n" else 0
+            seen += 1
+            if seen > max_parts:
+                return None
+            if not _quick_part(body[start:max(start, end)], strict, found):
+                return None
+        if m.group(1):  # the close delimiter
+            start = None
+            break
+        start = m.end() + (2 if body[m.end():m.end() + 2] == b"\r\n" else 1)
+    if start is not None or seen == 1 or not found or len(found) > MAX_REPORTS:
+        return None  # unterminated, empty or unusual: the full walk decides
+    return ReportMail(found, header_line(top.get("TLS-Report-Submitter")),
+                      header_line(top.get("TLS-Report-Domain")))
+
+
+def _quick_part(block: bytes, strict: bool, found: list[ReportAttachment]) -> bool:
+    """Add the part to ``found`` if it is a report; False if the full walk must read it."""
+    split = _split_head(block)
+    if split is None:
+        return False
+    head, content = split
+    part = _HEADERS.parsebytes(head) if head else email.message.Message()
+    if _content_type(part).startswith(("multipart/", "message/")):
+        return False
+    if not _candidate(part, strict=strict, top_level=False):
+        return True
+    # As Message.get_payload(decode=True) reads it (compat32: the value as written).
+    cte = str(part.get("content-transfer-encoding", "")).lower()
+    if cte == "base64":
+        text = b"".join(content.split())
+        if len(text) % 4 or not _BASE64.fullmatch(text):
+            return False  # sloppy base64: the standard library's lenient decoder reads it
+        payload = binascii.a2b_base64(text, strict_mode=True)
+    elif cte in _PLAIN_CTE:
+        payload = content
+    else:
+        return False
+    if payload.strip():
+        found.append(ReportAttachment(_filename(part), payload))
+    return True
+
+
+def _full_walk(raw: bytes, *, strict: bool, max_parts: int) -> ReportMail:
     try:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
         top_type = _content_type(message)
@@ -199,7 +334,8 @@ def extract_reports_from_message(
             f"no TLSRPT report attachment in a {top_type} message"
             + (f" (Subject: {subject!r})" if subject else "")
         )
-    return found
+    return ReportMail(found, header_line(message.get("TLS-Report-Submitter")),
+                      header_line(message.get("TLS-Report-Domain")))
 
 
 def reports_from_message(
