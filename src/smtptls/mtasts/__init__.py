@@ -9,7 +9,9 @@
 - :mod:`.cache_logic`: caching, refresh and the sender's per-MX decision (§3.3, §5,
   §5.1, §8) — :class:`CachedPolicy`, :func:`decide_refresh`, :func:`apply_fetch_result`,
   :func:`needs_proactive_refresh`, :func:`alert_on_refresh_failure`,
-  :func:`sender_action`, :func:`no_mx_left`.
+  :func:`sender_action`, :func:`no_mx_left`;
+- :mod:`.change`: whether publishing a new policy keeps mail flowing for senders that
+  hold the live one (§8.1) — :func:`~smtptls.mtasts.change.compare`.
 
 Every public function raises only :class:`smtptls.errors.PolicyError` subclasses; the
 matching functions never raise.
