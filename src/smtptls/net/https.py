@@ -21,6 +21,9 @@ returns the body text. What it enforces, and where the RFC says so:
 Host names are resolved through :mod:`smtptls.net.dns` (the configured resolver), not
 the system's, so a fetch sees the same DNS as the rest of the decision.
 
+The HTTP client (aiohttp) is imported by the first fetch, not by importing this module:
+``smtptls policyd`` answers its first requests before it has loaded it.
+
 The body must be UTF-8 (RFC 8461 §3.2 policies are ASCII in practice). A body that is
 not valid UTF-8 is a policy defect, not a transport one: it raises
 :class:`~smtptls.errors.PolicySyntaxError` with the line of the first bad byte, which
@@ -36,10 +39,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from typing import TYPE_CHECKING, Any
 
 from smtptls.config import FetchConfig
 from smtptls.dnssec import Security
@@ -57,7 +57,13 @@ from smtptls.mtasts.policy import is_text_plain
 from smtptls.net.dns import normalize_domain
 from smtptls.net.protocols import Resolver
 
-__all__ = ["FetchResult", "TlsFailure", "fetch_policy", "policy_url", "DnsAiohttpResolver"]
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+# DnsAiohttpResolver comes from the module's __getattr__ (built on first use)
+__all__ = ["FetchResult", "TlsFailure", "fetch_policy", "policy_url",
+           "DnsAiohttpResolver"]  # noqa: F822
 
 WELL_KNOWN_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.3
 _CHUNK = 8192
@@ -98,12 +104,9 @@ class _ResolveFailed(OSError):
         self.error = error
 
 
-class DnsAiohttpResolver(AbstractResolver):
-    """An aiohttp resolver backed by :class:`~smtptls.net.dns.DnsResolver`.
-
-    Returns the A and AAAA records of the host (A first); NXDOMAIN/NODATA and DNS
-    failures are raised as :class:`OSError` for aiohttp, with the typed error kept.
-    """
+class _DnsResolverMethods:
+    """The methods of :class:`DnsAiohttpResolver` (the class itself is built with
+    aiohttp's ``AbstractResolver`` as a base when first used: see ``__getattr__``)."""
 
     def __init__(self, dns: Resolver) -> None:
         self._dns = dns
@@ -122,9 +125,9 @@ class DnsAiohttpResolver(AbstractResolver):
         results: list[ResolveResult] = []
         for (fam, _), answer in zip(wanted, answers, strict=True):
             for address in answer.records:
-                results.append(ResolveResult(hostname=host, host=address, port=port,
-                                             family=fam, proto=0,
-                                             flags=socket.AI_NUMERICHOST))
+                # aiohttp's ResolveResult (a TypedDict: a dict at run time)
+                results.append({"hostname": host, "host": address, "port": port,
+                                "family": fam, "proto": 0, "flags": socket.AI_NUMERICHOST})
         usable = [a for a in answers if a.records]
         secure = bool(usable) and all(a.security is Security.SECURE for a in usable)
         self.last_security = Security.SECURE if secure else Security.INSECURE
@@ -139,6 +142,34 @@ class DnsAiohttpResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+_resolver_class: type | None = None
+
+
+def _dns_aiohttp_resolver() -> type[AbstractResolver]:
+    global _resolver_class
+    if _resolver_class is None:
+        from aiohttp.abc import AbstractResolver
+
+        _resolver_class = type("DnsAiohttpResolver", (_DnsResolverMethods, AbstractResolver),
+                               {"__module__": __name__, "__doc__": _DNS_RESOLVER_DOC})
+    return _resolver_class
+
+
+_DNS_RESOLVER_DOC = """An aiohttp resolver backed by :class:`~smtptls.net.dns.DnsResolver`.
+
+    Returns the A and AAAA records of the host (A first); NXDOMAIN/NODATA and DNS
+    failures are raised as :class:`OSError` for aiohttp, with the typed error kept.
+    """
+
+
+def __getattr__(name: str) -> Any:
+    # ``DnsAiohttpResolver`` (a subclass of aiohttp's AbstractResolver) imports aiohttp
+    # when first named, so importing this module does not
+    if name == "DnsAiohttpResolver":
+        return _dns_aiohttp_resolver()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def https_ssl_context(config: FetchConfig) -> ssl.SSLContext:
@@ -223,6 +254,8 @@ async def fetch_policy_with(session: aiohttp.ClientSession, domain: str,
     configured timeouts. Same request (``GET``, no redirects, only 200, ``text/plain``,
     the body cap enforced while streaming: RFC 8461 §3.3) and the same typed errors.
     """
+    import aiohttp  # loaded already: the caller's session is an aiohttp one
+
     url = policy_url(domain)  # validates the domain first (no I/O on a bad name)
     headers = {"User-Agent": config.user_agent, "Accept": "text/plain"}
     started = time.monotonic()
@@ -263,6 +296,8 @@ async def fetch_policy_with(session: aiohttp.ClientSession, domain: str,
 def fetch_session(config: FetchConfig, resolver: AbstractResolver, *,
                   limit: int = 1) -> aiohttp.ClientSession:
     """An HTTP session for policy fetches: verifying TLS, no cookies, no environment."""
+    import aiohttp
+
     timeout = aiohttp.ClientTimeout(
         total=config.total_timeout,
         connect=config.connect_timeout,
@@ -294,7 +329,7 @@ async def fetch_policy(
     """
     config = config or FetchConfig()
     policy_url(domain)  # validates the domain first (no I/O on a bad name)
-    dns_resolver = DnsAiohttpResolver(resolver)
+    dns_resolver = _dns_aiohttp_resolver()(resolver)
     async with fetch_session(config, dns_resolver) as session:
         result = await fetch_policy_with(session, domain, config)
     return dataclasses.replace(result,
