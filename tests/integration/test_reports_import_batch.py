@@ -165,3 +165,22 @@ def test_mbox_and_json_files_import_in_workers(capsys, tmp_path, workers):
     result = json.loads(out)
     assert (code, result["stored"], result["sources"]) == (0, 13, 13)
     assert {i["report_id"] for i in result["items"]} == {f"batch-{i:05d}" for i in [*range(12), 99]}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_files_over_the_configured_cap_are_reported_not_read(capsys, tmp_path, workers):
+    (tmp_path / "smtptls.toml").write_text("[reports]\nmax_body = 1000\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "big.json").write_text(json.dumps({"report-id": "x" * 2000}))
+    (tmp_path / "in" / "cron.eml").write_bytes((FIXTURES / "tlsrpt" / "cron-mail.eml").read_bytes())
+    db = tmp_path / "r.sqlite3"
+    code, out = cli(capsys, "import", "--config", str(tmp_path / "smtptls.toml"), "--db", str(db),
+                    "--json", "--workers", workers, str(tmp_path / "in"))
+    result = json.loads(out)
+    assert code == 1
+    assert result["errors"] == [{"source": str(tmp_path / "in" / "big.json"),
+                                 "reason": "larger than 1000 bytes"}]
+    assert result["quarantined"] == 1
+    with sqlite3.connect(db) as conn:  # the quarantined mail is kept whole
+        (raw,) = conn.execute("SELECT raw FROM quarantine").fetchone()
+    assert raw == (FIXTURES / "tlsrpt" / "cron-mail.eml").read_bytes()

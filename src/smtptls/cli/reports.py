@@ -118,6 +118,7 @@ def _import(args: argparse.Namespace) -> int:
         ImportOptions,
         default_workers,
         import_paths,
+        start_parsers,
     )
 
     cfg = _config(args)
@@ -153,9 +154,14 @@ def _import(args: argparse.Namespace) -> int:
             print(f"\r\033[K{done} committed of {summary.sources} read ({rate:,.0f}/s)",
                   end="", file=sys.stderr, flush=True)
 
-    result = _with_store(args, lambda store: import_paths(args.paths, store, options,
-                                                          on_committed=committed),
-                         read_only=False)
+    # Parser processes start before the store's thread exists (so they may be forked).
+    pool = start_parsers(options) if workers > 1 else None
+    try:
+        result = _with_store(args, lambda store: import_paths(
+            args.paths, store, options, on_committed=committed, pool=pool), read_only=False)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     if tty:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import mailbox
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -117,11 +119,21 @@ class ImportSummary:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One thing to import: ``kind`` is ``body`` or ``mail``; ``read`` gives the bytes."""
+    """One thing to import: ``kind`` is ``body`` or ``mail``; ``read`` gives the bytes.
+
+    A source that is a whole file also names it (``path``, at most ``cap`` bytes), so a
+    parser process can read it itself.
+    """
 
     name: str
     kind: str
     read: Callable[[], bytes]
+    path: Path | None = None
+    cap: int = 0
+
+    @classmethod
+    def file(cls, path: Path, kind: str, cap: int) -> Source:
+        return cls(str(path), kind, lambda: _read_capped(path, cap), path, cap)
 
 
 def _read_capped(path: Path, cap: int) -> bytes:
@@ -150,19 +162,19 @@ def _is_maildir(path: Path) -> bool:
 def _file_sources(path: Path, max_body: int, max_message: int) -> Iterator[Source]:
     name = path.name.lower()
     if name.endswith((".json", ".json.gz", ".gz")):
-        yield Source(str(path), "body", lambda: _read_capped(path, max_body))
+        yield Source.file(path, "body", max_body)
         return
     if name.endswith((".eml", ".msg")):
-        yield Source(str(path), "mail", lambda: _read_capped(path, max_message))
+        yield Source.file(path, "mail", max_message)
         return
     head = _head(path)
     if name.endswith(".mbox") or head.startswith(b"From "):
         yield from _mbox_sources(path, max_message)
         return
     if head[:2] == b"\x1f\x8b" or head.lstrip()[:1] in (b"{", b"["):
-        yield Source(str(path), "body", lambda: _read_capped(path, max_body))
+        yield Source.file(path, "body", max_body)
         return
-    yield Source(str(path), "mail", lambda: _read_capped(path, max_message))
+    yield Source.file(path, "mail", max_message)
 
 
 def _mbox_sources(path: Path, max_message: int) -> Iterator[Source]:
@@ -196,8 +208,7 @@ def _maildir_sources(path: Path, max_message: int) -> Iterator[Source]:
             raise ReportError(f"cannot list {path / sub}: {exc.strerror or exc}") from None
         for entry in entries:
             if entry.is_file() and not entry.name.startswith("."):
-                yield Source(str(entry), "mail",
-                             lambda entry=entry: _read_capped(entry, max_message))
+                yield Source.file(entry, "mail", max_message)
 
 
 def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
@@ -280,6 +291,8 @@ class ParsedSource:
 
     items: tuple[Parsed, ...]
     submitter: str | None = None
+    error: str | None = None  # the file could not be read: nothing was parsed
+    raw: bytes | None = None  # the bytes read by a worker, sent back to be quarantined
 
 
 _PARSER: ReportIntake | None = None
@@ -296,9 +309,24 @@ def _parser(max_body: int, max_decompressed: int) -> ReportIntake:
     return ReportIntake(None, max_body=max_body, max_decompressed=max_decompressed)  # type: ignore[arg-type]
 
 
-def _parse_chunk(chunk: Sequence[tuple[str, bytes]]) -> list[ParsedSource]:
+def _parse_chunk(chunk: Sequence[tuple[str, bytes | Path, int]]) -> list[ParsedSource]:
+    """Parse sources given as bytes, or as a file to read (at most ``cap`` bytes)."""
     assert _PARSER is not None
-    return [parse_source(kind, data, _PARSER) for kind, data in chunk]
+    out = []
+    for kind, what, cap in chunk:
+        if isinstance(what, bytes):
+            out.append(parse_source(kind, what, _PARSER))
+            continue
+        try:
+            data = _read_capped(what, cap)
+        except ReportError as exc:
+            out.append(ParsedSource((), error=str(exc)))
+            continue
+        parsed = parse_source(kind, data, _PARSER)
+        if any(item[0] == "quarantine" for item in parsed.items):
+            parsed = dataclasses.replace(parsed, raw=data)
+        out.append(parsed)
+    return out
 
 
 def parse_source(kind: str, data: bytes, parser: ReportIntake) -> ParsedSource:
@@ -336,6 +364,23 @@ def _parse_report(body: bytes, parser: ReportIntake, header_domain: str | None) 
     return ("report", record)
 
 
+def start_parsers(options: ImportOptions) -> ProcessPoolExecutor:
+    """Start ``options.workers`` parser processes; the caller shuts them down.
+
+    Forked (fast: every module is already loaded) while this process runs one thread,
+    so no lock another thread holds is copied; later, from a fresh forkserver process.
+    """
+    if threading.active_count() == 1:
+        context = get_context("fork")
+    else:
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(options.workers, mp_context=context, initializer=_init_worker,
+                               initargs=(options.max_body, options.max_decompressed))
+    pool.submit(int).result()  # a fork context starts every worker now, before any thread
+    return pool
+
+
 # --- the pipeline -----------------------------------------------------------------------
 
 
@@ -345,7 +390,9 @@ class _Pending:
 
     name: str
     kind: str
-    data: bytes
+    data: bytes  # empty until read, when a worker reads the file
+    path: Path | None = None
+    cap: int = 0
 
 
 @dataclass
@@ -368,25 +415,22 @@ async def import_paths(
     options: ImportOptions,
     *,
     on_committed: Callable[[list[tuple[str, IntakeOutcome]], ImportSummary], None] | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> ImportSummary:
     """Import everything under ``paths`` into ``store``; StoreError propagates.
 
     ``on_committed`` is called after every group commit with the outcomes it made
-    durable (in source order) and the running summary.
+    durable (in source order) and the running summary. ``pool``: parser processes from
+    :func:`start_parsers` (started early, they start faster); else they are started
+    here when ``options.workers`` > 1, and stopped at the end.
     """
     summary = ImportSummary()
     parser = _parser(options.max_body, options.max_decompressed)
     sources = iter_sources(list(paths), max_body=options.max_body,
                            max_message=parser.max_message)
-    pool: ProcessPoolExecutor | None = None
-    if options.workers > 1:
-        # forkserver: workers start from a clean process, never a fork of this one's
-        # threads (the store's writer thread holds locks)
-        context = get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        pool = ProcessPoolExecutor(options.workers, mp_context=context,
-                                   initializer=_init_worker,
-                                   initargs=(options.max_body, options.max_decompressed))
+    own_pool = pool is None and options.workers > 1
+    if own_pool:
+        pool = start_parsers(options)
     loop = asyncio.get_running_loop()
     inflight: collections.deque[tuple[list[_Pending], asyncio.Future[list[ParsedSource]]]]
     inflight = collections.deque()
@@ -424,6 +468,11 @@ async def import_paths(
 
     async def take(pending: list[_Pending], parsed: list[ParsedSource]) -> None:
         for source, result in zip(pending, parsed, strict=True):
+            if result.error is not None:
+                summary.errors.append((source.name, result.error))
+                continue
+            if result.raw is not None:
+                source.data = result.raw
             dkim = DkimResult(DkimStatus.NOT_CHECKED)
             if source.kind == "mail" and options.verify_dkim and options.dkim_lookup:
                 dkim = await verify_report_mail(source.data, options.dkim_lookup)
@@ -452,6 +501,12 @@ async def import_paths(
                 summary.errors.append(item)
                 continue
             summary.sources += 1
+            if pool is not None and item.path is not None:
+                # read by the worker: this process only stores
+                chunk.append(_Pending(item.name, item.kind, b"", item.path, item.cap))
+                if len(chunk) >= CHUNK_SOURCES:
+                    return chunk
+                continue
             try:
                 data = item.read()
             except ReportError as exc:
@@ -467,11 +522,11 @@ async def import_paths(
         return chunk or None
 
     def submit(chunk: list[_Pending]) -> asyncio.Future[list[ParsedSource]]:
-        work = [(p.kind, p.data) for p in chunk]
         if pool is None:
             done: asyncio.Future[list[ParsedSource]] = loop.create_future()
-            done.set_result([parse_source(k, d, parser) for k, d in work])
+            done.set_result([parse_source(p.kind, p.data, parser) for p in chunk])
             return done
+        work = [(p.kind, p.path if p.path is not None else p.data, p.cap) for p in chunk]
         future: Future[list[ParsedSource]] = pool.submit(_parse_chunk, work)
         return asyncio.wrap_future(future)
 
@@ -498,6 +553,6 @@ async def import_paths(
             # Interrupted: let the write in flight finish (its batch is then stored, but
             # not reported, and a rerun finds it as duplicates).
             await asyncio.shield(writing)
-        if pool is not None:
+        if own_pool and pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     return summary

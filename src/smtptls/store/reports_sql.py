@@ -168,7 +168,7 @@ INSERT_REPORT = """
 INSERT INTO reports (report_id, organization, contact_info, start_ts, end_ts, day,
     received_at, channel, remote, submitter, dkim, dkim_domain, policy_domains,
     successful, failed, warnings, raw_json, body_sha256, provenance, conflict, counted)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)
 ON CONFLICT (report_id, organization, body_sha256) DO NOTHING
 RETURNING id
 """
@@ -308,8 +308,8 @@ def _recount(group: list[tuple[Any, ...]], pk: int, new_pk: int | None
         gpk, was = int(g[0]), bool(int(g[2]))
         now = gpk == winner
         if gpk == new_pk:
-            if now:
-                yield Query(SET_COUNTED[0], (1, gpk))
+            if not now:  # inserted as counted, the common case of a new key
+                yield Query(SET_COUNTED[0], (0, gpk))
             continue
         if was != now:
             for statement in SET_COUNTED:

@@ -31,7 +31,6 @@ import binascii
 import email
 import email.header
 import email.message
-import email.parser
 import email.policy
 import email.utils
 import re
@@ -208,9 +207,35 @@ def read_report_mail(
     return _full_walk(raw, strict=strict, max_parts=max_parts)
 
 
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_COMPAT32 = email.policy.compat32
+# RFC 5322 §2.2: a field name is printable US-ASCII but ":", then ":"; the e-mail
+# package's feed parser splits lines at CRLF, CR or LF and so does this.
+_FIELD = re.compile(r"[\041-\071\073-\176]+:")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def _header_block(block: bytes) -> email.message.Message | None:
+    """The fields of one header block as the feed parser would store them; None for
+    anything it would treat specially (a Unix From line, a line that is no field)."""
+    message = email.message.Message(policy=_COMPAT32)
+    field: list[str] = []
+    for line in _LINE.findall(block.decode("ascii", "surrogateescape")):
+        if line[:1] in (" ", "\t"):
+            if not field:
+                return None
+            field.append(line)
+            continue
+        if not _FIELD.match(line):
+            return None
+        if field:
+            message.set_raw(*_COMPAT32.header_source_parse(field))
+        field = [line]
+    if field:
+        message.set_raw(*_COMPAT32.header_source_parse(field))
+    return message
 # A part's header block ends at the first empty line (RFC 5322 §2.1).
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 _PLAIN_CTE = ("", "7bit", "8bit", "binary")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
@@ -219,7 +244,7 @@ def _split_head(block: bytes) -> tuple[bytes, bytes] | None:
     if block.startswith((b"\r\n", b"\n")):  # no headers at all
         return b"", block[2 if block.startswith(b"\r\n") else 1:]
     m = _BLANK_LINE.search(block)
-    if m is None:
+    if m is None or _LONE_CR.search(block, 0, m.start()):
         return None
     return block[:m.start()], block[m.end():]
 
@@ -230,7 +255,9 @@ def _quick_walk(raw: bytes, *, strict: bool, max_parts: int) -> ReportMail | Non
     if split is None:
         return None
     head, body = split
-    top = _HEADERS.parsebytes(head)
+    top = _header_block(head)
+    if top is None:
+        return None
     top_type = _content_type(top)
     if not top_type.startswith("multipart/") or top_type == "multipart/digest":
         return None
@@ -270,7 +297,9 @@ def _quick_part(block: bytes, strict: bool, found: list[ReportAttachment]) -> bo
     if split is None:
         return False
     head, content = split
-    part = _HEADERS.parsebytes(head) if head else email.message.Message()
+    part = _header_block(head) if head else email.message.Message(policy=_COMPAT32)
+    if part is None:
+        return False
     if _content_type(part).startswith(("multipart/", "message/")):
         return False
     if not _candidate(part, strict=strict, top_level=False):
