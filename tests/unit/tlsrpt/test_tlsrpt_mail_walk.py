@@ -28,7 +28,7 @@ def form(*, nl: str = "\r\n", cte: str = "base64", body: str = B64, preamble: st
             top or 'Content-Type: multipart/report; report-type="tlsrpt"; boundary="B"', ""]
     lines = [*head, *([preamble] if preamble else []), "--B", "Content-Type: text/plain", "",
              "A TLS report.", ""]
-    for i in range(parts):
+    for _ in range(parts):
         lines += ["--B", 'Content-Type: application/tlsrpt+gzip; name="r.json.gz"',
                   *([f"Content-Transfer-Encoding: {cte}"] if cte else []),
                   *([part_headers] if part_headers else []), "", *body.splitlines()]
