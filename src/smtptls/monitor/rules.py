@@ -24,6 +24,10 @@ Rules, each ahead of the failure it names:
   (RFC 8461 §3.3).
 - ``monitor.rua-unreachable``: a TLSRPT ``rua`` destination that cannot take reports
   (RFC 8460 §5.3, §5.4): check's ``tlsrpt.rua-*-unreachable`` findings, with their fix.
+- ``monitor.rrsig-expiring``: the RRSIGs over the MX, ``_mta-sts`` TXT, TLSA or MX
+  address RRset expire within ``warn_days`` (RFC 4034 §3.1.5): past that instant the
+  validating resolvers of senders answer SERVFAIL and DANE senders defer (RFC 7672
+  §2.1.1); critical within ``RRSIG_CRITICAL_DAYS``. One alert per RRset.
 - ``monitor.worse``: a warning or error finding of ``check`` that is new or more
   severe than at the last run.
 
@@ -53,7 +57,8 @@ from smtptls.errors import DaneError, SmtpTlsError
 from smtptls.mtasts.policy import Mode
 from smtptls.services.alerts import Alert, Severity
 
-__all__ = ["DEFAULT_WARN_DAYS", "DomainState", "Judgement", "RunFacts", "judge"]
+__all__ = ["DEFAULT_WARN_DAYS", "DomainState", "Judgement", "RunFacts", "SignedRRset",
+           "judge", "signature_alerts"]
 
 #: Days ahead a certificate expiry is announced (check warns at the same horizon).
 DEFAULT_WARN_DAYS = 14
@@ -62,6 +67,8 @@ _NOT_JUDGED = ("check.",)
 #: Bounds on what a state entry keeps (findings and alerts per domain).
 MAX_STATE_FINDINGS = 500
 MAX_STATE_ALERTS = 200
+#: Days left at which expiring RRSIGs are critical: one weekend without the signer.
+RRSIG_CRITICAL_DAYS = 3
 _RANK = {FindingSeverity.INFO.value: 1, FindingSeverity.WARNING.value: 2,
          FindingSeverity.ERROR.value: 3}
 
@@ -107,6 +114,19 @@ def _opt_str(value: Any) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedRRset:
+    """One validated RRset and the earliest Signature Expiration of its RRSIGs."""
+
+    name: str
+    rdtype: str
+    expires: dt.datetime
+
+    @property
+    def subject(self) -> str:
+        return f"{self.name} {self.rdtype}"
+
+
+@dataclass(frozen=True, slots=True)
 class RunFacts:
     """Everything one run learnt about one domain."""
 
@@ -116,6 +136,7 @@ class RunFacts:
     policy_cert: CertFacts | None = None  # leaf of mta-sts.<domain>, None if not fetched
     warn_days: int = DEFAULT_WARN_DAYS
     policy_bodies: Mapping[str, str] = field(default_factory=dict)  # address -> body digest
+    signatures: tuple[SignedRRset, ...] = ()  # monitor.dnssec.gather_signatures
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +161,7 @@ def judge(run: RunFacts, previous: DomainState | None) -> Judgement:
     alerts += policy_alerts
     alerts += policy_host_alerts(run)
     alerts += rua_alerts(run.report)
+    alerts += signature_alerts(run)
     alerts += worse_alerts(run.report, previous)
     seen = {a.key: a.first_seen or a.last_seen for a in (previous.alerts if previous else ())}
     alerts = [replace(a, first_seen=seen.get(a.key) or when, last_seen=when) for a in alerts]
@@ -318,6 +340,45 @@ def policy_host_alerts(run: RunFacts) -> list[Alert]:
                    f"({shown}): senders cache whichever they reach",
                    f"serve one policy file from every address of {name}, then publish a "
                    "new id in _mta-sts")]
+
+
+# --- DNSSEC signatures ---------------------------------------------------------------------
+
+
+def _resign_fix(rrset: SignedRRset) -> str:
+    return (f"re-sign the zone of {rrset.name} before {rrset.expires:%Y-%m-%d %H:%M} UTC, "
+            "then check the signer's schedule (its cron job or re-sign interval) so that "
+            "signatures are renewed well before they expire")
+
+
+def signature_alerts(run: RunFacts) -> list[Alert]:
+    """RFC 4034 §3.1.5, RFC 7672 §2.1.1: signatures that expire within ``warn_days``."""
+    facts = run.facts
+    now = facts.checked_at
+    earliest: dict[str, SignedRRset] = {}
+    for rrset in run.signatures:
+        kept = earliest.get(rrset.subject)
+        if kept is None or rrset.expires < kept.expires:
+            earliest[rrset.subject] = rrset
+    out: list[Alert] = []
+    for subject, rrset in sorted(earliest.items()):
+        left = rrset.expires - now
+        if left >= dt.timedelta(days=run.warn_days):
+            continue
+        severity = Severity.CRITICAL if left <= dt.timedelta(days=RRSIG_CRITICAL_DAYS) \
+            else Severity.WARNING
+        when = "expired" if left <= dt.timedelta(0) else \
+            f"expire in {_days_hours(left)}"
+        out.append(_alert(facts, severity, "monitor.rrsig-expiring", subject,
+                          f"the DNSSEC signatures (RRSIG) over {subject} {when}, on "
+                          f"{rrset.expires:%Y-%m-%d %H:%M} UTC: then validating senders "
+                          "get SERVFAIL for it and defer mail", _resign_fix(rrset)))
+    return out
+
+
+def _days_hours(left: dt.timedelta) -> str:
+    hours = int(left.total_seconds() // 3600)
+    return f"{hours // 24} day(s) {hours % 24} hour(s)"
 
 
 # --- TLSRPT --------------------------------------------------------------------------------

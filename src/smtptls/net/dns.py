@@ -19,11 +19,16 @@ too (security ``BOGUS`` / ``INDETERMINATE`` and the error attached).
 CNAMEs are followed by the recursive resolver, as DNS does (RFC 8461 §3.1, A4); the
 chain it returned is recorded in :attr:`Answer.cname_chain` and bounded by
 ``DnsConfig.max_cname_chain``. Every RRset is bounded by ``DnsConfig.max_records``.
+
+The DO bit brings the RRSIGs along; :attr:`Answer.sig_expires` keeps only the earliest
+Signature Expiration among those covering the answer RRset (RFC 4034 §3.1.5), so that a
+monitor can warn before the signatures run out; the signatures themselves are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 import idna
 
 from smtptls.config import DnsConfig, parse_hostport
@@ -173,7 +179,10 @@ class Answer:
     An empty ``records`` is a negative answer: ``nxdomain`` tells NXDOMAIN from NODATA.
     ``cname_chain`` lists the names the resolver followed, starting with the query
     name's target (empty when there was no CNAME). ``ttl`` is the smallest TTL along
-    the chain (0 for negative answers without an SOA).
+    the chain (0 for negative answers without an SOA). ``sig_expires`` is the earliest
+    RRSIG expiration covering the answer RRset (RFC 4034 §3.1.5); None when the RRset
+    came unsigned, negative, or from a source that does not carry signatures. It is not
+    part of equality: a re-signed RRset is the same answer.
     """
 
     name: str
@@ -184,6 +193,7 @@ class Answer:
     ttl: int = 0
     nxdomain: bool = False
     error: DnsError | None = field(default=None, compare=False)
+    sig_expires: dt.datetime | None = field(default=None, compare=False)
 
     @property
     def canonical_name(self) -> str:
@@ -221,6 +231,34 @@ def _security_of(response: dns.message.Message) -> Security:
     # RFC 6840 §5.7 / RFC 7672 §2.1.1: a validating resolver sets AD only on data it
     # validated; we trust it because we asked a configured, trusted resolver.
     return Security.SECURE if response.flags & dns.flags.AD else Security.INSECURE
+
+
+_SERIAL = 2**32
+
+
+def sig_expiration(expiration: int, inception: int) -> dt.datetime:
+    """An RRSIG's Signature Expiration as a UTC time (pure).
+
+    RFC 4034 §3.1.5: both fields are 32-bit seconds since 1970 compared in serial number
+    arithmetic (RFC 1982), so an expiration "below" the inception has wrapped past 2106;
+    it is read as the later time.
+    """
+    if expiration < inception:
+        expiration += _SERIAL
+    return dt.datetime.fromtimestamp(expiration, dt.UTC)
+
+
+def earliest_signature(response: dns.message.Message, rrset: dns.rrset.RRset
+                       ) -> dt.datetime | None:
+    """The earliest expiration of the RRSIGs covering ``rrset`` in ``response``'s
+    answer section (pure); None when there is none (unsigned zone, no DO)."""
+    try:
+        sigs = response.find_rrset(response.answer, rrset.name, rrset.rdclass,
+                                   dns.rdatatype.RRSIG, rrset.rdtype)
+    except KeyError:
+        return None
+    times = [sig_expiration(int(sig.expiration), int(sig.inception)) for sig in sigs]
+    return min(times) if times else None
 
 
 def _soa_ttl(response: dns.message.Message) -> int:
@@ -274,7 +312,8 @@ def answer_from_response(
     elif rdtype == "TXT" and any(len(r) > MAX_TXT_LENGTH for r in records):
         raise DnsLimitError("TXT record longer than 65535 characters", name=qname,
                             rdtype=rdtype)
-    return Answer(qname, rdtype, records, security, cnames, int(chain.minimum_ttl))
+    return Answer(qname, rdtype, records, security, cnames, int(chain.minimum_ttl),
+                  sig_expires=earliest_signature(response, rrset))
 
 
 # --- the resolver ----------------------------------------------------------------------

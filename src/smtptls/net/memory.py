@@ -15,6 +15,7 @@ a cached answer caused no I/O. A record or a policy may be an exception: it is r
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,8 @@ class MemoryResolver:
 
     A CNAME is followed like a validating resolver does: the chain is recorded and the
     status is the worst along it. A name without records is NODATA (insecure), with
-    the TTL ``negative_ttl``.
+    the TTL ``negative_ttl``. ``signatures`` holds the earliest RRSIG expiration of an
+    RRset (:meth:`sign`), carried as :attr:`~smtptls.net.dns.Answer.sig_expires`.
     ``try_query``, ``txt``, ``mx``, ``a``, ``aaaa``, ``tlsa`` and ``addresses`` are
     :class:`~smtptls.net.dns.DnsResolver`'s own, over :meth:`query`.
     """
@@ -48,6 +50,7 @@ class MemoryResolver:
     queries: Counter[tuple[str, str]] = field(default_factory=Counter)
     query_delay: float = 0.0
     negative_ttl: int = NEGATIVE_TTL
+    signatures: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
     # building
 
@@ -78,6 +81,10 @@ class MemoryResolver:
         """``alias`` is a CNAME for ``target``; ``security`` is the alias RRset's own."""
         self.records[(alias, "CNAME")] = ((target,), security, ttl)
 
+    def sign(self, name: str, rdtype: str, expires: dt.datetime) -> None:
+        """The RRset ``(name, rdtype)`` is signed until ``expires`` (RFC 4034 §3.1.5)."""
+        self.signatures[(normalize_domain(name), rdtype.upper())] = expires
+
     # the Resolver protocol
 
     async def query(self, name: str, rdtype: str) -> Answer:
@@ -91,14 +98,16 @@ class MemoryResolver:
             answer = await self.query(target, rdtype)
             worst = max(alias_security, answer.security, key=_RANK.index)
             return Answer(name, rdtype, answer.records, worst,
-                          (target, *answer.cname_chain), answer.ttl, answer.nxdomain)
+                          (target, *answer.cname_chain), answer.ttl, answer.nxdomain,
+                          sig_expires=answer.sig_expires)
         entry = self.records.get((name, rdtype))
         if isinstance(entry, Exception):
             raise entry
         if entry is None:
             return Answer(name, rdtype, (), Security.INSECURE, ttl=self.negative_ttl)
         recs, security, ttl = entry
-        return Answer(name, rdtype, tuple(recs), security, ttl=ttl)
+        return Answer(name, rdtype, tuple(recs), security, ttl=ttl,
+                      sig_expires=self.signatures.get((name, rdtype)) if recs else None)
 
     try_query = DnsResolver.try_query
     txt = DnsResolver.txt
