@@ -28,6 +28,7 @@ from smtptls.config import Config, FetchConfig
 from smtptls.dane.publish import MAX_INPUT, load_certificates
 from smtptls.errors import ConfigError, DaneError, SmtpTlsError
 from smtptls.logs import get_logger
+from smtptls.monitor.dnssec import gather_signatures
 from smtptls.monitor.rules import DomainState, Judgement, RunFacts, judge, policy_digest
 from smtptls.monitor.state import MonitorState
 from smtptls.net.dns import Answer
@@ -203,8 +204,10 @@ async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState
             if facts.sts_txt is not None and facts.sts_txt.records:
                 cert = await policy_host_cert(g.resolver, facts.domain, cfg.fetch.ca_file)
                 bodies = await policy_bodies(g.resolver, facts.domain, g.options.fetch)
+            sigs = await gather_signatures(g.resolver, facts)
             judgement = judge(RunFacts(facts, report, staged=staged, policy_cert=cert,
-                                       warn_days=mon.warn_days, policy_bodies=bodies),
+                                       warn_days=mon.warn_days, policy_bodies=bodies,
+                                       signatures=sigs),
                               previous.get(facts.domain))
             judgements[facts.domain] = judgement
             new_state[facts.domain] = judgement.state
