@@ -105,32 +105,38 @@ def test_group_commits_store_every_report_once_and_a_rerun_finds_duplicates(caps
     assert len(stored_ids(db)) == 230
 
 
-def test_kill_9_loses_no_report_printed_as_stored_and_a_rerun_completes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_kill_9_loses_no_report_printed_as_stored_and_a_rerun_completes(tmp_path, sig):
     n = 2000
     box = maildir(tmp_path / "Maildir", n)
     db = tmp_path / "r.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     argv = [sys.executable, "-m", "smtptls", "reports", "import", "--db", str(db),
             "--workers", "2", "--batch", "25", str(box)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     printed: list[str] = []
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         for line in proc.stdout:
             if line.startswith(b"stored"):
                 printed.append(line.split()[-1].decode())
             if len(printed) >= 100:
                 break
-        os.killpg(proc.pid, signal.SIGKILL)  # the import and its parser processes
+        os.killpg(proc.pid, sig)  # the import and its parser processes, as a terminal does
+        rest, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            printed += [line.split()[-1].decode() for line in proc.stdout
-                        if line.startswith(b"stored")]
-    assert proc.returncode == -signal.SIGKILL
+            proc.wait(timeout=60)
+    printed += [line.split()[-1].decode() for line in rest.splitlines()
+                if line.startswith(b"stored")]
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert err.decode().strip().splitlines()[-1] == "smtptls: interrupted"
+        assert b"Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
     assert len(printed) >= 100
     after_kill = stored_ids(db)
     assert set(printed) <= set(after_kill)  # everything printed was committed

@@ -161,7 +161,7 @@ def _import(args: argparse.Namespace) -> int:
             args.paths, store, options, on_committed=committed, pool=pool), read_only=False)
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
     if tty:
         print("\r\033[K", end="", file=sys.stderr)
     if args.json:

@@ -554,5 +554,5 @@ async def import_paths(
             # not reported, and a rerun finds it as duplicates).
             await asyncio.shield(writing)
         if own_pool and pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
     return summary
