@@ -43,6 +43,7 @@ class CertKind(enum.StrEnum):
     SELF_SIGNED = "self-signed"      # leaf signed by its own key, right name
     INTERMEDIATE = "intermediate"    # lab root -> lab intermediate -> leaf; both sent
     UNTRUSTED = "untrusted"          # another CA (not in lab.ca_file) -> leaf, right name
+    EXPIRING = "expiring"            # lab root -> leaf, right name, notAfter in 5 days
 
 
 class ZoneKind(enum.StrEnum):
@@ -52,6 +53,7 @@ class ZoneKind(enum.StrEnum):
     INSECURE = "insecure"  # unsigned delegation, no DS: answers without AD
     BOGUS = "bogus"        # signed, DS in the parent, every non-DNSKEY RRSIG corrupted
     EXPIRED = "expired"    # signed, DS in the parent, every RRSIG expired two days ago
+    EXPIRING = "expiring"  # signed, DS in the parent, every RRSIG expires in three days
 
 
 def _member(enum_cls: type[enum.StrEnum], value: object, what: str) -> enum.StrEnum:

@@ -25,6 +25,7 @@ __all__ = ["CertChain", "LabPki", "spki_der", "tlsa_data"]
 DER = serialization.Encoding.DER
 PEM = serialization.Encoding.PEM
 WRONG_NAME = "wrong-name.lab.invalid"
+EXPIRING_CERT_DAYS = 5  # cert kind "expiring": notAfter this long after the lab started
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -174,6 +175,8 @@ class LabPki:
             san_names = (WRONG_NAME,)
         elif kind is CertKind.EXPIRED:
             not_before, not_after = now - dt.timedelta(days=60), now - dt.timedelta(days=2)
+        elif kind is CertKind.EXPIRING:
+            not_after = now + dt.timedelta(days=EXPIRING_CERT_DAYS)
         elif kind is CertKind.NOT_YET_VALID:
             not_before, not_after = now + dt.timedelta(days=2), now + dt.timedelta(days=60)
         elif kind is CertKind.SELF_SIGNED:

@@ -4,6 +4,7 @@ signature corruption, certificate kinds, TLSA 'auto', address plan, log parsing.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 
 import dns.rdata
@@ -25,7 +26,7 @@ from tests.lab.model import (
     ZoneKind,
     normalize_name,
 )
-from tests.lab.pki import WRONG_NAME, LabPki
+from tests.lab.pki import EXPIRING_CERT_DAYS, WRONG_NAME, LabPki
 from tests.lab.postfix import parse_deliveries
 from tests.lab.runtime import LabNet
 from tests.lab.zones import corrupt_signatures, quote_txt
@@ -179,6 +180,9 @@ def test_cert_kinds(pki, kind):
     assert len(c.chain) == (2 if kind is CertKind.INTERMEDIATE else 1)
     assert c.chain_der[0] == c.leaf_der and c.chain_file.read_bytes() == c.chain_pem
     assert serialization.load_pem_private_key(c.key_pem, None).public_key() == leaf.public_key()
+    if kind is CertKind.EXPIRING:
+        expires = now + dt.timedelta(days=EXPIRING_CERT_DAYS)
+        assert leaf.not_valid_after_utc == expires.replace(microsecond=0)
 
 
 def test_issue_is_cached_and_full_chain_adds_the_issuer(pki):
@@ -272,7 +276,8 @@ def test_parse_deliveries_filters_by_queue_id():
 
 
 def test_zone_kinds_are_closed():
-    assert {k.value for k in ZoneKind} == {"secure", "insecure", "bogus", "expired"}
+    assert {k.value for k in ZoneKind} == {"secure", "insecure", "bogus", "expired",
+                                           "expiring"}
     assert LabZone("X.Test", "bogus") == LabZone("x.test", ZoneKind.BOGUS)
 
 

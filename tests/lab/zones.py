@@ -4,7 +4,8 @@ One ECDSAP256SHA256 key per signed zone (flags 257, signing everything with ``-z
 NSEC, signatures valid from one hour ago for two days. ``bogus`` zones are signed and
 then every RRSIG except the DNSKEY one is corrupted (one bit of each signature flipped),
 so the key validates but the data cannot; ``expired`` zones are signed with a validity
-window that ended two days ago.
+window that ended two days ago; ``expiring`` zones validate, but their signatures end
+``EXPIRING_SIG_DAYS`` after signing (a signer whose re-signing stopped).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ NEG_TTL = 5       # SOA minimum: negative answers are cached for 5 s at most
 SIGN_TIMEOUT = 30
 NS_NAME = "ns.test"
 TOOL_TIMEOUT = 30
+EXPIRING_SIG_DAYS = 3  # "expiring" zones: RRSIG expiration this long after signing
 Record = tuple[str, str, str]
 
 
@@ -180,6 +182,8 @@ class ZoneBuilder:
         unsigned.write_text(text)
         if zone.kind is ZoneKind.EXPIRED:
             start, end = now - dt.timedelta(days=32), now - dt.timedelta(days=2)
+        elif zone.kind is ZoneKind.EXPIRING:
+            start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=EXPIRING_SIG_DAYS)
         else:
             start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=2)
         tmp = zone.file.with_suffix(".signing")
