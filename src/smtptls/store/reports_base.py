@@ -207,6 +207,9 @@ class PolicyRow:
 
 
 def _text(value: Any, where: str, *, required: bool = False) -> str:
+    if type(value) is str:  # the common case first: every report has dozens
+        text = value if len(value) <= MAX_TEXT else value[:MAX_TEXT]
+        return text if text.isascii() else _encodable(text)
     if value is None:
         if required:
             raise ReportParseError("missing", path=where)

@@ -102,6 +102,9 @@ def _content_type(part: email.message.Message) -> str:
 
 
 def _filename(part: email.message.Message) -> str:
+    if ("content-disposition" not in part
+            and "name" not in str(part.get("content-type", "")).lower()):
+        return ""  # neither parameter can be there: skip the parameter parser
     name = part.get_filename() or part.get_param("name")
     if isinstance(name, tuple):  # RFC 2231 triple
         name = email.utils.collapse_rfc2231_value(name)
