@@ -1,6 +1,7 @@
 """``smtptls monitor``: watch own domains and alert before mail breaks.
 
 - :mod:`.rules` (pure): the facts of one run and the last run's state in, alerts out;
+- :mod:`.dnssec`: the RRSIG expirations of the domain's mail RRsets, from the resolver;
 - :mod:`.state`: the last run's state, a JSON file in the state directory;
 - :mod:`.runner`: the async driver, with check's :class:`~smtptls.check.gather.Gatherer`
   and the ``[alerts]`` dispatcher.
