@@ -23,6 +23,7 @@ ZONE = "sig-expiring.test"           # kind "expiring": RRSIGs end 3 days after 
 SIGNED = f"mon-rrsig.{ZONE}"
 CERT5 = "mon-cert5.secure.test"      # MX certificate of kind "expiring": 5 days left
 STEADY = "mon-rrsig-steady.secure.test"  # lab default: signatures valid for 2 days
+UNSIGNED = "mon-rrsig-unsigned.insecure.test"
 
 
 def _domain(name: str, *, cert: str = "good") -> LabDomain:
@@ -36,7 +37,8 @@ def _domain(name: str, *, cert: str = "good") -> LabDomain:
 @pytest.fixture(scope="module")
 def domains(lab):
     lab.add_zone(LabZone(ZONE, "expiring"))
-    lab.add(_domain(SIGNED), _domain(CERT5, cert="expiring"), _domain(STEADY))
+    lab.add(_domain(SIGNED), _domain(CERT5, cert="expiring"), _domain(STEADY),
+            _domain(UNSIGNED))
     return lab
 
 
@@ -60,8 +62,8 @@ async def test_rfc4034_3_1_5_resolver_reads_signature_expiration_from_unbound(do
     steady = await r.mx(STEADY)
     assert steady.secure and steady.sig_expires is not None
     assert now + dt.timedelta(days=1) < steady.sig_expires <= now + dt.timedelta(days=2)
-    unsigned = await r.mx(f"nothing-signed.{lab.ZONE_INSECURE}")
-    assert unsigned.sig_expires is None
+    unsigned = await r.mx(UNSIGNED)
+    assert unsigned.records and not unsigned.secure and unsigned.sig_expires is None
 
 
 async def _monitor(config: Path) -> tuple[int, dict]:
