@@ -159,6 +159,57 @@ sqlite_path = "{db}"
         await runner.cleanup()
 
 
+@pytest.mark.rfc("8460 5.3")
+@pytest.mark.parametrize("contact", ["tlsrpt@sender.example", "tlsrpt@reports.mta.sender.example",
+                                     "tlsrpt@elsewhere.example"])
+async def test_rfc8460_5_3_contact_info_in_another_domain_is_refused(db, tmp_path, contact):
+    # TLS-Report-Submitter (the submitter) MUST match the contact-info domain
+    tiny = TinyDns({"_smtp._tls.example.com": "v=TLSRPTv1; rua=https://127.0.0.1:9/tlsrpt"})
+    try:
+        await _contact_info_refused(db, tmp_path, contact, tiny.port)
+    finally:
+        tiny.close()
+
+
+async def _contact_info_refused(db, tmp_path, contact: str, dns_port: int) -> None:
+    conf = tmp_path / "smtptls.toml"
+    body = f"""
+[dns]
+nameservers = ["127.0.0.1"]
+port = {dns_port}
+timeout = 2.0
+
+[tlsrpt]
+submitter = "mta.sender.example"
+contact_info = "{contact}"
+sqlite_path = "{db}"
+"""
+    conf.write_text(body)
+    code, out, err = await cli("config", "check", str(conf))
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()  # one line, no traceback
+    assert "tlsrpt.contact_info" in line and "RFC 8460 §5.3" in line
+    assert "use an address @mta.sender.example" in line
+    code, out, err = await cli("config", "check", str(conf), "--json")
+    assert code == 2 and json.loads(out)["ok"] is False
+    code, out, err = await cli("tlsrpt", "send", "--config", str(conf), "--day",
+                               "2024-05-01", "--dry-run")
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert "tlsrpt.contact_info" in line and contact in line and "Traceback" not in err
+    # the same setup with an address in the submitter's domain runs
+    conf.write_text(body.replace(contact, "tlsrpt@mta.sender.example"))
+    code, out, err = await cli("config", "check", str(conf))
+    assert (code, out.strip(), err) == (0, f"{conf}: ok", "")
+    code, out, err = await cli("tlsrpt", "send", "--config", str(conf), "--day",
+                               "2024-05-01", "--dry-run", "--json", "--report")
+    assert code == 0, err
+    (data,) = json.loads(out)["runs"]
+    (report,) = data["reports"]
+    assert report["rua"] == ["https://127.0.0.1:9/tlsrpt"]  # a dry run: nothing sent
+    assert report["report"]["contact-info"] == "tlsrpt@mta.sender.example"
+
+
 async def test_cli_collect_runs_until_sigterm(tmp_path):
     log = tmp_path / "mail.log"
     log.write_text("")

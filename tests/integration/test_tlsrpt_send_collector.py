@@ -494,6 +494,91 @@ def test_context_from_policyd_explanation():
     assert ctx == PolicyContext("example.org")
 
 
+@pytest.fixture
+def lab_env(request):
+    try:
+        lab = request.getfixturevalue("lab")
+    except pytest.FixtureLookupError:  # pragma: no cover - the lab plugin is loaded
+        pytest.skip("test lab not available")
+    from tests.lab import LabDomain, LabMx, PolicyHost
+
+    return lab, LabDomain, LabMx, PolicyHost
+
+
+@pytest.mark.lab
+@pytest.mark.rfc("8461 6")
+async def test_rfc8461_6_failed_refresh_under_cached_policy_reported(lab_env, store, tmp_path):
+    """A policy is cached, a new id is published and its policy host answers 503: the
+    sessions of the day are judged under the cached policy (RFC 8461 §3.3) and the
+    report also carries the fetch failure (§6, RFC 8460 §4.3.2.2) under that policy."""
+    from smtptls.config import CacheConfig, DnsConfig, FetchConfig, PolicydConfig
+    from smtptls.engine.mtasts_discovery import Outcome
+    from smtptls.net.dns import DnsResolver
+    from smtptls.services.collector import EnginePolicyLookup
+    from smtptls.services.policyd.decide import PolicyEngine
+    from smtptls.store import MemoryPolicyCache
+
+    lab, LabDomain, LabMx, PolicyHost = lab_env
+    d = f"refresh{os.getpid()}.{lab.ZONE_INSECURE}"
+    mx = f"mx1.{d}"
+    body = f"version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n"
+
+    def publish(record_id: str, status: int) -> None:
+        lab.add(LabDomain(d, mx=[LabMx(mx)], txt={"_mta-sts": [f"v=STSv1; id={record_id}"]},
+                          policy=PolicyHost(body=body, status=status)))
+
+    host, port = lab.resolver
+    cfg = Config(dns=DnsConfig(nameservers=(f"{host}:{port}",), timeout=3.0),
+                 fetch=FetchConfig(ca_file=str(lab.ca_file), connect_timeout=3.0,
+                                   total_timeout=5.0),
+                 cache=CacheConfig(lru_size=1000), policyd=PolicydConfig(testing_answer=None))
+    cache = MemoryPolicyCache()
+    engine = PolicyEngine(cfg, dns=DnsResolver(cfg.dns), cache=cache)
+    publish("1", 200)
+    first = await engine.explain(d)
+    assert first.discovery.outcome is Outcome.FETCHED
+    publish("2", 503)  # a new policy announced, its host failing
+
+    address = lab.address_of(mx)
+    relay = f"{mx}[{address}]:25"
+    log = tmp_path / "mail.log"
+    log.write_text("".join(
+        pf(20 + i, f"Verified TLS connection established to {relay}: {CIPHER}")
+        + pf(20 + i, f"EEEE00000{i}: to=<bob@{d}>, relay={relay}, delay=0.4, "
+                     "delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 Ok)")
+        for i in range(3)))
+    collector = Collector(store, flush_interval=0.01)
+    collector.start()
+    ingest = LogIngest(collector, EnginePolicyLookup(engine),
+                       sending=SendingAddress("198.51.100.1"))
+    follower = LogFollower(ingest, log, poll=0.01, from_start=True)
+    follower.start()
+
+    async def done():
+        await collector.flush()
+        return await _sum(store, 3)
+
+    try:
+        await until(done, 20)
+    finally:
+        await follower.stop()
+        await collector.stop()
+    assert (await cache.get(d)).policy_id == "1"  # the cached policy stayed in force
+    (report,) = build_reports(await store.tally(TODAY), IDENTITY)
+    (p,) = report.policies
+    assert (p.policy_type, p.policy_domain) == (PolicyType.STS, d)
+    assert p.policy_string == tuple(body.splitlines())  # the cached policy, id 1
+    assert p.mx_host == (mx,)
+    # RFC 8460 §4.4: three TLS negotiations, all successful under the cached policy
+    assert (p.total_successful_session_count, p.total_failure_session_count) == (3, 0)
+    (detail,) = p.failure_details
+    assert detail.result_type is ResultType.STS_POLICY_FETCH_ERROR
+    assert detail.failed_session_count == 3  # the sessions sent while it failed
+    assert "503" in detail.failure_reason_code
+    assert detail.failure_reason_code.endswith("; cached policy applied")
+    assert detail.sending_mta_ip == "198.51.100.1"
+
+
 def test_sending_address_configured_or_routed():
     assert SendingAddress("198.51.100.1").for_destination("192.0.2.1") == "198.51.100.1"
     assert SendingAddress(None).for_destination("127.0.0.1") == "127.0.0.1"

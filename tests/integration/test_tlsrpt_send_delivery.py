@@ -50,7 +50,7 @@ DAY = date(2024, 5, 1)
 T_RESULT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 NEXT_DAY = datetime(2024, 5, 2, 0, 0, 5, tzinfo=UTC)
 SUBMITTER = "mta.sender.example"
-IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@sender.example", SUBMITTER)
+IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@mta.sender.example", SUBMITTER)
 STS = AppliedPolicy(PolicyType.STS, "example.com", ("version: STSv1", "mode: enforce",
                                                     "mx: *.mail.example.com", "max_age: 86400"),
                     ("*.mail.example.com",))
@@ -114,7 +114,7 @@ async def results_store(tmp_path):
 
 def sender_config(**kw) -> Config:
     base = {"submitter": SUBMITTER, "organization_name": "Sender Inc.",
-            "contact_info": "tlsrpt@sender.example", "send_window": 3600.0,
+            "contact_info": "tlsrpt@mta.sender.example", "send_window": 3600.0,
             "retry_initial": 300.0, "retry_max": 3600.0, "give_up_after": 86400.0,
             "retention_days": 0}
     return Config(tlsrpt=TlsrptConfig(**(base | kw)))

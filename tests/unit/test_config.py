@@ -138,19 +138,25 @@ def test_default_sqlite_paths_are_in_the_state_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.rfc("8460 5.3")
-@pytest.mark.parametrize("submitter, contact, warned", [
+@pytest.mark.parametrize("submitter, contact, refused", [
     ("mx.example.net", "tls@example.com", True),
+    ("mta.example.com", "tlsrpt@example.com", True),  # a parent domain does not match
+    ("example.com", "tlsrpt@reports.example.com", True),  # nor does a subdomain
     ("example.com", "tlsrpt@example.com", False),
     ("Example.COM", "tlsrpt@example.com.", False),
     ("example.com", "", False),  # default contact: postmaster@<submitter>
 ])
 def test_rfc8460_5_3_contact_info_domain_is_the_submitter(tmp_path, capsys, submitter,
-                                                          contact, warned):
+                                                          contact, refused):
+    # RFC 8460 §5.3: TLS-Report-Submitter MUST match the contact-info domain
     f = tmp_path / "c.toml"
     f.write_text(f'[tlsrpt]\nsubmitter = "{submitter}"\ncontact_info = "{contact}"\n')
-    assert main(["config", "check", str(f)]) == 0
+    assert main(["config", "check", str(f)]) == (2 if refused else 0)
     err = capsys.readouterr().err
-    assert ("RFC 8460 §5.3" in err) is warned
-    assert main(["config", "check", str(f), "--json"]) == 0
+    assert ("error: " in err and "tlsrpt.contact_info" in err
+            and "RFC 8460 §5.3" in err) is refused
+    assert err.count("\n") == (1 if refused else 0)  # one line, no traceback
+    assert main(["config", "check", str(f), "--json"]) == (2 if refused else 0)
     data = json.loads(capsys.readouterr().out)
-    assert bool(data["warnings"]) is warned
+    assert data["ok"] is not refused
+    assert ("tlsrpt.contact_info" in (data.get("error") or "")) is refused

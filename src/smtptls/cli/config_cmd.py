@@ -27,20 +27,25 @@ exit status (check): 0 valid, 2 invalid or unreadable
 """
 
 
+def errors(cfg: config.Config) -> list[str]:
+    """Settings that parse but that the program refuses to run with, each with its key:
+    the TLSRPT report identity (RFC 8460 §4.4, §5.3: the submitter, organization-name
+    and a contact-info in the submitter's domain), as ``tlsrpt send`` checks it."""
+    t = cfg.tlsrpt
+    if not (t.submitter or t.contact_info or t.organization_name):
+        return []  # all defaults: this host's FQDN and postmaster@ it always agree
+    from smtptls.services.sender import identity_from_config
+
+    try:
+        identity_from_config(t)
+    except (ConfigError, ReportError) as exc:
+        return [str(exc)]
+    return []
+
+
 def warnings(cfg: config.Config) -> list[str]:
     """Valid but doubtful settings, each with the key it concerns."""
-    out: list[str] = []
-    t = cfg.tlsrpt
-    if t.submitter or t.contact_info:
-        from smtptls.services.sender import identity_from_config
-
-        try:
-            identity = identity_from_config(t)
-        except (ConfigError, ReportError) as exc:
-            out.append(f"tlsrpt: {exc}")
-        else:
-            out += [f"tlsrpt.contact_info: {w}" for w in identity.warnings]
-    return out
+    return []
 
 
 def _file(args: argparse.Namespace) -> str | None:
@@ -65,6 +70,13 @@ def _check(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"ok": False, "file": name, "error": str(exc), "warnings": []})
         print(f"smtptls config check: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    refused = errors(cfg)
+    if refused:
+        message = f"{name}: {refused[0]}"
+        if args.json:
+            print_json({"ok": False, "file": name, "error": message, "warnings": []})
+        print(f"smtptls config check: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     found = warnings(cfg)
     if args.json:

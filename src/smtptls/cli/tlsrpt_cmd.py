@@ -123,16 +123,19 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     from smtptls.net.dns import DnsResolver
-    from smtptls.services.sender import ReportSender, run_loop
+    from smtptls.services.sender import ReportSender, identity_from_config, run_loop
     from smtptls.tlsrptsend.aggregate import parse_day
 
     cfg = _config(args)
     day = parse_day(args.day) if args.day else None
+    # RFC 8460 §4.4, §5.3: a report identity we would not send with is a configuration
+    # error before anything is read or sent (also with --dry-run)
+    identity = identity_from_config(cfg.tlsrpt)
     if args.dry_run and cfg.tlsrpt.backend == "sqlite":  # a dry run writes nothing
         require_existing_db(cfg.tlsrpt.sqlite_path, "result store")
 
     async def run(store: ResultStore) -> Any:
-        sender = ReportSender(cfg, store, dns=DnsResolver(cfg.dns))
+        sender = ReportSender(cfg, store, dns=DnsResolver(cfg.dns), identity=identity)
         if args.loop:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

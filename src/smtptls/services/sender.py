@@ -62,7 +62,13 @@ from smtptls.store.results_base import DeliveryRecord, DeliveryStatus, ResultSto
 from smtptls.tlsrpt.reader import parse_report
 from smtptls.tlsrpt.record import TlsrptRecord, parse_txt_records, record_name
 from smtptls.tlsrpt.report import Report
-from smtptls.tlsrptsend.aggregate import ReportIdentity, build_reports, day_range, previous_day
+from smtptls.tlsrptsend.aggregate import (
+    ContactDomainError,
+    ReportIdentity,
+    build_reports,
+    day_range,
+    previous_day,
+)
 from smtptls.tlsrptsend.outgoing import (
     gzip_report,
     report_filename,
@@ -112,9 +118,13 @@ def backoff_delay(attempts: int, initial: float, maximum: float, rng: random.Ran
 
 
 def identity_from_config(cfg: TlsrptConfig) -> ReportIdentity:
+    """The report identity of ``[tlsrpt]``, checked (RFC 8460 §4.4, §5.3); a
+    :class:`ConfigError` names the key at fault."""
     submitter = cfg.submitter or socket.getfqdn()
     try:
         return ReportIdentity.with_defaults(submitter, cfg.organization_name, cfg.contact_info)
+    except ContactDomainError as exc:
+        raise ConfigError(str(exc), key="tlsrpt.contact_info") from exc
     except ReportError as exc:
         raise ConfigError(str(exc), key="tlsrpt.submitter") from exc
 

@@ -32,6 +32,7 @@ from smtptls.tlsrpt.report import FailureDetail, PolicyResult, PolicyType, Repor
 from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult, normalize_domain_name
 
 __all__ = [
+    "ContactDomainError",
     "DetailKey",
     "DayTally",
     "ReportIdentity",
@@ -56,10 +57,20 @@ _ADDR_RE = re.compile(r"[^@\s]+@[^@\s]+")
 _RESULT_TYPES = {t.value: t for t in ResultType}
 
 
+class ContactDomainError(ReportError):
+    """``contact-info`` is not in the submitter's domain (RFC 8460 §5.3)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReportIdentity:
     """Who sends the reports (RFC 8460 §4.4 ``organization-name``, ``contact-info``;
-    §5.3 the submitter, the domain named in the Subject and ``TLS-Report-Submitter``)."""
+    §5.3 the submitter, the domain named in the Subject and ``TLS-Report-Submitter``).
+
+    RFC 8460 §5.3: the ``TLS-Report-Submitter`` value MUST match the domain of the
+    ``contact-info`` of the report body. We send the submitter as that header (and in
+    the Subject, the file name and the report-id), so a contact address in any other
+    domain, a parent or a subdomain of the submitter included, is refused.
+    """
 
     organization_name: str
     contact_info: str
@@ -78,19 +89,14 @@ class ReportIdentity:
             # RFC 8460 §4.4: contact-info, an e-mail address (RFC 5322 addr-spec)
             raise ReportError(f"contact-info {str(self.contact_info)[:80]!r} is not an "
                               "e-mail address")
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        """RFC 8460 §5.3: ``TLS-Report-Submitter`` (the submitter, also in the Subject and
-        the file name) is the domain of ``contact-info``; a contact address in another
-        domain makes the three disagree, and receivers may distrust the report."""
         contact_domain = self.contact_info.rpartition("@")[2].rstrip(".").lower()
-        if contact_domain == self.submitter:
-            return ()
-        return (f"contact-info {self.contact_info!r} is not in the submitter's domain "
-                f"{self.submitter!r}: RFC 8460 §5.3 ties TLS-Report-Submitter, the file "
-                "name and the contact-info domain together; use an address "
-                f"@{self.submitter} or set submitter = {contact_domain!r}",)
+        if contact_domain != submitter:
+            # RFC 8460 §5.3: TLS-Report-Submitter MUST match the contact-info domain
+            raise ContactDomainError(
+                f"contact-info {self.contact_info[:80]!r} is not in the submitter's domain "
+                f"{submitter!r}: RFC 8460 §5.3 requires TLS-Report-Submitter (the "
+                "submitter) to match the contact-info domain; use an address "
+                f"@{submitter} or set submitter = {contact_domain[:80]!r}")
 
     @classmethod
     def with_defaults(cls, submitter: str, organization_name: str = "",

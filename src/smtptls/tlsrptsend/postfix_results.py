@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smtptls.tlsrpt.report import PolicyType, ResultType
 from smtptls.tlsrptsend.postfix_lines import _NUM_RE, MAX_REASON, Problem, TlsLevel
 from smtptls.tlsrptsend.postfix_log import LogSession
-from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
+from smtptls.tlsrptsend.results import AppliedPolicy, Failure, SessionResult
 
 __all__ = ["PolicyContext", "results_for", "session_result"]
 
@@ -36,9 +36,14 @@ class PolicyContext:
     ``kind``: ``tlsa`` (DANE), ``sts`` or ``none``. ``sts_mode``: ``enforce`` or
     ``testing``. ``tlsa_records`` maps an MX host to its TLSA records (presentation
     form); a host without records under ``tlsa`` is reached without DANE.
-    ``sts_failure``: the discovery failed (``sts-policy-fetch-error``,
-    ``sts-policy-invalid``, ``sts-webpki-invalid``): every session is reported as that
-    failure (RFC 8460 §4.3.2.2) under an ``sts`` policy without policy strings.
+    ``sts_failure``: the MTA-STS policy fetch failed (``sts-policy-fetch-error``,
+    ``sts-policy-invalid``, ``sts-webpki-invalid``, RFC 8460 §4.3.2.2), and
+    ``sts_failure_reason`` says why (``failure-reason-code``). Under kind ``none``
+    (nothing cached) every session is reported as that failure under an ``sts`` policy
+    without policy strings. Under kind ``sts`` (the refresh failed, the unexpired cached
+    policy applied: RFC 8461 §3.3, §6) each session is judged under the cached policy
+    as usual and also carries that failure as a failure detail, without counting as a
+    failed session (docs/tlsrpt-sending.md).
     ``dane_required``: the sender requires DANE for this domain (RFC 8460 §4.3.2.1).
     """
 
@@ -50,6 +55,7 @@ class PolicyContext:
     tlsa_records: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     sts_failure: ResultType | None = None
     dane_required: bool = False
+    sts_failure_reason: str | None = None
 
     def applied(self, mx_host: str | None) -> AppliedPolicy:
         """The policy a session with ``mx_host`` was under (RFC 8460 §4.4 ``policy``)."""
@@ -93,6 +99,10 @@ def _cert_result(problems: set[Problem], tls: TlsLevel | None, ptype: PolicyType
     return ResultType.VALIDATION_FAILURE  # §4.3.1: anything else
 
 
+def _cut(text: str | None) -> str | None:
+    return text[:MAX_REASON] if text else None
+
+
 def _reason(session: LogSession, problems: tuple[Problem, ...]) -> str | None:
     for p, text in session.problems:
         if p in problems:
@@ -110,6 +120,19 @@ def session_result(session: LogSession, context: PolicyContext | None, *,
     does not log its own address).
     """
     context = context or PolicyContext(session.domain)
+    result = _judged(session, context, sending_ip)
+    if result is None or context.kind != "sts" or context.sts_failure is None:
+        return result
+    # RFC 8461 §6: the policy refresh failed and the cached policy applied. The session
+    # counts as it went (RFC 8460 §4.4 counts TLS negotiations, and this one was not
+    # failed by the refresh); the refresh failure is one more failure detail of it.
+    refresh = Failure(context.sts_failure,
+                      failure_reason_code=_cut(context.sts_failure_reason))
+    return replace(result, failures=(*result.failures, refresh), failed=result.failed)
+
+
+def _judged(session: LogSession, context: PolicyContext, sending_ip: str | None
+            ) -> SessionResult | None:
     policy = context.applied(session.mx_host)
     ptype = policy.policy_type
     problems = session.problem_set
@@ -125,7 +148,7 @@ def session_result(session: LogSession, context: PolicyContext | None, *,
     # The discovery of the policy itself failed (RFC 8460 §4.3.2.2): every session to
     # the domain counts as that failure, whatever happened on the wire.
     if context.kind == "none" and context.sts_failure is not None:
-        return fail(context.sts_failure)
+        return fail(context.sts_failure, code=_cut(context.sts_failure_reason))
     # DANE problems found before or instead of a connection (RFC 8460 §4.3.2.1).
     if Problem.TLSA_LOOKUP_ERROR in problems:
         return fail(ResultType.DNSSEC_INVALID, Problem.TLSA_LOOKUP_ERROR)

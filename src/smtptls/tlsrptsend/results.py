@@ -27,7 +27,11 @@ accepts (documented in docs/tlsrpt-sending.md)::
      "failures": [{"result-type": "certificate-expired",
                    "failure-reason-code": "X509_V_ERR_CERT_HAS_EXPIRED"}]}
 
-An absent or empty ``failures`` list is a successful session.
+An absent or empty ``failures`` list is a successful session. ``"failed"`` overrides
+what the list says: ``true`` without failures is a failed session with no details (as a
+libtlsrpt datagram may say), ``false`` with failures a successful session that still
+reports them as failure details, e.g. an MTA-STS policy refresh that failed while the
+cached policy applied (RFC 8461 §6; docs/tlsrpt-sending.md).
 """
 
 from __future__ import annotations
@@ -348,6 +352,8 @@ class SessionResult:
 
     ``failed`` defaults to "there are failures"; a libtlsrpt datagram may say a policy
     failed without details, which ``failed=True`` with no ``failures`` records.
+    ``failed=False`` with failures: the session succeeded and its failures are only
+    failure details (a failed MTA-STS policy refresh under a cached policy).
     """
 
     time: datetime
@@ -439,8 +445,8 @@ class SessionResult:
             if value is not None:
                 out[key] = value
         out["failures"] = [f.to_dict() for f in self.failures]
-        if self.failed and not self.failures:
-            out["failed"] = True
+        if self.failed != bool(self.failures):
+            out["failed"] = self.failed
         return out
 
     @classmethod
@@ -472,7 +478,7 @@ class SessionResult:
             time=time,
             policy=AppliedPolicy.from_dict(data["policy"]),
             failures=tuple(Failure.from_dict(f) for f in raw_failures),
-            failed=failed if failed else None,
+            failed=failed,
             **{attr: data.get(key) for key, attr in _SESSION_FIELDS.items()},
         )
 

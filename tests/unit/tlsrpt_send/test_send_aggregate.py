@@ -13,6 +13,7 @@ from smtptls.errors import ReportError
 from smtptls.tlsrpt import parse_report
 from smtptls.tlsrpt.report import PolicyType, ResultType
 from smtptls.tlsrptsend.aggregate import (
+    ContactDomainError,
     DayTally,
     ReportIdentity,
     aggregate,
@@ -25,7 +26,7 @@ from smtptls.tlsrptsend.aggregate import (
 from smtptls.tlsrptsend.results import Failure, SessionResult
 
 DAY = date(2024, 5, 1)
-IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@sender.example", "mta.sender.example")
+IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@mta.sender.example", "mta.sender.example")
 
 
 def one(results, **kw):
@@ -205,6 +206,25 @@ def test_tally_refuses_results_of_another_day():
 def test_rfc8460_4_4_identity_checked(org, contact, submitter, message):
     with pytest.raises(ReportError, match=message):
         ReportIdentity(org, contact, submitter)
+
+
+@pytest.mark.rfc("8460 5.3")
+@pytest.mark.parametrize(("contact", "submitter", "refused"), [
+    ("tlsrpt@mta.sender.example", "mta.sender.example", False),
+    ("TLSRPT@MTA.Sender.Example.", "mta.sender.example", False),
+    ("tlsrpt@sender.example", "mta.sender.example", True),  # parent domain
+    ("tlsrpt@reports.sender.example", "sender.example", True),  # subdomain
+    ("tlsrpt@elsewhere.example", "sender.example", True),
+])
+def test_rfc8460_5_3_contact_info_in_the_submitters_domain(contact, submitter, refused):
+    # TLS-Report-Submitter (our submitter) MUST match the contact-info domain
+    if refused:
+        with pytest.raises(ContactDomainError, match=r"RFC 8460 §5\.3") as info:
+            ReportIdentity("Org", contact, submitter)
+        assert isinstance(info.value, ReportError)
+        assert f"@{submitter}" in str(info.value)  # says what to use instead
+    else:
+        assert ReportIdentity("Org", contact, submitter).submitter == submitter
 
 
 def test_identity_defaults():

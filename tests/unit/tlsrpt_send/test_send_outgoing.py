@@ -32,7 +32,7 @@ from smtptls.tlsrptsend.postfix_lines import is_report_message_id
 
 DAY = date(2024, 5, 1)
 SUBMITTER = "mta.sender.example"
-IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@sender.example", SUBMITTER)
+IDENTITY = ReportIdentity("Sender Inc.", "tlsrpt@mta.sender.example", SUBMITTER)
 NOW = datetime(2024, 5, 2, 3, 4, 5, tzinfo=UTC)
 
 

@@ -61,6 +61,24 @@ def _sts_failure(error: SmtpTlsError | None) -> ResultType | None:
     return ResultType.STS_POLICY_FETCH_ERROR  # unreachable, HTTP status, timeout, ...
 
 
+#: ``failure-reason-code`` of a refetch skipped because the last one failed recently
+#: (RFC 8461 §3.3 allows rate-limiting refetches; the failure still stands).
+RETRY_PENDING = "policy fetch failed recently; retry pending"
+CACHED_APPLIED = "cached policy applied"
+
+
+def _discovery_failure(discovery: Any) -> tuple[ResultType | None, str | None]:
+    """The §4.3.2.2 result type and reason of a discovery whose policy fetch failed
+    (fetched now, or skipped because it failed moments ago), else (None, None)."""
+    from smtptls.engine.mtasts_discovery import Outcome
+
+    if discovery.fetch_error is not None:
+        return _sts_failure(discovery.fetch_error), str(discovery.fetch_error)
+    if discovery.rate_limited and discovery.outcome in (Outcome.CACHED, Outcome.FETCH_FAILED):
+        return ResultType.STS_POLICY_FETCH_ERROR, RETRY_PENDING
+    return None, None
+
+
 class CachePolicyLookup:
     """MTA-STS from the policy cache policyd fills (``policy_source = "cache"``): no DNS,
     no DANE; a domain with a live cached policy is ``sts``, any other ``no-policy-found``."""
@@ -101,14 +119,29 @@ def context_from_explanation(domain: str, explanation: Any) -> PolicyContext:
         return PolicyContext(domain, "tlsa", tlsa_records=tlsa,
                              dane_required=decision.kind is DecisionKind.DANE_ONLY)
     discovery = explanation.discovery
-    policy = None if discovery is None else discovery.policy
+    if discovery is None:
+        return PolicyContext(domain)
+    policy = discovery.policy
+    failure, reason = _discovery_failure(discovery)
     if policy is not None and policy.mode is not Mode.NONE:
-        return PolicyContext(domain, "sts", policy.mode.value, _sts_strings(policy),
-                             tuple(p.lower() for p in policy.mx))
-    if discovery is not None and policy is None and discovery.record is not None:
-        failure = _sts_failure(discovery.fetch_error)
+        # RFC 8461 §3.3 / §6: a refresh that failed while an unexpired cached policy
+        # stays in force is reported, and the sessions are judged under that policy.
+        # Which count carries it: RFC 8460 §4.4 counts sessions, "successfully
+        # negotiated TLS-enabled connections" and "failures to negotiate" one; the
+        # failed refresh is no mail session and made none of them fail, so the summary
+        # stays as the sessions went, and each session under the cached policy adds one
+        # failure-details entry of the §4.3.2.2 type ("failed-session-count": the
+        # sessions that "match the relevant result-type": those that went out while
+        # the policy could not be refreshed). See docs/tlsrpt-sending.md.
         if failure is not None:
-            return PolicyContext(domain, sts_failure=failure)
+            reason = f"{reason}; {CACHED_APPLIED}"
+        return PolicyContext(domain, "sts", policy.mode.value, _sts_strings(policy),
+                             tuple(p.lower() for p in policy.mx), sts_failure=failure,
+                             sts_failure_reason=reason)
+    if policy is None and discovery.record is not None and failure is not None:
+        # RFC 8461 §6: a valid TXT record, no policy fetched, nothing cached (B7)
+        return PolicyContext(domain, sts_failure=failure, sts_failure_reason=reason)
+    # no MTA-STS, or a cached or fetched mode "none" policy: nothing to report (§6)
     return PolicyContext(domain)
 
 
