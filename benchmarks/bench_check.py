@@ -183,6 +183,16 @@ def _timed(argv: list[str], env: dict[str, str], timeout: float) -> tuple[
     return proc, wall, cpu
 
 
+def _our_env() -> dict[str, str]:
+    """smtptls from src/, with its bytecode cached (in the git-ignored .peers/, not in
+    src/) as an installed package has it: checkdmarc's pip install compiled its own,
+    and a checker that compiles its modules anew on every start measures the compiler."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"),
+               PYTHONPYCACHEPREFIX=str(ROOT / ".peers" / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _run_smtptls(lab: Lab, listing: Path, work: Path, concurrency: int, workers: int) -> dict:
     out = work / "results.jsonl"
     out.unlink(missing_ok=True)
@@ -191,7 +201,7 @@ def _run_smtptls(lab: Lab, listing: Path, work: Path, concurrency: int, workers:
             "--ca-file", str(lab.ca_file), "--timeout", "10", "--dnssec-probe", "test.",
             "--concurrency", str(concurrency), "--max-connections", str(concurrency),
             "--workers", str(workers)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = _our_env()
     proc, wall, cpu = _timed(argv, env, 1800)
     if proc.returncode != 0:
         raise SystemExit(f"smtptls check failed: {proc.stderr[-2000:]}")
@@ -205,7 +215,8 @@ def _run_peer(lab: Lab, listing: Path, work: Path, procs: int, threads: int) -> 
     argv = [unshare, "--mount", "--propagation", "private", "--", sys.executable,
             str(MOUNTNS), str(lab.resolv_conf), "--", str(PEER), str(script), str(listing),
             lab.resolver[0], str(procs), str(threads)]
-    env = dict(os.environ, REQUESTS_CA_BUNDLE=str(lab.ca_file), SSL_CERT_FILE=str(lab.ca_file))
+    env = dict(_our_env(), REQUESTS_CA_BUNDLE=str(lab.ca_file), SSL_CERT_FILE=str(lab.ca_file))
+    env.pop("PYTHONPATH")
     proc, wall, cpu = _timed(argv, env, 3600)
     if proc.returncode != 0:
         raise SystemExit(f"checkdmarc run failed: {proc.stderr[-2000:]}")

@@ -23,10 +23,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from smtptls.check.dane import decide
 from smtptls.check.dnsbulk import BulkResolver
@@ -63,10 +61,13 @@ from smtptls.errors import (
 from smtptls.mtasts.record import is_sts_candidate
 from smtptls.net.dns import Answer, DnsResolver, normalize_domain
 from smtptls.net.https import DnsAiohttpResolver, FetchResult, fetch_policy
-from smtptls.net.pkix import verify_pkix
 from smtptls.net.protocols import Resolver
-from smtptls.net.smtp import ProbeLimits, probe_starttls
 from smtptls.tlsrpt.record import is_tlsrpt_record, parse_record
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from smtptls.net.smtp import ProbeLimits
 
 __all__ = ["CheckOptions", "Gatherer"]
 
@@ -114,6 +115,8 @@ class CheckOptions:
 
     @property
     def probe_limits(self) -> ProbeLimits:
+        from smtptls.net.smtp import ProbeLimits  # SMTP modules only when SMTP is probed
+
         return ProbeLimits(connect_timeout=min(10.0, self.timeout),
                            step_timeout=min(30.0, self.timeout), total_timeout=self.timeout)
 
@@ -371,6 +374,9 @@ class Gatherer:
             address, lambda: self._probe_once(host, address, server_name)))
 
     async def _probe_once(self, host: str, address: str, server_name: str) -> ProbeFacts:
+        from smtptls.net.pkix import verify_pkix
+        from smtptls.net.smtp import probe_starttls
+
         async with self._connections:
             result = await probe_starttls(address, host=host, server_name=server_name,
                                           port=self.options.smtp_port,
@@ -490,6 +496,8 @@ class Gatherer:
         return RuaFacts(uri, "mailto", False, f"{domain} has neither MX nor address records")
 
     def _http_session(self) -> aiohttp.ClientSession:
+        import aiohttp  # only rua HTTPS probes need a client session (a bulk run rarely)
+
         if self._session is None:
             try:
                 ctx = ssl.create_default_context(cafile=self.options.ca_file)
@@ -515,6 +523,8 @@ class Gatherer:
             host = ""
         if not host:
             return RuaFacts(uri, "https", False, "no host in the URI")
+        import aiohttp
+
         session = self._http_session()
         status = None
         try:
