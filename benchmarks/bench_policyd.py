@@ -17,7 +17,9 @@ Method (written up in docs/performance.md, section "policyd"):
 - One client (the same for both): ``benchmarks/socketmap_load.c``, compiled with ``cc``
   at start, so the load generator is never the bottleneck. C concurrent connections,
   each sends a request for a random domain and waits for the reply before the next,
-  like Postfix's smtp processes do (closed loop, no pipelining). Every reply is checked
+  like Postfix's smtp processes do (closed loop, no pipelining).
+- smtptls runs on the event loop its daemon would pick (``[policyd] event_loop``,
+  ``--loop``; "auto" is uvloop when the ``smtptls[uvloop]`` extra is installed). Every reply is checked
   against the expected answer; latency is measured per request in the client.
 - Both daemons run at the same time; for each C, measurement slices alternate between
   them (ROUNDS x SLICE seconds each, after a short warm-up per slice), so whatever
@@ -61,10 +63,11 @@ def mx(i: int) -> str:
 # --- servers ------------------------------------------------------------------------------
 
 
-def serve_ours(port: int, n: int) -> None:
+def serve_ours(port: int, n: int, loop_choice: str) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from smtptls.config import Config, PolicydConfig
     from smtptls.net.memory import MemoryFetcher, MemoryResolver
+    from smtptls.services.policyd.daemon import event_loop_factory
     from smtptls.services.policyd.decide import PolicyEngine
     from smtptls.services.policyd.metrics import PolicydMetrics
     from smtptls.services.policyd.refresh import Refresher
@@ -98,7 +101,12 @@ def serve_ours(port: int, n: int) -> None:
         await refresher.stop()
         await server.close(1.0)
 
-    asyncio.run(main())
+    # the daemon's own choice of event loop ([policyd] event_loop; "auto": uvloop when
+    # the smtptls[uvloop] extra is installed)
+    factory = event_loop_factory(loop_choice)
+    print(f"(smtptls on {'asyncio' if factory is None else 'uvloop'})", file=sys.stderr)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
 
 
 def serve_peer(port: int, n: int) -> None:
@@ -175,10 +183,10 @@ def pct(values: list[float], p: float) -> float:
     return values[k]
 
 
-def start_server(kind: str, port: int) -> subprocess.Popen:
+def start_server(kind: str, port: int, loop_choice: str = "auto") -> subprocess.Popen:
     py = sys.executable if kind == "ours" else str(PEER_PY)
     proc = subprocess.Popen([py, __file__, f"serve-{kind}", "--port", str(port),
-                             "--domains", str(N_DOMAINS)],
+                             "--domains", str(N_DOMAINS), "--loop", loop_choice],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if line.strip() != b"READY":
@@ -212,9 +220,11 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=N_DOMAINS)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--conns", default="1,10,50")
+    ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                    help="smtptls's event loop ([policyd] event_loop; default auto)")
     args = ap.parse_args()
     if args.mode == "serve-ours":
-        return serve_ours(args.port, args.domains)
+        return serve_ours(args.port, args.domains, args.loop)
     if args.mode == "serve-peer":
         return serve_peer(args.port, args.domains)
 
@@ -232,7 +242,15 @@ def main() -> None:
     # load of anything else on the machine falls on both alike
     workdir = Path(tempfile.mkdtemp(prefix="bench-policyd-"))
     exe = build_client(workdir)
-    procs = {kind: (start_server(kind, port := free_port()), port) for kind in kinds}
+    procs = {kind: (start_server(kind, port := free_port(), args.loop), port)
+             for kind in kinds}
+    try:
+        import uvloop  # noqa: F401
+        ours_loop = "uvloop" if args.loop != "asyncio" else "asyncio"
+    except ImportError:
+        ours_loop = "asyncio" if args.loop == "auto" else args.loop
+    print(f"smtptls event loop: {ours_loop} (event_loop = {args.loop!r}); "
+          "mta-sts-daemon: uvloop")
     results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
     try:
         for conns in conns_list:

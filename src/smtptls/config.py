@@ -104,6 +104,8 @@ class PolicydConfig:
     idle_timeout: float = 300.0  # a connection with no request for this long is closed
     request_timeout: float = 10.0  # a request complete this long after its first octet
     max_connections: int = 4096  # lowered to the file descriptor limit less a reserve
+    # "auto": uvloop when installed (smtptls[uvloop]), else asyncio's own loop
+    event_loop: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
 
 
@@ -298,6 +300,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "tlsrpt.policy_source": ("policyd", "cache", "none"),
     "tlsrpt.log_format": ("postfix", "exim"),
     "policyd.postfix_version": ("3.7", "3.10"),
+    "policyd.event_loop": ("auto", "asyncio", "uvloop"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("text", "json"),
 }

@@ -73,7 +73,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"smtptls policyd: unexpected argument {args.domain!r}", file=sys.stderr)
         return EXIT_ERROR
     from smtptls import logs
-    from smtptls.services.policyd.daemon import run
+    from smtptls.services.policyd.daemon import event_loop_factory, run
 
     # the daemon logs per the [logging] section unless --log-level/--log-format say otherwise
     logs.setup(getattr(args, "log_level", None) or cfg.logging.level,
@@ -81,13 +81,15 @@ def _main(args: argparse.Namespace) -> int:
     metrics = args.metrics
     if metrics is not None and metrics.lower() in ("off", "none", ""):
         metrics = ""
+    loop_factory = event_loop_factory(cfg.policyd.event_loop)  # uvloop asked, not there
     _preflight(cfg, args.listen, metrics)
     from smtptls.paths import default_config_path
 
     # SIGHUP reloads the file the configuration came from, the default one included
     config_path = args.config or default_config_path()
-    return asyncio.run(run(cfg, config_path=config_path, listen=args.listen,
-                           metrics_listen=metrics))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run(cfg, config_path=config_path, listen=args.listen,
+                              metrics_listen=metrics))
 
 
 def _preflight(cfg: config_mod.Config, listen: str | None, metrics: str | None) -> None:

@@ -5,30 +5,42 @@
   decision of :mod:`smtptls.engine.destination`, the in-memory answer cache;
 - :mod:`.refresh`: scheduled rechecks (TXT TTL) and proactive policy refresh;
 - :mod:`.metrics`: Prometheus metrics on their own port;
-- :mod:`.daemon`: process wiring, SIGTERM/SIGHUP.
+- :mod:`.daemon`: process wiring, SIGTERM/SIGHUP, the event loop.
+
+The names below are imported on first use, so that importing one submodule (the
+socketmap codec, for the CLI) does not load the DNS, DANE and HTTPS machinery.
 
 See docs/postfix.md for the Postfix side.
 """
 
-from smtptls.services.policyd.decide import Explanation, PolicyEngine
-from smtptls.services.policyd.socketmap import (
-    NetstringDecoder,
-    Reply,
-    ReplyStatus,
-    Request,
-    SocketmapServer,
-    encode_netstring,
-    parse_request,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Explanation",
-    "NetstringDecoder",
-    "PolicyEngine",
-    "Reply",
-    "ReplyStatus",
-    "Request",
-    "SocketmapServer",
-    "encode_netstring",
-    "parse_request",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Explanation": "decide",
+    "PolicyEngine": "decide",
+    "NetstringDecoder": "socketmap",
+    "Reply": "socketmap",
+    "ReplyStatus": "socketmap",
+    "Request": "socketmap",
+    "SocketmapServer": "socketmap",
+    "encode_netstring": "socketmap",
+    "parse_request": "socketmap",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

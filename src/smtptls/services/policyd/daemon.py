@@ -10,13 +10,21 @@ listeners, the metrics endpoint and the :class:`~.refresh.Refresher`. Signals:
   interval, ...); the answer cache is emptied so every answer follows the new
   configuration. Listen addresses and the cache backend need a restart. A file that no
   longer loads is logged and the running configuration kept.
+
+Start-up order: the socketmap listeners answer first. The metrics address is bound at
+start (a taken one fails the start) but served once the HTTP machinery (aiohttp) has
+been imported in a background thread; the first policy fetch would import it anyway.
+``[policyd] event_loop`` picks the event loop (:func:`event_loop_factory`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,14 +35,40 @@ from smtptls.logs import get_logger
 from smtptls.net.dns import DnsResolver
 from smtptls.services.policyd.decide import PolicyEngine
 from smtptls.services.policyd.exim import EximAnswers
-from smtptls.services.policyd.metrics import PolicydMetrics, start_metrics_server
+from smtptls.services.policyd.metrics import PolicydMetrics, bind_metrics_socket, serve_metrics
 from smtptls.services.policyd.refresh import Refresher
 from smtptls.services.policyd.socketmap import SocketmapServer
 from smtptls.store import open_policy_cache
 
-__all__ = ["Daemon", "run"]
+__all__ = ["Daemon", "event_loop_factory", "run"]
 
 log = get_logger("policyd")
+
+#: Imported after the listeners answer, in a background thread (see the module doc).
+LATE_IMPORTS = ("aiohttp", "aiohttp.web")
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``asyncio.Runner`` for ``[policyd] event_loop`` (None:
+    asyncio's own loop): ``"auto"`` is uvloop when installed (``smtptls[uvloop]``),
+    ``"uvloop"`` requires it (a :class:`ConfigError` without it)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("event_loop = \"uvloop\" needs the Python package 'uvloop', "
+                              "which is not installed: install smtptls[uvloop] "
+                              "(pip install 'smtptls[uvloop]')",
+                              key="policyd.event_loop") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _import_late() -> None:
+    for name in LATE_IMPORTS:
+        importlib.import_module(name)
 
 
 class Daemon:
@@ -67,6 +101,8 @@ class Daemon:
         self.addresses: list[str] = []
         self.metrics_address: str | None = None
         self._metrics_runner = None
+        self._metrics_socket: socket.socket | None = None
+        self._late: asyncio.Task[None] | None = None
         self._cache = None
         self._stop = asyncio.Event()
 
@@ -89,12 +125,30 @@ class Daemon:
         for spec in [s.strip() for s in cfg.policyd.listen.split(",") if s.strip()]:
             self.addresses.append(await self.server.listen(spec))
         if cfg.policyd.metrics:
-            self._metrics_runner, self.metrics_address = await start_metrics_server(
-                self.metrics, cfg.policyd.metrics)
+            self._metrics_socket, self.metrics_address = bind_metrics_socket(
+                cfg.policyd.metrics)
         self.refresher = Refresher(self.engine)
         self.refresher.start()
+        self._late = asyncio.ensure_future(self._start_late())
         log.info("policyd listening", socketmap=",".join(self.addresses),
                  metrics=self.metrics_address or "off", cache=cfg.cache.backend)
+
+    async def _start_late(self) -> None:
+        """After the listeners answer: import the HTTP machinery off the event loop,
+        then serve the metrics socket bound at start."""
+        try:
+            await asyncio.to_thread(_import_late)
+            sock = self._metrics_socket
+            if sock is not None:
+                self._metrics_runner = await serve_metrics(self.metrics, sock)
+                self._metrics_socket = None  # the runner owns it now
+        except Exception as exc:  # the socketmap service goes on without metrics
+            log.error("metrics endpoint not started", error=f"{type(exc).__name__}: {exc}")
+
+    async def ready(self) -> None:
+        """Wait until the metrics endpoint serves (tests; answers come before)."""
+        if self._late is not None:
+            await asyncio.shield(self._late)
 
     def reload(self) -> None:
         """SIGHUP: reload the configuration file."""
@@ -137,8 +191,15 @@ class Daemon:
             await self.server.close(self.grace)
         if self.refresher is not None:
             await self.refresher.stop()
+        if self._late is not None and not self._late.done():
+            self._late.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._late
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        if self._metrics_socket is not None:
+            self._metrics_socket.close()
+            self._metrics_socket = None
         if self._cache is not None:
             with contextlib.suppress(SmtpTlsError):
                 await self._cache.close()

@@ -24,11 +24,11 @@ several in one process. Metric names::
 
 from __future__ import annotations
 
+import socket
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,7 +40,11 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from smtptls.services.policyd.socketmap import parse_listen
 
-__all__ = ["PolicydMetrics", "answer_label", "start_metrics_server"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["PolicydMetrics", "answer_label", "bind_metrics_socket", "serve_metrics",
+           "start_metrics_server"]
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
             30.0)
@@ -185,10 +189,31 @@ class PolicydMetrics:
         return generate_latest(self.registry)
 
 
-async def start_metrics_server(metrics: PolicydMetrics, listen: str) -> tuple[web.AppRunner, str]:
-    """Serve ``GET /metrics`` on ``listen`` (``host:port``); returns the runner and the
-    bound address. Stop with ``await runner.cleanup()``."""
+def bind_metrics_socket(listen: str) -> tuple[socket.socket, str]:
+    """The listening socket for ``/metrics`` on ``listen`` (``host:port``, port 0: any)
+    and its bound address. Binding needs no HTTP server: the daemon binds at start (a
+    taken address fails the start) and serves it once its socketmap listeners answer.
+    Raises :class:`OSError`."""
     host, port = parse_listen(listen, 9461)
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    return sock, (f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}")
+
+
+async def serve_metrics(metrics: PolicydMetrics, sock: socket.socket) -> web.AppRunner:
+    """Serve ``GET /metrics`` on a bound socket (:func:`bind_metrics_socket`); returns
+    the runner (stop with ``await runner.cleanup()``, which closes the socket)."""
+    from aiohttp import web
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(),
@@ -198,9 +223,16 @@ async def start_metrics_server(metrics: PolicydMetrics, listen: str) -> tuple[we
     app.router.add_get("/metrics", handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    # aiohttp's public runner.addresses: the port the kernel chose for 0
-    bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2),
-                 port)
-    return runner, f"{host}:{bound}"
+    await web.SockSite(runner, sock).start()
+    return runner
+
+
+async def start_metrics_server(metrics: PolicydMetrics, listen: str) -> tuple[web.AppRunner, str]:
+    """Serve ``GET /metrics`` on ``listen`` (``host:port``); returns the runner and the
+    bound address. Stop with ``await runner.cleanup()``."""
+    sock, address = bind_metrics_socket(listen)
+    try:
+        return await serve_metrics(metrics, sock), address
+    except BaseException:
+        sock.close()
+        raise

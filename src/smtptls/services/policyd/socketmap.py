@@ -330,8 +330,8 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's transports and uvloop's (which do not subclass asyncio.Transport)
+        self.transport = transport  # type: ignore[assignment]
         if not self.server._admit(self):
             self._close()
             return
