@@ -267,6 +267,7 @@ class MonitorConfig:
     domains: tuple[str, ...] = ()
     interval: float = 3600.0  # seconds between runs of the service
     warn_days: int = 14  # same horizon as check's tls.cert-expiring
+    rrsig_warn_days: int = 3  # DNSSEC signatures: signers re-sign days ahead, not weeks
     staged: dict[str, str] = field(default_factory=dict)
     smtp: bool = True  # probe the MX hosts (certificates, TLSA match)
     timeout: float = 30.0  # per network step, as `smtptls check --timeout`

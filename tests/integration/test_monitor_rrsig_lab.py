@@ -22,7 +22,7 @@ pytestmark = pytest.mark.lab
 ZONE = "sig-expiring.test"           # kind "expiring": RRSIGs end 3 days after signing
 SIGNED = f"mon-rrsig.{ZONE}"
 CERT5 = "mon-cert5.secure.test"      # MX certificate of kind "expiring": 5 days left
-STEADY = "mon-rrsig-steady.secure.test"  # lab default: signatures valid for 2 days
+STEADY = "mon-rrsig-steady.secure.test"  # lab default: signatures valid for 14 days
 UNSIGNED = "mon-rrsig-unsigned.insecure.test"
 
 
@@ -61,7 +61,7 @@ async def test_rfc4034_3_1_5_resolver_reads_signature_expiration_from_unbound(do
         assert now + dt.timedelta(days=2) < answer.sig_expires <= now + dt.timedelta(days=3)
     steady = await r.mx(STEADY)
     assert steady.secure and steady.sig_expires is not None
-    assert now + dt.timedelta(days=1) < steady.sig_expires <= now + dt.timedelta(days=2)
+    assert now + dt.timedelta(days=13) < steady.sig_expires <= now + dt.timedelta(days=14)
     unsigned = await r.mx(UNSIGNED)
     assert unsigned.records and not unsigned.secure and unsigned.sig_expires is None
 
@@ -85,7 +85,7 @@ def _alerts(doc: dict, domain: str) -> dict[tuple[str, str], dict]:
 def config(domains, tmp_path) -> Path:
     lab = domains
     path = tmp_path / "smtptls.toml"
-    # no warn_days: the default horizon (14 days) decides
+    # no warn_days / rrsig_warn_days: the defaults (14 and 3 days) decide
     path.write_text(
         f'[dns]\nnameservers = ["{lab.resolver[0]}"]\nport = {lab.resolver[1]}\n'
         f'[fetch]\nca_file = "{lab.ca_file}"\n'
@@ -107,7 +107,7 @@ async def test_rfc7672_2_1_monitor_alerts_before_rrsigs_over_mx_tlsa_and_mta_sts
     assert wanted <= set(rrsig), sorted(got)
     for subject in wanted:
         alert = rrsig[subject]
-        assert alert["severity"] == "critical"   # 3 days or less left
+        assert alert["severity"] == "warning"   # within rrsig_warn_days, over a day left
         assert "2 day(s)" in alert["message"]
         assert alert["fix"].startswith("re-sign the zone of ") and "cron" in alert["fix"]
     # the lab's certificates are valid for 90 days: nothing to say about them here
@@ -126,5 +126,6 @@ async def test_rfc5280_4_1_2_5_mx_certificate_expiring_in_5_days_alerts_at_defau
     assert "day(s)" in mx_cert[0]["message"]
     # the policy host's certificate (kind "good") is far from expiry
     assert ("monitor.cert-expiring", f"mta-sts.{CERT5}") not in got
-    # the secure.test zone is signed for two days at a time (the lab's re-signing): its
-    # RRSIGs are inside the horizon too, which is what a real signer's cadence avoids
+    # the secure.test zone is signed for 14 days, as a signer with its default lifetime
+    # does: outside rrsig_warn_days (3), so no signature alert for this domain
+    assert not any(c == "monitor.rrsig-expiring" for c, _ in got), sorted(got)

@@ -1,7 +1,8 @@
 """Zone files for the lab: rendered from Python, signed with BIND's ``dnssec-signzone``.
 
 One ECDSAP256SHA256 key per signed zone (flags 257, signing everything with ``-z``),
-NSEC, signatures valid from one hour ago for two days. ``bogus`` zones are signed and
+NSEC, signatures valid from one hour ago for ``SIG_DAYS`` days (a signer's usual
+lifetime). ``bogus`` zones are signed and
 then every RRSIG except the DNSKEY one is corrupted (one bit of each signature flipped),
 so the key validates but the data cannot; ``expired`` zones are signed with a validity
 window that ended two days ago; ``expiring`` zones validate, but their signatures end
@@ -33,6 +34,7 @@ SIGN_TIMEOUT = 30
 NS_NAME = "ns.test"
 TOOL_TIMEOUT = 30
 EXPIRING_SIG_DAYS = 3  # "expiring" zones: RRSIG expiration this long after signing
+SIG_DAYS = 14  # other signed zones: BIND's and Knot's default signature lifetime
 Record = tuple[str, str, str]
 
 
@@ -185,7 +187,7 @@ class ZoneBuilder:
         elif zone.kind is ZoneKind.EXPIRING:
             start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=EXPIRING_SIG_DAYS)
         else:
-            start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=2)
+            start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=SIG_DAYS)
         tmp = zone.file.with_suffix(".signing")
         out = subprocess.run(
             [tool("dnssec-signzone"), "-q", "-P", "-z", "-O", "full", "-K", str(self.keys),

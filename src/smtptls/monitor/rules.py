@@ -25,7 +25,7 @@ Rules, each ahead of the failure it names:
 - ``monitor.rua-unreachable``: a TLSRPT ``rua`` destination that cannot take reports
   (RFC 8460 §5.3, §5.4): check's ``tlsrpt.rua-*-unreachable`` findings, with their fix.
 - ``monitor.rrsig-expiring``: the RRSIGs over the MX, ``_mta-sts`` TXT, TLSA or MX
-  address RRset expire within ``warn_days`` (RFC 4034 §3.1.5): past that instant the
+  address RRset expire within ``rrsig_warn_days`` (RFC 4034 §3.1.5): past that instant the
   validating resolvers of senders answer SERVFAIL and DANE senders defer (RFC 7672
   §2.1.1); critical within ``RRSIG_CRITICAL_DAYS``. One alert per RRset.
 - ``monitor.worse``: a warning or error finding of ``check`` that is new or more
@@ -57,8 +57,8 @@ from smtptls.errors import DaneError, SmtpTlsError
 from smtptls.mtasts.policy import Mode
 from smtptls.services.alerts import Alert, Severity
 
-__all__ = ["DEFAULT_WARN_DAYS", "DomainState", "Judgement", "RunFacts", "SignedRRset",
-           "judge", "signature_alerts"]
+__all__ = ["DEFAULT_RRSIG_WARN_DAYS", "DEFAULT_WARN_DAYS", "DomainState", "Judgement",
+           "RunFacts", "SignedRRset", "judge", "signature_alerts"]
 
 #: Days ahead a certificate expiry is announced (check warns at the same horizon).
 DEFAULT_WARN_DAYS = 14
@@ -67,8 +67,12 @@ _NOT_JUDGED = ("check.",)
 #: Bounds on what a state entry keeps (findings and alerts per domain).
 MAX_STATE_FINDINGS = 500
 MAX_STATE_ALERTS = 200
-#: Days left at which expiring RRSIGs are critical: one weekend without the signer.
-RRSIG_CRITICAL_DAYS = 3
+#: Days ahead expiring RRSIGs are announced. Shorter than the certificates' horizon:
+#: signers re-sign days, not weeks, ahead (BIND's dnssec-policy refreshes signatures 5
+#: days before they expire, Knot 7 days), so a healthy zone never has less left.
+DEFAULT_RRSIG_WARN_DAYS = 3
+#: Days left at which expiring RRSIGs are critical.
+RRSIG_CRITICAL_DAYS = 1
 _RANK = {FindingSeverity.INFO.value: 1, FindingSeverity.WARNING.value: 2,
          FindingSeverity.ERROR.value: 3}
 
@@ -137,6 +141,7 @@ class RunFacts:
     warn_days: int = DEFAULT_WARN_DAYS
     policy_bodies: Mapping[str, str] = field(default_factory=dict)  # address -> body digest
     signatures: tuple[SignedRRset, ...] = ()  # monitor.dnssec.gather_signatures
+    rrsig_warn_days: int = DEFAULT_RRSIG_WARN_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +357,8 @@ def _resign_fix(rrset: SignedRRset) -> str:
 
 
 def signature_alerts(run: RunFacts) -> list[Alert]:
-    """RFC 4034 §3.1.5, RFC 7672 §2.1.1: signatures that expire within ``warn_days``."""
+    """RFC 4034 §3.1.5, RFC 7672 §2.1.1: signatures that expire within
+    ``rrsig_warn_days`` (inclusive)."""
     facts = run.facts
     now = facts.checked_at
     earliest: dict[str, SignedRRset] = {}
@@ -363,7 +369,7 @@ def signature_alerts(run: RunFacts) -> list[Alert]:
     out: list[Alert] = []
     for subject, rrset in sorted(earliest.items()):
         left = rrset.expires - now
-        if left >= dt.timedelta(days=run.warn_days):
+        if left > dt.timedelta(days=run.rrsig_warn_days):
             continue
         severity = Severity.CRITICAL if left <= dt.timedelta(days=RRSIG_CRITICAL_DAYS) \
             else Severity.WARNING

@@ -207,6 +207,7 @@ async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState
             sigs = await gather_signatures(g.resolver, facts)
             judgement = judge(RunFacts(facts, report, staged=staged, policy_cert=cert,
                                        warn_days=mon.warn_days, policy_bodies=bodies,
+                                       rrsig_warn_days=mon.rrsig_warn_days,
                                        signatures=sigs),
                               previous.get(facts.domain))
             judgements[facts.domain] = judgement

@@ -1,5 +1,5 @@
 """monitor.rrsig-expiring (pure rule, and its gathering over the in-memory resolver):
-RRSIGs over the mail RRsets that expire within warn_days (RFC 4034 §3.1.5), before the
+RRSIGs over the mail RRsets that expire within rrsig_warn_days (RFC 4034 §3.1.5), before the
 validating resolvers of senders start answering SERVFAIL (RFC 7672 §2.1.1)."""
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ TLSA = f"_25._tcp.{MX1}"
 CODE = "monitor.rrsig-expiring"
 
 
-def _judge(*signatures: SignedRRset, warn_days: int = 14):
+def _judge(*signatures: SignedRRset, rrsig_warn_days: int = 3):
     f = facts()
-    return judge(RunFacts(f, evaluate(f), signatures=signatures, warn_days=warn_days), None)
+    return judge(RunFacts(f, evaluate(f), signatures=signatures,
+                          rrsig_warn_days=rrsig_warn_days), None)
 
 
 def _rrsig_alerts(judgement):
@@ -37,17 +38,19 @@ def _in(days: float) -> dt.datetime:
 @pytest.mark.rfc
 def test_rfc4034_3_1_5_signatures_expiring_in_3_days_alert_with_the_resign_fix():
     (alert,) = _rrsig_alerts(_judge(SignedRRset(TLSA, "TLSA", _in(3))))
-    assert alert.severity is Severity.CRITICAL and alert.subject == f"{TLSA} TLSA"
+    assert alert.severity is Severity.WARNING and alert.subject == f"{TLSA} TLSA"
     assert "3 day(s)" in alert.message and f"{_in(3):%Y-%m-%d %H:%M}" in alert.message
     assert alert.fix.startswith(f"re-sign the zone of {TLSA} before ")
     assert "cron" in alert.fix and alert.first_seen == NOW
 
 
 @pytest.mark.parametrize(("days", "severity"), [
-    pytest.param(20, None, id="beyond-warn-days"),
-    pytest.param(14, None, id="at-warn-days"),
-    pytest.param(10, Severity.WARNING, id="within-warn-days"),
-    pytest.param(2.5, Severity.CRITICAL, id="within-critical-days"),
+    pytest.param(20, None, id="beyond-the-certificate-horizon"),
+    pytest.param(10, None, id="within-the-certificate-horizon-only"),
+    pytest.param(3.5, None, id="beyond-rrsig-warn-days"),
+    pytest.param(3, Severity.WARNING, id="at-rrsig-warn-days"),
+    pytest.param(2.5, Severity.WARNING, id="within-rrsig-warn-days"),
+    pytest.param(0.5, Severity.CRITICAL, id="within-critical-days"),
 ])
 @pytest.mark.rfc
 def test_rfc4034_3_1_5_severity_by_days_left(days, severity):
@@ -55,8 +58,13 @@ def test_rfc4034_3_1_5_severity_by_days_left(days, severity):
     assert [a.severity for a in got] == ([severity] if severity else [])
 
 
-def test_rrsig_horizon_follows_warn_days():
-    assert _rrsig_alerts(_judge(SignedRRset("example.com", "MX", _in(20)), warn_days=30))
+def test_rrsig_horizon_follows_rrsig_warn_days_not_warn_days():
+    assert _rrsig_alerts(_judge(SignedRRset("example.com", "MX", _in(20)), rrsig_warn_days=30))
+    f = facts()
+    judged = judge(RunFacts(f, evaluate(f), signatures=(SignedRRset("example.com", "MX",
+                                                                    _in(10)),),
+                            warn_days=30), None)
+    assert _rrsig_alerts(judged) == []
 
 
 def test_no_signatures_no_alert():
@@ -67,7 +75,8 @@ def test_no_signatures_no_alert():
 def test_rfc4034_3_1_5_one_alert_per_rrset_with_the_earliest_expiration():
     got = _rrsig_alerts(_judge(SignedRRset(MX1, "A", _in(9)), SignedRRset(MX1, "A", _in(4)),
                                SignedRRset(MX1, "AAAA", _in(12)),
-                               SignedRRset("example.com", "MX", _in(30))))
+                               SignedRRset("example.com", "MX", _in(30)),
+                               rrsig_warn_days=14))
     assert {a.subject: a.severity for a in got} == {f"{MX1} A": Severity.WARNING,
                                                      f"{MX1} AAAA": Severity.WARNING}
     (a_alert,) = [a for a in got if a.subject == f"{MX1} A"]
