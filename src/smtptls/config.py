@@ -271,7 +271,15 @@ class MonitorConfig:
     staged: dict[str, str] = field(default_factory=dict)
     smtp: bool = True  # probe the MX hosts (certificates, TLSA match)
     timeout: float = 30.0  # per network step, as `smtptls check --timeout`
-    state_path: str = _state("smtptls-monitor.json")
+    state_path: str = _state("smtptls-monitor.json")  # the JSON state of older versions
+    # Where the state, the run history and the sent alerts live: "" the SQLite file
+    # smtptls-monitor.sqlite3 in the state directory, a path for another SQLite file,
+    # or postgresql://... (the [postgres] extra).
+    store: str = ""
+    keep_runs: int = 500  # runs kept per domain in the history (the console's timeline)
+    # Seconds before the one retry of a domain whose lookups failed (resolver outage);
+    # only then is it judged or left as it was. 0: retry at once.
+    retry_delay: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
