@@ -149,6 +149,10 @@ class ReportsConfig:
     # SMTP/LMTP sessions (beyond it: HTTP 503, SMTP 452), and reports parsed at once.
     max_inflight: int = 128 * 1024 * 1024
     max_parallel_parses: int = 2
+    # Reports stored per transaction (one fsync) at most, from concurrent submissions:
+    # enough that one commit serves a busy moment, few enough that it stays short
+    # (1: one transaction per report).
+    commit_batch: int = 256
     # Reports POSTed per source address (IPv6: per /64); beyond it HTTP 429. 0: off.
     rate_limit_per_minute: float = 60.0
     rate_limit_burst: int = 60

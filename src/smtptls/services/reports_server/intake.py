@@ -12,7 +12,10 @@ imported files all end here. The rules:
 * a submission that does not parse is **quarantined** with the reason and its raw
   bytes (nothing received is lost), and the caller is told why;
 * the caller acknowledges only after the store has committed: :class:`StoreError`
-  propagates so HTTP can answer 503 and SMTP 451 (the sender retries, §5.4).
+  propagates so HTTP can answer 503 and SMTP 451 (the sender retries, §5.4);
+* with a :class:`~.commit_queue.GroupCommitter` (what ``reports serve`` uses) the
+  reports of concurrent submissions share one transaction and one fsync, each caller
+  still answered only after the commit that holds its report.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from smtptls.errors import (
     SmtpTlsError,
 )
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
+from smtptls.services.reports_server.commit_queue import GroupCommitter
 from smtptls.services.reports_server.metrics import IntakeMetrics
 from smtptls.store.reports_base import (
     AddStatus,
@@ -95,7 +99,8 @@ class ReportIntake:
     """Parse + verify + store; shared by the HTTP app, the mail listeners and the importer.
 
     ``dkim_lookup`` (a TXT lookup) switches DKIM verification of mail on;
-    ``require_dkim`` quarantines mail whose signature does not pass.
+    ``require_dkim`` quarantines mail whose signature does not pass; ``committer``
+    stores reports in group commits (None: one transaction per report).
     """
 
     def __init__(
@@ -108,8 +113,10 @@ class ReportIntake:
         require_dkim: bool = True,
         metrics: IntakeMetrics | None = None,
         max_parallel_parses: int = 2,
+        committer: GroupCommitter | None = None,
     ) -> None:
         self.store = store
+        self.committer = committer
         self.max_body = max_body
         self.max_message = max_body * 2  # base64 grows a gzip attachment by a third
         self.max_decompressed = max_decompressed
@@ -153,7 +160,10 @@ class ReportIntake:
                              too_large=too_large)
 
     async def _store(self, record: ReportRecord, intake: Intake) -> IntakeOutcome:
-        result = await self.store.add_report(record, intake)
+        if self.committer is not None:
+            result = await self.committer.add(record, intake)
+        else:
+            result = await self.store.add_report(record, intake)
         outcome = _OUTCOME[result.status]
         if self.metrics:
             self.metrics.received(str(intake.channel), str(outcome))

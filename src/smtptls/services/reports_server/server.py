@@ -23,6 +23,7 @@ from smtptls.net.dkim import TxtLookup, dns_txt_lookup
 from smtptls.services.alerts import AlertChannel, dispatcher_from_config
 from smtptls.services.reports_server.alert_rules import alert_loop
 from smtptls.services.reports_server.app import ConsoleSettings, create_app
+from smtptls.services.reports_server.commit_queue import GroupCommitter
 from smtptls.services.reports_server.imap_fetch import imap_poller, settings_from_config
 from smtptls.services.reports_server.intake import ReportIntake
 from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
@@ -95,6 +96,7 @@ class ReportsService:
         self.metrics.watch_inflight(lambda: self.budget.used)
         self.dkim_lookup = dkim_lookup  # None: TXT lookups through the configured DNS
         self._own_store = store is None
+        self.committer: GroupCommitter | None = None
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.http_port: int | None = None
@@ -133,12 +135,15 @@ class ReportsService:
             from smtptls.net.dns import DnsResolver
 
             lookup = dns_txt_lookup(DnsResolver(self.config.dns))
+        # Reports of concurrent submissions share a transaction (one fsync).
+        self.committer = GroupCommitter(self.store, max_batch=cfg.commit_batch)
         intake = ReportIntake(self.store, max_body=cfg.max_body,
                               max_decompressed=cfg.max_decompressed,
                               dkim_lookup=lookup,
                               require_dkim=self.options.require_dkim and self.options.verify_dkim,
                               metrics=self.metrics,
-                              max_parallel_parses=cfg.max_parallel_parses)
+                              max_parallel_parses=cfg.max_parallel_parses,
+                              committer=self.committer)
         try:
             if self.options.listen:
                 host, port = listen_address(self.options.listen, 8460)
@@ -213,6 +218,8 @@ class ReportsService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.committer is not None:  # what was received is committed before the store closes
+            await self.committer.close()
         if self._own_store:
             await self.store.close()
 
