@@ -190,3 +190,40 @@ def test_files_over_the_configured_cap_are_reported_not_read(capsys, tmp_path, w
     with sqlite3.connect(db) as conn:  # the quarantined mail is kept whole
         (raw,) = conn.execute("SELECT raw FROM quarantine").fetchone()
     assert raw == (FIXTURES / "tlsrpt" / "cron-mail.eml").read_bytes()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_rfc8460_5_3_verify_dkim_records_the_signature_of_each_mail(tmp_path, workers):
+    from smtptls.services.report_import import ImportOptions, import_paths
+    from smtptls.store.reports_sqlite import SqliteReportStore
+    from tests.unit.reports.test_reports_dkim import lookup_from, sign
+    from tests.unit.reports.test_reports_dkim import report_mail as dkim_mail
+
+    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
+    serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+    import base64
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM,
+                            serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    box = tmp_path / "in"
+    box.mkdir()
+    (box / "signed.eml").write_bytes(sign(dkim_mail(), pem))
+    (box / "unsigned.eml").write_bytes(report_mail(7))
+    lookup = lookup_from({"rpt._domainkey.sender.example": [f"v=DKIM1; k=rsa; p={pub}"]})
+    options = ImportOptions(max_body=1 << 20, max_decompressed=1 << 22, workers=workers,
+                            verify_dkim=True, dkim_lookup=lookup)
+    store = SqliteReportStore(tmp_path / "r.sqlite3")
+    await store.open()
+    try:
+        result = await import_paths([box], store, options)
+        assert (result.stored, result.errors) == (2, [])
+        dkim = {r.report_id: (r.dkim, r.dkim_domain, r.provenance)
+                for r in await store.list_reports()}
+    finally:
+        await store.close()
+    assert dkim == {"dkim-1": ("pass", "sender.example", "dkim"),
+                    "batch-00007": ("none", "", "import")}

@@ -501,8 +501,9 @@ async def import_paths(
                 summary.errors.append(item)
                 continue
             summary.sources += 1
-            if pool is not None and item.path is not None:
-                # read by the worker: this process only stores
+            if pool is not None and item.path is not None and not options.verify_dkim:
+                # read by the worker: this process only stores (DKIM is checked here, on
+                # the bytes, so with --verify-dkim this process reads them)
                 chunk.append(_Pending(item.name, item.kind, b"", item.path, item.cap))
                 if len(chunk) >= CHUNK_SOURCES:
                     return chunk
