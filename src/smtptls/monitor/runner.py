@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from smtptls.check.evaluate import evaluate
-from smtptls.check.facts import CertFacts, cert_facts
+from smtptls.check.facts import CertFacts, DomainFacts, cert_facts
 from smtptls.check.gather import CheckOptions, Gatherer
 from smtptls.config import Config, FetchConfig
 from smtptls.dane.publish import MAX_INPUT, load_certificates
@@ -30,14 +30,15 @@ from smtptls.errors import ConfigError, DaneError, SmtpTlsError
 from smtptls.logs import get_logger
 from smtptls.monitor.dnssec import gather_signatures
 from smtptls.monitor.rules import DomainState, Judgement, RunFacts, judge, policy_digest
-from smtptls.monitor.state import MonitorState
+from smtptls.monitor.state import MonitorState, as_store
 from smtptls.net.dns import Answer
 from smtptls.net.https import fetch_policy
 from smtptls.net.protocols import Resolver
 from smtptls.services.alerts import Alert, AlertDispatcher, DispatchResult
+from smtptls.store.monitor_base import MonitorStore, RunRecord
 
-__all__ = ["MonitorRun", "check_options", "load_staged", "policy_bodies", "policy_host_cert",
-           "run_forever", "run_once"]
+__all__ = ["MonitorRun", "check_options", "load_staged", "lookups_failed", "policy_bodies",
+           "policy_host_cert", "run_forever", "run_once"]
 
 _log = get_logger("monitor")
 
@@ -181,59 +182,128 @@ async def policy_host_cert(resolver: Resolver, domain: str,
     return None
 
 
-async def run_once(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState, *,
+def lookups_failed(facts: DomainFacts) -> bool:
+    """Did a DNS lookup of this gathering fail (timeout, SERVFAIL) or the time limit
+    cut it short? Such a domain is gathered once more before it is judged."""
+    if facts.timed_out or facts.mx.failed:
+        return True
+    if any(t is not None and t.failed for t in (facts.sts_txt, facts.tlsrpt_txt)):
+        return True
+    return any(h.a.failed or h.aaaa.failed or any(t.error for t in h.tlsa)
+               for h in facts.hosts)
+
+
+async def _judge_domain(cfg: Config, g: Gatherer, domain: str,
+                        staged: Mapping[str, tuple[bytes, ...]],
+                        previous: Mapping[str, DomainState]) -> tuple[DomainFacts, Judgement]:
+    mon = cfg.monitor
+    facts = await g.gather(domain)
+    report = evaluate(facts)
+    cert, bodies = None, {}
+    if facts.sts_txt is not None and facts.sts_txt.records:
+        cert = await policy_host_cert(g.resolver, facts.domain, cfg.fetch.ca_file)
+        bodies = await policy_bodies(g.resolver, facts.domain, g.options.fetch)
+    sigs = await gather_signatures(g.resolver, facts)
+    judgement = judge(RunFacts(facts, report, staged=staged, policy_cert=cert,
+                               warn_days=mon.warn_days, policy_bodies=bodies,
+                               rrsig_warn_days=mon.rrsig_warn_days,
+                               signatures=sigs),
+                      previous.get(facts.domain))
+    return facts, judgement
+
+
+async def run_once(cfg: Config, dispatcher: AlertDispatcher,
+                   store: MonitorStore | MonitorState, *,
                    gatherer: Gatherer | None = None,
-                   clock: Callable[[], dt.datetime] | None = None) -> MonitorRun:
-    """Check every configured domain once, judge, dispatch, and keep the state."""
+                   clock: Callable[[], dt.datetime] | None = None,
+                   sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> MonitorRun:
+    """Check every configured domain once, judge, dispatch, and keep the state.
+
+    A domain whose lookups failed is gathered again after ``monitor.retry_delay``
+    seconds (once); if its MX lookup still fails it is not judged: its last state and
+    alerts stand (nothing cleared, nothing raised from missing data). The state, the
+    run's history rows and the dispatcher's sent-set are written in one transaction of
+    the store after the alerts went out."""
     mon = cfg.monitor
     if not mon.domains:
         raise ConfigError("no domains to watch", key="monitor.domains")
     if len(mon.domains) > MAX_DOMAINS:
         raise ConfigError(f"at most {MAX_DOMAINS} domains", key="monitor.domains")
+    if mon.keep_runs < 1:
+        raise ConfigError("must be at least 1", key="monitor.keep_runs")
+    if mon.retry_delay < 0:
+        raise ConfigError("must be 0 or more", key="monitor.retry_delay")
     staged = load_staged(mon.staged)
-    previous = store.load()
-    new_state: dict[str, DomainState] = dict(previous)
+    st = as_store(store)
+    previous = await st.load()
+    keeps_sent = getattr(st, "keeps_sent", True)
     judgements: dict[str, Judgement] = {}
+    retried: set[str] = set()
     own = gatherer is None
     g = gatherer or Gatherer(check_options(cfg), clock=clock)
     try:
+        failed: list[str] = []
         for domain in mon.domains:
-            facts = await g.gather(domain)
-            report = evaluate(facts)
-            cert, bodies = None, {}
-            if facts.sts_txt is not None and facts.sts_txt.records:
-                cert = await policy_host_cert(g.resolver, facts.domain, cfg.fetch.ca_file)
-                bodies = await policy_bodies(g.resolver, facts.domain, g.options.fetch)
-            sigs = await gather_signatures(g.resolver, facts)
-            judgement = judge(RunFacts(facts, report, staged=staged, policy_cert=cert,
-                                       warn_days=mon.warn_days, policy_bodies=bodies,
-                                       rrsig_warn_days=mon.rrsig_warn_days,
-                                       signatures=sigs),
-                              previous.get(facts.domain))
+            facts, judgement = await _judge_domain(cfg, g, domain, staged, previous)
             judgements[facts.domain] = judgement
-            new_state[facts.domain] = judgement.state
+            if lookups_failed(facts):
+                failed.append(domain)
+        if failed:
+            _log.warning("lookups failed, retrying", domains=len(failed),
+                         delay=mon.retry_delay)
+            await sleep(mon.retry_delay)
+            for domain in failed:
+                facts, judgement = await _judge_domain(cfg, g, domain, staged, previous)
+                judgements[facts.domain] = judgement
+                retried.add(facts.domain)
+        for domain, judgement in judgements.items():
             if not judgement.judged:
                 _log.warning("monitor run not judged (lookup failed or time limit)",
-                             domain=facts.domain)
+                             domain=domain)
     finally:
         if own:
             await g.close()
-    store.save(new_state)
+    # a domain never judged keeps no state: its next judged run is its first
+    new_state: dict[str, DomainState] = {d: j.state for d, j in judgements.items()
+                                         if j.judged or d in previous}
+    if keeps_sent:  # the store is the memory of what was sent, across restarts
+        dispatcher.state.save(await st.load_sent())
     result = await dispatcher.dispatch(a for j in judgements.values() for a in j.alerts)
+    now = (clock or (lambda: dt.datetime.now(dt.UTC)))()
+    sent_keys = {a.key for a in result.sent}
+    records = [RunRecord(domain=d, run_at=now, judged=j.judged, retried=d in retried,
+                         alerts=j.alerts,
+                         raised=tuple(a.key for a in j.alerts if a.key in sent_keys),
+                         cleared=tuple(k for k in result.cleared
+                                       if k.split("|", 1)[0] == d),
+                         findings=j.state.findings)
+               for d, j in judgements.items()]
+    await st.save_run(new_state, records, dispatcher.state.load() if keeps_sent else {},
+                      keep_runs=mon.keep_runs)
     return MonitorRun(judgements, result)
 
 
-async def run_forever(cfg: Config, dispatcher: AlertDispatcher, store: MonitorState, *,
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def run_forever(cfg: Config, dispatcher: AlertDispatcher,
+                      store: MonitorStore | MonitorState, *,
                       stop: asyncio.Event | None = None, gatherer: Gatherer | None = None,
                       runs: int | None = None) -> int:
     """Run every ``monitor.interval`` seconds until ``stop`` is set (or ``runs`` runs
-    are done); returns the number of runs."""
+    are done); returns the number of runs. A store error fails that run only."""
     stop = stop or asyncio.Event()
     done = 0
     while not stop.is_set() and (runs is None or done < runs):
         done += 1
         try:
-            run = await run_once(cfg, dispatcher, store, gatherer=gatherer)
+            run = await run_once(cfg, dispatcher, store, gatherer=gatherer,
+                                 sleep=lambda delay: _wait(stop, delay))
             _log.info("monitor run", alerts=len(run.alerts), sent=len(run.dispatch.sent))
         except ConfigError:
             raise
@@ -241,8 +311,5 @@ async def run_forever(cfg: Config, dispatcher: AlertDispatcher, store: MonitorSt
             _log.error("monitor run failed", error=f"{type(exc).__name__}: {exc}"[:300])
         if runs is not None and done >= runs:
             break
-        try:
-            await asyncio.wait_for(stop.wait(), cfg.monitor.interval)
-        except TimeoutError:
-            pass
+        await _wait(stop, cfg.monitor.interval)
     return done

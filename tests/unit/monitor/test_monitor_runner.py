@@ -20,6 +20,7 @@ NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def _cfg(**kw) -> Config:
+    kw.setdefault("retry_delay", 0.0)
     return Config(monitor=MonitorConfig(domains=(D,), smtp=False, interval=0.01, **kw))
 
 
