@@ -58,7 +58,7 @@ SAMPLE = (
                ("certificate-host-mismatch", "mx1.failing.example", 2)])]
     # inconsistent: 1 failed session, 3 sessions of one type
     + [report("broken-1", "Tundra", "failing.example", day(3), 10, 1,
-              [("sts-policy-fetch-error", "", 3)])]
+              [("certificate-not-trusted", "", 3)])]
     # double counting: Comcast's two reports overlap in time
     + [report("c-1", "Comcast", "failing.example", day(4), 7, 0, hours=48),
        report("c-2", "Comcast", "failing.example", day(3), 7, 0)]
@@ -336,6 +336,8 @@ async def test_console_queries_agree_with_the_raw_reports_on_both_backends(any_s
     assert by_type == want["types"]
     checks = await any_store.count_checks(domain="failing.example", start=w.start, end=w.end)
     assert {(c.report_id, c.inconsistent) for c in checks} == {("overlap-1", False), ("broken-1", True)}
+    # rfc8461_6: a policy-fetch detail over succeeded sessions is not a count to check
+    assert "refresh-1" not in {c.report_id for c in checks}
     overlaps = await any_store.range_overlaps(domain="failing.example", start=w.start, end=w.end)
     assert [(o.first_report_id, o.second_report_id) for o in overlaps] == [("c-1", "c-2")]
     seen = {s.organization: s for s in await any_store.reporter_last_seen(domain="silent.example")}
@@ -419,3 +421,23 @@ async def test_metrics_per_own_domain_with_a_bounded_label_set(tmp_path):
     assert "<label>" not in text  # report contents never become labels
     assert 'smtptls_report_domain_failure_details_total{domain="failing.example",result="certificate-expired"}' in text
     assert 'smtptls_report_domain_last_received_timestamp_seconds{domain="failing.example"}' in text
+
+
+@pytest.mark.rfc
+async def test_rfc8461_6_fetch_failure_over_delivered_sessions_is_not_inconsistent(any_store):
+    """A sender that delivered 6 sessions under its cached policy while the refresh
+    failed lists sts-policy-fetch-error for them: an overlap, not an inconsistency; a
+    session type past the failed total still is one."""
+    from smtptls.services.reports_server.intake import ReportIntake
+
+    intake = ReportIntake(any_store)
+    for r in (report("refresh-1", "Fastmail", "refresh.example", day(2), 6, 0,
+                     [("sts-policy-fetch-error", "", 6)]),
+              report("refresh-2", "Fastmail", "refresh.example", day(3), 6, 1,
+                     [("sts-policy-fetch-error", "", 6), ("certificate-expired", "", 3)])):
+        assert (await intake.submit_body(json.dumps(r).encode())).pk
+    w = week()
+    checks = await any_store.count_checks(domain="refresh.example", start=w.start, end=w.end)
+    assert {(c.report_id, c.largest_type, c.inconsistent) for c in checks} == {
+        ("refresh-1", "sts-policy-fetch-error", False),
+        ("refresh-2", "certificate-expired", True)}

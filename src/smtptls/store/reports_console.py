@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from smtptls.tlsrpt.report import POLICY_FETCH_TYPES
+
 __all__ = ["ConsoleQueries", "ConsoleStore", "CountCheck", "FailureGroup", "RangeOverlap",
            "ReportFilter", "ReporterActivity", "ReporterLastSeen"]
 
@@ -71,6 +73,8 @@ class CountCheck:
 
     Legal (RFC 8460 §4.3: a session may fail for several reasons); ``inconsistent`` when
     one result type alone counts more sessions than the total, which no overlap explains.
+    The policy-fetch types (:data:`~smtptls.tlsrpt.report.POLICY_FETCH_TYPES`) are left
+    out: a failed refresh under a cached policy is reported for sessions that succeeded.
     """
 
     report_pk: int
@@ -84,7 +88,8 @@ class CountCheck:
 
     @property
     def inconsistent(self) -> bool:
-        return self.largest_type_sum > self.failed
+        return self.largest_type not in POLICY_FETCH_TYPES \
+            and self.largest_type_sum > self.failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +202,9 @@ class ConsoleQueries:
         for (pk, rid, org, day, failed), types in by_policy.items():
             total = sum(types.values())
             if total > failed:
-                rt, n = max(types.items(), key=lambda kv: (kv[1], kv[0]))
+                # the largest session type decides; a fetch type only when alone
+                sessions = {t: k for t, k in types.items() if t not in POLICY_FETCH_TYPES}
+                rt, n = max((sessions or types).items(), key=lambda kv: (kv[1], kv[0]))
                 out.append(CountCheck(pk, rid, org, _day(day), failed, total, rt, n))
         return out[:MAX_ROWS]
 

@@ -38,6 +38,7 @@ from smtptls.errors import ReportParseError
 from smtptls.tlsrpt.decode import DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_SIZE, MAX_STRINGS
 
 __all__ = [
+    "POLICY_FETCH_TYPES",
     "FailureDetail",
     "PolicyResult",
     "PolicyType",
@@ -75,6 +76,14 @@ class ResultType(enum.StrEnum):
     STS_POLICY_FETCH_ERROR = "sts-policy-fetch-error"
     STS_POLICY_INVALID = "sts-policy-invalid"
     STS_WEBPKI_INVALID = "sts-webpki-invalid"
+
+
+#: §4.3.2.2 types that describe the policy fetch rather than the sessions: a sender that
+#: keeps delivering under its cached policy while the refresh fails (RFC 8461 §6) counts
+#: the sessions it sent meanwhile under them, though none of those sessions failed.
+POLICY_FETCH_TYPES = frozenset({ResultType.STS_POLICY_FETCH_ERROR,
+                                ResultType.STS_POLICY_INVALID,
+                                ResultType.STS_WEBPKI_INVALID})
 
 
 

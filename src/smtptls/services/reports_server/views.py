@@ -205,8 +205,11 @@ def _count_notes(v: DomainView) -> str:
             f"{len(overlap)} polic{'ies' if len(overlap) != 1 else 'y'} of these reports the "
             f"failure details add up to {detail} sessions while the reporters counted "
             f"{failed} failed sessions. That is allowed: a session can fail for more than one "
-            "reason, and RFC 8460 §4.3 lets reporters list each (failure types overlap). The "
-            "totals above count failed sessions; the table below counts failure details.</p>")
+            "reason, and RFC 8460 §4.3 lets reporters list each (failure types overlap); a "
+            "sender that keeps delivering under its cached MTA-STS policy while the refresh "
+            "fails lists the sts-policy-* failure for sessions that succeeded (RFC 8461 §6). "
+            "The totals above count failed sessions; the table below counts failure "
+            "details.</p>")
     for c in broken:
         out.append(
             f'<p class="alert inconsistent">Inconsistent report <a href="/report/{c.report_pk}">'
