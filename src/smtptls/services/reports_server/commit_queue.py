@@ -32,8 +32,10 @@ from smtptls.store.reports_base import AddResult, Intake, ReportRecord, ReportSt
 
 __all__ = ["CommitQueueFull", "GroupCommitter"]
 
-#: Reports waiting for a commit at most, in batches: beyond it the sender is told to retry.
-QUEUE_BATCHES = 8
+#: Reports waiting for a commit at most: beyond it the sender is told to retry. Each
+#: waiting sender also holds its body in the in-flight byte budget, which bounds the
+#: memory first; this bounds the count (parsed reports, futures) whatever the budget.
+MAX_WAITING = 4096
 
 _log = get_logger("reports.commit")
 
@@ -47,11 +49,11 @@ class CommitQueueFull(StoreError):
 class GroupCommitter:
     """Coalesces concurrent :meth:`add` calls into one ``add_reports`` per batch."""
 
-    def __init__(self, store: ReportStore, *, max_batch: int, max_queue: int | None = None) -> None:
+    def __init__(self, store: ReportStore, *, max_batch: int,
+                 max_queue: int = MAX_WAITING) -> None:
         self.store = store
         self.max_batch = max(1, int(max_batch))
-        self.max_queue = (max(self.max_batch, int(max_queue)) if max_queue is not None
-                          else self.max_batch * QUEUE_BATCHES)
+        self.max_queue = max(self.max_batch, int(max_queue))
         self._queue: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
