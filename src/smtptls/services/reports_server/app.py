@@ -21,12 +21,14 @@ password, or ``Authorization: Bearer <token>``):
   failures with advice; ``/reports?domain=&reporter=&result=&q=&from=&to=&conflict=1
   &page=N`` all reports, filtered and paged; ``/report/<id>[?page=N]`` (failure details
   a page at a time);
-  ``/quarantine`` and ``/quarantine/<id>/raw``;
+  ``/quarantine`` and ``/quarantine/<id>/raw``; ``/monitor[?domain=D]`` the timeline
+  of ``smtptls monitor``'s runs per domain (from ``[monitor] store``);
 * ``/metrics`` Prometheus text format (token-protected too); ``/healthz`` (open).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -35,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -48,7 +51,11 @@ from smtptls.services.reports_server.metrics import CONTENT_TYPE_LATEST, IntakeM
 from smtptls.store.reports_base import Channel, ReportStore, parse_since
 from smtptls.store.reports_console import ReportFilter
 
-__all__ = ["INTAKE_PATHS", "MEDIA_TYPES", "create_app"]
+if TYPE_CHECKING:  # the console loads the monitor's modules only when asked for them
+    from smtptls.config import MonitorConfig
+    from smtptls.store.monitor_base import MonitorStore
+
+__all__ = ["INTAKE_PATHS", "MEDIA_TYPES", "create_app", "monitor_opener"]
 
 INTAKE_PATHS = ("/", "/v1/tlsrpt")
 # RFC 8460 §5.3 / §6: the two media types a report is posted with.
@@ -366,6 +373,67 @@ async def quarantine_raw_handler(request: web.Request) -> web.Response:
         "Content-Disposition": f'attachment; filename="quarantine-{entry.pk}.bin"'})
 
 
+class MonitorSource:
+    """The monitor store the console reads (``[monitor] store``), opened at the first
+    timeline request and closed with the application."""
+
+    def __init__(self, opener: Callable[[], MonitorStore] | None) -> None:
+        self._opener = opener
+        self._store: MonitorStore | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> MonitorStore | None:
+        if self._opener is None:
+            return None
+        async with self._lock:
+            if self._store is None:
+                store = self._opener()
+                await store.open()
+                self._store = store
+            return self._store
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+
+
+MONITOR_KEY = web.AppKey("monitor", MonitorSource)
+
+
+def monitor_opener(cfg: MonitorConfig) -> Callable[[], MonitorStore]:
+    """What opens the store ``[monitor] store`` names, for :func:`create_app`."""
+
+    def make() -> MonitorStore:
+        from smtptls.store.monitor_open import open_monitor_store
+
+        return open_monitor_store(cfg)
+
+    return make
+
+
+async def monitor_handler(request: web.Request) -> web.Response:
+    """``/monitor``: the monitored domains; ``?domain=D``: D's runs, newest first."""
+    from smtptls.services.reports_server import monitor_views
+
+    try:
+        store = await request.app[MONITOR_KEY].get()
+    except StoreError as exc:
+        _log.error("monitor store unavailable", error=str(exc)[:300])
+        return _html(dashboard.not_found_page("the monitor store is unavailable"), 503)
+    if store is None:
+        return _html(dashboard.not_found_page("no monitor store configured"), 404)
+    domain = request.query.get("domain", "")[:255].strip().lower().rstrip(".")
+    try:
+        if not domain:
+            return _html(monitor_views.monitor_domains_page(await store.domains()))
+        runs = await store.runs(domain, limit=monitor_views.TIMELINE_RUNS)
+    except StoreError as exc:
+        _log.error("monitor store unavailable", error=str(exc)[:300])
+        return _html(dashboard.not_found_page("the monitor store is unavailable"), 503)
+    return _html(monitor_views.monitor_timeline_page(domain, runs))
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     body = request.app[METRICS_KEY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -386,8 +454,11 @@ def create_app(
     rate: RateLimiter | None = None,
     failure_page_size: int = 200,
     console: ConsoleSettings | None = None,
+    monitor: Callable[[], MonitorStore] | None = None,
 ) -> web.Application:
-    """The application; the caller owns the store's lifetime."""
+    """The application; the caller owns the store's lifetime. ``monitor`` makes the
+    (unopened) monitor store of the ``/monitor`` timeline; the application opens it
+    when first asked and closes it on cleanup."""
     app = web.Application(middlewares=[_security], client_max_size=max_body + 1)
     app[STORE_KEY] = store
     app[INTAKE_KEY] = intake
@@ -398,6 +469,8 @@ def create_app(
     app[RATE_KEY] = rate or RateLimiter(0, 1)
     app[PAGE_SIZE_KEY] = failure_page_size
     app[VIEW_KEY] = console or ConsoleSettings()
+    app[MONITOR_KEY] = MonitorSource(monitor)
+    app.on_cleanup.append(app[MONITOR_KEY].close)
     for path in INTAKE_PATHS:
         app.router.add_post(path, intake_handler)
     app.router.add_get("/", index_handler)
@@ -407,6 +480,7 @@ def create_app(
     app.router.add_get("/report/{pk}", report_handler)
     app.router.add_get("/quarantine", quarantine_handler)
     app.router.add_get("/quarantine/{pk}/raw", quarantine_raw_handler)
+    app.router.add_get("/monitor", monitor_handler)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
     return app

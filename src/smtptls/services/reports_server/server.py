@@ -22,7 +22,7 @@ from smtptls.logs import get_logger
 from smtptls.net.dkim import TxtLookup, dns_txt_lookup
 from smtptls.services.alerts import AlertChannel, dispatcher_from_config
 from smtptls.services.reports_server.alert_rules import alert_loop
-from smtptls.services.reports_server.app import ConsoleSettings, create_app
+from smtptls.services.reports_server.app import ConsoleSettings, create_app, monitor_opener
 from smtptls.services.reports_server.commit_queue import GroupCommitter
 from smtptls.services.reports_server.imap_fetch import imap_poller, settings_from_config
 from smtptls.services.reports_server.intake import ReportIntake
@@ -156,7 +156,8 @@ class ReportsService:
                                      domains=tuple(d.lower().rstrip(".") for d in cfg.domains),
                                      rua=cfg.rua, stale_days=cfg.stale_days,
                                      check=make_own_check(self.config) if cfg.domains
-                                     else None))
+                                     else None),
+                                 monitor=monitor_opener(self.config.monitor))
                 self._runner = web.AppRunner(app, access_log=None)
                 await self._runner.setup()
                 ssl_ctx = (_tls_context(self.options.tls_cert, self.options.tls_key)
