@@ -252,10 +252,17 @@ async def run_once(cfg: Config, dispatcher: AlertDispatcher,
             _log.warning("lookups failed, retrying", domains=len(failed),
                          delay=mon.retry_delay)
             await sleep(mon.retry_delay)
-            for domain in failed:
-                facts, judgement = await _judge_domain(cfg, g, domain, staged, previous)
-                judgements[facts.domain] = judgement
-                retried.add(facts.domain)
+            # a fresh gatherer on the same resolver: the first remembers this run's
+            # failed host lookups
+            again = Gatherer(g.options, resolver=g.resolver, clock=clock)
+            try:
+                for domain in failed:
+                    facts, judgement = await _judge_domain(cfg, again, domain, staged,
+                                                           previous)
+                    judgements[facts.domain] = judgement
+                    retried.add(facts.domain)
+            finally:
+                await again.close()
         for domain, judgement in judgements.items():
             if not judgement.judged:
                 _log.warning("monitor run not judged (lookup failed or time limit)",
@@ -294,16 +301,20 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 async def run_forever(cfg: Config, dispatcher: AlertDispatcher,
                       store: MonitorStore | MonitorState, *,
                       stop: asyncio.Event | None = None, gatherer: Gatherer | None = None,
-                      runs: int | None = None) -> int:
+                      runs: int | None = None,
+                      sleep: Callable[[float], Awaitable[object]] | None = None) -> int:
     """Run every ``monitor.interval`` seconds until ``stop`` is set (or ``runs`` runs
-    are done); returns the number of runs. A store error fails that run only."""
+    are done); returns the number of runs. A store error fails that run only.
+    ``sleep`` waits between runs and before a retry (default: that long, or until
+    ``stop``)."""
     stop = stop or asyncio.Event()
+    wait = sleep or (lambda delay: _wait(stop, delay))
     done = 0
     while not stop.is_set() and (runs is None or done < runs):
         done += 1
         try:
             run = await run_once(cfg, dispatcher, store, gatherer=gatherer,
-                                 sleep=lambda delay: _wait(stop, delay))
+                                 sleep=wait)
             _log.info("monitor run", alerts=len(run.alerts), sent=len(run.dispatch.sent))
         except ConfigError:
             raise
@@ -311,5 +322,5 @@ async def run_forever(cfg: Config, dispatcher: AlertDispatcher,
             _log.error("monitor run failed", error=f"{type(exc).__name__}: {exc}"[:300])
         if runs is not None and done >= runs:
             break
-        await _wait(stop, cfg.monitor.interval)
+        await wait(cfg.monitor.interval)
     return done
