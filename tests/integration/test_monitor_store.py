@@ -40,12 +40,7 @@ NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 def _opener(kind: str, tmp_path, schema: str):
     if kind == "sqlite":
         return lambda: open_monitor_store(MonitorConfig(store=str(tmp_path / "m.sqlite3")))
-    if kind == "postgres":
-        return lambda: open_monitor_store(MonitorConfig(store=PG_DSN), schema=schema)
-    return lambda: shared
-
-
-shared = MemoryMonitorStore()
+    return lambda: open_monitor_store(MonitorConfig(store=PG_DSN), schema=schema)
 
 
 async def _drop(schema: str) -> None:
