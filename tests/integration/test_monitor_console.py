@@ -98,3 +98,23 @@ async def test_timeline_of_an_unknown_domain_is_empty_not_an_error(console):
                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
         assert resp.status == 200
         assert "no run of this domain stored" in await resp.text()
+
+
+async def test_no_monitor_store_yet_is_an_empty_timeline_and_creates_nothing(tmp_path):
+    missing = tmp_path / "never-written.sqlite3"
+    reports = SqliteReportStore(tmp_path / "reports.sqlite3")
+    await reports.open()
+    svc = ReportsService(Config(monitor=MonitorConfig(store=str(missing))),
+                         ServeOptions(listen="127.0.0.1:0", token=TOKEN, verify_dkim=False),
+                         store=reports)
+    await svc.start()
+    try:
+        async with aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {TOKEN}"}) as client, client.get(
+                f"http://127.0.0.1:{svc.http_port}/monitor") as resp:
+            assert resp.status == 200
+            assert "no monitor run stored yet" in await resp.text()
+    finally:
+        await svc.stop()
+        await reports.close()
+    assert not missing.exists()

@@ -14,7 +14,8 @@ from smtptls.config import MonitorConfig
 from smtptls.store.extras import import_backend
 from smtptls.store.monitor_base import MonitorStore
 
-__all__ = ["MONITOR_SQLITE", "monitor_store_location", "open_monitor_store"]
+__all__ = ["MONITOR_SQLITE", "monitor_store_exists", "monitor_store_location",
+           "open_monitor_store"]
 
 #: The SQLite file of the default store, in the state directory (:mod:`smtptls.paths`).
 MONITOR_SQLITE = "smtptls-monitor.sqlite3"
@@ -29,6 +30,12 @@ def monitor_store_location(cfg: MonitorConfig) -> str:
     if cfg.state_path:
         return str(Path(cfg.state_path).with_name(MONITOR_SQLITE))
     return paths.state_file(MONITOR_SQLITE)
+
+
+def monitor_store_exists(cfg: MonitorConfig) -> bool:
+    """Is there a store to read? PostgreSQL always; SQLite once its file exists."""
+    where = monitor_store_location(cfg)
+    return where.startswith(_PG_SCHEMES) or Path(where).exists()
 
 
 def open_monitor_store(cfg: MonitorConfig, **overrides: Any) -> MonitorStore:

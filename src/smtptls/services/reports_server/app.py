@@ -375,12 +375,18 @@ async def quarantine_raw_handler(request: web.Request) -> web.Response:
 
 class MonitorSource:
     """The monitor store the console reads (``[monitor] store``), opened at the first
-    timeline request and closed with the application."""
+    timeline request and closed with the application. ``opener`` returns None while
+    there is no store yet (a SQLite file the monitor has not written): the console
+    shows an empty timeline and creates nothing."""
 
-    def __init__(self, opener: Callable[[], MonitorStore] | None) -> None:
+    def __init__(self, opener: Callable[[], MonitorStore | None] | None) -> None:
         self._opener = opener
         self._store: MonitorStore | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return self._opener is not None
 
     async def get(self) -> MonitorStore | None:
         if self._opener is None:
@@ -388,6 +394,8 @@ class MonitorSource:
         async with self._lock:
             if self._store is None:
                 store = self._opener()
+                if store is None:
+                    return None
                 await store.open()
                 self._store = store
             return self._store
@@ -401,13 +409,14 @@ class MonitorSource:
 MONITOR_KEY = web.AppKey("monitor", MonitorSource)
 
 
-def monitor_opener(cfg: MonitorConfig) -> Callable[[], MonitorStore]:
-    """What opens the store ``[monitor] store`` names, for :func:`create_app`."""
+def monitor_opener(cfg: MonitorConfig) -> Callable[[], MonitorStore | None]:
+    """What opens the store ``[monitor] store`` names, for :func:`create_app` (None
+    while its SQLite file does not exist)."""
 
-    def make() -> MonitorStore:
-        from smtptls.store.monitor_open import open_monitor_store
+    def make() -> MonitorStore | None:
+        from smtptls.store.monitor_open import monitor_store_exists, open_monitor_store
 
-        return open_monitor_store(cfg)
+        return open_monitor_store(cfg) if monitor_store_exists(cfg) else None
 
     return make
 
@@ -421,9 +430,12 @@ async def monitor_handler(request: web.Request) -> web.Response:
     except StoreError as exc:
         _log.error("monitor store unavailable", error=str(exc)[:300])
         return _html(dashboard.not_found_page("the monitor store is unavailable"), 503)
-    if store is None:
-        return _html(dashboard.not_found_page("no monitor store configured"), 404)
     domain = request.query.get("domain", "")[:255].strip().lower().rstrip(".")
+    if store is None:
+        if not request.app[MONITOR_KEY].configured:
+            return _html(dashboard.not_found_page("no monitor store configured"), 404)
+        return _html(monitor_views.monitor_timeline_page(domain, []) if domain
+                     else monitor_views.monitor_domains_page([]))
     try:
         if not domain:
             return _html(monitor_views.monitor_domains_page(await store.domains()))
@@ -454,7 +466,7 @@ def create_app(
     rate: RateLimiter | None = None,
     failure_page_size: int = 200,
     console: ConsoleSettings | None = None,
-    monitor: Callable[[], MonitorStore] | None = None,
+    monitor: Callable[[], MonitorStore | None] | None = None,
 ) -> web.Application:
     """The application; the caller owns the store's lifetime. ``monitor`` makes the
     (unopened) monitor store of the ``/monitor`` timeline; the application opens it
