@@ -16,9 +16,9 @@ acknowledged report must be in it.
 Two server configurations, interleaved (the order alternates per repetition):
 ``group`` (``[reports] commit_batch = 256``, the default) and ``single``
 (``commit_batch = 1``: one transaction and fsync per report, as before group commits).
-Printed: reports/s min/median/max per side and of the ratio, p50/p99 latency, the
-server's CPU time per acknowledged report (what bounds the rate on a busy machine), the load
-average. Not part of the test run.
+Printed: reports/s min/median/max per side and of the ratio, p50/p99 latency, the CPU
+time per acknowledged report of the server process and of the clients' process (what
+bounds the rate on a busy machine), the load average. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], clients: int,
-               seconds: float, pid: int) -> tuple[float, list[float], list[str], int, float]:
+               seconds: float, pid: int
+               ) -> tuple[float, list[float], list[str], int, float, float]:
     """(reports/s, latencies of the counted 2xx, report-ids acknowledged, refusals,
-    server CPU seconds per counted report)."""
+    server and client CPU seconds per counted report)."""
     url = f"https://127.0.0.1:{port}/v1/tlsrpt"
     it = iter(enumerate(work))
     acked: list[str] = []
@@ -147,15 +148,17 @@ async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], cl
                 latencies.append(t1 - t0)
         raise SystemExit("ran out of prepared reports: raise --prepare")
 
-    async def clock() -> float:
+    async def clock() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, counting_from - time.monotonic()))
-        before = cpu_seconds(pid)
+        before, mine = cpu_seconds(pid), time.process_time()
         await asyncio.sleep(max(0.0, until - time.monotonic()))
-        return cpu_seconds(pid) - before
+        return cpu_seconds(pid) - before, time.process_time() - mine
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        cpu, *_ = await asyncio.gather(clock(), *(client(session) for _ in range(clients)))
-    return counted / seconds, latencies, acked, refused, cpu / max(1, counted)
+        (cpu, client_cpu), *_ = await asyncio.gather(
+            clock(), *(client(session) for _ in range(clients)))
+    n = max(1, counted)
+    return counted / seconds, latencies, acked, refused, cpu / n, client_cpu / n
 
 
 def pct(values: list[float], q: float) -> float:
@@ -198,7 +201,7 @@ def main() -> None:
                 server = Server(tmp, name, MODES[mode], cert, key)
                 try:
                     asyncio.run(server.ready(ctx))
-                    rate, lat, acked, refused, cpu = asyncio.run(
+                    rate, lat, acked, refused, cpu, client_cpu = asyncio.run(
                         load(server.port, ctx, work, args.clients, args.seconds,
                              server.proc.pid))
                 finally:
@@ -208,7 +211,7 @@ def main() -> None:
                 results[mode].append((rate, pct(lat, 0.5), pct(lat, 0.99), cpu * 1e6))
                 print(f"  rep {rep + 1} {mode:<6} {rate:>8,.0f} reports/s  "
                       f"p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms  "
-                      f"server CPU {cpu * 1e6:5.0f} µs/report  "
+                      f"CPU µs/report server {cpu * 1e6:5.0f} clients {client_cpu * 1e6:5.0f}  "
                       f"acknowledged {len(acked):,}, in the store {len(acked) - len(missing):,}"
                       f", refused {refused}  load {os.getloadavg()[0]:.2f}", flush=True)
                 if missing:

@@ -5,6 +5,7 @@ with its own result only after the commit; failures and back-pressure reach the 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ import pytest
 
 from smtptls.errors import StoreError
 from smtptls.services.reports_server.commit_queue import CommitQueueFull, GroupCommitter
-from smtptls.services.reports_server.intake import ReportIntake
+from smtptls.services.reports_server.intake import INLINE_PARSE_MAX, ReportIntake
 from smtptls.store.reports_base import AddStatus, Channel, Intake, ReportRecord
 from smtptls.store.reports_sqlite import SqliteReportStore
 
@@ -103,3 +104,16 @@ async def test_close_commits_what_waits_then_refuses_more(store):
     assert (await store.counts())["reports"] == 30
     with pytest.raises(StoreError, match="closing"):
         await committer.add(record("late"), intake())
+
+
+async def test_a_small_gzip_that_decompresses_past_the_inline_cap_is_still_parsed_whole():
+    doc = json.loads(record("big").raw_json)
+    detail = doc["policies"][0]
+    detail["failure-details"] = [{"result-type": "starttls-not-supported",
+                                  "sending-mta-ip": "192.0.2.1", "failed-session-count": 1}
+                                 ] * (2 * INLINE_PARSE_MAX // 80)  # compresses to a few kB
+    body = gzip.compress(json.dumps(doc).encode())
+    assert len(body) <= INLINE_PARSE_MAX
+    parsed = await ReportIntake(None)._parse(body)  # type: ignore[arg-type]
+    assert parsed.report_id == "big" and len(parsed.raw_json) > INLINE_PARSE_MAX
+    assert len(parsed.policies[0].failures) == 2 * INLINE_PARSE_MAX // 80
