@@ -36,7 +36,7 @@ OPTIONAL = sorted({*EXTRA_OF, "shtab"})
 #: the modules that exist to talk to an optional backend
 BACKEND_MODULES = {"smtptls.store.postgres", "smtptls.store.pg_pool",
                    "smtptls.store.reports_postgres", "smtptls.store.results_postgres",
-                   "smtptls.store.redis"}
+                   "smtptls.store.monitor_postgres", "smtptls.store.redis"}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
