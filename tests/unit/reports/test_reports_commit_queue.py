@@ -5,6 +5,7 @@ with its own result only after the commit; failures and back-pressure reach the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 from datetime import UTC, datetime
@@ -117,3 +118,19 @@ async def test_a_small_gzip_that_decompresses_past_the_inline_cap_is_still_parse
     parsed = await ReportIntake(None)._parse(body)  # type: ignore[arg-type]
     assert parsed.report_id == "big" and len(parsed.raw_json) > INLINE_PARSE_MAX
     assert len(parsed.policies[0].failures) == 2 * INLINE_PARSE_MAX // 80
+
+
+async def test_one_report_the_store_refuses_fails_only_its_own_sender(store):
+    good = [record(f"ok-{i}") for i in range(5)]
+    bad = record("bad")
+    policy = dataclasses.replace(bad.policies[0], successful=2**70)  # no SQLite integer holds it
+    bad = dataclasses.replace(bad, policies=(policy,))
+    committer = GroupCommitter(store, max_batch=256)
+    outcomes = await asyncio.gather(*(committer.add(r, intake())
+                                      for r in [*good[:2], bad, *good[2:]]),
+                                    return_exceptions=True)
+    assert isinstance(outcomes[2], StoreError)
+    stored = [o for i, o in enumerate(outcomes) if i != 2]
+    assert all(o.status is AddStatus.STORED for o in stored)  # type: ignore[union-attr]
+    assert (await store.counts())["reports"] == 5
+    await committer.close()

@@ -149,8 +149,10 @@ def _resolve(batch: Sequence[_Item], results: Sequence[AddResult]) -> None:
 
 
 def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
-    error = exc if isinstance(exc, StoreError) else StoreError(
-        f"storing the report failed: {type(exc).__name__}: {exc}")
+    error = exc
+    if not isinstance(exc, StoreError):
+        error = StoreError(f"storing the report failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
     for _, _, future in batch:
         if not future.done():
             future.set_exception(error)
