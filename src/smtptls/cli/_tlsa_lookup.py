@@ -48,6 +48,7 @@ class LookedUp:
     security: Security
     records: tuple[TLSARecord, ...]
     cname_chain: tuple[str, ...] = ()
+    ttl: int | None = None  # the RRset's TTL as the resolver gave it
 
     @property
     def parsed(self) -> list[tuple[str | None, TLSARecord]]:
@@ -63,7 +64,7 @@ class LookedUp:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "security": str(self.security),
-                "cname_chain": list(self.cname_chain)}
+                "cname_chain": list(self.cname_chain), "ttl": self.ttl}
 
 
 async def lookup(host: str, *, dns_config: DnsConfig | None = None,
@@ -83,7 +84,8 @@ async def lookup(host: str, *, dns_config: DnsConfig | None = None,
     if not answer.records:
         raise DaneError(f"no TLSA records at {name} (DNSSEC {answer.security})")
     records = tuple(TLSARecord.from_rdata(r) for r in answer.records)
-    return LookedUp(name, answer.security, records, answer.cname_chain)
+    return LookedUp(name, answer.security, records, answer.cname_chain,
+                    int(answer.ttl) if answer.ttl else None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from smtptls.cli import _tlsa_lookup
 from smtptls.cli.output import EXIT_NEGATIVE, EXIT_OK, Formatter, print_json
-from smtptls.dane.publish import load_certificates, tlsa_from_cert
+from smtptls.dane.publish import load_certificates, rollover_advice, tlsa_from_cert
 from smtptls.dane.tlsa import MatchingType, TLSARecord, Usage, parse_records, select_usable
 from smtptls.dane.tlsa import unusable_reason as _unusable
 from smtptls.dane.verify import _Cert, _record_anchor, _signed_by, verify_chain
@@ -137,6 +137,8 @@ def _check(args: argparse.Namespace) -> int:
             raise DaneError(f"no TLSA record found in {args.records}")
     else:
         raise DaneError("give --records FILE or --lookup HOST")
+    if args.next:
+        return _check_next(args, certs, parsed, found)
     ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     chain = [_Cert.load(i, d) for i, d in enumerate(ders)]
     records = [r for _, r in parsed]
@@ -188,12 +190,123 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_NEGATIVE
 
 
+def _wait(args: argparse.Namespace, found: _tlsa_lookup.LookedUp | None
+          ) -> dict[str, Any]:
+    """RFC 7671 §8.1: deploy only once every cache holds the new RRset: the TLSA TTL
+    plus a margin (default: the TTL again, so twice the TTL in all)."""
+    ttl = args.ttl if args.ttl is not None else (found.ttl if found is not None else None)
+    source = "option" if args.ttl is not None else "dns" if ttl is not None else None
+    if ttl is None:
+        return {"ttl": None, "margin": args.margin, "seconds": None, "ttl_source": None}
+    margin = args.margin if args.margin is not None else ttl
+    return {"ttl": ttl, "margin": margin, "seconds": ttl + margin, "ttl_source": source}
+
+
+def _duration(seconds: int) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds} s ({seconds // 3600} h)"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds} s ({seconds // 60} min)"
+    return f"{seconds} s"
+
+
+def _check_next(args: argparse.Namespace, certs: list[x509.Certificate],
+                parsed: list[tuple[str | None, TLSARecord]],
+                found: _tlsa_lookup.LookedUp | None) -> int:
+    """``check CURRENT --next NEW``: is the staged certificate covered (RFC 7671 §8.1)?"""
+    staged = load_certificates(_read(args.next, "staged certificate file"))
+    if not staged:
+        raise DaneError(f"no certificate found in {args.next}")
+    records = [r for _, r in parsed]
+    advice = rollover_advice(records, certs, staged)
+    owner = found.name + "." if found is not None else next(
+        (o for o, _ in parsed if o), None) or _owner(args.name)
+    current_ok = bool(advice.current_matches)
+    next_ok = bool(advice.next_matches)
+    ok = current_ok and next_ok
+
+    def line(rec: TLSARecord) -> str:
+        return f"{owner} IN TLSA {rec.to_text()}" if owner else rec.to_text()
+
+    publish = [line(r) for r in advice.to_publish]
+    issuer = line(advice.issuer_option) if advice.issuer_option is not None else None
+    wait = _wait(args, found)
+    problems = [f for f in advice.findings if f.level == "error"
+                and f.code not in ("current-not-covered", "next-not-published")]
+    if args.json:
+        out: dict[str, Any] = {
+            "ok": ok,
+            "current": {"file": args.cert, "subject": _subject(certs[0]), "covered": current_ok,
+                        "covered_by": [r.to_text() for r in advice.current_matches]},
+            "next": {"file": args.next, "subject": _subject(staged[0]), "covered": next_ok,
+                     "covered_by": [r.to_text() for r in advice.next_matches]},
+            "publish": publish, "issuer_option": issuer,
+            "wait": wait if not next_ok else None,
+            "findings": [{"level": f.level, "code": f.code, "message": f.message}
+                         for f in advice.findings]}
+        if found is not None:
+            out["lookup"] = found.to_dict()
+        print_json(out)
+        return EXIT_OK if ok else EXIT_NEGATIVE
+    if found is not None:
+        print(found.summary())
+    print(f"current: {args.cert}: {_subject(certs[0])}")
+    if current_ok:
+        print("    covered by " + ", ".join(r.describe() for r in advice.current_matches))
+    else:
+        print("    NOT covered: no usable record matches the certificate deployed now, so "
+              "DANE clients cannot deliver to this server today; fix that first "
+              "(RFC 7672 §2.2)")
+    print(f"staged:  {args.next}: {_subject(staged[0])}")
+    if next_ok:
+        print("    covered by " + ", ".join(r.describe() for r in advice.next_matches))
+    else:
+        print("    NOT covered: deploying it now breaks delivery from DANE clients "
+              "(RFC 7671 §8.1)")
+    for f in problems:
+        print(f"warning: {f.message}")
+    if not next_ok:
+        print("publish first, next to the current record(s):")
+        for text in publish:
+            print(f"    {text}")
+        if issuer is not None:
+            print("or instead a DANE-TA record for the issuing CA, which the current and the "
+                  "staged chain share (send the full chain; it also covers later renewals "
+                  "from that CA):")
+            print(f"    {issuer}")
+        if wait["seconds"] is not None:
+            src = "the TLSA TTL" if wait["ttl_source"] == "dns" else "--ttl"
+            print(f"then wait at least {_duration(wait['seconds'])} before deploying: "
+                  f"{src} {wait['ttl']} s + margin {wait['margin']} s")
+        else:
+            print("then wait at least twice the TTL of the TLSA RRset before deploying "
+                  "(the TTL is unknown with --records: give --ttl SECONDS to have it "
+                  "computed)")
+        print("result: the staged certificate is not covered: do not deploy it yet")
+    elif not current_ok:
+        print("result: the staged certificate is covered, the current one is not")
+    else:
+        print("result: both certificates are covered: the staged one can be deployed; "
+              "remove the old record once it is no longer served and its TTL has passed")
+    return EXIT_OK if ok else EXIT_NEGATIVE
+
+
 def _when(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400 * 30:
+        raise argparse.ArgumentTypeError("seconds must be between 0 and 2592000")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -243,8 +356,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  smtptls tlsa check fullchain.pem --records tlsa.zone --host mx.example.com "
         "--json\n"
         "  smtptls tlsa check fullchain.pem --lookup mx.example.com --nameserver 127.0.0.1\n"
-        "exit codes: 0 a usable record matches (or verification ok with --host), "
-        "1 none, 2 error")
+        "  smtptls tlsa check live.pem --next staged.pem --lookup mx.example.com\n"
+        "exit codes: 0 a usable record matches (or verification ok with --host; with "
+        "--next: both certificates are covered), 1 none, 2 error")
     c.add_argument("cert", metavar="CERT.pem", help="PEM chain as the server sends it")
     c.add_argument("--records", metavar="FILE",
                    help="TLSA records, one per line (zone-file lines accepted)")
@@ -254,6 +368,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "full verification")
     c.add_argument("--at", metavar="WHEN", type=_when, default=None,
                    help="verify as of this ISO 8601 time (default: now)")
+    c.add_argument("--next", metavar="NEW.pem",
+                   help="the staged certificate (chain) about to be deployed: exit 0 only "
+                   "when the records cover both, else print what to publish first "
+                   "(RFC 7671 §8.1)")
+    c.add_argument("--ttl", metavar="S", type=_seconds, default=None,
+                   help="TTL of the TLSA RRset for the wait advice with --next (default: "
+                   "from DNS with --lookup, unknown with --records)")
+    c.add_argument("--margin", metavar="S", type=_seconds, default=None,
+                   help="extra wait after the TTL with --next (default: the TTL again)")
+    c.add_argument("--name", metavar="NAME",
+                   help="owner name for the records printed with --next and --records "
+                   "(the _25._tcp. prefix is added when missing)")
     c.add_argument("--json", action="store_true", help="machine-readable JSON output")
     c.set_defaults(func=_check)
 

@@ -211,6 +211,12 @@ class Advice:
     findings: tuple[Finding, ...]
     current_matches: tuple[TLSARecord, ...] = ()
     next_matches: tuple[TLSARecord, ...] = ()
+    # What to publish before the next certificate or key is deployed (empty when it is
+    # covered or not given): its ``3 1 1`` record (RFC 7671 §5.1, §8.1).
+    to_publish: tuple[TLSARecord, ...] = ()
+    # A ``2 1 1`` record for an issuer that is in both the current and the next chain:
+    # it covers both, and later renewals from that CA too (RFC 7671 §5.2, §8.1).
+    issuer_option: TLSARecord | None = None
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -341,6 +347,8 @@ def rollover_advice(
 
     ta_current = [r for r in current_matches if r.usage == Usage.DANE_TA]
     next_matches: list[TLSARecord] = []
+    to_publish: list[TLSARecord] = []
+    issuer_option: TLSARecord | None = None
     if next_cert_or_key is None:
         spare = [r for r in usable if r.usage == Usage.DANE_EE and r not in current_matches]
         if ta_current:
@@ -380,6 +388,9 @@ def rollover_advice(
                     if any(_signed_by(next_chain[0].cert, c.public_key()) for c in issuers):
                         next_matches.append(rec)
         suggestion = tlsa_from_cert(next_chain[0].cert if next_chain else nxt)
+        if not next_matches:
+            to_publish.append(suggestion)
+            issuer_option = _shared_issuer(chain, next_chain)
         if next_matches:
             shown = ", ".join(r.describe() for r in next_matches[:4])
             findings.append(Finding("ok", "next-covered", f"the next certificate/key matches: "
@@ -396,7 +407,23 @@ def rollover_advice(
     findings.append(Finding("info", "keep-old-records",
                             "after the switch, keep the old record until the TTL of the "
                             "RRset has passed, then remove it (RFC 7671 §8.1)"))
-    return Advice(safe, tuple(findings), tuple(current_matches), tuple(next_matches))
+    return Advice(safe, tuple(findings), tuple(current_matches), tuple(next_matches),
+                  tuple(to_publish), issuer_option)
+
+
+def _shared_issuer(chain: list[_Cert], next_chain: list[_Cert]) -> TLSARecord | None:
+    """The ``2 1 1`` record of the nearest issuer of the next chain that the current
+    chain sends too (same CA key): publishing it covers both chains."""
+    for entry in next_chain[1:]:
+        if entry.cert is None:
+            continue
+        try:
+            rec = tlsa_from_cert(entry.cert, Usage.DANE_TA, Selector.SPKI, MatchingType.SHA256)
+        except DaneError:
+            continue
+        if any(c.matches(rec) for c in chain[1:]):
+            return rec
+    return None
 
 
 def _carries_anchor(rec: TLSARecord) -> bool:
