@@ -18,7 +18,9 @@ Two server configurations, interleaved (the order alternates per repetition):
 (``commit_batch = 1``: one transaction and fsync per report, as before group commits).
 Printed: reports/s min/median/max per side and of the ratio, p50/p99 latency, the CPU
 time per acknowledged report of the server process and of the clients' process (what
-bounds the rate on a busy machine), the load average. Not part of the test run.
+bounds the rate on a busy machine), the load average. Last, the same reports go
+through the intake and the group committer inside this process, no HTTP or TLS: the
+rate parsing and storing alone allow. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -161,6 +163,38 @@ async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], cl
     return counted / seconds, latencies, acked, refused, cpu / n, client_cpu / n
 
 
+async def in_process(tmp: Path, name: str, batch: int, work: list[tuple[bytes, str]],
+                     clients: int, seconds: float) -> tuple[float, float]:
+    """The same reports through the intake and the group committer in this process, no
+    HTTP or TLS: (reports/s, CPU seconds per report), the ceiling the server works under."""
+    from smtptls.services.reports_server.commit_queue import GroupCommitter
+    from smtptls.services.reports_server.intake import ReportIntake
+    from smtptls.store.reports_sqlite import SqliteReportStore
+
+    store = SqliteReportStore(tmp / f"{name}.sqlite3")
+    await store.open()
+    committer = GroupCommitter(store, max_batch=batch)
+    intake = ReportIntake(store, committer=committer)
+    it = iter(work)
+    until = time.monotonic() + seconds
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        for body, _ in it:
+            if time.monotonic() >= until:
+                return
+            await intake.submit_body(body)
+            done += 1
+
+    cpu = time.process_time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    cpu = time.process_time() - cpu
+    await committer.close()
+    await store.close()
+    return done / seconds, cpu / max(1, done)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -227,6 +261,15 @@ def main() -> None:
               f"{spread([r[3] for r in results[mode]]):>40}")
     ratios = [g[0] / s[0] for g, s in zip(results["group"], results["single"], strict=True)]
     print(f"group / single throughput: {spread(ratios, '.2f')} (min / median / max)")
+    print()
+    print(f"no HTTP, in one process: parse + group committer + SQLite, {args.clients} tasks")
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as d:
+        for mode, batch in MODES.items():
+            rate, cpu = asyncio.run(in_process(Path(d), mode, batch,
+                                               bodies(reports, f"direct-{mode}"),
+                                               args.clients, args.seconds))
+            print(f"  {mode:<6} {rate:>8,.0f} reports/s  CPU {cpu * 1e6:5.0f} µs/report  "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
