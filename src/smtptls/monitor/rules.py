@@ -44,7 +44,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from smtptls.check.dane import suggested_record
 from smtptls.check.facts import CertFacts, DomainFacts, MxFacts, ProbeFacts
 from smtptls.check.findings import Finding
 from smtptls.check.findings import Severity as FindingSeverity
@@ -268,7 +267,9 @@ def tlsa_rollover_alerts(run: RunFacts) -> list[Alert]:
             continue  # broken today (check says so), or the rollover is prepared
         message = next((f.message for f in advice.findings if f.code == "next-not-published"),
                        "no usable record matches the next certificate")
-        fix = suggested_record(host.host, replace(probe, chain_der=tuple(staged)), tlsa.base)
+        # the records to publish come from the same judgement as `tlsa check --next`
+        fix = "\n".join(f"{tlsa.name.rstrip('.')}. IN TLSA {r.to_text()}"
+                        for r in advice.to_publish) or None
         out.append(_alert(facts, Severity.WARNING, "monitor.tlsa-next-not-covered", host.host,
                           f"TLSA {tlsa.name} matches the live certificate of {host.host} "
                           f"but not the staged one: {message}", fix))
