@@ -340,7 +340,8 @@ def _steps(domain: str, old: Policy | None, new: Policy, current: tuple[str, ...
                      "until then senders may still hold the old policy (RFC 8461 §3.2, "
                      "§8.1)")
         steps.append(f"4. new mx entries ({', '.join(added)}): only put such hosts into the "
-                     "MX RRset after step 3, when senders' cached policies expired, or they "
+                     f"MX RRset after step 3 ({old.max_age} s after step 2), when senders' "
+                     "cached policies expired, or they "
                      "refuse them (RFC 8461 §8.1)")
         steps.append("5. to retire an old MX host afterwards: take it out of the MX RRset, "
                      "wait for its TTL, then publish the policy without it under a new id "
