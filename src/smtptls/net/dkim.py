@@ -26,8 +26,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import dkim
-
 from smtptls.errors import DnsError, DnsTimeout, SmtpTlsError
 from smtptls.store.reports_base import DkimStatus
 
@@ -146,6 +144,8 @@ def _verify_one(raw: bytes, idx: int, record: str) -> tuple[bool, str]:
 
     def dnsfunc(name: bytes, timeout: float = 5) -> bytes:
         return rewritten
+
+    import dkim  # dkimpy (and the DNS library it loads) only once a signature is checked
 
     d = dkim.DKIM(raw, logger=_log, minkey=1024, tlsrpt=True)
     try:
