@@ -37,6 +37,14 @@ def test_importing_the_cli_imports_no_heavy_module() -> None:
     assert not [m for m in HEAVY if m in loaded]
 
 
+def test_policyd_daemon_imports_no_certificate_or_http_code() -> None:
+    """policyd answers its first lookups before cryptography and aiohttp load: the
+    DANE decision it imports reads no certificate (that is the MTA's job)."""
+    loaded = _imported_after("import smtptls.cli.policyd, smtptls.services.policyd.daemon")
+    assert not {"cryptography", "cryptography.x509", "aiohttp", "dkim", "OpenSSL"} & loaded
+    assert "smtptls.engine.destination" in loaded  # the decision itself is there
+
+
 def test_help_builds_its_parser_without_any_command_module() -> None:
     loaded = _imported_after("from smtptls.cli.main import build_parser\n"
                              "build_parser(['--help'])")

@@ -18,6 +18,11 @@ raise :class:`smtptls.errors.TlsaRecordError`, other caller errors
 :class:`smtptls.errors.DaneError`; nothing a server sends makes anything raise.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from smtptls.dane.decide import (
     DestinationDecision,
     DestinationLookup,
@@ -30,7 +35,6 @@ from smtptls.dane.decide import (
     tlsa_candidates,
     tlsa_query_name,
 )
-from smtptls.dane.publish import Advice, Finding, load_certificates, rollover_advice, tlsa_from_cert
 from smtptls.dane.tlsa import (
     MatchingType,
     Selector,
@@ -41,8 +45,19 @@ from smtptls.dane.tlsa import (
     unusable_reason,
     usable_for_smtp,
 )
-from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
+
+# Certificate handling (cryptography) loads on first use, not with the package: the
+# decision code above is what the policy daemon needs before its first answer.
+_LAZY = {
+    "Advice": "publish",
+    "Finding": "publish",
+    "load_certificates": "publish",
+    "rollover_advice": "publish",
+    "tlsa_from_cert": "publish",
+    "DaneVerdict": "verify",
+    "verify_chain": "verify",
+}
 
 __all__ = [
     "Advice",
@@ -72,3 +87,16 @@ __all__ = [
     "usable_for_smtp",
     "verify_chain",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

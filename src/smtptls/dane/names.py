@@ -24,10 +24,12 @@ from __future__ import annotations
 import ipaddress
 import warnings
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import idna
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:  # cryptography loads when a certificate is read, not with this module
+    from cryptography import x509
 
 __all__ = ["cert_matches", "is_address_literal", "match_reference", "normalize_name",
            "presented_names"]
@@ -76,6 +78,9 @@ def is_address_literal(name: str) -> bool:
 
 def presented_names(cert: x509.Certificate) -> tuple[tuple[str, ...], str]:
     """``(names, source)``: SAN dNSNames (``"san"``), else the last CN (``"cn"``)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     dns_names: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
