@@ -38,7 +38,8 @@ class Policyd:
 
     def __init__(self, lab, workdir: Path, *,  # type: ignore[no-untyped-def]
                  txt_recheck_interval: float | None = None,
-                 log_level: str | None = None, policyd_extra: str = "") -> None:
+                 log_level: str | None = None, policyd_extra: str = "",
+                 total_timeout: float = 6.0) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.log_level = log_level
@@ -48,7 +49,8 @@ class Policyd:
                    else f"txt_recheck_interval = {txt_recheck_interval}\n")
         self.config.write_text(
             f'[dns]\nnameservers = ["{host}:{port}"]\ntimeout = 3.0\n\n'
-            f'[fetch]\nca_file = "{lab.ca_file}"\nconnect_timeout = 3.0\ntotal_timeout = 6.0\n\n'
+            f'[fetch]\nca_file = "{lab.ca_file}"\nconnect_timeout = 3.0\n'
+            f'total_timeout = {total_timeout}\n\n'
             f'[cache]\nsqlite_path = "{workdir / "policies.sqlite3"}"\n\n'
             f'[policyd]\nlisten = "127.0.0.1:{self.port}"\nmetrics = ""\n{recheck}'
             f'{policyd_extra}')

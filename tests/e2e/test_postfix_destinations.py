@@ -42,10 +42,12 @@ from tests.e2e.postfix_world import (
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 _n = itertools.count()
-#: How long an answer waits for a policy fetch in these tests (config sts_wait); the
-#: stalling policy host waits longer than that, well under the fetch's total_timeout.
-STS_WAIT = 1.0
-STALL = 3.0
+#: How long an answer waits for a policy fetch in these tests (config sts_wait): long
+#: enough for a fetch on a busy machine, whose answers are expected to use the policy;
+#: the stalling policy host waits longer than that, well under the fetch's total_timeout.
+STS_WAIT = 3.0
+STALL = 8.0
+FETCH_TIMEOUT = 20.0
 MISMATCH = "3 1 1 " + "ab" * 32
 
 
@@ -60,6 +62,7 @@ def world(lab, tmp_path_factory, request):
     version = request.param
     workdir = tmp_path_factory.mktemp(f"destinations-e2e-{version}")
     daemon = Policyd(lab, workdir, txt_recheck_interval=2.0, log_level="debug",
+                     total_timeout=FETCH_TIMEOUT,
                      policyd_extra=f'sts_wait = {STS_WAIT}\npostfix_version = "{version}"\n')
     with postfix_with_policyd(lab, daemon, version=version) as pf:
         yield lab, pf, daemon, LabDomain, LabMx, PolicyHost
