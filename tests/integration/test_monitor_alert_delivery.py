@@ -15,8 +15,8 @@ import json
 import sys
 
 import pytest
-from aiohttp import web
 
+from tests.integration.monitor_support import webhook_receiver
 from tests.integration.test_alerts import ca, ca_file, smtp_relay  # noqa: F401 (fixtures)
 from tests.lab import LabDomain, LabMx, PolicyHost
 
@@ -28,23 +28,8 @@ OWNER = "owner@example.org"
 
 @pytest.fixture
 async def webhook():
-    received: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook/secret", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield received, f"http://{host}:{port}/hook/secret"
-    finally:
-        await runner.cleanup()
+    async with webhook_receiver("/hook/secret") as got:
+        yield got
 
 
 async def _monitor(config) -> dict:

@@ -9,14 +9,13 @@ its TLSA RRset does not cover (RFC 7671 §8.1).
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from smtptls.dane.publish import tlsa_from_cert
+from tests.integration.monitor_support import alerts_of as _alerts
+from tests.integration.monitor_support import run_monitor as _monitor
+from tests.integration.monitor_support import webhook_receiver
 from tests.lab import LabDomain, LabMx, PolicyHost
 
 pytestmark = pytest.mark.lab
@@ -42,38 +41,8 @@ def _domain(name: str, *, max_age: int = 604800, tlsa: list[str] | None = None,
 
 @pytest.fixture
 async def webhook():
-    received: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield received, f"http://{host}:{port}/hook"
-    finally:
-        await runner.cleanup()
-
-
-async def _monitor(config: Path) -> tuple[int, dict]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smtptls", "monitor", "--once", "--json", "--config",
-        str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    assert proc.returncode in (0, 1), err.decode()
-    return proc.returncode, json.loads(out)
-
-
-def _alerts(doc: dict, domain: str) -> dict[tuple[str, str], dict]:
-    entry = next(d for d in doc["domains"] if d["domain"] == domain)
-    assert entry["judged"] is True
-    return {(a["code"], a["subject"]): a for a in entry["alerts"]}
+    async with webhook_receiver() as got:
+        yield got
 
 
 async def test_monitor_alerts_expiry_rollover_and_unchanged_id(lab, webhook, tmp_path):

@@ -5,16 +5,15 @@ expiration from the lab's validating Unbound (RFC 4034 §3.1.5, RFC 7672 §2.1).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from smtptls.config import DnsConfig
 from smtptls.net.dns import DnsResolver
+from tests.integration.monitor_support import alerts_of as _alerts
+from tests.integration.monitor_support import run_monitor as _monitor
 from tests.lab import LabDomain, LabMx, LabZone, PolicyHost
 
 pytestmark = pytest.mark.lab
@@ -64,21 +63,6 @@ async def test_rfc4034_3_1_5_resolver_reads_signature_expiration_from_unbound(do
     assert now + dt.timedelta(days=13) < steady.sig_expires <= now + dt.timedelta(days=14)
     unsigned = await r.mx(UNSIGNED)
     assert unsigned.records and not unsigned.secure and unsigned.sig_expires is None
-
-
-async def _monitor(config: Path) -> tuple[int, dict]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smtptls", "monitor", "--once", "--json", "--config",
-        str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    assert proc.returncode in (0, 1), err.decode()
-    return proc.returncode, json.loads(out)
-
-
-def _alerts(doc: dict, domain: str) -> dict[tuple[str, str], dict]:
-    entry = next(d for d in doc["domains"] if d["domain"] == domain)
-    assert entry["judged"] is True
-    return {(a["code"], a["subject"]): a for a in entry["alerts"]}
 
 
 @pytest.fixture
