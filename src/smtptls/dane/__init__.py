@@ -20,9 +20,6 @@ raise :class:`smtptls.errors.TlsaRecordError`, other caller errors
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from smtptls.dane.decide import (
     DestinationDecision,
     DestinationLookup,
@@ -46,6 +43,7 @@ from smtptls.dane.tlsa import (
     usable_for_smtp,
 )
 from smtptls.dnssec import Security
+from smtptls.lazy import lazy_exports
 
 # Certificate handling (cryptography) loads on first use, not with the package: the
 # decision code above is what the policy daemon needs before its first answer.
@@ -88,15 +86,4 @@ __all__ = [
     "verify_chain",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
