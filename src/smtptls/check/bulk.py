@@ -132,7 +132,7 @@ def parse_domain_lines(lines: Iterable[str], *, limit: int = 10_000_000) -> Doma
     for raw in lines:
         if not isinstance(raw, str):
             raise SmtpTlsError("domain list lines must be text")
-        line = raw[:MAX_LINE].split("#", 1)[0].strip().replace(",", " ")
+        line = raw[:MAX_LINE].split("#", 1)[0].replace(",", " ").strip()
         if not line:
             continue
         first = line.split()[0]
