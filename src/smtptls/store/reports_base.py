@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
+
 from smtptls.config import ReportsConfig
 from smtptls.errors import ConfigError, ReportParseError
 
@@ -334,14 +336,16 @@ class ReportRecord:
             raw_json=self.raw_json, warnings=self.warnings, digest=self.digest)
 
     @classmethod
-    def from_report(cls, report: Any, *, raw_json: str | None = None) -> ReportRecord:
-        """Flatten a report object of :mod:`smtptls.tlsrpt` (anything with ``to_dict``)."""
+    def from_report(cls, report: Any, *, raw_json: str | None = None,
+                    tree: Any = None) -> ReportRecord:
+        """Flatten a report object of :mod:`smtptls.tlsrpt` (anything with ``to_dict``);
+        ``tree``: see :func:`report_digest`."""
         try:
             data = report.to_dict()
         except Exception as exc:  # a model bug must not crash intake
             raise ReportParseError(f"report could not be serialized: {exc}") from exc
         warnings = tuple(str(w)[:MAX_REASON] for w in getattr(report, "warnings", ()) or ())
-        return cls.from_dict(data, raw_json=raw_json, warnings=warnings)
+        return cls.from_dict(data, raw_json=raw_json, warnings=warnings, tree=tree)
 
     @classmethod
     def from_dict(
@@ -350,8 +354,11 @@ class ReportRecord:
         *,
         raw_json: str | None = None,
         warnings: Sequence[str] = (),
+        tree: Any = None,
     ) -> ReportRecord:
-        """Flatten the RFC 8460 §4 JSON object; raise :class:`ReportParseError`."""
+        """Flatten the RFC 8460 §4 JSON object; raise :class:`ReportParseError`.
+
+        ``tree``: ``raw_json`` already decoded (see :func:`report_digest`)."""
         if not isinstance(data, Mapping):
             raise ReportParseError("report is not a JSON object", path="$")
         # RFC 8460 §4.4: report-id and organization-name identify a report.
@@ -387,7 +394,7 @@ class ReportRecord:
             policies=policies,
             raw_json=raw_json,
             warnings=tuple(warnings),
-            digest=report_digest(raw_json),
+            digest=report_digest(raw_json, tree=tree),
         )
 
 
@@ -407,20 +414,45 @@ def _fold(rows: Sequence[FailureRow], max_rows: int) -> tuple[FailureRow, ...]:
         for rt, (n, k) in sums.items())
 
 
-def report_digest(raw_json: str) -> str:
+def report_digest(raw_json: str, *, tree: Any = None) -> str:
     """What makes two reports under one key the same report: their JSON value.
 
     The SHA-256 of the JSON re-encoded with sorted member names and no whitespace, so a
     byte-identical resubmission, or the same report pretty-printed by another channel,
     is a duplicate; any other difference is not. Text that does not decode as JSON is
     hashed as it is.
+
+    ``tree``: ``raw_json`` as orjson decoded it with no member name given twice (the
+    quick reading of :func:`smtptls.tlsrpt.reader.parse_report_body`). Without a float
+    it equals the standard decoder's value (orjson reads integers beyond 64 bits as
+    floats and refuses unpaired surrogates), and orjson then writes the bytes
+    ``json.dumps`` would: that encoding is used, else the standard one.
     """
+    if tree is not None and _float_free(tree):
+        try:
+            return hashlib.sha256(orjson.dumps(tree, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        except orjson.JSONEncodeError:  # nested past orjson's bound: the standard way
+            pass
     try:
         text = json.dumps(json.loads(raw_json), sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False)
     except (ValueError, RecursionError):
         text = raw_json
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _float_free(tree: Any) -> bool:
+    stack = [tree]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            return False
+    return True
 
 
 def _policy_row(entry: Any, where: str) -> PolicyRow:
@@ -445,47 +477,54 @@ def _policy_row(entry: Any, where: str) -> PolicyRow:
         )
     return PolicyRow(
         # RFC 8460 §4.3: policy-type tlsa | sts | no-policy-found; unknown values kept.
-        policy_type=_text(policy.get("policy-type"), f"{where}.policy.policy-type"),
+        policy_type=_member_text(policy, "policy-type", where, ".policy."),
         # Names are case-insensitive; trailing dots carry no meaning here.
-        policy_domain=_text(policy.get("policy-domain"), f"{where}.policy.policy-domain")
+        policy_domain=_member_text(policy, "policy-domain", where, ".policy.")
         .strip()
         .lower()
         .rstrip("."),
-        successful=_count(
-            summary.get("total-successful-session-count"),
-            f"{where}.summary.total-successful-session-count",
-        ),
-        failed=_count(
-            summary.get("total-failure-session-count"),
-            f"{where}.summary.total-failure-session-count",
-        ),
+        successful=_member_count(summary, "total-successful-session-count", where, ".summary."),
+        failed=_member_count(summary, "total-failure-session-count", where, ".summary."),
         policy_strings=_strings(policy.get("policy-string"), f"{where}.policy.policy-string"),
         mx_hosts=_strings(policy.get("mx-host"), f"{where}.policy.mx-host"),
-        failures=tuple(
-            _failure_row(d, f"{where}.failure-details[{i}]") for i, d in enumerate(details)
-        ),
+        failures=tuple(_failure_row(d, where, i) for i, d in enumerate(details)),
     )
 
 
-def _failure_row(entry: Any, where: str) -> FailureRow:
+def _member_text(obj: Mapping[str, Any], name: str, where: str, sep: str) -> str:
+    """``_text`` of member ``name``; its path (``where + sep + name``) is written only
+    for an error, since nearly every value is a short ASCII string or absent."""
+    value = obj.get(name)
+    if type(value) is str and len(value) <= MAX_TEXT and value.isascii():
+        return value
+    if value is None:
+        return ""
+    return _text(value, f"{where}{sep}{name}")
+
+
+def _member_count(obj: Mapping[str, Any], name: str, where: str, sep: str) -> int:
+    """``_count`` of member ``name``, the path written only for an error."""
+    value = obj.get(name)
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    return _count(value, f"{where}{sep}{name}")
+
+
+def _failure_row(entry: Any, policy_where: str, i: int) -> FailureRow:
+    where, sep = f"{policy_where}.failure-details[{i}]", "."
     if not isinstance(entry, Mapping):
         raise ReportParseError("expected an object", path=where)
     return FailureRow(
         # RFC 8460 §4.3: unknown result types are accepted and kept as given.
-        result_type=_text(entry.get("result-type"), f"{where}.result-type") or "unknown",
-        failed_session_count=_count(
-            entry.get("failed-session-count"), f"{where}.failed-session-count"
-        ),
-        sending_mta_ip=_text(entry.get("sending-mta-ip"), f"{where}.sending-mta-ip"),
-        receiving_mx_hostname=_text(
-            entry.get("receiving-mx-hostname"), f"{where}.receiving-mx-hostname"
-        ).lower().rstrip("."),
-        receiving_mx_helo=_text(entry.get("receiving-mx-helo"), f"{where}.receiving-mx-helo"),
-        receiving_ip=_text(entry.get("receiving-ip"), f"{where}.receiving-ip"),
-        additional_information=_text(
-            entry.get("additional-information"), f"{where}.additional-information"
-        ),
-        failure_reason_code=_text(entry.get("failure-reason-code"), f"{where}.failure-reason-code"),
+        result_type=_member_text(entry, "result-type", where, sep) or "unknown",
+        failed_session_count=_member_count(entry, "failed-session-count", where, sep),
+        sending_mta_ip=_member_text(entry, "sending-mta-ip", where, sep),
+        receiving_mx_hostname=_member_text(entry, "receiving-mx-hostname", where, sep)
+        .lower().rstrip("."),
+        receiving_mx_helo=_member_text(entry, "receiving-mx-helo", where, sep),
+        receiving_ip=_member_text(entry, "receiving-ip", where, sep),
+        additional_information=_member_text(entry, "additional-information", where, sep),
+        failure_reason_code=_member_text(entry, "failure-reason-code", where, sep),
     )
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -682,31 +683,57 @@ def parse_report(
     Raises :class:`~smtptls.errors.ReportTooLargeError` over a cap and
     :class:`~smtptls.errors.ReportParseError` (with ``path``) for anything else.
     """
+    return parse_report_body(data, strict=strict, max_size=max_size,
+                             max_decompressed=max_decompressed).report
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """A report with the JSON text it was read from (decompressed, any byte order mark
+    dropped: what :func:`~smtptls.tlsrpt.decode.decompress_report` gives) and, where the
+    quick reading answered, orjson's tree of that text (equal to the standard
+    decoder's: no float, no integer beyond 64 bits, no name given twice), else None."""
+
+    report: Report
+    text: str
+    tree: Any = None
+
+
+def parse_report_body(
+    data: bytes | str,
+    *,
+    strict: bool = False,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+) -> ParsedBody:
+    """:func:`parse_report`, keeping the text and tree a receiver stores and digests
+    (decompressed once); the same arguments, the same errors."""
     reader = _Reader(strict)
     text = decode_text(data, reader, max_size, max_decompressed)
     decoded = len(reader.warnings)  # deviations found while decoding (BOM, zip, ...)
-    report = _read_quick(reader, text)
-    if report is not None:
-        return report
+    quick = _read_quick(reader, text)
+    if quick is not None:
+        return ParsedBody(quick[0], text, quick[1])
     # the reference decoder's tree decides, and names any error as it always has
     del reader.warnings[decoded:]
     reader.dropped = 0
-    return _read_reference(reader, text, from_str=isinstance(data, str))
+    return ParsedBody(_read_reference(reader, text, from_str=isinstance(data, str)), text)
 
 
 # Fast path kept: on bench_tlsrpt_parse.py's corpus ~17,000-18,000 reports/s, ~12,000 read
 # the reference way only.
-def _read_quick(reader: _Reader, text: str) -> Report | None:
-    """The report read from orjson's tree, or None where :func:`_read_reference` must
-    decide: the tree may differ from the reference one, or something is wrong with it.
-    The two give the same report and warnings wherever this one answers."""
+def _read_quick(reader: _Reader, text: str) -> tuple[Report, Any] | None:
+    """The report read from orjson's tree, and the tree; None where
+    :func:`_read_reference` must decide: the tree may differ from the reference one, or
+    something is wrong with it. The two give the same report and warnings wherever this
+    one answers."""
     obj = loads_quick(text)
     if obj is None:
         return None
     reader.quick = True
     reader.surrogates = False  # orjson refuses unpaired surrogates
     try:
-        return _build_report(reader, obj)
+        return _build_report(reader, obj), obj
     except (_Redo, ReportParseError):
         return None
     finally:

@@ -39,7 +39,8 @@ def reference(data: bytes | str, *, strict: bool = False) -> rp.Report:
 
 def quick(text: str, *, strict: bool = False) -> rp.Report | None:
     """The quick reading alone; None where it leaves the answer to the reference."""
-    return rd._read_quick(rd._Reader(strict), text)
+    read = rd._read_quick(rd._Reader(strict), text)
+    return None if read is None else read[0]
 
 
 def outcome(parse: Any, data: bytes | str, strict: bool) -> tuple[Any, ...]:
@@ -383,3 +384,28 @@ def test_checked_values_built_as_their_constructor_builds_them(values):
         assert repr(detail) == repr(FailureDetail(*values))
         assert result == PolicyResult(*policy, (detail,))
         assert repr(result) == repr(PolicyResult(*policy, (detail,)))
+
+
+# --- the body a receiver keeps: text and tree beside the report ----------------------------
+
+
+@pytest.mark.parametrize("path", own_files(".json") + own_files(".gz"))
+def test_parsed_body_keeps_the_decompressed_text_and_the_report(path):
+    data = path.read_bytes()
+    try:
+        expected = parse_report(data)
+    except ReportError as exc:
+        with pytest.raises(type(exc)):
+            rd.parse_report_body(data)
+        return
+    body = rd.parse_report_body(data)
+    assert body.report == expected and body.report.warnings == expected.warnings
+    assert body.text == dec.decompress_report(data).decode("utf-8")
+    if body.tree is not None:  # the quick reading answered: its tree is the text's value
+        assert body.tree == json.loads(body.text)
+
+
+def test_parsed_body_has_no_tree_where_the_reference_decides():
+    text = dumps(rfc8460_example()).decode().replace('"report-id"', '"report-id":"x","report-id"')
+    body = rd.parse_report_body(text)
+    assert body.tree is None and "more than once" in " ".join(body.report.warnings)

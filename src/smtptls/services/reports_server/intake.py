@@ -49,9 +49,8 @@ from smtptls.store.reports_base import (
     ReportRecord,
     ReportStore,
 )
-from smtptls.tlsrpt.decode import decompress_report
 from smtptls.tlsrpt.mail import extract_reports_from_message
-from smtptls.tlsrpt.reader import parse_report
+from smtptls.tlsrpt.reader import parse_report_body
 
 __all__ = ["IntakeOutcome", "Outcome", "ReportIntake"]
 
@@ -140,11 +139,9 @@ class ReportIntake:
         max_size = max(self.max_body, len(body))
         cap = (self.max_decompressed if max_decompressed is None
                else min(self.max_decompressed, max_decompressed))
-        report = parse_report(body, strict=False, max_size=max_size, max_decompressed=cap)
-        # Keep the report JSON exactly as parsed: the parser's own decompressor, which
-        # succeeded just now (so the text is UTF-8) and reads every gzip member.
-        text = decompress_report(body, max_size=max_size, max_decompressed=cap)
-        return ReportRecord.from_report(report, raw_json=text.decode("utf-8"))
+        # Keep the report JSON exactly as parsed (decompressed once, every gzip member).
+        parsed = parse_report_body(body, strict=False, max_size=max_size, max_decompressed=cap)
+        return ReportRecord.from_report(parsed.report, raw_json=parsed.text, tree=parsed.tree)
 
     async def _parse(self, body: bytes) -> ReportRecord:
         if len(body) <= INLINE_PARSE_MAX and self.max_decompressed > INLINE_PARSE_MAX:
