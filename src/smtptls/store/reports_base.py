@@ -268,8 +268,16 @@ def _parse_datetime(value: Any, where: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _datetime_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_text(value: datetime) -> str:
+    """``2024-05-01T00:00:00Z``: a time as the report store keeps it (RFC 3339, UTC)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year >= 1000:  # what strftime writes, read off isoformat (much cheaper)
+        return value.isoformat(timespec="seconds")[:19] + "Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")  # strftime does not pad such years
+
+
+_datetime_text = utc_text
 
 
 @dataclass(frozen=True, slots=True)

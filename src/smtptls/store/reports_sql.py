@@ -15,8 +15,10 @@ import hashlib
 import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
+
+import orjson
 
 from smtptls.store.reports_base import (
     PROVENANCE_RANK,
@@ -34,6 +36,7 @@ from smtptls.store.reports_base import (
     build_summary,
     counted_report,
     report_digest,
+    utc_text,
 )
 from smtptls.store.reports_console import ConsoleQueries
 
@@ -237,7 +240,9 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
     digest = record.digest or report_digest(record.raw_json)
     key = (record.report_id, record.organization)
     provenance = intake.provenance
-    rows = yield Query(INSERT_REPORT, report_params(record, intake) + (digest, str(provenance)))
+    day = record.day.isoformat()
+    rows = yield Query(INSERT_REPORT, report_params(record, intake, day)
+                       + (digest, str(provenance)))
     if not rows:
         same = yield Query(SELECT_SAME_BODY, (*key, digest))
         pk = int(same[0][0])
@@ -254,11 +259,14 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
     winner = yield from _recount(group, pk, pk)
     bounded = record.bounded(limits.max_failure_rows)
     counted = int(winner == pk)
+    organization = bounded.organization
     for i, policy in enumerate(bounded.policies):
-        prow = yield Query(INSERT_POLICY, policy_params(bounded, pk, i, policy) + (counted,))
+        prow = yield Query(INSERT_POLICY, policy_params(day, organization, pk, i, policy)
+                           + (counted,))
         if policy.failures:
+            policy_pk, domain = int(prow[0][0]), policy.policy_domain
             yield Query(INSERT_FAILURE, [
-                failure_params(bounded, pk, int(prow[0][0]), policy, j, f) + (counted,)
+                failure_params(day, organization, domain, pk, policy_pk, j, f) + (counted,)
                 for j, f in enumerate(policy.failures)], many=True)
     others = tuple(int(g[0]) for g in group if int(g[0]) != pk)
     if not others:
@@ -360,15 +368,22 @@ _REPORT_COLUMNS = (
 )
 
 
-def ts_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+ts_text = utc_text
 
 
 def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def report_params(record: ReportRecord, intake: Intake) -> tuple[Any, ...]:
+def _json_list(values: Sequence[str]) -> str:
+    # A JSON array of strings in one column, read back with json.loads.
+    try:
+        return orjson.dumps(list(values)).decode()
+    except orjson.JSONEncodeError:  # an unpaired surrogate: the standard encoder escapes it
+        return json.dumps(list(values))
+
+
+def report_params(record: ReportRecord, intake: Intake, day: str) -> tuple[Any, ...]:
     domains = sorted({p.policy_domain for p in record.policies})
     return (
         record.report_id,
@@ -376,36 +391,37 @@ def report_params(record: ReportRecord, intake: Intake) -> tuple[Any, ...]:
         record.contact_info,
         ts_text(record.start),
         ts_text(record.end),
-        record.day.isoformat(),
+        day,
         ts_text(intake.received_at),
         str(intake.channel),
         (intake.remote or "")[:1000],
         (intake.submitter or "")[:1000],
         str(intake.dkim),
         (intake.dkim_domain or "")[:255],
-        json.dumps(domains),
+        _json_list(domains),
         record.successful,
         record.failed,
-        json.dumps(list(record.warnings)),
+        _json_list(record.warnings),
         record.raw_json,
     )
 
 
-def policy_params(record: ReportRecord, report_pk: int, idx: int, p: PolicyRow) -> tuple:
+def policy_params(day: str, organization: str, report_pk: int, idx: int, p: PolicyRow
+                  ) -> tuple:
     return (
-        report_pk, idx, record.day.isoformat(), record.organization, p.policy_type,
-        p.policy_domain, json.dumps(list(p.policy_strings)), json.dumps(list(p.mx_hosts)),
+        report_pk, idx, day, organization, p.policy_type,
+        p.policy_domain, _json_list(p.policy_strings), _json_list(p.mx_hosts),
         p.successful, p.failed,
     )
 
 
 def failure_params(
-    record: ReportRecord, report_pk: int, policy_pk: int, policy: PolicyRow, idx: int,
-    f: FailureRow,
+    day: str, organization: str, policy_domain: str, report_pk: int, policy_pk: int,
+    idx: int, f: FailureRow,
 ) -> tuple:
     return (
-        policy_pk, report_pk, idx, record.day.isoformat(), record.organization,
-        policy.policy_domain, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
+        policy_pk, report_pk, idx, day, organization,
+        policy_domain, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
         f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
         f.additional_information, f.failure_reason_code,
     )

@@ -217,10 +217,38 @@ _FIELD = re.compile(r"[\041-\071\073-\176]+:")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
+class _Fields(email.message.Message):
+    """A parsed header block that finds a field by its name at once.
+
+    ``get`` and ``in`` answer as :class:`email.message.Message` does (the first field of
+    that name, compared case-insensitively) from an index of first occurrences, instead
+    of lowering every name on every call; the walk reads many fields of few headers and
+    never changes them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(policy=_COMPAT32)
+        self._first: dict[str, int] = {}
+
+    def set_raw(self, name: str, value: str) -> None:
+        self._first.setdefault(name.lower(), len(self._headers))
+        super().set_raw(name, value)
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        i = self._first.get(name.lower())
+        if i is None:
+            return failobj
+        k, v = self._headers[i]
+        return self.policy.header_fetch_parse(k, v)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+
 def _header_block(block: bytes) -> email.message.Message | None:
     """The fields of one header block as the feed parser would store them; None for
     anything it would treat specially (a Unix From line, a line that is no field)."""
-    message = email.message.Message(policy=_COMPAT32)
+    message = _Fields()
     field: list[str] = []
     for line in _LINE.findall(block.decode("ascii", "surrogateescape")):
         if line[:1] in (" ", "\t"):
@@ -300,7 +328,7 @@ def _quick_part(block: bytes, strict: bool, found: list[ReportAttachment]) -> bo
     if split is None:
         return False
     head, content = split
-    part = _header_block(head) if head else email.message.Message(policy=_COMPAT32)
+    part = _header_block(head) if head else _Fields()
     if part is None:
         return False
     if _content_type(part).startswith(("multipart/", "message/")):

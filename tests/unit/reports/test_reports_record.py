@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from smtptls.errors import ReportParseError, SmtpTlsError
 from smtptls.services.reports_server.intake import ReportIntake
-from smtptls.store.reports_base import MAX_COUNT, ReportRecord, report_digest
+from smtptls.store.reports_base import MAX_COUNT, ReportRecord, report_digest, utc_text
 
 
 def _report(**over):
@@ -221,3 +221,10 @@ def test_digest_of_a_parsed_body_equals_the_digest_of_its_text():
         record = ReportIntake(None, max_body=10**6, max_decompressed=10**7).parse_body(data)
         assert record.raw_json == body.decode()
         assert record.digest == report_digest(body.decode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(when=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)),
+                                                    timezone(timedelta(hours=5, minutes=30))])))
+def test_property_store_time_text_is_what_strftime_writes(when):
+    assert utc_text(when) == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

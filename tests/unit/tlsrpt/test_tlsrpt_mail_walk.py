@@ -5,6 +5,8 @@ both must give the same reports, headers and errors on every mail."""
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import gzip
 import json
 from pathlib import Path
@@ -101,3 +103,16 @@ def test_part_count_is_bounded_on_the_quick_walk_too():
     raw = form(parts=mail.MAX_PARTS + 1)
     with pytest.raises(ReportMailError, match="more than"):
         mail.read_report_mail(raw)
+
+
+def test_header_fields_are_found_as_the_email_package_finds_them():
+    block = (b"Content-Type: multipart/report; report-type=tlsrpt;\r\n boundary=\"b\"\r\n"
+             b"content-type: text/plain\r\nTLS-Report-Domain: first.example\r\n"
+             b"tls-report-domain: second.example\r\nX-Empty:\r\n")
+    fields = mail._header_block(block)
+    reference = email.message_from_bytes(block + b"\r\n", policy=email.policy.compat32)
+    for name in ("content-type", "Content-Type", "TLS-REPORT-DOMAIN", "x-empty", "absent"):
+        assert fields.get(name) == reference.get(name), name
+        assert (name in fields) == (name in reference), name
+    assert fields.get_boundary() == reference.get_boundary() == "b"
+    assert fields.get_param("report-type") == "tlsrpt"
