@@ -19,7 +19,6 @@ from pathlib import Path
 
 from smtptls.config import DnsConfig
 from smtptls.errors import ConfigError, InvalidDomainError, StoreError
-from smtptls.net.dns import DnsResolver, normalize_domain, run_sync
 
 __all__ = ["require_ca_file", "require_domains", "require_existing_db", "require_listen",
            "require_resolver"]
@@ -27,6 +26,8 @@ __all__ = ["require_ca_file", "require_domains", "require_existing_db", "require
 
 def require_domains(names: Iterable[str]) -> list[str]:
     """The names normalized; the first invalid one raises :class:`InvalidDomainError`."""
+    from smtptls.net.dns import normalize_domain  # dnspython loads only where it is used
+
     out = []
     for name in names:
         try:
@@ -60,6 +61,8 @@ def require_resolver(dns_config: DnsConfig, *, validating: bool = True) -> None:
     needs no DNSSEC). Skipped when the probe name is empty."""
     if not dns_config.dnssec_probe:
         return
+    from smtptls.net.dns import DnsResolver, run_sync
+
     resolver = DnsResolver(dns_config)
     run_sync(lambda: resolver.probe(dns_config.dnssec_probe, validating=validating))
 

@@ -30,7 +30,7 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtptls.errors import (
     NoReportAttachmentError,
@@ -40,7 +40,6 @@ from smtptls.errors import (
 )
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.commit_queue import GroupCommitter
-from smtptls.services.reports_server.metrics import IntakeMetrics
 from smtptls.store.reports_base import (
     AddStatus,
     Channel,
@@ -51,6 +50,9 @@ from smtptls.store.reports_base import (
 )
 from smtptls.tlsrpt.mail import extract_reports_from_message
 from smtptls.tlsrpt.reader import parse_report_body
+
+if TYPE_CHECKING:  # prometheus_client loads with the server's metrics, not with an import
+    from smtptls.services.reports_server.metrics import IntakeMetrics
 
 __all__ = ["IntakeOutcome", "Outcome", "ReportIntake"]
 
