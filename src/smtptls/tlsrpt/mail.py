@@ -229,6 +229,8 @@ class _Fields(email.message.Message):
     def __init__(self) -> None:
         super().__init__(policy=_COMPAT32)
         self._first: dict[str, int] = {}
+        self._type: str | None = None
+        self._params: dict[str, Any] = {}
 
     def set_raw(self, name: str, value: str) -> None:
         self._first.setdefault(name.lower(), len(self._headers))
@@ -243,6 +245,23 @@ class _Fields(email.message.Message):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._first
+
+    # The walk asks for the type and the parameters of a field several times: each is
+    # parsed once (the fields never change once read).
+    def get_content_type(self) -> str:
+        if self._type is None:
+            self._type = super().get_content_type()
+        return self._type
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        key = header.lower()
+        if key not in self._params:
+            self._params[key] = super()._get_params_preserve(_NO_FIELD, header)
+        params = self._params[key]
+        return failobj if params is _NO_FIELD else params
+
+
+_NO_FIELD = object()
 
 
 def _header_block(block: bytes) -> email.message.Message | None:

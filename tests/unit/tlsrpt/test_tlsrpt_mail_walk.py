@@ -114,5 +114,17 @@ def test_header_fields_are_found_as_the_email_package_finds_them():
     for name in ("content-type", "Content-Type", "TLS-REPORT-DOMAIN", "x-empty", "absent"):
         assert fields.get(name) == reference.get(name), name
         assert (name in fields) == (name in reference), name
-    assert fields.get_boundary() == reference.get_boundary() == "b"
-    assert fields.get_param("report-type") == "tlsrpt"
+    for _ in range(2):  # parsed once, answered the same every time
+        assert fields.get_content_type() == reference.get_content_type() == "multipart/report"
+        assert fields.get_boundary() == reference.get_boundary() == "b"
+        assert fields.get_param("report-type") == reference.get_param("report-type") == "tlsrpt"
+        assert fields.get_filename() is reference.get_filename() is None
+    part = mail._header_block(b"Content-Type: application/tlsrpt+gzip\r\n"
+                              b"Content-Disposition: attachment;\r\n filename*=UTF-8''r%C3%A9.gz\r\n")
+    reference = email.message_from_bytes(
+        b"Content-Type: application/tlsrpt+gzip\r\n"
+        b"Content-Disposition: attachment;\r\n filename*=UTF-8''r%C3%A9.gz\r\n\r\n",
+        policy=email.policy.compat32)
+    for _ in range(2):
+        assert part.get_filename() == reference.get_filename() == "r\u00e9.gz"
+        assert part.get_param("name") is reference.get_param("name") is None
