@@ -253,7 +253,11 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
         raise ReportParseError("expected a list of strings", path=where)
     if len(value) > MAX_STRINGS:
         raise ReportParseError(f"more than {MAX_STRINGS} entries", path=where)
-    return tuple(_text(v, f"{where}[{i}]") for i, v in enumerate(value))
+    out = tuple(value)
+    for v in out:  # the common case: short ASCII strings, kept as they are
+        if type(v) is not str or len(v) > MAX_TEXT or not v.isascii():
+            return tuple(_text(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return out
 
 
 def _parse_datetime(value: Any, where: str) -> datetime:
@@ -450,16 +454,17 @@ def report_digest(raw_json: str, *, tree: Any = None) -> str:
 
 
 def _float_free(tree: Any) -> bool:
-    stack = [tree]
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is dict:
-            stack.extend(value.values())
-        elif kind is list:
-            stack.extend(value)
-        elif kind is float:
-            return False
+    if type(tree) is float:
+        return False
+    stack = [tree] if type(tree) in (dict, list) else []
+    while stack:  # only the containers are stacked
+        container = stack.pop()
+        for value in (container.values() if type(container) is dict else container):
+            kind = type(value)
+            if kind is float:
+                return False
+            if kind is dict or kind is list:
+                stack.append(value)
     return True
 
 
