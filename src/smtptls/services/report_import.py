@@ -47,16 +47,16 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from smtptls.errors import NoReportAttachmentError, ReportError, SmtpTlsError
+from smtptls.errors import ReportError
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.intake import (
-    _OUTCOME,
     MAX_ATTACHMENTS,
     IntakeOutcome,
     Outcome,
     ReportIntake,
-    _kind,
+    error_kind,
     file_under_header_domain,
+    stored_outcome,
 )
 from smtptls.store.reports_base import (
     Channel,
@@ -336,8 +336,7 @@ def parse_source(kind: str, data: bytes, parser: ReportIntake) -> ParsedSource:
     try:
         mail = read_report_mail(data, strict=False, max_size=max(parser.max_message, len(data)))
     except ReportError as exc:
-        kind = "no-report" if isinstance(exc, NoReportAttachmentError) else _kind(exc)
-        return ParsedSource((("quarantine", str(exc), kind),))
+        return ParsedSource((("quarantine", str(exc), error_kind(exc)),))
     except Exception as exc:  # a parser defect must not lose the message
         return ParsedSource((("quarantine", f"parser failure: {type(exc).__name__}", "other"),))
     items = []
@@ -355,10 +354,10 @@ def _parse_report(body: bytes, parser: ReportIntake, header_domain: str | None) 
     try:
         record = parser.parse_body(body)
     except ReportError as exc:
-        return ("quarantine", str(exc), _kind(exc))
+        return ("quarantine", str(exc), error_kind(exc))
     except Exception as exc:  # a parser defect must not lose the submission
         what = f"parser failure: {type(exc).__name__}"
-        return ("quarantine", what, _kind(exc) if isinstance(exc, SmtpTlsError) else "other")
+        return ("quarantine", what, error_kind(exc))
     if header_domain is not None:
         record = file_under_header_domain(record, header_domain)
     return ("report", record)
@@ -454,10 +453,7 @@ async def import_paths(
         committed: list[tuple[str, IntakeOutcome]] = []
         for name, what, index, reason, kind in done.order:
             if what == "report":
-                result, record = added[index], done.reports[index][0]
-                outcome = IntakeOutcome(_OUTCOME[result.status], result.pk, record.report_id,
-                                        counted=result.counted,
-                                        conflicts_with=result.conflicts_with)
+                outcome = stored_outcome(added[index], done.reports[index][0].report_id)
             else:
                 outcome = IntakeOutcome(Outcome.QUARANTINED, kept[index], reason=reason,
                                         kind=kind, too_large=kind == "too-large")

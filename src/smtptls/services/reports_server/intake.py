@@ -41,6 +41,7 @@ from smtptls.errors import (
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.commit_queue import GroupCommitter
 from smtptls.store.reports_base import (
+    AddResult,
     AddStatus,
     Channel,
     DkimStatus,
@@ -98,8 +99,19 @@ class IntakeOutcome:
         return out
 
 
-def _kind(exc: SmtpTlsError) -> str:
-    return "too-large" if isinstance(exc, ReportTooLargeError) else "parse"
+def error_kind(exc: BaseException) -> str:
+    """The metrics label of why a submission was quarantined."""
+    if isinstance(exc, NoReportAttachmentError):
+        return "no-report"
+    if isinstance(exc, ReportTooLargeError):
+        return "too-large"
+    return "parse" if isinstance(exc, SmtpTlsError) else "other"
+
+
+def stored_outcome(result: AddResult, report_id: str) -> IntakeOutcome:
+    """The outcome of a report the store took (stored, duplicate or conflict)."""
+    return IntakeOutcome(_OUTCOME[result.status], result.pk, report_id, counted=result.counted,
+                         conflicts_with=result.conflicts_with)
 
 
 class ReportIntake:
@@ -176,9 +188,9 @@ class ReportIntake:
             result = await self.committer.add(record, intake)
         else:
             result = await self.store.add_report(record, intake)
-        outcome = _OUTCOME[result.status]
+        outcome = stored_outcome(result, record.report_id)
         if self.metrics:
-            self.metrics.received(str(intake.channel), str(outcome))
+            self.metrics.received(str(intake.channel), str(outcome.outcome))
             if result.created and result.counted:
                 failures: dict[str, int] = {}
                 for p in record.policies:
@@ -193,8 +205,7 @@ class ReportIntake:
                                                   + f.failed_session_count)
                     self.metrics.count_domain(p.policy_domain, p.successful, p.failed, by_type,
                                               received=intake.received_at.timestamp())
-        return IntakeOutcome(outcome, result.pk, record.report_id, counted=result.counted,
-                             conflicts_with=result.conflicts_with)
+        return outcome
 
     async def quarantine(self, raw: bytes, reason: str, *, channel: Channel,
                          remote: str | None = None, kind: str = "other") -> IntakeOutcome:
@@ -210,7 +221,7 @@ class ReportIntake:
         try:
             record = await self._parse(body)
         except ReportError as exc:
-            return await self._quarantine(body, str(exc), intake, _kind(exc),
+            return await self._quarantine(body, str(exc), intake, error_kind(exc),
                                           too_large=isinstance(exc, ReportTooLargeError))
         except Exception as exc:  # a parser defect must not lose the submission
             return await self._quarantine(body, f"parser failure: {type(exc).__name__}",
@@ -242,8 +253,7 @@ class ReportIntake:
         try:
             attachments = await asyncio.to_thread(self.message_attachments, raw)
         except ReportError as exc:
-            kind = "no-report" if isinstance(exc, NoReportAttachmentError) else _kind(exc)
-            return [await self._quarantine(raw, str(exc), intake, kind,
+            return [await self._quarantine(raw, str(exc), intake, error_kind(exc),
                                            too_large=isinstance(exc, ReportTooLargeError))]
         except Exception as exc:  # a parser defect must not lose the message
             return [await self._quarantine(raw, f"parser failure: {type(exc).__name__}",
@@ -256,9 +266,9 @@ class ReportIntake:
                 # Keep the whole message (its headers give the context), say which part.
                 what = str(exc) if isinstance(exc, ReportError) else type(exc).__name__
                 reason = f"attachment {i + 1} ({filename or 'no name'}): {what}"
-                kind = _kind(exc) if isinstance(exc, SmtpTlsError) else "other"
                 outcomes.append(await self._quarantine(
-                    raw, reason, intake, kind, too_large=isinstance(exc, ReportTooLargeError)))
+                    raw, reason, intake, error_kind(exc),
+                    too_large=isinstance(exc, ReportTooLargeError)))
                 continue
             outcomes.append(await self._store(file_under_header_domain(record, header_domain),
                                               intake))
