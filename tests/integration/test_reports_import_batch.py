@@ -105,6 +105,28 @@ def test_group_commits_store_every_report_once_and_a_rerun_finds_duplicates(caps
     assert len(stored_ids(db)) == 230
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_rerun_finds_what_it_quarantined_instead_of_keeping_it_twice(capsys, tmp_path, workers):
+    db = str(tmp_path / "r.sqlite3")
+    first = json.loads(cli(capsys, "import", "--db", db, "--json", "--workers", workers,
+                           str(FIXTURES / "tlsrpt"))[1])
+    code, out = cli(capsys, "import", "--db", db, "--json", "--workers", workers,
+                    str(FIXTURES / "tlsrpt"))
+    again = json.loads(out)
+    assert code == 1 and again["quarantined"] == first["quarantined"] == 1  # the cron mail
+    ids = {i["quarantine_id"] for i in first["items"] + again["items"] if "quarantine_id" in i}
+    assert len(ids) == 1 and again["stored"] == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (1,)
+    # a different source with the same bytes is another entry: it says where it came from
+    cron = next(i["source"] for i in first["items"] if "quarantine_id" in i)
+    copy = tmp_path / "copy.eml"
+    copy.write_bytes(Path(cron).read_bytes())
+    cli(capsys, "import", "--db", db, "--json", "--workers", workers, str(copy))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (2,)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_kill_9_loses_no_report_printed_as_stored_and_a_rerun_completes(tmp_path, sig):
     n = 2000

@@ -24,6 +24,7 @@ from smtptls.store.reports_base import (
     PROVENANCE_RANK,
     AddResult,
     AddStatus,
+    Channel,
     DomainOverview,
     FailureRow,
     Intake,
@@ -151,6 +152,7 @@ CREATE INDEX IF NOT EXISTS failures_domain_day ON failures (policy_domain, day);
 CREATE INDEX IF NOT EXISTS failures_policy ON failures (policy_pk);
 CREATE INDEX IF NOT EXISTS failures_report ON failures (report_pk);
 CREATE INDEX IF NOT EXISTS quarantine_whole ON quarantine (excerpt, received_at);
+CREATE INDEX IF NOT EXISTS quarantine_sha256 ON quarantine (sha256);
 INSERT INTO quarantine_usage (id, kept)
     SELECT 1, COALESCE(SUM(LENGTH(raw)), 0) FROM quarantine WHERE excerpt = 0
     ON CONFLICT (id) DO NOTHING
@@ -211,6 +213,10 @@ AGED_QUARANTINE_BYTES = (
     "FROM quarantine WHERE excerpt = 0 AND received_at < ?")
 AGE_QUARANTINE = ("UPDATE quarantine SET raw = SUBSTR(raw, 1, ?), excerpt = 1 "
                   "WHERE excerpt = 0 AND received_at < ?")
+# An import run again finds what it quarantined the first time (same bytes, same source,
+# same reason) instead of keeping it twice.
+SELECT_SAME_QUARANTINE = ("SELECT id FROM quarantine WHERE sha256 = ? AND channel = ? "
+                          "AND remote = ? AND reason = ? ORDER BY id LIMIT 1")
 # Row-locking in PostgreSQL: concurrent receivers take turns on the quarantine total.
 ADD_QUARANTINE_USAGE = "UPDATE quarantine_usage SET kept = kept + ? WHERE id = 1 RETURNING kept"
 
@@ -332,8 +338,15 @@ def add_quarantine_plan(raw: bytes, reason: str, intake: Intake, limits: StoreLi
     Entries older than ``quarantine_max_age_days`` (before this one's arrival) keep only
     their excerpt; this one is kept whole while the whole entries stay within
     ``quarantine_max_bytes``. Entries no longer than the excerpt are always whole and
-    not counted against the total.
+    not counted against the total. An import's entry already kept (the same bytes from
+    the same source for the same reason) is found again, not kept twice.
     """
+    params = quarantine_params(raw, reason, intake)
+    if intake.channel is Channel.IMPORT:
+        # the bytes' digest, the source and the reason, as quarantine_params writes them
+        same = yield Query(SELECT_SAME_QUARANTINE, (params[5], params[1], params[2], params[3]))
+        if same:
+            return int(same[0][0])
     cap = limits.quarantine_excerpt
     freed = 0
     if limits.quarantine_max_age_days > 0:
@@ -351,8 +364,7 @@ def add_quarantine_plan(raw: bytes, reason: str, intake: Intake, limits: StoreLi
     stored = raw if whole else raw[:cap]
     if whole and counts:
         yield Query(ADD_QUARANTINE_USAGE, (len(raw),))
-    rows = yield Query(INSERT_QUARANTINE, quarantine_params(raw, reason, intake)[:-1]
-                       + (stored, int(not whole)))
+    rows = yield Query(INSERT_QUARANTINE, params[:-1] + (stored, int(not whole)))
     return int(rows[0][0])
 
 
