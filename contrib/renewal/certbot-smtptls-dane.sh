@@ -16,6 +16,8 @@
 #   SMTPTLS_DEPLOY     command run when the new certificate is covered, with the new
 #                      chain and key as arguments (copy them into place, reload the MTA)
 #   SMTPTLS            the smtptls program (default: smtptls on PATH)
+#   SMTPTLS_HOOK_LIB   the shared check-and-deploy steps (default:
+#                      smtptls-dane-common.sh beside this hook; install it too)
 # Exit status: 0 deployed (or covered, without SMTPTLS_DEPLOY), 1 refused: the new key
 # is not covered yet (the records to publish are printed), 2 an error.
 
@@ -24,14 +26,24 @@ if [ -r "$conf" ]; then
     . "$conf"
 fi
 
-say() { printf 'smtptls-dane: %s\n' "$*" >&2; }
+case $0 in
+    */*) lib_dir=${0%/*} ;;
+    *) lib_dir=. ;;
+esac
+lib=${SMTPTLS_HOOK_LIB:-$lib_dir/smtptls-dane-common.sh}
+if [ ! -r "$lib" ]; then
+    printf 'smtptls-dane: %s\n' "cannot read $lib: install smtptls-dane-common.sh" \
+        "beside this hook, or set SMTPTLS_HOOK_LIB" >&2
+    exit 2
+fi
+. "$lib"
 
 if [ -z "${RENEWED_LINEAGE:-}" ]; then
-    say "RENEWED_LINEAGE is not set: run this as a certbot deploy hook"
+    smtptls_dane_say "RENEWED_LINEAGE is not set: run this as a certbot deploy hook"
     exit 2
 fi
 if [ -z "${SMTPTLS_DEPLOYED:-}" ]; then
-    say "set SMTPTLS_DEPLOYED to the certificate chain the MTA serves now"
+    smtptls_dane_say "set SMTPTLS_DEPLOYED to the certificate chain the MTA serves now"
     exit 2
 fi
 new_chain=$RENEWED_LINEAGE/fullchain.pem
@@ -46,45 +58,6 @@ if [ -z "$host" ]; then
     host=${1:-}
 fi
 
-set -- tlsa check "$SMTPTLS_DEPLOYED" --next "$new_chain"
-if [ -n "${SMTPTLS_RECORDS:-}" ]; then
-    set -- "$@" --records "$SMTPTLS_RECORDS"
-    if [ -n "$host" ]; then
-        set -- "$@" --name "$host"
-    fi
-    if [ -n "${SMTPTLS_TTL:-}" ]; then
-        set -- "$@" --ttl "$SMTPTLS_TTL"
-    fi
-else
-    if [ -z "$host" ]; then
-        say "no host to look up: set SMTPTLS_TLSA_HOST (RENEWED_DOMAINS is empty)"
-        exit 2
-    fi
-    set -- "$@" --lookup "$host"
-    if [ -n "${SMTPTLS_NAMESERVER:-}" ]; then
-        set -- "$@" --nameserver "$SMTPTLS_NAMESERVER"
-    fi
-fi
-
-"${SMTPTLS:-smtptls}" "$@"
-rc=$?
-case $rc in
-    0) ;;
-    1)
-        say "refusing to deploy $new_chain: publish the record(s) above, wait, then run" \
-            "this hook again (RENEWED_LINEAGE=$RENEWED_LINEAGE $0)"
-        exit 1 ;;
-    *)
-        say "cannot judge $new_chain (smtptls exit status $rc): not deployed"
-        exit 2 ;;
-esac
-
-if [ -n "${SMTPTLS_DEPLOY:-}" ]; then
-    # The command is the administrator's own setting: split into words on purpose.
-    $SMTPTLS_DEPLOY "$new_chain" "$new_key" || {
-        say "the deploy command failed"
-        exit 2
-    }
-    say "deployed $new_chain"
-fi
-exit 0
+smtptls_dane_check_deploy "$host" "$new_chain" "$new_key" \
+    "this hook again (RENEWED_LINEAGE=$RENEWED_LINEAGE $0)" " (RENEWED_DOMAINS is empty)"
+exit $?

@@ -2,7 +2,7 @@
 # acme.sh deploy hook: deploy a renewed certificate to the MTA only once the published
 # TLSA records cover it (DANE key rollover, RFC 7671 §8.1). See docs/dane.md.
 #
-#   cp smtptls_dane.sh ~/.acme.sh/deploy/
+#   cp smtptls_dane.sh smtptls-dane-common.sh ~/.acme.sh/deploy/
 #   SMTPTLS_DEPLOYED=/etc/postfix/chain.pem acme.sh --deploy -d mx.example.com \
 #       --deploy-hook smtptls_dane
 #
@@ -17,10 +17,11 @@
 #   SMTPTLS_DEPLOY     command run when the new certificate is covered, with the new
 #                      chain and key as arguments (copy them into place, reload the MTA)
 #   SMTPTLS            the smtptls program (default: smtptls on PATH)
+#   SMTPTLS_HOOK_LIB   the shared check-and-deploy steps (default:
+#                      smtptls-dane-common.sh beside this hook when run directly, else
+#                      in the acme.sh deploy directory, $LE_WORKING_DIR/deploy)
 # Status: 0 deployed (or covered), 1 refused: the new key is not covered yet (the
 # records to publish are printed), 2 an error.
-
-smtptls_dane_say() { printf 'smtptls-dane: %s\n' "$*" >&2; }
 
 smtptls_dane_deploy() {
     _sd_domain=$1
@@ -30,6 +31,20 @@ smtptls_dane_deploy() {
     if [ -r "$_sd_conf" ]; then
         . "$_sd_conf"
     fi
+    # acme.sh sources this file ($0 names acme.sh): the shared steps are then looked for in
+    # its deploy directory; run directly, beside this file.
+    case $0 in
+        */smtptls_dane.sh) _sd_dir=${0%/*} ;;
+        smtptls_dane.sh) _sd_dir=. ;;
+        *) _sd_dir=${LE_WORKING_DIR:-$HOME/.acme.sh}/deploy ;;
+    esac
+    _sd_lib=${SMTPTLS_HOOK_LIB:-$_sd_dir/smtptls-dane-common.sh}
+    if [ ! -r "$_sd_lib" ]; then
+        printf 'smtptls-dane: %s\n' "cannot read $_sd_lib: install smtptls-dane-common.sh" \
+            "beside this hook, or set SMTPTLS_HOOK_LIB" >&2
+        return 2
+    fi
+    . "$_sd_lib"
     if [ -z "${SMTPTLS_DEPLOYED:-}" ]; then
         smtptls_dane_say "set SMTPTLS_DEPLOYED to the certificate chain the MTA serves now"
         return 2
@@ -38,48 +53,8 @@ smtptls_dane_deploy() {
         smtptls_dane_say "no readable full chain given (argument 5): '$_sd_fullchain'"
         return 2
     fi
-    _sd_host=${SMTPTLS_TLSA_HOST:-$_sd_domain}
-    set -- tlsa check "$SMTPTLS_DEPLOYED" --next "$_sd_fullchain"
-    if [ -n "${SMTPTLS_RECORDS:-}" ]; then
-        set -- "$@" --records "$SMTPTLS_RECORDS"
-        if [ -n "$_sd_host" ]; then
-            set -- "$@" --name "$_sd_host"
-        fi
-        if [ -n "${SMTPTLS_TTL:-}" ]; then
-            set -- "$@" --ttl "$SMTPTLS_TTL"
-        fi
-    else
-        if [ -z "$_sd_host" ]; then
-            smtptls_dane_say "no host to look up: set SMTPTLS_TLSA_HOST"
-            return 2
-        fi
-        set -- "$@" --lookup "$_sd_host"
-        if [ -n "${SMTPTLS_NAMESERVER:-}" ]; then
-            set -- "$@" --nameserver "$SMTPTLS_NAMESERVER"
-        fi
-    fi
-    "${SMTPTLS:-smtptls}" "$@"
-    _sd_rc=$?
-    case $_sd_rc in
-        0) ;;
-        1)
-            smtptls_dane_say "refusing to deploy $_sd_fullchain: publish the record(s)" \
-                "above, wait, then run acme.sh --deploy again"
-            return 1 ;;
-        *)
-            smtptls_dane_say "cannot judge $_sd_fullchain (smtptls exit status $_sd_rc):" \
-                "not deployed"
-            return 2 ;;
-    esac
-    if [ -n "${SMTPTLS_DEPLOY:-}" ]; then
-        # The command is the administrator's own setting: split into words on purpose.
-        $SMTPTLS_DEPLOY "$_sd_fullchain" "$_sd_key" || {
-            smtptls_dane_say "the deploy command failed"
-            return 2
-        }
-        smtptls_dane_say "deployed $_sd_fullchain"
-    fi
-    return 0
+    smtptls_dane_check_deploy "${SMTPTLS_TLSA_HOST:-$_sd_domain}" "$_sd_fullchain" "$_sd_key" \
+        "acme.sh --deploy again" ""
 }
 
 # Run directly (not sourced by acme.sh): smtptls_dane.sh DOMAIN KEY CERT CA FULLCHAIN

@@ -19,6 +19,7 @@ from smtptls.dane import tlsa_from_cert
 ROOT = Path(__file__).resolve().parents[3]
 CERTBOT = ROOT / "contrib" / "renewal" / "certbot-smtptls-dane.sh"
 ACME = ROOT / "contrib" / "renewal" / "smtptls_dane.sh"
+COMMON = ROOT / "contrib" / "renewal" / "smtptls-dane-common.sh"
 SMTPTLS = Path(sys.executable).parent / "smtptls"
 SH = shutil.which("dash") or shutil.which("sh") or "/bin/sh"
 OWNER = "_25._tcp.mx.example.com."
@@ -72,8 +73,13 @@ def acme(s: dict[str, Path], records: str) -> subprocess.CompletedProcess[str]:
     lin = s["lineage"]
     args = ["mx.example.com", str(lin / "privkey.pem"), str(lin / "cert.pem"),
             str(lin / "ca.pem"), str(lin / "fullchain.pem")]
-    # As acme.sh does: source the hook, then call <name>_deploy with five arguments.
-    script = f'. "{ACME}"; smtptls_dane_deploy "$@"'
+    # As acme.sh does: source the hook from its deploy directory (installed there with
+    # the shared steps), then call <name>_deploy with five arguments.
+    deploy_dir = s["dir"] / ".acme.sh" / "deploy"
+    deploy_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ACME, deploy_dir)
+    shutil.copy(COMMON, deploy_dir)
+    script = f'. "{deploy_dir / ACME.name}"; smtptls_dane_deploy "$@"'
     return subprocess.run([SH, "-c", script, "acme.sh", *args], env=env(s, records),
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -112,3 +118,18 @@ def test_rfc7671_8_1_acme_hook_run_directly(setup) -> None:
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     assert str(setup["new_record"]) in r.stdout
+
+
+def test_shared_steps_are_not_a_hook() -> None:
+    # certbot runs every executable file in its hook directory: the sourced file is not.
+    assert not os.access(COMMON, os.X_OK)
+
+
+def test_hook_without_shared_steps_is_exit_2(setup, tmp_path: Path) -> None:
+    r = subprocess.run([SH, str(CERTBOT)], env=env(
+        setup, "both.txt", RENEWED_LINEAGE=str(setup["lineage"]),
+        SMTPTLS_HOOK_LIB=str(tmp_path / "missing.sh")),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2
+    assert "cannot read" in r.stderr
+    assert not setup["log"].exists()
