@@ -180,7 +180,9 @@ _OUTCOME_TEXT = {
 }
 
 
-def _build_configs(args: argparse.Namespace) -> config_mod.Config:
+def build_configs(args: argparse.Namespace) -> config_mod.Config:
+    """The configuration file with the command line's DNS and fetch options applied
+    (``mta-sts`` and ``publish`` share them)."""
     cfg = config_mod.load(args.config)
     dns_cfg, fetch_cfg = cfg.dns, cfg.fetch
     if args.nameserver:
@@ -233,7 +235,7 @@ def _exit_code(d: Any) -> int:
 def _discover(args: argparse.Namespace) -> int:
     # operator errors are one line and exit 2, before any table of results
     args.target = require_domains([args.target])[0]
-    cfg = _build_configs(args)
+    cfg = build_configs(args)
     require_ca_file(cfg.fetch.ca_file)
     require_resolver(cfg.dns, validating=False)  # MTA-STS itself needs no DNSSEC
     d, where = asyncio.run(_discover_async(args, cfg))

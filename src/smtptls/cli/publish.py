@@ -263,10 +263,10 @@ def _check_change(args: argparse.Namespace, domain: str, policy: Policy,
                   previous: PolicyState | None, now: dt.datetime) -> int:
     from smtptls.check.mtasts import ONE_DAY
     from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
-    from smtptls.cli.mta_sts import _build_configs
+    from smtptls.cli.mta_sts import build_configs
 
     planned = tuple(require_domains(args.planned_mx)) if args.planned_mx else None
-    cfg = _build_configs(args)
+    cfg = build_configs(args)
     require_ca_file(cfg.fetch.ca_file)
     require_resolver(cfg.dns, validating=False)  # MTA-STS itself needs no DNSSEC
     found, dest = asyncio.run(_live(domain, cfg))
