@@ -10,17 +10,17 @@
   key), so that a restarted monitor does not send an alert again.
 
 A run's three writes are one transaction. This module holds the interface, the pure
-row codecs and the SQL the backends share (:mod:`.monitor_sqlite`,
+row codecs, the SQL and the reads the backends share (:mod:`.monitor_sqlite`,
 :mod:`.monitor_postgres`); :class:`MemoryMonitorStore` is the in-memory twin.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from smtptls.errors import SmtpTlsError, StoreError
 from smtptls.monitor.rules import DomainState
@@ -229,6 +229,38 @@ def write_statements(states: Mapping[str, DomainState], records: Sequence[RunRec
 def summary_from_row(row: Sequence[Any]) -> DomainSummary:
     domain, count, last = row
     return DomainSummary(str(domain), int(count), _parse_time(str(last)))
+
+
+class SqlMonitorReads:
+    """What the SQL backends share: the schema with their key column, and the reads.
+
+    Mixed in before the backend's base, which provides ``_read(text, params)``.
+    """
+
+    name: ClassVar[str]
+    pk: ClassVar[str]
+    _read: Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+    @classmethod
+    def tables_sql(cls) -> str:
+        return SCHEMA.format(pk=cls.pk)
+
+    async def load(self) -> dict[str, DomainState]:
+        rows = await self._read(SELECT_STATES)
+        return {str(d): state_from_text(str(s)) for d, s in rows}
+
+    async def load_sent(self) -> dict[str, SentRecord]:
+        return dict(sent_from_row(r) for r in await self._read(SELECT_SENT))
+
+    async def is_empty(self) -> bool:
+        return int((await self._read(COUNT_ANY))[0][0]) == 0
+
+    async def runs(self, domain: str, *, limit: int = 100) -> list[RunRecord]:
+        rows = await self._read(SELECT_RUNS, (domain, check_limit(limit)))
+        return [RunRecord.from_row(r) for r in rows]
+
+    async def domains(self) -> list[DomainSummary]:
+        return [summary_from_row(r) for r in await self._read(SELECT_DOMAINS)]
 
 
 class MemoryMonitorStore:

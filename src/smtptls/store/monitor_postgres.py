@@ -16,29 +16,20 @@ from smtptls.errors import StoreError
 from smtptls.monitor.rules import DomainState
 from smtptls.services.alerts import SentRecord
 from smtptls.store import monitor_base as q
-from smtptls.store.monitor_base import DomainSummary, RunRecord
+from smtptls.store.monitor_base import RunRecord, SqlMonitorReads
 from smtptls.store.pg_pool import PgPoolStore
 
 __all__ = ["PostgresMonitorStore"]
 
 
-class PostgresMonitorStore(PgPoolStore):
+class PostgresMonitorStore(SqlMonitorReads, PgPoolStore):
     name = "postgres"
     what = "monitor store"
+    pk = "BIGSERIAL PRIMARY KEY"
     lock_key = 846_004
 
     def _ddl(self) -> str:
-        return q.SCHEMA.format(pk="BIGSERIAL PRIMARY KEY")
-
-    async def load(self) -> dict[str, DomainState]:
-        rows = await self._read(q.SELECT_STATES)
-        return {str(d): q.state_from_text(str(s)) for d, s in rows}
-
-    async def load_sent(self) -> dict[str, SentRecord]:
-        return dict(q.sent_from_row(r) for r in await self._read(q.SELECT_SENT))
-
-    async def is_empty(self) -> bool:
-        return int((await self._read(q.COUNT_ANY))[0][0]) == 0
+        return self.tables_sql()
 
     async def save_run(self, states: Mapping[str, DomainState], records: Sequence[RunRecord],
                        sent: Mapping[str, SentRecord], *, keep_runs: int) -> None:
@@ -51,10 +42,3 @@ class PostgresMonitorStore(PgPoolStore):
                     await conn.execute(self._sql(text), params)
         except (PoolTimeout, psycopg.Error) as exc:
             raise StoreError(f"PostgreSQL {self.what}: {exc}") from exc
-
-    async def runs(self, domain: str, *, limit: int = 100) -> list[RunRecord]:
-        rows = await self._read(q.SELECT_RUNS, (domain, q.check_limit(limit)))
-        return [RunRecord.from_row(r) for r in rows]
-
-    async def domains(self) -> list[DomainSummary]:
-        return [q.summary_from_row(r) for r in await self._read(q.SELECT_DOMAINS)]
