@@ -19,7 +19,7 @@ from smtptls.check.gather import Gatherer
 from smtptls.config import Config, DnsConfig, FetchConfig, MonitorConfig
 from smtptls.dnssec import Security
 from smtptls.errors import DnsTimeout
-from smtptls.monitor.runner import check_options, run_forever, run_once
+from smtptls.monitor.runner import ResolverFront, check_options, run_forever, run_once
 from smtptls.net.dns import Answer, DnsResolver
 from smtptls.services.alerts import AlertDispatcher, MemoryAlertState, MemoryChannel
 from smtptls.store.monitor_open import open_monitor_store
@@ -31,11 +31,11 @@ D = "mon-schedule.insecure.test"
 INTERVAL, RETRY = 0.02, 0.01
 
 
-class OutageResolver:
+class OutageResolver(ResolverFront):
     """The lab resolver, or a timeout for every query while ``down``."""
 
     def __init__(self, base: DnsResolver) -> None:
-        self.base = base
+        super().__init__(base)
         self.down = False
         self.failed = 0
 
@@ -46,22 +46,13 @@ class OutageResolver:
     async def query(self, name: str, rdtype: str) -> Answer:
         if self.down:
             raise self._fail(name, rdtype)
-        return await self.base.query(name, rdtype)
+        return await super().query(name, rdtype)
 
     async def try_query(self, name: str, rdtype: str) -> Answer:
         if self.down:
             return Answer(name, rdtype, (), Security.INDETERMINATE,
                           error=self._fail(name, rdtype))
-        return await self.base.try_query(name, rdtype)
-
-    async def txt(self, name: str) -> Answer:
-        return await self.query(name, "TXT")
-
-    async def a(self, name: str) -> Answer:
-        return await self.query(name, "A")
-
-    async def aaaa(self, name: str) -> Answer:
-        return await self.query(name, "AAAA")
+        return await super().try_query(name, rdtype)
 
 
 def _cfg(lab, tmp_path) -> Config:

@@ -37,8 +37,8 @@ from smtptls.net.protocols import Resolver
 from smtptls.services.alerts import Alert, AlertDispatcher, DispatchResult
 from smtptls.store.monitor_base import MonitorStore, RunRecord
 
-__all__ = ["MonitorRun", "check_options", "load_staged", "lookups_failed", "policy_bodies",
-           "policy_host_cert", "run_forever", "run_once"]
+__all__ = ["MonitorRun", "ResolverFront", "check_options", "load_staged", "lookups_failed",
+           "policy_bodies", "policy_host_cert", "run_forever", "run_once"]
 
 _log = get_logger("monitor")
 
@@ -50,13 +50,37 @@ MAX_DOMAINS = 1000
 MAX_POLICY_ADDRESSES = 4
 
 
-class _PinnedResolver:
+class ResolverFront:
+    """A :class:`Resolver` in front of ``base``: a subclass answers :meth:`query` and
+    :meth:`try_query`; the typed look-ups go through its :meth:`query`."""
+
+    def __init__(self, base: Resolver) -> None:
+        self._base = base
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        return await self._base.query(name, rdtype)
+
+    async def try_query(self, name: str, rdtype: str) -> Answer:
+        return await self._base.try_query(name, rdtype)
+
+    async def txt(self, name: str) -> Answer:
+        return await self.query(name, "TXT")
+
+    async def a(self, name: str) -> Answer:
+        return await self.query(name, "A")
+
+    async def aaaa(self, name: str) -> Answer:
+        return await self.query(name, "AAAA")
+
+
+class _PinnedResolver(ResolverFront):
     """A :class:`Resolver` that answers one name's A query with one address (and no
     AAAA), so that a fetch reaches exactly that address; every other query goes to
     ``base``."""
 
     def __init__(self, base: Resolver, name: str, address: str) -> None:
-        self._base, self._name, self._address = base, name.lower().rstrip("."), address
+        super().__init__(base)
+        self._name, self._address = name.lower().rstrip("."), address
 
     async def query(self, name: str, rdtype: str) -> Answer:
         if name.lower().rstrip(".") == self._name and rdtype in ("A", "AAAA"):
@@ -69,15 +93,6 @@ class _PinnedResolver:
         if name.lower().rstrip(".") == self._name and rdtype in ("A", "AAAA"):
             return await self.query(name, rdtype)
         return await self._base.try_query(name, rdtype)
-
-    async def txt(self, name: str) -> Answer:
-        return await self.query(name, "TXT")
-
-    async def a(self, name: str) -> Answer:
-        return await self.query(name, "A")
-
-    async def aaaa(self, name: str) -> Answer:
-        return await self.query(name, "AAAA")
 
 
 async def policy_bodies(resolver: Resolver, domain: str,
