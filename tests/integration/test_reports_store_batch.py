@@ -12,14 +12,7 @@ import pytest
 
 from smtptls.errors import StoreError
 from smtptls.store.reports_base import AddStatus, Channel, DkimStatus, ReportRecord
-from smtptls.store.reports_sqlite import SqliteReportStore
-from tests.integration.test_reports_store_conflicts import (
-    KINDS,
-    close_store,
-    open_store,
-    record,
-    via,
-)
+from tests.integration.reports_store_support import KINDS, opened, record, via
 
 
 def many(n: int, prefix: str = "b") -> list[ReportRecord]:
@@ -28,8 +21,7 @@ def many(n: int, prefix: str = "b") -> list[ReportRecord]:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_add_reports_stores_a_batch_with_results_in_item_order(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         records = many(50)
         results = await s.add_reports([(r, via(Channel.IMPORT)) for r in records])
         assert [r.status for r in results] == [AddStatus.STORED] * 50
@@ -40,14 +32,11 @@ async def test_add_reports_stores_a_batch_with_results_in_item_order(kind, tmp_p
         assert (await s.counts())["reports"] == 50
         assert (await s.summary()).successful == sum(range(50))
         assert await s.add_reports([]) == []
-    finally:
-        await close_store(s)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_rfc8460_4_4_batch_is_idempotent_like_add_report(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         first = await s.add_report(record("k-1", 5, 1), via(Channel.HTTPS))
         batch = [
             (record("k-1", 5, 1, indent=2), via(Channel.IMPORT)),  # same value: duplicate
@@ -70,14 +59,11 @@ async def test_rfc8460_4_4_batch_is_idempotent_like_add_report(kind, tmp_path):
         assert (await s.counts())["reports"] == 4
         summary = await s.summary()
         assert (summary.reports, summary.successful, summary.failed) == (3, 5 + 7 + 2, 1 + 0 + 2)
-    finally:
-        await close_store(s)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_concurrent_batches_sharing_keys_store_each_report_once(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         records = many(40, "c")
         forward = [(r, via(Channel.IMPORT)) for r in records]
         backward = list(reversed(forward))
@@ -87,14 +73,11 @@ async def test_concurrent_batches_sharing_keys_store_each_report_once(kind, tmp_
         pks = {r.pk for batch in out for r in batch}
         assert len(pks) == 40
         assert sum(r.status is AddStatus.STORED for batch in out for r in batch) == 40
-    finally:
-        await close_store(s)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_add_quarantines_keeps_each_submission_in_order(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         raws = [b"junk %d" % i for i in range(5)]
         pks = await s.add_quarantines([(raw, f"reason {i}", via(Channel.IMPORT))
                                        for i, raw in enumerate(raws)])
@@ -103,25 +86,19 @@ async def test_add_quarantines_keeps_each_submission_in_order(kind, tmp_path):
             entry = await s.get_quarantine(pk)
             assert (entry.raw, entry.reason) == (raw, f"reason {i}")
         assert await s.add_quarantines([]) == []
-    finally:
-        await close_store(s)
 
 
 async def test_sqlite_batch_is_one_transaction_all_or_nothing(tmp_path):
-    path = tmp_path / "r.sqlite3"
-    s = SqliteReportStore(path)
-    await s.open()
-    with sqlite3.connect(path) as db:  # a database that refuses one report of the batch
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON reports WHEN NEW.report_id = 'bad' "
-                   "BEGIN SELECT RAISE(ABORT, 'refused'); END")
-    try:
+    path = tmp_path / "reports.sqlite3"  # where opened("sqlite", ...) keeps it
+    async with opened("sqlite", tmp_path) as s:
+        with sqlite3.connect(path) as db:  # a database that refuses one report of the batch
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON reports WHEN NEW.report_id = 'bad' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         batch = [(record("ok-1", 1, 0), via(Channel.IMPORT)), (record("bad", 1, 0), via(Channel.IMPORT))]
         with pytest.raises(StoreError, match="refused"):
             await s.add_reports(batch)
         assert (await s.counts())["reports"] == 0
         assert (await s.add_reports(batch[:1]))[0].status is AddStatus.STORED
-    finally:
-        await s.close()
 
 
 def test_lone_surrogates_in_report_json_become_replacement_characters():
@@ -132,12 +109,8 @@ def test_lone_surrogates_in_report_json_become_replacement_characters():
 
 
 async def test_a_report_id_with_a_lone_surrogate_is_stored(tmp_path):
-    s = SqliteReportStore(tmp_path / "r.sqlite3")
-    await s.open()
-    try:
+    async with opened("sqlite", tmp_path) as s:
         data = json.loads(record("x", 1, 0).raw_json)
         rec = ReportRecord.from_dict({**data, "report-id": json.loads('"bad-\\ud800"')})
         (res,) = await s.add_reports([(rec, via(Channel.IMPORT))])
         assert (await s.get_report(res.pk)).report_id == "bad-\ufffd"
-    finally:
-        await s.close()

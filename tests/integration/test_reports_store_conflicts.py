@@ -5,30 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sqlite3
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
 
-from smtptls.errors import StoreError
 from smtptls.store.reports_base import (
     AddStatus,
     Channel,
     DkimStatus,
-    Intake,
     ReportRecord,
     ReportStore,
     StoreLimits,
     report_digest,
 )
 from smtptls.store.reports_postgres import PostgresReportStore
-from smtptls.store.reports_sqlite import SqliteReportStore
-
-PG_DSN = os.environ.get("SMTPTLS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-T0 = datetime(2024, 6, 2, 8, 0, tzinfo=UTC)
+from tests.integration.reports_store_support import (
+    KINDS,
+    PG_DSN,
+    T0,
+    close_store,
+    open_store,
+    opened,
+    record,
+    via,
+)
 
 # The version-1 layout (before conflicts were kept): one report per key.
 V1_SCHEMA = """
@@ -66,50 +69,11 @@ V1_ROWS = [
 ]
 
 
-def record(report_id: str, ok: int, failed: int, org: str = "Reporter", *, indent: int | None = None) -> ReportRecord:
-    import json
-
-    data = {"organization-name": org, "report-id": report_id, "contact-info": "x@y",
-            "date-range": {"start-datetime": "2024-06-01T00:00:00Z", "end-datetime": "2024-06-01T23:59:59Z"},
-            "policies": [{"policy": {"policy-type": "sts", "policy-domain": "v.example"},
-                          "summary": {"total-successful-session-count": ok,
-                                      "total-failure-session-count": failed},
-                          "failure-details": [{"result-type": "starttls-not-supported",
-                                               "failed-session-count": failed}]}]}
-    return ReportRecord.from_dict(data, raw_json=json.dumps(data, indent=indent))
-
-
-def via(channel: Channel, dkim: DkimStatus = DkimStatus.NOT_CHECKED, at: datetime = T0) -> Intake:
-    return Intake(channel, at, remote="192.0.2.1", dkim=dkim)
-
-
-async def open_store(kind: str, tmp_path, limits: StoreLimits | None = None, *, schema: str | None = None
-                     ) -> ReportStore:
-    if kind == "sqlite":
-        s: ReportStore = SqliteReportStore(tmp_path / "reports.sqlite3", limits=limits)
-    else:
-        s = PostgresReportStore(PG_DSN, schema=schema or f"test_conflicts_{uuid.uuid4().hex[:12]}",
-                                limits=limits)
-    try:
-        await s.open()
-    except StoreError as exc:
-        pytest.fail(f"{kind} report store unavailable: {exc}")
-    return s
-
-
-async def close_store(s: ReportStore) -> None:
-    if isinstance(s, PostgresReportStore):
-        await s.drop_schema()
-    await s.close()
-
-
-KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_forged_post_then_dkim_mail_both_kept_the_mail_counted(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         forged = await s.add_report(record("r-1", 0, 999_999), via(Channel.HTTPS))
         assert (forged.status, forged.counted) == (AddStatus.STORED, True)
         genuine = await s.add_report(record("r-1", 500, 3), via(Channel.SMTP, DkimStatus.PASS))
@@ -129,14 +93,11 @@ async def test_forged_post_then_dkim_mail_both_kept_the_mail_counted(kind, tmp_p
         again = await s.add_report(record("r-1", 0, 999_999, indent=2), via(Channel.HTTPS))
         assert (again.status, again.pk, again.counted) == (AddStatus.DUPLICATE, forged.pk, False)
         assert (await s.counts())["reports"] == 2
-    finally:
-        await close_store(s)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_duplicate_arriving_signed_makes_its_report_the_counted_one(kind, tmp_path):
-    s = await open_store(kind, tmp_path)
-    try:
+    async with opened(kind, tmp_path) as s:
         first = await s.add_report(record("r-2", 1, 100), via(Channel.HTTPS))
         second = await s.add_report(record("r-2", 9, 1), via(Channel.HTTPS))
         assert (second.status, second.counted) == (AddStatus.CONFLICT, False)  # equals: the earliest
@@ -144,15 +105,12 @@ async def test_a_duplicate_arriving_signed_makes_its_report_the_counted_one(kind
         assert (signed.status, signed.pk, signed.counted) == (AddStatus.DUPLICATE, second.pk, True)
         assert (await s.summary()).failed == 1
         assert {r.pk: r.provenance for r in await s.list_reports()} == {first.pk: "https", second.pk: "dkim"}
-    finally:
-        await close_store(s)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_quarantine_older_than_its_age_limit_keeps_a_digest_and_an_excerpt(kind, tmp_path):
     limits = StoreLimits(quarantine_max_age_days=30, quarantine_excerpt=100)
-    s = await open_store(kind, tmp_path, limits)
-    try:
+    async with opened(kind, tmp_path, limits) as s:
         old_raw, new_raw = b"o" * 5_000, b"n" * 5_000
         old = await s.add_quarantine(old_raw, "junk", via(Channel.HTTPS, at=T0 - timedelta(days=31)))
         assert (await s.get_quarantine(old)).raw == old_raw  # whole while young
@@ -161,8 +119,6 @@ async def test_quarantine_older_than_its_age_limit_keeps_a_digest_and_an_excerpt
         assert (aged.excerpt, aged.raw, aged.size) == (True, old_raw[:100], 5_000)
         assert aged.sha256 == hashlib.sha256(old_raw).hexdigest()
         assert (kept.excerpt, kept.raw) == (False, new_raw)
-    finally:
-        await close_store(s)
 
 
 def test_report_digest_ignores_member_order_and_whitespace_only():
@@ -179,11 +135,8 @@ async def test_sqlite_version_1_database_is_migrated(tmp_path):
             db.execute(statement)
         db.execute("INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw) "
                    "VALUES ('2024-05-02T00:00:00Z', 'https', '', 'junk', 3, 'x', X'616263')")
-    s = await open_store("sqlite", tmp_path)
-    try:
+    async with opened("sqlite", tmp_path) as s:
         await check_migrated(s)
-    finally:
-        await s.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (2,)
         assert db.execute("SELECT COUNT(*) FROM policies WHERE report_pk = 1").fetchone() == (1,)  # kept
@@ -205,11 +158,8 @@ async def test_postgres_version_1_schema_is_migrated(tmp_path):
             await conn.execute(statement)
         await conn.execute("INSERT INTO quarantine (received_at, channel, remote, reason, size, sha256, raw) "
                            "VALUES ('2024-05-02T00:00:00Z', 'https', '', 'junk', 3, 'x', 'abc'::bytea)")
-    s = await open_store("postgres", tmp_path, schema=schema)
-    try:
+    async with opened("postgres", tmp_path, schema=schema) as s:
         await check_migrated(s)
-    finally:
-        await close_store(s)
 
 
 async def check_migrated(s: ReportStore) -> None:
