@@ -315,6 +315,26 @@ async def until(predicate, limit: float = 5.0) -> None:
     raise AssertionError("condition not reached")
 
 
+async def collect_whole_log(store, log, lookup, sessions: int, limit: float = 5.0) -> None:
+    """Follow ``log`` from its start through a collector into ``store`` until it holds
+    ``sessions`` sessions, then stop both."""
+    collector = Collector(store, flush_interval=0.01)
+    collector.start()
+    ingest = LogIngest(collector, lookup, sending=SendingAddress("198.51.100.1"))
+    follower = LogFollower(ingest, log, poll=0.01, from_start=True)
+    follower.start()
+
+    async def done():
+        await collector.flush()
+        return await _sum(store, sessions)
+
+    try:
+        await until(done, limit)
+    finally:
+        await follower.stop()
+        await collector.stop()
+
+
 async def test_log_follower_rotation_and_truncation(store, tmp_path):
     log = tmp_path / "mail.log"
     log.write_text(delivered(1, "AAAA000001"))  # before start: not read (tail from the end)
@@ -372,22 +392,7 @@ async def test_log_follower_from_start_and_failures(store, tmp_path):
         + pf(7, "BBBB000001: to=<bob@example.com>, relay=" + mx + ", delay=1, delays=1/0/0/0, "
                 "dsn=4.7.5, status=deferred (Server certificate not verified)")
         + delivered(8, "BBBB000002"))
-    collector = Collector(store, flush_interval=0.01)
-    collector.start()
-    ingest = LogIngest(collector, StaticPolicyLookup([CONTEXT]),
-                       sending=SendingAddress("198.51.100.1"))
-    follower = LogFollower(ingest, log, poll=0.01, from_start=True)
-    follower.start()
-
-    async def done():
-        await collector.flush()
-        return await _sum(store, 2)
-
-    try:
-        await until(done)
-    finally:
-        await follower.stop()
-        await collector.stop()
+    await collect_whole_log(store, log, StaticPolicyLookup([CONTEXT]), 2)
     (report,) = build_reports(await store.tally(TODAY), IDENTITY)
     (p,) = report.policies
     assert (p.total_successful_session_count, p.total_failure_session_count) == (1, 1)
@@ -547,22 +552,7 @@ async def test_rfc8461_6_failed_refresh_under_cached_policy_reported(lab_env, st
         + pf(20 + i, f"EEEE00000{i}: to=<bob@{d}>, relay={relay}, delay=0.4, "
                      "delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 Ok)")
         for i in range(3)))
-    collector = Collector(store, flush_interval=0.01)
-    collector.start()
-    ingest = LogIngest(collector, EnginePolicyLookup(engine),
-                       sending=SendingAddress("198.51.100.1"))
-    follower = LogFollower(ingest, log, poll=0.01, from_start=True)
-    follower.start()
-
-    async def done():
-        await collector.flush()
-        return await _sum(store, 3)
-
-    try:
-        await until(done, 20)
-    finally:
-        await follower.stop()
-        await collector.stop()
+    await collect_whole_log(store, log, EnginePolicyLookup(engine), 3, limit=20)
     assert (await cache.get(d)).policy_id == "1"  # the cached policy stayed in force
     (report,) = build_reports(await store.tally(TODAY), IDENTITY)
     (p,) = report.policies
