@@ -32,7 +32,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,17 +40,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# stdlib only, shared with the end-to-end tests
+from tests.e2e.socketmap_client import (  # noqa: E402
+    connect_when_listening,
+    free_port,
+    socketmap_exchange,
+)
+
 PEER_BIN = ROOT / ".peers" / "venv" / "bin"
 OURS = Path(sys.executable).parent / "smtptls"
 REQUEST = b"postfix .bench.example"
 REPLY = b"9:NOTFOUND ,"
 TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_peer() -> None:
@@ -84,33 +86,22 @@ def first_answer(kind: str, workdir: Path) -> float:
     """Seconds from exec to the first complete socketmap reply."""
     port = free_port()
     argv = command(kind, port, workdir)
-    request = b"%d:%s," % (len(REQUEST), REQUEST)
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ,
                                                           "SMTPTLS_STATE_DIR": str(workdir)})
     try:
-        while True:
-            if time.perf_counter() - started > TIMEOUT or proc.poll() is not None:
-                err = proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ""  # type: ignore[union-attr]
-                raise SystemExit(f"{kind} did not answer within {TIMEOUT:g} s {err}")
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-            except OSError:
-                time.sleep(0.001)
-                continue
-            with sock:
-                sock.sendall(request)
-                got = b""
-                while not got.endswith(b","):
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        break
-                    got += chunk
-            elapsed = time.perf_counter() - started
-            if got != REPLY:
-                raise SystemExit(f"{kind} answered {got!r}, expected {REPLY!r}")
-            return elapsed
+        sock = connect_when_listening(port, proc, limit=TIMEOUT - (time.perf_counter() - started),
+                                      pause=0.001, connect_timeout=TIMEOUT)
+        if sock is None:
+            err = proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ""  # type: ignore[union-attr]
+            raise SystemExit(f"{kind} did not answer within {TIMEOUT:g} s {err}")
+        with sock:
+            got = socketmap_exchange(sock, REQUEST)
+        elapsed = time.perf_counter() - started
+        if got != REPLY:
+            raise SystemExit(f"{kind} answered {got!r}, expected {REPLY!r}")
+        return elapsed
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

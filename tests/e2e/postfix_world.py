@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.e2e.socketmap_client import connect_when_listening, free_port, socketmap_exchange
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,12 +26,6 @@ def sts_policy(*mx: str, mode: str = "enforce") -> str:
     """An MTA-STS policy body listing ``mx`` (max_age one day)."""
     lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), "max_age: 86400"]
     return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Policyd:
@@ -65,15 +60,11 @@ class Policyd:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "smtptls", *level, "policyd", "--config", str(self.config)],
             stdout=log, stderr=log, env=self._env(), cwd=self.workdir)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
+        sock = connect_when_listening(self.port, self.proc, limit=20, pause=0.1,
+                                      connect_timeout=0.5)
+        if sock is not None:
+            sock.close()
+            return
         raise AssertionError(f"policyd did not start: {self.log_text()[-2000:]}")
 
     def stop(self) -> None:
@@ -91,15 +82,8 @@ class Policyd:
 
     def ask(self, key: str, map_name: str = "postfix") -> str:
         """What the running daemon answers Postfix for ``key`` (socketmap, its cache)."""
-        data = f"{map_name} {key}".encode()
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(b"%d:%s," % (len(data), data))
-            reply = b""
-            while not reply.endswith(b","):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = socketmap_exchange(s, f"{map_name} {key}".encode())
         return reply.partition(b":")[2][:-1].decode()
 
     def query(self, key: str) -> str:
