@@ -26,16 +26,12 @@ if [ -r "$conf" ]; then
     . "$conf"
 fi
 
-case $0 in
-    */*) lib_dir=${0%/*} ;;
-    *) lib_dir=. ;;
-esac
-lib=${SMTPTLS_HOOK_LIB:-$lib_dir/smtptls-dane-common.sh}
-if [ ! -r "$lib" ]; then
-    printf 'smtptls-dane: %s\n' "cannot read $lib: install smtptls-dane-common.sh" \
-        "beside this hook, or set SMTPTLS_HOOK_LIB" >&2
+lib=${SMTPTLS_HOOK_LIB:-$(dirname -- "$0")/smtptls-dane-common.sh}
+[ -r "$lib" ] || {
+    printf 'smtptls-dane: cannot read %s: install it beside this hook, or set %s\n' \
+        "$lib" SMTPTLS_HOOK_LIB >&2
     exit 2
-fi
+}
 . "$lib"
 
 if [ -z "${RENEWED_LINEAGE:-}" ]; then
