@@ -40,8 +40,8 @@ smtptls_dane_deploy() {
     esac
     _sd_lib=${SMTPTLS_HOOK_LIB:-$_sd_dir/smtptls-dane-common.sh}
     if [ ! -r "$_sd_lib" ]; then
-        printf 'smtptls-dane: %s\n' "cannot read $_sd_lib: install smtptls-dane-common.sh" \
-            "beside this hook, or set SMTPTLS_HOOK_LIB" >&2
+        printf 'smtptls-dane: cannot read %s: install it beside this hook, or set %s\n' \
+            "$_sd_lib" SMTPTLS_HOOK_LIB >&2
         return 2
     fi
     . "$_sd_lib"
