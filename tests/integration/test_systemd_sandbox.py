@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.e2e.socketmap_client import socketmap_exchange
 
 UNITS = ROOT / "contrib" / "systemd"
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # include/uapi/linux/prctl.h (Linux 6.3)
@@ -130,15 +131,8 @@ def test_the_rule_is_in_force_in_the_child():
 
 
 def _socketmap(address: tuple[str, int], query: str) -> str:
-    payload = query.encode()
     with socket.create_connection(address, timeout=30) as s:
-        s.sendall(b"%d:%s," % (len(payload), payload))
-        data = b""
-        while not data.endswith(b","):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = socketmap_exchange(s, query.encode())
     length, _, rest = data.partition(b":")
     return rest[: int(length)].decode()
 
