@@ -276,9 +276,14 @@ async def test_concurrent_dispatch_sends_once():
 # --- the console's rules, over a real store, delivered by a running `reports serve` -------
 
 
+#: The rule sample's days count back from here; the rules are evaluated on this day too, so a
+#: run that passes midnight UTC judges the sample it wrote.
+RULE_TODAY = datetime.now(UTC).date()
+
+
 def _report(rid: str, org: str, domain: str, days_ago: int, ok: int, failed: int,
             details: tuple[tuple[str, int], ...] = ()) -> dict:
-    on = datetime.now(UTC).date() - timedelta(days=days_ago)
+    on = RULE_TODAY - timedelta(days=days_ago)
     start = datetime.combine(on, datetime.min.time(), tzinfo=UTC)
     return {"organization-name": org, "report-id": rid, "contact-info": "tlsrpt@reporter.example",
             "date-range": {"start-datetime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -322,7 +327,7 @@ async def test_console_rules_over_a_real_store(tmp_path):
 
     store = await _store_with(tmp_path, RULE_SAMPLE)
     try:
-        alerts = await evaluate(store, AlertsConfig())
+        alerts = await evaluate(store, AlertsConfig(), today=RULE_TODAY)
     finally:
         await store.close()
     got = {(a.domain, a.code, a.subject): a for a in alerts}
@@ -351,7 +356,7 @@ async def test_each_rule_follows_its_setting(tmp_path, override, absent):
 
     store = await _store_with(tmp_path, RULE_SAMPLE)
     try:
-        alerts = await evaluate(store, AlertsConfig(**override))
+        alerts = await evaluate(store, AlertsConfig(**override), today=RULE_TODAY)
     finally:
         await store.close()
     assert absent not in {(a.domain, a.code) for a in alerts}

@@ -14,12 +14,15 @@ import aiohttp
 import pytest
 
 from smtptls.config import AlertsConfig, Config, ReportsConfig
+from smtptls.services.reports_server import app as console_app
 from smtptls.services.reports_server.console import Window
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
 
 TOKEN = "console-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: The sample's days count back from here, and the server's clock is held on it (below), so
+#: a run that passes midnight UTC reads the same windows as it wrote.
 TODAY = datetime.now(UTC).date()
 GZIP = {"Content-Type": "application/tlsrpt+gzip"}
 
@@ -90,6 +93,11 @@ def expected(domain: str, window: Window) -> dict:
 
 def week(days: int = 7) -> Window:
     return Window(f"{days}d", TODAY - timedelta(days=days - 1), TODAY)
+
+
+@pytest.fixture(autouse=True)
+def _server_today(monkeypatch):
+    monkeypatch.setattr(console_app, "_today", lambda: TODAY)
 
 
 @pytest.fixture

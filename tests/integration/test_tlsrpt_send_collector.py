@@ -10,7 +10,7 @@ import socket
 import sys
 import tempfile
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -38,8 +38,9 @@ from smtptls.tlsrptsend.postfix_lines import report_message_id
 from smtptls.tlsrptsend.postfix_results import PolicyContext
 from smtptls.tlsrptsend.results import AppliedPolicy, SessionResult
 
-TODAY = datetime.now(UTC).date()
+#: Results made here carry NOW, so their day is TODAY whenever the test runs.
 NOW = datetime.now(UTC).replace(microsecond=0)
+TODAY = NOW.date()
 IDENTITY = ReportIdentity.with_defaults("mta.sender.example")
 STS_LINES = ("version: STSv1", "mode: enforce", "mx: *.mail.example.com", "max_age: 86400")
 STS = AppliedPolicy(PolicyType.STS, "example.com", STS_LINES, ("*.mail.example.com",))
@@ -347,7 +348,7 @@ async def test_log_follower_rotation_and_truncation(store, tmp_path):
 
     async def total(n):
         await collector.flush()
-        return sum((await store.tally(TODAY)).total()) == n
+        return await _sum(store, n)
 
     try:
         with log.open("a") as f:
@@ -378,7 +379,7 @@ async def test_log_follower_rotation_and_truncation(store, tmp_path):
     finally:
         await follower.stop()
         await collector.stop()
-    tally = await store.tally(TODAY)
+    tally = await _latest_tally(store)
     (policy,) = tally.sessions
     assert policy == STS
 
@@ -393,15 +394,29 @@ async def test_log_follower_from_start_and_failures(store, tmp_path):
                 "dsn=4.7.5, status=deferred (Server certificate not verified)")
         + delivered(8, "BBBB000002"))
     await collect_whole_log(store, log, StaticPolicyLookup([CONTEXT]), 2)
-    (report,) = build_reports(await store.tally(TODAY), IDENTITY)
+    (report,) = build_reports(await _latest_tally(store), IDENTITY)
     (p,) = report.policies
     assert (p.total_successful_session_count, p.total_failure_session_count) == (1, 1)
     assert p.failure_details[0].result_type is ResultType.CERTIFICATE_EXPIRED
     assert p.failure_details[0].sending_mta_ip == "198.51.100.1"
 
 
+def _recent_days() -> tuple[date, date]:
+    """Yesterday and today (UTC), read now: log lines are stamped by the wall clock when
+    written, so a test running over midnight finds its sessions on either day."""
+    today = datetime.now(UTC).date()
+    return today - timedelta(days=1), today
+
+
 async def _sum(store, n):
-    return sum((await store.tally(TODAY)).total()) == n
+    return sum([sum((await store.tally(d)).total()) for d in _recent_days()]) == n
+
+
+async def _latest_tally(store):
+    """The tally of the most recent day that holds sessions (see ``_recent_days``)."""
+    yesterday, today = _recent_days()
+    tally = await store.tally(today)
+    return tally if sum(tally.total()) else await store.tally(yesterday)
 
 
 FAKE_JOURNALCTL = textwrap.dedent("""
@@ -554,7 +569,7 @@ async def test_rfc8461_6_failed_refresh_under_cached_policy_reported(lab_env, st
         for i in range(3)))
     await collect_whole_log(store, log, EnginePolicyLookup(engine), 3, limit=20)
     assert (await cache.get(d)).policy_id == "1"  # the cached policy stayed in force
-    (report,) = build_reports(await store.tally(TODAY), IDENTITY)
+    (report,) = build_reports(await _latest_tally(store), IDENTITY)
     (p,) = report.policies
     assert (p.policy_type, p.policy_domain) == (PolicyType.STS, d)
     assert p.policy_string == tuple(body.splitlines())  # the cached policy, id 1
