@@ -114,3 +114,22 @@ def _suite_environment(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+#: How long a test that gathers and reports one UTC day's sessions may take, at most.
+ONE_DAY_MARGIN = 300.0
+
+
+@pytest.fixture
+def one_utc_day() -> None:
+    """For a test that delivers mail, collects its sessions and reports "today": if less
+    than :data:`ONE_DAY_MARGIN` seconds of the UTC day remain, wait for the next day, so
+    the sessions and the report it asserts on fall on one day."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    left = (midnight - now).total_seconds()
+    if left < ONE_DAY_MARGIN:
+        time.sleep(left + 1.0)

@@ -70,7 +70,7 @@ def deliver(ex, domain: str, want: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.rfc("8460 4.3")
-async def test_exim_log_to_reports_received_over_https(world) -> None:
+async def test_exim_log_to_reports_received_over_https(world, one_utc_day) -> None:
     lab, ex, workdir, LabDomain, LabMx, PolicyHost = world
     net = lab.exim_address.split(".")[1]
     https_intake = f"127.{net}.0.27"  # outside the lab's allocations (README address plan)

@@ -54,7 +54,7 @@ def uniq(prefix: str) -> str:
 
 
 @pytest.mark.rfc("8460 4.4")
-async def test_postfix310_policyd_datagrams_to_reports_over_https_and_mail(lab, tmp_path
+async def test_postfix310_policyd_datagrams_to_reports_over_https_and_mail(lab, tmp_path, one_utc_day
                                                                             ) -> None:
     from tests.lab import LabDomain, LabMx, PolicyHost
 

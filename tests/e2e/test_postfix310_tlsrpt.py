@@ -92,7 +92,7 @@ def policy_line_base(*names: str) -> str:
 
 
 @pytest.mark.parametrize("smtp_chroot", [False, True], ids=["smtp", "chrooted-smtp"])
-async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path,
+async def test_postfix310_libtlsrpt_datagrams_match_the_log(lab, tmp_path, one_utc_day,
                                                             smtp_chroot: bool) -> None:
     from tests.lab import LabDomain, LabMx, PolicyHost
 

@@ -80,7 +80,7 @@ def world(lab, tmp_path_factory):
 
 
 @pytest.mark.rfc("8460 5.3")
-async def test_postfix_log_to_reports_received_over_https_and_mail(world) -> None:
+async def test_postfix_log_to_reports_received_over_https_and_mail(world, one_utc_day) -> None:
     lab, pf, workdir, LabDomain, LabMx, PolicyHost = world
     net = lab.postfix_address.split(".")[1]
     smtp_intake = f"127.{net}.0.25"  # outside the lab's allocations (README address plan)
