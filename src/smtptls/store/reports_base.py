@@ -281,9 +281,6 @@ def utc_text(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")  # strftime does not pad such years
 
 
-_datetime_text = utc_text
-
-
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
     """A parsed report flattened into the rows the store keeps.
@@ -612,9 +609,9 @@ class StoredReport:
             "id": self.pk,
             "report_id": self.report_id,
             "organization": self.organization,
-            "start": _datetime_text(self.start),
-            "end": _datetime_text(self.end),
-            "received_at": _datetime_text(self.received_at),
+            "start": utc_text(self.start),
+            "end": utc_text(self.end),
+            "received_at": utc_text(self.received_at),
             "channel": self.channel,
             "dkim": self.dkim,
             "dkim_domain": self.dkim_domain or None,
@@ -654,7 +651,7 @@ class QuarantineEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.pk,
-            "received_at": _datetime_text(self.received_at),
+            "received_at": utc_text(self.received_at),
             "channel": self.channel,
             "remote": self.remote or None,
             "reason": self.reason,

@@ -350,7 +350,7 @@ def add_quarantine_plan(raw: bytes, reason: str, intake: Intake, limits: StoreLi
     cap = limits.quarantine_excerpt
     freed = 0
     if limits.quarantine_max_age_days > 0:
-        cutoff = ts_text(intake.received_at - timedelta(days=limits.quarantine_max_age_days))
+        cutoff = utc_text(intake.received_at - timedelta(days=limits.quarantine_max_age_days))
         rows = yield Query(AGED_QUARANTINE_BYTES, (cap, cap, cutoff))
         freed = int(rows[0][0] or 0)
         if freed:
@@ -380,8 +380,6 @@ _REPORT_COLUMNS = (
 )
 
 
-ts_text = utc_text
-
 
 def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
@@ -401,10 +399,10 @@ def report_params(record: ReportRecord, intake: Intake, day: str) -> tuple[Any, 
         record.report_id,
         record.organization,
         record.contact_info,
-        ts_text(record.start),
-        ts_text(record.end),
+        utc_text(record.start),
+        utc_text(record.end),
         day,
-        ts_text(intake.received_at),
+        utc_text(intake.received_at),
         str(intake.channel),
         (intake.remote or "")[:1000],
         (intake.submitter or "")[:1000],
@@ -441,7 +439,7 @@ def failure_params(
 
 def quarantine_params(raw: bytes, reason: str, intake: Intake) -> tuple:
     return (
-        ts_text(intake.received_at), str(intake.channel), (intake.remote or "")[:1000],
+        utc_text(intake.received_at), str(intake.channel), (intake.remote or "")[:1000],
         reason[:1000], len(raw), hashlib.sha256(raw).hexdigest(), raw,
     )
 
