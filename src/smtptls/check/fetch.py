@@ -27,9 +27,9 @@ from smtptls.errors import (
     FetchTooLargeError,
     SmtpTlsError,
 )
+from smtptls.net import https
 from smtptls.net.https import (
     WELL_KNOWN_PATH,
-    DnsAiohttpResolver,
     FetchResult,
     _decode,
     _short,
@@ -99,7 +99,10 @@ async def _addresses(resolver: Resolver, host: str, url: str) -> list[str]:
     if answer.records:
         return list(answer.records)
     try:
-        found = await DnsAiohttpResolver(resolver).resolve(host, 443, socket.AF_UNSPEC)
+        # named here, not imported at the top: naming it imports aiohttp (and the CA
+        # stores its connector loads), which a bulk run of A-record hosts never needs
+        found = await https.DnsAiohttpResolver(resolver).resolve(host, 443,
+                                                                  socket.AF_UNSPEC)
     except OSError as exc:
         inner = getattr(exc, "error", None)
         raise FetchError(f"cannot resolve the policy host: {inner or _short(exc)}",

@@ -59,8 +59,9 @@ from smtptls.errors import (
     SmtpTlsError,
 )
 from smtptls.mtasts.record import is_sts_candidate
+from smtptls.net import https
 from smtptls.net.dns import Answer, DnsResolver, normalize_domain
-from smtptls.net.https import DnsAiohttpResolver, FetchResult, fetch_policy
+from smtptls.net.https import FetchResult, fetch_policy
 from smtptls.net.protocols import Resolver
 from smtptls.tlsrpt.record import is_tlsrpt_record, parse_record
 
@@ -504,7 +505,7 @@ class Gatherer:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"cannot load CA file: {exc}", key="ca_file") from None
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            connector = aiohttp.TCPConnector(resolver=DnsAiohttpResolver(self.resolver),
+            connector = aiohttp.TCPConnector(resolver=https.DnsAiohttpResolver(self.resolver),
                                              ssl=ctx, use_dns_cache=False, force_close=True,
                                              limit=16)
             timeout = aiohttp.ClientTimeout(total=self.options.timeout,
