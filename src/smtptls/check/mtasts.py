@@ -20,13 +20,11 @@ from smtptls.check.tls import pkix_problem
 from smtptls.dnssec import Security
 from smtptls.errors import PolicySyntaxError, StsRecordError
 from smtptls.mtasts.match import mx_matches, normalize_host
-from smtptls.mtasts.policy import Mode, Policy, parse_policy
+from smtptls.mtasts.policy import ONE_WEEK, Mode, Policy, parse_policy, short_enforced_max_age
 from smtptls.mtasts.record import StsRecord, is_sts_candidate
 
-__all__ = ["ONE_DAY", "ONE_WEEK", "StsView", "check_mtasts", "sts_view"]
+__all__ = ["StsView", "check_mtasts", "sts_view"]
 
-ONE_DAY = 86400
-ONE_WEEK = 7 * ONE_DAY
 # RFC 8461 §3.1 ABNF: at most one trailing delimiter; "id=x;;" has an empty field.
 _EXTRA_SEMICOLONS = re.compile(r";[ \t]*;[ \t;]*$")
 
@@ -225,10 +223,8 @@ def check_mtasts(facts: DomainFacts, view: StsView, dane: DaneView) -> list[Find
                       "RFC 8461 §5"))
     # RFC 8461 §3.2, §8: max_age in seconds; weeks are recommended so a policy survives
     # an attacker blocking its refresh.
-    if mode is Mode.ENFORCE and policy.max_age < ONE_DAY:
-        out.append(_f("mta-sts.max-age-short", Severity.WARNING, url,
-                      f"max_age {policy.max_age} s is below one day: an attacker who blocks "
-                      "the policy fetch soon leaves senders without a policy",
+    if (short := short_enforced_max_age(policy)) is not None:
+        out.append(_f("mta-sts.max-age-short", Severity.WARNING, url, short,
                       "max_age: 604800", "RFC 8461 §3.2"))
     elif policy.max_age < ONE_WEEK:
         out.append(_f("mta-sts.max-age-advice", Severity.INFO, url,

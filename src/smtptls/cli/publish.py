@@ -261,9 +261,9 @@ def _mx_hosts(domain: str, dest: Any) -> tuple[str, ...]:
 
 def _check_change(args: argparse.Namespace, domain: str, policy: Policy,
                   previous: PolicyState | None, now: dt.datetime) -> int:
-    from smtptls.check.mtasts import ONE_DAY
     from smtptls.cli._preflight import require_ca_file, require_domains, require_resolver
     from smtptls.cli.mta_sts import build_configs
+    from smtptls.mtasts.policy import ONE_DAY
 
     planned = tuple(require_domains(args.planned_mx)) if args.planned_mx else None
     cfg = build_configs(args)

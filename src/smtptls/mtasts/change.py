@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from smtptls.mtasts.match import mx_matches, normalize_host
-from smtptls.mtasts.policy import Mode, Policy
+from smtptls.mtasts.policy import Mode, Policy, short_enforced_max_age
 
 __all__ = ["MODE_STRENGTH", "ChangeFinding", "ChangeVerdict", "Level", "compare"]
 
@@ -227,10 +227,9 @@ def compare(domain: str, new: Policy, new_id: str, *, old: Policy | None = None,
 
     if old is not None and new != old:
         _mode_and_age(old, new, add)
-    if new.mode is Mode.ENFORCE and min_max_age is not None and new.max_age < min_max_age:
-        add("max-age-short", Level.WARNING,
-            f"max_age {new.max_age} s is below {min_max_age} s: an attacker who blocks the "
-            "policy refresh soon leaves senders without a policy", "RFC 8461 §3.2")
+    short = short_enforced_max_age(new, min_max_age) if min_max_age is not None else None
+    if short is not None:
+        add("max-age-short", Level.WARNING, short, "RFC 8461 §3.2")
 
     steps = _steps(domain, old, new, current, planned, outside_old, record)
     return ChangeVerdict(domain, new, new_id, old, old_id, current, planned,

@@ -37,6 +37,9 @@ VERSION = "STSv1"
 
 #: RFC 8461 §3.2: max_age has a maximum value of 31557600 (about one year).
 MAX_AGE_LIMIT = 31557600
+#: One day and one week, in seconds (max_age is in seconds).
+ONE_DAY = 86400
+ONE_WEEK = 7 * ONE_DAY
 #: A policy body larger than this is refused (RFC 8461 §3.3 suggests bounding the body;
 #: 64 KiB is the common cap).
 MAX_POLICY_BYTES = 64 * 1024
@@ -219,6 +222,19 @@ def _byte_length_over(text: str, limit: int) -> bool:
     if len(text) > limit:
         return True
     return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+
+def short_enforced_max_age(policy: Policy, floor: int = ONE_DAY) -> str | None:
+    """Why ``policy`` caches too briefly, or None: an ``enforce`` policy whose ``max_age``
+    is below ``floor`` soon leaves senders without a policy once an attacker blocks its
+    refresh (RFC 8461 §3.2; weeks are recommended). The one place ``check`` and
+    ``publish`` judge it."""
+    if policy.mode is not Mode.ENFORCE or policy.max_age >= floor:
+        return None
+    below = "one day" if floor == ONE_DAY else f"{floor} s"
+    return (f"max_age {policy.max_age} s is below {below}: an attacker who blocks the policy "
+            "fetch soon leaves senders without a policy")
 
 
 def parse_policy(text: str) -> Policy:

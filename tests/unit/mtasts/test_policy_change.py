@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from smtptls.cli.publish import PolicyState, body_digest, policy_state
 from smtptls.mtasts.change import ChangeVerdict, Level, compare
-from smtptls.mtasts.policy import Mode, Policy
+from smtptls.mtasts.policy import Mode, Policy, short_enforced_max_age
 
 D = "example.com"
 MX1, MX2 = "mx1.example.com", "mx2.example.com"
@@ -192,6 +192,23 @@ def test_rfc8461_3_2_max_age_too_short_for_enforce(mode, max_age, short):
     v = _change(_p(mode, MX1, max_age=max_age), _p(mode, MX1, max_age=max_age))
     assert ("max-age-short" in _codes(v, Level.WARNING)) is short
     assert v.safe
+
+
+@pytest.mark.rfc("8461 3.2")
+@pytest.mark.parametrize(("max_age", "floor", "below"), [
+    (3600, DAY, "below one day"), (DAY - 1, DAY, "below one day"), (3600, 7200, "below 7200 s"),
+])
+def test_rfc8461_3_2_short_max_age_words_come_from_the_one_rule(max_age, floor, below):
+    # `publish mta-sts --check-change` (compare) and `check` (check/mtasts.py) both ask
+    # short_enforced_max_age; the check's words are pinned by its golden files
+    new = _p("enforce", MX1, max_age=max_age)
+    text = short_enforced_max_age(new, floor)
+    assert text is not None and text.startswith(f"max_age {max_age} s is {below}: ")
+    (found,) = [f for f in _change(None, new, min_max_age=floor).findings
+                if f.code == "max-age-short"]
+    assert found.message == text
+    assert short_enforced_max_age(_p("enforce", MX1, max_age=floor), floor) is None
+    assert short_enforced_max_age(_p("testing", MX1, max_age=max_age), floor) is None
 
 
 # --- §3.1 the id -------------------------------------------------------------------------
