@@ -149,6 +149,9 @@ class ReportsConfig:
     # SMTP/LMTP sessions (beyond it: HTTP 503, SMTP 452), and reports parsed at once.
     max_inflight: int = 128 * 1024 * 1024
     max_parallel_parses: int = 2
+    # Worker processes parsing reports of at most 64 KiB off the event loop (unset: one
+    # fewer than the CPUs; 0: parse in the server process).
+    parse_workers: int | None = None
     # Reports stored per transaction (one fsync) at most, from concurrent submissions:
     # enough that one commit serves a busy moment, few enough that it stays short
     # (1: one transaction per report).

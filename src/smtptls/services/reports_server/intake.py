@@ -10,7 +10,9 @@ imported files all end here. The rules:
 * at most ``max_parallel_parses`` submissions are decompressed and parsed at once in
   threads, so the memory a crowd of gzip bombs can take is bounded; a report that is at
   most ``INLINE_PARSE_MAX`` bytes once decompressed (most are) is parsed on the event
-  loop instead, since handing it to a thread costs more than parsing it;
+  loop instead, since handing it to a thread costs more than parsing it, or, with a
+  :class:`~.parse_pool.ParsePool` (``[reports] parse_workers``), in a worker process,
+  so the loop's one core is left to HTTP, TLS and storing;
 * a submission that does not parse is **quarantined** with the reason and its raw
   bytes (nothing received is lost), and the caller is told why;
 * the caller acknowledges only after the store has committed: :class:`StoreError`
@@ -40,6 +42,7 @@ from smtptls.errors import (
 )
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.commit_queue import GroupCommitter
+from smtptls.services.reports_server.parse_pool import ParsePool, ParsePoolUnavailable
 from smtptls.store.reports_base import (
     AddResult,
     AddStatus,
@@ -55,7 +58,7 @@ from smtptls.tlsrpt.reader import parse_report_body
 if TYPE_CHECKING:  # prometheus_client loads with the server's metrics, not with an import
     from smtptls.services.reports_server.metrics import IntakeMetrics
 
-__all__ = ["IntakeOutcome", "Outcome", "ReportIntake"]
+__all__ = ["IntakeOutcome", "Outcome", "ReportIntake", "parse_submission"]
 
 MAX_ATTACHMENTS = 20  # reports taken from one message at most
 #: Reports that decompress to at most this many bytes are parsed on the event loop: a
@@ -114,12 +117,24 @@ def stored_outcome(result: AddResult, report_id: str) -> IntakeOutcome:
                          conflicts_with=result.conflicts_with)
 
 
+def parse_submission(body: bytes, *, max_body: int, max_decompressed: int) -> ReportRecord:
+    """RFC 8460 §4 JSON or its gzip form -> a :class:`ReportRecord`; ReportError.
+
+    The one parse of a submitted report, on the event loop, in a thread or in a worker
+    process of a :class:`~.parse_pool.ParsePool`."""
+    # Keep the report JSON exactly as parsed (decompressed once, every gzip member).
+    parsed = parse_report_body(body, strict=False, max_size=max(max_body, len(body)),
+                               max_decompressed=max_decompressed)
+    return ReportRecord.from_report(parsed.report, raw_json=parsed.text, tree=parsed.tree)
+
+
 class ReportIntake:
     """Parse + verify + store; shared by the HTTP app, the mail listeners and the importer.
 
     ``dkim_lookup`` (a TXT lookup) switches DKIM verification of mail on;
     ``require_dkim`` quarantines mail whose signature does not pass; ``committer``
-    stores reports in group commits (None: one transaction per report).
+    stores reports in group commits (None: one transaction per report); ``pool``
+    parses small reports in worker processes (None: on the event loop).
     """
 
     def __init__(
@@ -133,9 +148,11 @@ class ReportIntake:
         metrics: IntakeMetrics | None = None,
         max_parallel_parses: int = 2,
         committer: GroupCommitter | None = None,
+        pool: ParsePool | None = None,
     ) -> None:
         self.store = store
         self.committer = committer
+        self.pool = pool
         self.max_body = max_body
         self.max_message = max_body * 2  # base64 grows a gzip attachment by a third
         self.max_decompressed = max_decompressed
@@ -150,21 +167,30 @@ class ReportIntake:
         """RFC 8460 §4 JSON or its gzip form -> a :class:`ReportRecord`; ReportError.
 
         ``max_decompressed`` lowers the decompressed size cap for this call."""
-        max_size = max(self.max_body, len(body))
         cap = (self.max_decompressed if max_decompressed is None
                else min(self.max_decompressed, max_decompressed))
-        # Keep the report JSON exactly as parsed (decompressed once, every gzip member).
-        parsed = parse_report_body(body, strict=False, max_size=max_size, max_decompressed=cap)
-        return ReportRecord.from_report(parsed.report, raw_json=parsed.text, tree=parsed.tree)
+        return parse_submission(body, max_body=self.max_body, max_decompressed=cap)
 
     async def _parse(self, body: bytes) -> ReportRecord:
         if len(body) <= INLINE_PARSE_MAX and self.max_decompressed > INLINE_PARSE_MAX:
             try:
-                return self.parse_body(body, max_decompressed=INLINE_PARSE_MAX)
+                return await self._parse_small(body)
             except ReportTooLargeError:
                 pass  # larger once decompressed: parsed in a thread below
         async with self._parsing:  # bounded: decompression and parse trees cost memory
             return await asyncio.to_thread(self.parse_body, body)  # off the loop
+
+    async def _parse_small(self, body: bytes) -> ReportRecord:
+        """A body of at most INLINE_PARSE_MAX bytes, decompressed to at most as many: in a
+        worker process of the pool, or on the event loop without one (or when the pool
+        has no worker running)."""
+        if self.pool is not None:
+            try:
+                return await self.pool.parse(body, max_body=self.max_body,
+                                             max_decompressed=INLINE_PARSE_MAX)
+            except ParsePoolUnavailable:
+                pass
+        return self.parse_body(body, max_decompressed=INLINE_PARSE_MAX)
 
     def message_attachments(self, raw: bytes) -> list[tuple[str, bytes]]:
         """(filename, payload) of each report in a §5.3 mail; ReportError if none."""

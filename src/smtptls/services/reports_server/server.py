@@ -30,6 +30,7 @@ from smtptls.services.reports_server.limits import InflightBudget, RateLimiter
 from smtptls.services.reports_server.mail import start_mail_listener
 from smtptls.services.reports_server.metrics import IntakeMetrics
 from smtptls.services.reports_server.own_check import make_own_check
+from smtptls.services.reports_server.parse_pool import ParsePool, default_workers
 from smtptls.store.open import open_report_store
 from smtptls.store.reports_base import ReportStore
 
@@ -97,6 +98,7 @@ class ReportsService:
         self.dkim_lookup = dkim_lookup  # None: TXT lookups through the configured DNS
         self._own_store = store is None
         self.committer: GroupCommitter | None = None
+        self.parse_pool: ParsePool | None = None
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.http_port: int | None = None
@@ -137,13 +139,17 @@ class ReportsService:
             lookup = dns_txt_lookup(DnsResolver(self.config.dns))
         # Reports of concurrent submissions share a transaction (one fsync).
         self.committer = GroupCommitter(self.store, max_batch=cfg.commit_batch)
+        workers = default_workers() if cfg.parse_workers is None else cfg.parse_workers
+        if workers:  # small reports parsed in worker processes, off the event loop
+            self.parse_pool = ParsePool(workers)
+            await self.parse_pool.start()
         intake = ReportIntake(self.store, max_body=cfg.max_body,
                               max_decompressed=cfg.max_decompressed,
                               dkim_lookup=lookup,
                               require_dkim=self.options.require_dkim and self.options.verify_dkim,
                               metrics=self.metrics,
                               max_parallel_parses=cfg.max_parallel_parses,
-                              committer=self.committer)
+                              committer=self.committer, pool=self.parse_pool)
         try:
             if self.options.listen:
                 host, port = listen_address(self.options.listen, 8460)
@@ -219,6 +225,9 @@ class ReportsService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.parse_pool is not None:  # every request answered: the workers end
+            await self.parse_pool.close()
+            self.parse_pool = None
         if self.committer is not None:  # what was received is committed before the store closes
             await self.committer.close()
         if self._own_store:

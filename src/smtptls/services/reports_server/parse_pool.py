@@ -1,0 +1,291 @@
+"""Report parsing in worker processes, so the event loop only does HTTP, TLS and storing.
+
+``reports serve`` runs one event loop; decompressing, decoding and checking a report
+(RFC 8460 §4) and building its store record is a good part of what it spends per
+report. :class:`ParsePool` runs ``[reports] parse_workers`` processes (this module run
+with ``python -m``), each a loop over its standard input: a request frame in, a result
+frame out, in order. The parse is :func:`~.intake.parse_submission`, the same function
+the in-process intake calls, so every rule (size caps, RFC 8460 checks, the record) has
+one place; the record comes back pickled and goes to the group committer like any
+other, so a sender is still answered only after the commit that holds its report.
+
+Frames: request ``>III`` (body length, ``max_body``, ``max_decompressed``) then the
+body; answer ``>I`` (length) then the pickle of ``(True, record)`` or ``(False,
+exception)``. Requests are pipelined (a worker's answers come back in its order), each
+to the worker with the fewest waiting.
+
+* Only bodies the intake would parse on the loop come here (at most
+  ``INLINE_PARSE_MAX`` bytes, decompressing to at most as many), so a frame is small
+  and a worker's memory bounded; larger reports keep the bounded thread path.
+* A worker that dies (killed, out of memory) takes no report with it: nothing it held
+  was acknowledged, and each request it held is sent once more to a worker started in
+  its place; a request whose second worker dies too is failed with
+  :class:`ParseWorkerDied` (the intake quarantines it as a parser failure).
+* With no worker running (none could be started) :meth:`ParsePool.parse` raises
+  :class:`ParsePoolUnavailable` and the intake parses on the loop: the server goes on.
+* Workers ignore SIGINT and SIGTERM (a terminal's Ctrl-C, systemd's stop reach the
+  whole group): they end when their input closes, once the server has answered every
+  request (:meth:`ParsePool.close`), or when the server is gone.
+* Requests are written without waiting for the pipe: what is queued is bounded by the
+  bodies the server holds (``[reports] max_inflight``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import pickle
+import signal
+import struct
+import sys
+from dataclasses import dataclass, field
+
+from smtptls.logs import get_logger
+from smtptls.store.reports_base import ReportRecord
+
+__all__ = ["ParsePool", "ParsePoolUnavailable", "ParseWorkerDied", "default_workers"]
+
+_log = get_logger("reports.parse")
+
+_REQUEST = struct.Struct(">III")
+_ANSWER = struct.Struct(">I")
+#: An answer longer than this is a worker defect (a record of a body of at most 64 KiB
+#: decompressed pickles to a few times that): the worker is ended, not read further.
+MAX_ANSWER = 16 * 1024 * 1024
+#: How many times a request is sent to a worker at most (the second after a death).
+ATTEMPTS = 2
+#: Seconds a closing worker has to finish before it is killed.
+CLOSE_TIMEOUT = 10.0
+
+
+class ParsePoolUnavailable(Exception):
+    """No worker is running: parse in the server process."""
+
+
+class ParseWorkerDied(Exception):
+    """The workers parsing this report died (twice): it is treated as a parser failure."""
+
+
+def default_workers() -> int:
+    """One fewer than the CPUs this process may run on (the event loop keeps one)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(0, cpus - 1)
+
+
+@dataclass(slots=True)
+class _Job:
+    body: bytes
+    max_body: int
+    max_decompressed: int
+    future: asyncio.Future[ReportRecord]
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Worker:
+    proc: asyncio.subprocess.Process
+    waiting: collections.deque[_Job] = field(default_factory=collections.deque)
+    reader: asyncio.Task[None] | None = None
+    alive: bool = True
+
+
+class ParsePool:
+    """``workers`` parse processes; :meth:`start`, :meth:`parse`, :meth:`close`."""
+
+    def __init__(self, workers: int) -> None:
+        self.size = max(0, int(workers))
+        self._workers: list[_Worker] = []
+        self._closing = False
+        self._spawning: set[asyncio.Task[None]] = set()
+        self._retry: collections.deque[_Job] = collections.deque()  # for the next worker
+        self.started = 0  # worker processes started (replacements included)
+        self.deaths = 0  # workers that ended without being asked to
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w.alive]
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            await self._spawn()
+        if self.size:
+            _log.info("parse workers started", workers=len(self._workers), pids=self.pids)
+
+    async def parse(self, body: bytes, *, max_body: int, max_decompressed: int
+                    ) -> ReportRecord:
+        """The record of ``body`` (what :func:`~.intake.parse_submission` returns or
+        raises), parsed by a worker; :class:`ParsePoolUnavailable` when none runs."""
+        if self._closing or not any(w.alive for w in self._workers):
+            raise ParsePoolUnavailable
+        job = _Job(body, max_body, max_decompressed,
+                   asyncio.get_running_loop().create_future())
+        self._send(job)
+        return await job.future
+
+    async def close(self) -> None:
+        """End every worker once it has answered what it holds (killed past
+        CLOSE_TIMEOUT); requests still waiting then fail with ParsePoolUnavailable."""
+        self._closing = True
+        for task in list(self._spawning):
+            task.cancel()
+        for w in self._workers:
+            if w.alive and w.proc.stdin is not None:
+                w.proc.stdin.close()
+        for w in self._workers:
+            try:
+                await asyncio.wait_for(w.proc.wait(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                _log.warning("parse worker did not end, killing it", pid=w.proc.pid)
+                w.proc.kill()
+                await w.proc.wait()
+            if w.reader is not None:
+                await asyncio.gather(w.reader, return_exceptions=True)
+        for job in self._retry:
+            _fail(job, ParsePoolUnavailable())
+        self._retry.clear()
+        self._workers.clear()
+
+    # --- workers -------------------------------------------------------------------------
+
+    async def _spawn(self) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, limit=MAX_ANSWER)
+        except OSError as exc:
+            _log.error("cannot start a parse worker", error=str(exc))
+            return
+        worker = _Worker(proc)
+        self._workers = [w for w in self._workers if w.alive] + [worker]
+        self.started += 1
+        worker.reader = asyncio.create_task(self._read(worker), name="reports-parse-worker")
+        while self._retry and not self._closing:
+            self._send(self._retry.popleft())
+
+    def _send(self, job: _Job) -> None:
+        alive = [w for w in self._workers if w.alive]
+        if not alive:
+            if self._spawning:  # a replacement is on its way
+                self._retry.append(job)
+            else:
+                _fail(job, ParsePoolUnavailable())
+            return
+        worker = min(alive, key=lambda w: len(w.waiting))
+        job.attempts += 1
+        worker.waiting.append(job)
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.write(_REQUEST.pack(len(job.body), job.max_body,
+                                              job.max_decompressed) + job.body)
+
+    async def _read(self, worker: _Worker) -> None:
+        out = worker.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                (size,) = _ANSWER.unpack(await out.readexactly(_ANSWER.size))
+                if size > MAX_ANSWER:
+                    raise ValueError(f"answer of {size} bytes")
+                # our own child wrote it, from a body it parsed: not untrusted data
+                ok, value = pickle.loads(await out.readexactly(size))  # noqa: S301
+                job = worker.waiting.popleft()
+                if job.future.done():  # the caller has gone (client disconnected)
+                    continue
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+        except asyncio.CancelledError:
+            self._lost(worker, None)
+            raise
+        except Exception as exc:  # noqa: BLE001 - ended, or an answer it should not send
+            self._lost(worker, exc)
+
+    def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
+        worker.alive = False
+        if worker.proc.returncode is None:  # an answer it should not have sent: ended
+            try:
+                worker.proc.kill()
+            except ProcessLookupError:
+                pass
+        held = list(worker.waiting)
+        worker.waiting.clear()
+        if self._closing and not held:
+            return
+        self.deaths += 1
+        _log.warning("parse worker ended", pid=worker.proc.pid, requests=len(held),
+                     error=str(exc) if exc else "")
+        if not self._closing:
+            task = asyncio.create_task(self._spawn(), name="reports-parse-spawn")
+            self._spawning.add(task)
+            task.add_done_callback(self._spawned)
+        for job in held:
+            if job.future.done():
+                continue
+            if job.attempts >= ATTEMPTS:
+                _fail(job, ParseWorkerDied(f"{job.attempts} parse workers died on it"))
+            elif self._closing:
+                _fail(job, ParsePoolUnavailable())
+            else:
+                self._send(job)
+
+    def _spawned(self, task: asyncio.Task[None]) -> None:
+        self._spawning.discard(task)
+        if not self._spawning and not any(w.alive for w in self._workers):
+            for job in self._retry:  # no worker could be started: parse in the server
+                _fail(job, ParsePoolUnavailable())
+            self._retry.clear()
+
+
+def _fail(job: _Job, exc: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)
+
+
+# --- the worker process ----------------------------------------------------------------
+
+
+def _answer(ok: bool, value: object) -> bytes:
+    try:
+        data = pickle.dumps((ok, value), protocol=pickle.HIGHEST_PROTOCOL)
+        if not ok:
+            pickle.loads(data)  # noqa: S301 - an exception that cannot be rebuilt is not sent
+    except Exception:  # noqa: BLE001 - the intake still gets a parser failure
+        data = pickle.dumps((False, RuntimeError(type(value).__name__)))
+    return _ANSWER.pack(len(data)) + data
+
+
+def worker_main() -> None:
+    """Read requests from standard input until it closes; answer each on standard output."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers end
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from smtptls.services.reports_server.intake import parse_submission
+
+    stdin = sys.stdin.buffer
+    # Answers go out on the original standard output; anything else printed goes to
+    # standard error, so a stray print cannot break a frame.
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    while True:
+        header = stdin.read(_REQUEST.size)
+        if len(header) < _REQUEST.size:
+            return  # the server closed our input (or is gone)
+        size, max_body, max_decompressed = _REQUEST.unpack(header)
+        body = stdin.read(size)
+        if len(body) < size:
+            return
+        try:
+            answer = _answer(True, parse_submission(body, max_body=max_body,
+                                                    max_decompressed=max_decompressed))
+        except Exception as exc:  # noqa: BLE001 - the intake judges it, as in process
+            exc.__traceback__ = None
+            answer = _answer(False, exc)
+        stdout.write(answer)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    worker_main()
