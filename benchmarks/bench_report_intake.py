@@ -1,7 +1,7 @@
 """HTTPS report intake throughput of ``smtptls reports serve``, group commits on and off.
 
 Run: ``.venv/bin/python benchmarks/bench_report_intake.py [--clients 50] [--seconds 5]
-[--reps 3]``.
+[--reps 3] [--parse-workers N]``.
 
 ``smtptls reports serve`` runs as its own process with HTTPS (a certificate from a test
 CA made in a temporary directory, verified by the clients) and a new SQLite store
@@ -11,7 +11,9 @@ reports, half ``application/tlsrpt+json`` and half ``application/tlsrpt+gzip``
 (1-3 policies, 0-4 failure details each, bodies encoded before the clock starts), for
 ``--seconds`` after a one-second warm-up. A report counts when its 2xx arrived, i.e.
 after the commit that holds it; after each slice the store is opened and every
-acknowledged report must be in it.
+acknowledged report must be in it. ``--parse-workers N`` sets ``[reports]
+parse_workers`` (report parsing in N worker processes, 0: on the event loop; unset: the
+server's default, one fewer than the CPUs); the server's CPU time counts its workers'.
 
 Two server configurations, interleaved (the order alternates per repetition):
 ``group`` (``[reports] commit_batch = 256``, the default) and ``single``
@@ -70,11 +72,14 @@ def bodies(reports: list[dict], prefix: str) -> list[tuple[bytes, str]]:
 
 
 class Server:
-    def __init__(self, tmp: Path, name: str, batch: int, cert: Path, key: Path) -> None:
+    def __init__(self, tmp: Path, name: str, batch: int, cert: Path, key: Path,
+                 parse_workers: int | None) -> None:
         self.db = tmp / f"{name}.sqlite3"
         self.port = free_port()
         config = tmp / f"{name}.toml"
-        config.write_text(f"[reports]\nrate_limit_per_minute = 0\ncommit_batch = {batch}\n")
+        workers = "" if parse_workers is None else f"parse_workers = {parse_workers}\n"
+        config.write_text(f"[reports]\nrate_limit_per_minute = 0\ncommit_batch = {batch}\n"
+                          + workers)
         argv = [sys.executable, "-m", "smtptls", "reports", "serve", "--config", str(config),
                 "--db", str(self.db), "--listen", f"127.0.0.1:{self.port}", "--no-dkim",
                 "--tls-cert", str(cert), "--tls-key", str(key)]
@@ -108,10 +113,24 @@ class Server:
             return {row[0] for row in db.execute("SELECT report_id FROM reports")}
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and of its running children (its parse
+    workers), from Linux /proc."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(proc.name))
+        except OSError:  # ended meanwhile
+            continue
+        if int(proc.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], clients: int,
@@ -212,11 +231,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--prepare", type=int, default=40_000,
                     help="report bodies encoded per slice (more than can be posted)")
+    ap.add_argument("--parse-workers", type=int, default=None,
+                    help="[reports] parse_workers of the server (default: its own)")
     args = ap.parse_args()
     reports = make_reports(args.prepare)
     results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MODES}
     print(f"reports serve HTTPS intake, SQLite synchronous=FULL, {args.clients} clients, "
-          f"{args.seconds:g} s per slice after {WARMUP:g} s warm-up, {os.cpu_count()} cores")
+          f"{args.seconds:g} s per slice after {WARMUP:g} s warm-up, {os.cpu_count()} cores, "
+          f"parse_workers {'default' if args.parse_workers is None else args.parse_workers}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as d:
         tmp = Path(d)
@@ -232,7 +254,7 @@ def main() -> None:
             for mode in order:
                 name = f"{mode}-{rep}"
                 work = bodies(reports, name)
-                server = Server(tmp, name, MODES[mode], cert, key)
+                server = Server(tmp, name, MODES[mode], cert, key, args.parse_workers)
                 try:
                     asyncio.run(server.ready(ctx))
                     rate, lat, acked, refused, cpu, client_cpu = asyncio.run(
