@@ -94,6 +94,18 @@ class PgPoolStore:
             raise StoreError(f"{self.what} is not open")
         return self._pool
 
+    async def drop_schema(self) -> None:
+        """Drop this store's schema and everything in it (tests and benchmarks)."""
+        if not self.schema:
+            raise StoreError("refusing to drop the tables of the default schema")
+        pool = self._require()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(self.schema)))
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise StoreError(f"PostgreSQL {self.what}: {exc}") from exc
+
     async def _read(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         pool = self._require()
         try:

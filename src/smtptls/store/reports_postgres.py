@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import PoolTimeout
 
 from smtptls.errors import StoreError
@@ -151,14 +150,3 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
             return []
         return await self._run(q.add_quarantines_plan(list(items), self.limits))
 
-    async def drop_schema(self) -> None:
-        """Drop this store's schema and everything in it (tests and benchmarks)."""
-        if not self.schema:
-            raise StoreError("refusing to drop the tables of the default schema")
-        pool = self._require()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(self.schema)))
-        except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL report store: {exc}") from exc

@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -51,6 +51,7 @@ __all__ = [
     "LogPosition",
     "ResultStore",
     "ResultSummary",
+    "SqlResultReads",
     "detail_from_json",
     "detail_json",
     "fold",
@@ -574,3 +575,48 @@ def filter_tally(tally: DayTally, wanted: set[str] | None) -> DayTally:
             for key, count in details.items():
                 out.add_detail(p, key, count)
     return out
+
+
+class SqlResultReads:
+    """What the SQL backends share: the reads and the two writes built on others.
+
+    Mixed in before the backend's base, which provides ``_read(text, params)``; the
+    backend gives ``add_batch``, ``tally``, ``put_delivery`` and ``prune``.
+    """
+
+    _read: Callable[..., Awaitable[list[tuple[Any, ...]]]]
+    add_batch: Callable[[Batch], Awaitable[int]]
+
+    async def log_position(self, name: str) -> LogPosition | None:
+        rows = await self._read(SELECT_POSITION, (name,))
+        return None if not rows else position_from_row(rows[0])
+
+    async def add_results(self, results: Sequence[SessionResult], *,
+                          default_sending_ip: str | None = None) -> int:
+        return await self.add_batch(fold(results, default_sending_ip=default_sending_ip))
+
+    async def days(self) -> list[str]:
+        return [str(r[0]) for r in await self._read(SELECT_DAYS)]
+
+    async def domains(self, day: date) -> list[str]:
+        return [str(r[0]) for r in await self._read(SELECT_DOMAINS, (day.isoformat(),))]
+
+    async def summaries(self, *, day: date | None = None, domain: str | None = None,
+                        limit: int = 1000) -> list[ResultSummary]:
+        d = None if day is None else day.isoformat()
+        dom = None if domain is None else domain.lower().rstrip(".")
+        sessions = await self._read(SELECT_SUMMARY_SESSIONS, (d, d, dom, dom, limit))
+        failures = await self._read(SELECT_SUMMARY_FAILURES, (d, d, dom, dom))
+        keep = {(str(r[0]), str(r[1]), str(r[2])) for r in sessions}
+        return summaries_from_rows(
+            sessions, [r for r in failures if (str(r[0]), str(r[1]), str(r[2])) in keep])
+
+    async def get_delivery(self, report_id: str, uri: str) -> DeliveryRecord | None:
+        rows = await self._read(SELECT_DELIVERY, (report_id, uri))
+        return None if not rows else delivery_from_row(rows[0])
+
+    async def deliveries(self, *, day: str | None = None, status: DeliveryStatus | None = None,
+                         limit: int = 1000) -> list[DeliveryRecord]:
+        s = None if status is None else str(status)
+        rows = await self._read(SELECT_DELIVERIES, (day, day, s, s, limit))
+        return [delivery_from_row(r) for r in rows]

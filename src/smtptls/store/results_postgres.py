@@ -9,11 +9,10 @@ committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import PoolTimeout
 
 from smtptls.errors import StoreError
@@ -22,11 +21,9 @@ from smtptls.store.pg_pool import PgPoolStore
 from smtptls.store.results_base import (
     Batch,
     DeliveryRecord,
-    DeliveryStatus,
-    ResultSummary,
+    SqlResultReads,
 )
 from smtptls.tlsrptsend.aggregate import DayTally
-from smtptls.tlsrptsend.results import SessionResult
 
 __all__ = ["PostgresResultStore"]
 
@@ -39,7 +36,7 @@ def _pg(text: str) -> str:
     return text.replace("(? IS NULL", "(?::text IS NULL").replace("?", "%s")
 
 
-class PostgresResultStore(PgPoolStore):
+class PostgresResultStore(SqlResultReads, PgPoolStore):
     """``PostgresResultStore("postgresql://postgres@127.0.0.1/test", schema="tlsrpt")``."""
 
     name = "postgres"
@@ -110,14 +107,6 @@ class PostgresResultStore(PgPoolStore):
         except (PoolTimeout, psycopg.Error) as exc:
             raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
-    async def log_position(self, name: str) -> q.LogPosition | None:
-        rows = await self._read(q.SELECT_POSITION, (name,))
-        return None if not rows else q.position_from_row(rows[0])
-
-    async def add_results(self, results: Sequence[SessionResult], *,
-                          default_sending_ip: str | None = None) -> int:
-        return await self.add_batch(q.fold(results, default_sending_ip=default_sending_ip))
-
     async def put_delivery(self, record: DeliveryRecord) -> None:
         pool = self._require()
         try:
@@ -141,25 +130,8 @@ class PostgresResultStore(PgPoolStore):
         except (PoolTimeout, psycopg.Error) as exc:
             raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
-    async def drop_schema(self) -> None:
-        """Drop this store's schema and everything in it (tests and benchmarks)."""
-        if not self.schema:
-            raise StoreError("refusing to drop the tables of the default schema")
-        pool = self._require()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(self.schema)))
-        except (PoolTimeout, psycopg.Error) as exc:
-            raise StoreError(f"PostgreSQL result store: {exc}") from exc
 
     # --- reads ----------------------------------------------------------------------------------
-
-    async def days(self) -> list[str]:
-        return [str(r[0]) for r in await self._read(q.SELECT_DAYS)]
-
-    async def domains(self, day: date) -> list[str]:
-        return [str(r[0]) for r in await self._read(q.SELECT_DOMAINS, (day.isoformat(),))]
 
     async def tally(self, day: date, domains: Iterable[str] | None = None) -> DayTally:
         key = (day.isoformat(),)
@@ -169,22 +141,3 @@ class PostgresResultStore(PgPoolStore):
         return q.filter_tally(q.tally_from_rows(day, policies, sessions, details),
                               q.domain_filter(domains))
 
-    async def summaries(self, *, day: date | None = None, domain: str | None = None,
-                        limit: int = 1000) -> list[ResultSummary]:
-        d = None if day is None else day.isoformat()
-        dom = None if domain is None else domain.lower().rstrip(".")
-        sessions = await self._read(q.SELECT_SUMMARY_SESSIONS, (d, d, dom, dom, limit))
-        failures = await self._read(q.SELECT_SUMMARY_FAILURES, (d, d, dom, dom))
-        keep = {(str(r[0]), str(r[1]), str(r[2])) for r in sessions}
-        return q.summaries_from_rows(
-            sessions, [r for r in failures if (str(r[0]), str(r[1]), str(r[2])) in keep])
-
-    async def get_delivery(self, report_id: str, uri: str) -> DeliveryRecord | None:
-        rows = await self._read(q.SELECT_DELIVERY, (report_id, uri))
-        return None if not rows else q.delivery_from_row(rows[0])
-
-    async def deliveries(self, *, day: str | None = None, status: DeliveryStatus | None = None,
-                         limit: int = 1000) -> list[DeliveryRecord]:
-        s = None if status is None else str(status)
-        rows = await self._read(q.SELECT_DELIVERIES, (day, day, s, s, limit))
-        return [q.delivery_from_row(r) for r in rows]

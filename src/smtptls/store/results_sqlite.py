@@ -9,7 +9,7 @@ loop never blocks on the database).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
@@ -19,19 +19,17 @@ from smtptls.store import results_base as q
 from smtptls.store.results_base import (
     Batch,
     DeliveryRecord,
-    DeliveryStatus,
-    ResultSummary,
+    SqlResultReads,
 )
 from smtptls.store.sqlite_thread import SqliteThreadStore
 from smtptls.tlsrptsend.aggregate import DayTally
-from smtptls.tlsrptsend.results import SessionResult
 
 T = TypeVar("T")
 
 __all__ = ["SqliteResultStore"]
 
 
-class SqliteResultStore(SqliteThreadStore):
+class SqliteResultStore(SqlResultReads, SqliteThreadStore):
     """``SqliteResultStore("var/smtptls-tlsrpt.sqlite3")``; ``":memory:"`` for tests."""
 
     name = "sqlite"
@@ -104,14 +102,6 @@ class SqliteResultStore(SqliteThreadStore):
         counted, batch.outcomes = await self._call(write)
         return counted
 
-    async def log_position(self, name: str) -> q.LogPosition | None:
-        rows = await self._read(q.SELECT_POSITION, (name,))
-        return None if not rows else q.position_from_row(rows[0])
-
-    async def add_results(self, results: Sequence[SessionResult], *,
-                          default_sending_ip: str | None = None) -> int:
-        return await self.add_batch(q.fold(results, default_sending_ip=default_sending_ip))
-
     async def put_delivery(self, record: DeliveryRecord) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(q.UPSERT_DELIVERY, q.delivery_params(record))
@@ -136,12 +126,6 @@ class SqliteResultStore(SqliteThreadStore):
 
     # --- reads ----------------------------------------------------------------------------------
 
-    async def days(self) -> list[str]:
-        return [str(r[0]) for r in await self._read(q.SELECT_DAYS)]
-
-    async def domains(self, day: date) -> list[str]:
-        return [str(r[0]) for r in await self._read(q.SELECT_DOMAINS, (day.isoformat(),))]
-
     async def tally(self, day: date, domains: Iterable[str] | None = None) -> DayTally:
         def read(conn: sqlite3.Connection) -> DayTally:
             key = (day.isoformat(),)
@@ -153,22 +137,3 @@ class SqliteResultStore(SqliteThreadStore):
 
         return q.filter_tally(await self._call(read), q.domain_filter(domains))
 
-    async def summaries(self, *, day: date | None = None, domain: str | None = None,
-                        limit: int = 1000) -> list[ResultSummary]:
-        d = None if day is None else day.isoformat()
-        dom = None if domain is None else domain.lower().rstrip(".")
-        sessions = await self._read(q.SELECT_SUMMARY_SESSIONS, (d, d, dom, dom, limit))
-        failures = await self._read(q.SELECT_SUMMARY_FAILURES, (d, d, dom, dom))
-        keep = {(str(r[0]), str(r[1]), str(r[2])) for r in sessions}
-        return q.summaries_from_rows(
-            sessions, [r for r in failures if (str(r[0]), str(r[1]), str(r[2])) in keep])
-
-    async def get_delivery(self, report_id: str, uri: str) -> DeliveryRecord | None:
-        rows = await self._read(q.SELECT_DELIVERY, (report_id, uri))
-        return None if not rows else q.delivery_from_row(rows[0])
-
-    async def deliveries(self, *, day: str | None = None, status: DeliveryStatus | None = None,
-                         limit: int = 1000) -> list[DeliveryRecord]:
-        s = None if status is None else str(status)
-        rows = await self._read(q.SELECT_DELIVERIES, (day, day, s, s, limit))
-        return [q.delivery_from_row(r) for r in rows]
