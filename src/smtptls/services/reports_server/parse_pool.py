@@ -23,8 +23,9 @@ to the worker with the fewest waiting.
   :class:`ParseWorkerDied` (the intake quarantines it as a parser failure).
 * With no worker running (none could be started) :meth:`ParsePool.parse` raises
   :class:`ParsePoolUnavailable` and the intake parses on the loop: the server goes on.
-* Workers ignore SIGINT and SIGTERM (a terminal's Ctrl-C, systemd's stop reach the
-  whole group): they end when their input closes, once the server has answered every
+* Workers run in a process group of their own (a terminal's Ctrl-C reaches the server
+  only) and ignore SIGINT and SIGTERM (systemd's stop reaches every process of the
+  service): they end when their input closes, once the server has answered every
   request (:meth:`ParsePool.close`), or when the server is gone.
 * Requests are written without waiting for the pipe: what is queued is bounded by the
   bodies the server holds (``[reports] max_inflight``).
@@ -40,9 +41,12 @@ import signal
 import struct
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from smtptls.logs import get_logger
-from smtptls.store.reports_base import ReportRecord
+
+if TYPE_CHECKING:  # a worker imports the store's record with the intake, signals ignored
+    from smtptls.store.reports_base import ReportRecord
 
 __all__ = ["ParsePool", "ParsePoolUnavailable", "ParseWorkerDied", "default_workers"]
 
@@ -106,8 +110,18 @@ class ParsePool:
         self.deaths = 0  # workers that ended without being asked to
 
     @property
+    def processes(self) -> list[asyncio.subprocess.Process]:
+        """The running workers."""
+        return [w.proc for w in self._workers if w.alive]
+
+    @property
     def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers if w.alive]
+        return [proc.pid for proc in self.processes]
+
+    @property
+    def waiting(self) -> int:
+        """Requests sent to a worker and not answered yet, or waiting for one to start."""
+        return sum(len(w.waiting) for w in self._workers if w.alive) + len(self._retry)
 
     async def start(self) -> None:
         for _ in range(self.size):
@@ -155,7 +169,7 @@ class ParsePool:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, limit=MAX_ANSWER)
+                stdout=asyncio.subprocess.PIPE, limit=MAX_ANSWER, process_group=0)
         except OSError as exc:
             _log.error("cannot start a parse worker", error=str(exc))
             return
@@ -206,7 +220,7 @@ class ParsePool:
 
     def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
         worker.alive = False
-        if worker.proc.returncode is None:  # an answer it should not have sent: ended
+        if worker.proc.returncode is None and not self._closing:  # a bad answer: ended
             try:
                 worker.proc.kill()
             except ProcessLookupError:
