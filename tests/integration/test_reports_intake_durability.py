@@ -4,7 +4,8 @@ stored, even when ``reports serve`` is killed (``kill -9``) while reports arrive
 ``smtptls reports serve`` runs as a process with HTTPS (a test CA) and SMTP on a SQLite
 store; 50 HTTPS clients post distinct reports and a few SMTP senders deliver report
 mail while the server is killed mid-flight. It is then started again on the same
-file: every report acknowledged (2xx, 250) must be there, exactly once.
+file: every report acknowledged (2xx, 250) must be there, exactly once. Both ways of
+parsing: in the server process (``parse_workers = 0``) and in worker processes.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def free_port() -> int:
 class Serve:
     """``reports serve`` over one SQLite file, startable again after a kill."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, parse_workers: int = 0) -> None:
         ca = trustme.CA()
         leaf = ca.issue_cert("127.0.0.1")
         self.cert, self.key = tmp / "cert.pem", tmp / "key.pem"
@@ -85,7 +86,8 @@ class Serve:
         ca.configure_trust(self.ctx)
         self.db = tmp / "reports.sqlite3"
         self.config = tmp / "serve.toml"
-        self.config.write_text("[reports]\nrate_limit_per_minute = 0\n")
+        self.config.write_text("[reports]\nrate_limit_per_minute = 0\n"
+                               f"parse_workers = {parse_workers}\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = self.smtp = 0
 
@@ -128,9 +130,9 @@ class Serve:
             return [row[0] for row in db.execute("SELECT report_id FROM reports")]
 
 
-@pytest.fixture
-def serve(tmp_path):
-    s = Serve(tmp_path)
+@pytest.fixture(params=[0, 2], ids=["in-process", "parse-workers"])
+def serve(tmp_path, request):
+    s = Serve(tmp_path, request.param)
     s.start()
     yield s
     s.stop()
