@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import json
 import socket
@@ -40,6 +41,10 @@ from smtptls.errors import ConfigError, SmtpTlsError
 from smtptls.store.check_results_postgres import PostgresCheckResults, is_postgres_url
 
 MAX_LIST_BYTES = 256 * 1024 * 1024  # a domain list larger than 256 MiB is refused
+# A bulk run's per-domain objects are nearly all freed by reference counting; the
+# cyclic collector's default young generation (700 allocations) runs it every few
+# domains. 10,000 keeps its memory bounded at a fraction of the cost.
+BULK_GC_THRESHOLD = (10_000, 20, 100)
 
 EPILOG = """\
 examples:
@@ -302,6 +307,10 @@ def _bulk(args: argparse.Namespace) -> int:
                 return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
                                       summary=summary, on_done=done)
 
+        # What start-up built (modules, the parser, the options) lives for the whole run:
+        # frozen, no collection walks it again, in this process or its forked workers.
+        gc.freeze()
+        gc.set_threshold(*BULK_GC_THRESHOLD)
         with _Progress(len(todo), show) as progress:
             if args.workers > 1:
                 run_bulk_processes(todo, options, workers=args.workers,
