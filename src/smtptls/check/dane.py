@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtptls.check.facts import DomainFacts, LookupFacts, MxFacts, ProbeFacts
 from smtptls.check.findings import Area, Finding, Severity
@@ -26,11 +26,15 @@ from smtptls.dane.decide import (
     decide_destination,
     tlsa_query_name,
 )
-from smtptls.dane.publish import rollover_advice, tlsa_from_cert
 from smtptls.dane.tlsa import Selector, Usage, unusable_reason
-from smtptls.dane.verify import DaneVerdict, verify_chain
 from smtptls.dnssec import Security
 from smtptls.errors import DaneError
+
+if TYPE_CHECKING:
+    from smtptls.dane.verify import DaneVerdict
+
+# smtptls.dane.verify and smtptls.dane.publish (and cryptography under them) are
+# imported where a captured chain is judged: a run without SMTP probes has no chain.
 
 __all__ = ["DaneStatus", "DaneView", "HostDane", "check_dane", "dane_view", "host_lookup",
            "suggested_record"]
@@ -137,6 +141,8 @@ def dane_view(facts: DomainFacts, now: dt.datetime) -> DaneView:
         facts_host = by_name.get(entry.host)
         verdicts: list[tuple[ProbeFacts, DaneVerdict | None]] = []
         if entry.requirement is Requirement.DANE_REQUIRED and facts_host is not None:
+            if facts_host.probes:
+                from smtptls.dane.verify import verify_chain
             for p in facts_host.probes:
                 if not p.handshake_done:
                     verdicts.append((p, None))
@@ -169,6 +175,8 @@ def _f(code: str, severity: Severity, subject: str, message: str, fix: str | Non
 def suggested_record(host: str, probe: ProbeFacts | None, base: str | None = None) -> str:
     owner = f"{tlsa_query_name(base or host)}."
     if probe is not None and probe.chain_der:
+        from smtptls.dane.publish import tlsa_from_cert
+
         try:
             rec = tlsa_from_cert(probe.chain_der[0])
             return f"{owner} IN TLSA {rec.to_text()}"
@@ -206,6 +214,8 @@ def _record_findings(h: HostDane, facts_host: MxFacts | None) -> list[Finding]:
                           suggested_record(h.host, probe, base), "RFC 7671 §9"))
     # Rollover advice only where DANE works today: otherwise the live findings say it.
     if probe is not None and d.records and h.passed is True:
+        from smtptls.dane.publish import rollover_advice
+
         try:
             advice = rollover_advice(d.all_records, list(probe.chain_der))
         except DaneError:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from smtptls.dane.tlsa import TLSARecord
 from smtptls.dnssec import Security
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "CertFacts",
@@ -97,6 +98,9 @@ def _name_text(name: x509.Name) -> str:
 
 def cert_facts(der: bytes) -> CertFacts | None:
     """Facts of a DER certificate, or None when it cannot be parsed."""
+    # cryptography loads with the first certificate: a run without SMTP probes has none
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(bytes(der))
     except ValueError:
