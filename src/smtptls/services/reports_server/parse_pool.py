@@ -12,7 +12,8 @@ other, so a sender is still answered only after the commit that holds its report
 Frames: request ``>III`` (body length, ``max_body``, ``max_decompressed``) then the
 body; answer ``>I`` (length) then the pickle of ``(True, record)`` or ``(False,
 exception)``. Requests are pipelined (a worker's answers come back in its order), each
-to the worker with the fewest waiting.
+to the worker with the fewest waiting; the requests of one loop iteration go in one
+write per worker, and a worker answers what one read brought in one write (at most ANSWER_BATCH).
 
 * Only bodies the intake would parse on the loop come here (at most
   ``INLINE_PARSE_MAX`` bytes, decompressing to at most as many), so a frame is small
@@ -57,6 +58,12 @@ _ANSWER = struct.Struct(">I")
 #: An answer longer than this is a worker defect (a record of a body of at most 64 KiB
 #: decompressed pickles to a few times that): the worker is ended, not read further.
 MAX_ANSWER = 16 * 1024 * 1024
+#: A request longer than this is a server defect (bodies sent are at most 64 KiB).
+MAX_REQUEST = 16 * 1024 * 1024
+#: Bytes a worker reads from its input at once (many pipelined requests).
+WORKER_READ = 1024 * 1024
+#: Answers a worker writes at once at most (the first waits for no more than these).
+ANSWER_BATCH = 8
 #: How many times a request is sent to a worker at most (the second after a death).
 ATTEMPTS = 2
 #: Seconds a closing worker has to finish before it is killed.
@@ -93,6 +100,7 @@ class _Job:
 class _Worker:
     proc: asyncio.subprocess.Process
     waiting: collections.deque[_Job] = field(default_factory=collections.deque)
+    outbox: list[bytes] = field(default_factory=list)  # requests not written yet
     reader: asyncio.Task[None] | None = None
     alive: bool = True
 
@@ -106,6 +114,7 @@ class ParsePool:
         self._closing = False
         self._spawning: set[asyncio.Task[None]] = set()
         self._retry: collections.deque[_Job] = collections.deque()  # for the next worker
+        self._flushing = False  # a flush of the outboxes is scheduled
         self.started = 0  # worker processes started (replacements included)
         self.deaths = 0  # workers that ended without being asked to
 
@@ -144,6 +153,7 @@ class ParsePool:
         """End every worker once it has answered what it holds (killed past
         CLOSE_TIMEOUT); requests still waiting then fail with ParsePoolUnavailable."""
         self._closing = True
+        self._flush()
         for task in list(self._spawning):
             task.cancel()
         for w in self._workers:
@@ -191,9 +201,18 @@ class ParsePool:
         worker = min(alive, key=lambda w: len(w.waiting))
         job.attempts += 1
         worker.waiting.append(job)
-        assert worker.proc.stdin is not None
-        worker.proc.stdin.write(_REQUEST.pack(len(job.body), job.max_body,
-                                              job.max_decompressed) + job.body)
+        worker.outbox.append(_REQUEST.pack(len(job.body), job.max_body, job.max_decompressed))
+        worker.outbox.append(job.body)
+        if not self._flushing:  # what this loop iteration sends goes in one write
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        for w in self._workers:
+            if w.alive and w.outbox and w.proc.stdin is not None:
+                w.proc.stdin.write(b"".join(w.outbox))
+            w.outbox.clear()
 
     async def _read(self, worker: _Worker) -> None:
         out = worker.proc.stdout
@@ -227,6 +246,7 @@ class ParsePool:
                 pass
         held = list(worker.waiting)
         worker.waiting.clear()
+        worker.outbox.clear()
         if self._closing and not held:
             return
         self.deaths += 1
@@ -278,27 +298,40 @@ def worker_main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from smtptls.services.reports_server.intake import parse_submission
 
-    stdin = sys.stdin.buffer
+    stdin = sys.stdin.fileno()
     # Answers go out on the original standard output; anything else printed goes to
     # standard error, so a stray print cannot break a frame.
     stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    pending = bytearray()
     while True:
-        header = stdin.read(_REQUEST.size)
-        if len(header) < _REQUEST.size:
+        chunk = os.read(stdin, WORKER_READ)  # every request arrived so far, up to this
+        if not chunk:
             return  # the server closed our input (or is gone)
-        size, max_body, max_decompressed = _REQUEST.unpack(header)
-        body = stdin.read(size)
-        if len(body) < size:
-            return
-        try:
-            answer = _answer(True, parse_submission(body, max_body=max_body,
-                                                    max_decompressed=max_decompressed))
-        except Exception as exc:  # noqa: BLE001 - the intake judges it, as in process
-            exc.__traceback__ = None
-            answer = _answer(False, exc)
-        stdout.write(answer)
-        stdout.flush()
+        pending += chunk
+        answers = []
+        while len(pending) >= _REQUEST.size:
+            size, max_body, max_decompressed = _REQUEST.unpack_from(pending)
+            if size > MAX_REQUEST:
+                raise SystemExit(f"parse worker: request of {size} bytes")
+            end = _REQUEST.size + size
+            if len(pending) < end:
+                break
+            body = bytes(pending[_REQUEST.size:end])
+            del pending[:end]
+            try:
+                answers.append(_answer(True, parse_submission(
+                    body, max_body=max_body, max_decompressed=max_decompressed)))
+            except Exception as exc:  # noqa: BLE001 - the intake judges it, as in process
+                exc.__traceback__ = None
+                answers.append(_answer(False, exc))
+            if len(answers) >= ANSWER_BATCH:
+                stdout.write(b"".join(answers))
+                stdout.flush()
+                answers.clear()
+        if answers:  # the answers to what one read brought, in one write
+            stdout.write(b"".join(answers))
+            stdout.flush()
 
 
 if __name__ == "__main__":
