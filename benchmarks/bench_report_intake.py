@@ -19,8 +19,9 @@ Two server configurations, interleaved (the order alternates per repetition):
 ``group`` (``[reports] commit_batch = 256``, the default) and ``single``
 (``commit_batch = 1``: one transaction and fsync per report, as before group commits).
 Printed: reports/s min/median/max per side and of the ratio, p50/p99 latency, the CPU
-time per acknowledged report of the server process and of the clients' process (what
-bounds the rate on a busy machine), the load average. Last, the same reports go
+time per acknowledged report of the server process, of its event loop (the main
+thread: one core bounds it) and of the clients' process (what bounds the rate on a busy
+machine), the load average. Last, the same reports go
 through the intake and the group committer inside this process, no HTTP or TLS: the
 rate parsing and storing alone allow. Not part of the test run.
 """
@@ -133,11 +134,17 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def loop_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process's main thread: its event loop."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], clients: int,
                seconds: float, pid: int
-               ) -> tuple[float, list[float], list[str], int, float, float]:
+               ) -> tuple[float, list[float], list[str], int, float, float, float]:
     """(reports/s, latencies of the counted 2xx, report-ids acknowledged, refusals,
-    server and client CPU seconds per counted report)."""
+    server, server event loop and client CPU seconds per counted report)."""
     url = f"https://127.0.0.1:{port}/v1/tlsrpt"
     it = iter(enumerate(work))
     acked: list[str] = []
@@ -169,17 +176,18 @@ async def load(port: int, ctx: ssl.SSLContext, work: list[tuple[bytes, str]], cl
                 latencies.append(t1 - t0)
         raise SystemExit("ran out of prepared reports: raise --prepare")
 
-    async def clock() -> tuple[float, float]:
+    async def clock() -> tuple[float, float, float]:
         await asyncio.sleep(max(0.0, counting_from - time.monotonic()))
-        before, mine = cpu_seconds(pid), time.process_time()
+        before, loop, mine = cpu_seconds(pid), loop_cpu_seconds(pid), time.process_time()
         await asyncio.sleep(max(0.0, until - time.monotonic()))
-        return cpu_seconds(pid) - before, time.process_time() - mine
+        return (cpu_seconds(pid) - before, loop_cpu_seconds(pid) - loop,
+                time.process_time() - mine)
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        (cpu, client_cpu), *_ = await asyncio.gather(
+        (cpu, loop_cpu, client_cpu), *_ = await asyncio.gather(
             clock(), *(client(session) for _ in range(clients)))
     n = max(1, counted)
-    return counted / seconds, latencies, acked, refused, cpu / n, client_cpu / n
+    return counted / seconds, latencies, acked, refused, cpu / n, loop_cpu / n, client_cpu / n
 
 
 async def in_process(tmp: Path, name: str, batch: int, work: list[tuple[bytes, str]],
@@ -257,7 +265,7 @@ def main() -> None:
                 server = Server(tmp, name, MODES[mode], cert, key, args.parse_workers)
                 try:
                     asyncio.run(server.ready(ctx))
-                    rate, lat, acked, refused, cpu, client_cpu = asyncio.run(
+                    rate, lat, acked, refused, cpu, loop_cpu, client_cpu = asyncio.run(
                         load(server.port, ctx, work, args.clients, args.seconds,
                              server.proc.pid))
                 finally:
@@ -267,7 +275,8 @@ def main() -> None:
                 results[mode].append((rate, pct(lat, 0.5), pct(lat, 0.99), cpu * 1e6))
                 print(f"  rep {rep + 1} {mode:<6} {rate:>8,.0f} reports/s  "
                       f"p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms  "
-                      f"CPU µs/report server {cpu * 1e6:5.0f} clients {client_cpu * 1e6:5.0f}  "
+                      f"CPU µs/report server {cpu * 1e6:5.0f} (loop {loop_cpu * 1e6:4.0f}) "
+                      f"clients {client_cpu * 1e6:5.0f}  "
                       f"acknowledged {len(acked):,}, in the store {len(acked) - len(missing):,}"
                       f", refused {refused}  load {os.getloadavg()[0]:.2f}", flush=True)
                 if missing:
