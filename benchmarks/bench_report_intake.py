@@ -1,7 +1,7 @@
 """HTTPS report intake throughput of ``smtptls reports serve``, group commits on and off.
 
 Run: ``.venv/bin/python benchmarks/bench_report_intake.py [--clients 50] [--seconds 5]
-[--reps 3] [--parse-workers N]``.
+[--reps 3] [--parse-workers N[,M...]] [--modes group,single]``.
 
 ``smtptls reports serve`` runs as its own process with HTTPS (a certificate from a test
 CA made in a temporary directory, verified by the clients) and a new SQLite store
@@ -12,8 +12,11 @@ reports, half ``application/tlsrpt+json`` and half ``application/tlsrpt+gzip``
 ``--seconds`` after a one-second warm-up. A report counts when its 2xx arrived, i.e.
 after the commit that holds it; after each slice the store is opened and every
 acknowledged report must be in it. ``--parse-workers N`` sets ``[reports]
-parse_workers`` (report parsing in N worker processes, 0: on the event loop; unset: the
-server's default, one fewer than the CPUs); the server's CPU time counts its workers'.
+parse_workers`` (report parsing in N worker processes, 0: on the event loop; unset or
+``default``: the server's default, one fewer than the CPUs); the server's CPU time
+counts its workers'. Several values (``--parse-workers 0,1``) run every configuration
+with each, interleaved, and compare each with the first; ``--modes group`` runs only
+the group-commit configuration.
 
 Two server configurations, interleaved (the order alternates per repetition):
 ``group`` (``[reports] commit_batch = 256``, the default) and ``single``
@@ -232,6 +235,16 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
             f"{max(values):{fmt}}")
 
 
+def workers_list(text: str) -> list[int | None]:
+    return [None if w == "default" else int(w) for w in text.split(",")]
+
+
+def label(mode: str, workers: int | None, several: bool) -> str:
+    if not several:
+        return mode
+    return f"{mode}/w{'d' if workers is None else workers}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=50)
@@ -239,14 +252,22 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--prepare", type=int, default=40_000,
                     help="report bodies encoded per slice (more than can be posted)")
-    ap.add_argument("--parse-workers", type=int, default=None,
-                    help="[reports] parse_workers of the server (default: its own)")
+    ap.add_argument("--parse-workers", type=workers_list, default=[None],
+                    help="[reports] parse_workers of the server, or several, comma-separated"
+                         " (each compared with the first), 'default' its own (the default)")
+    ap.add_argument("--modes", type=lambda t: t.split(","), default=list(MODES),
+                    help="server configurations, comma-separated (default: group,single)")
     args = ap.parse_args()
+    modes = [m for m in MODES if m in args.modes]
+    several = len(args.parse_workers) > 1
+    slices = [(m, w) for m in modes for w in args.parse_workers]
     reports = make_reports(args.prepare)
-    results: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MODES}
+    results: dict[tuple[str, int | None], list[tuple[float, float, float, float, float]]] = {
+        sl: [] for sl in slices}
+    shown = ",".join("default" if w is None else str(w) for w in args.parse_workers)
     print(f"reports serve HTTPS intake, SQLite synchronous=FULL, {args.clients} clients, "
           f"{args.seconds:g} s per slice after {WARMUP:g} s warm-up, {os.cpu_count()} cores, "
-          f"parse_workers {'default' if args.parse_workers is None else args.parse_workers}")
+          f"parse_workers {shown}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as d:
         tmp = Path(d)
@@ -258,11 +279,11 @@ def main() -> None:
         ctx = ssl.create_default_context()
         ca.configure_trust(ctx)
         for rep in range(args.reps):
-            order = list(MODES) if rep % 2 == 0 else list(reversed(MODES))
-            for mode in order:
-                name = f"{mode}-{rep}"
+            order = slices if rep % 2 == 0 else list(reversed(slices))
+            for mode, workers in order:
+                name = f"{mode}-{'d' if workers is None else workers}-{rep}"
                 work = bodies(reports, name)
-                server = Server(tmp, name, MODES[mode], cert, key, args.parse_workers)
+                server = Server(tmp, name, MODES[mode], cert, key, workers)
                 try:
                     asyncio.run(server.ready(ctx))
                     rate, lat, acked, refused, cpu, loop_cpu, client_cpu = asyncio.run(
@@ -272,9 +293,10 @@ def main() -> None:
                     server.stop()
                 stored = server.stored()
                 missing = [i for i in acked if f"{name}-{i}" not in stored]
-                results[mode].append((rate, pct(lat, 0.5), pct(lat, 0.99), cpu * 1e6))
-                print(f"  rep {rep + 1} {mode:<6} {rate:>8,.0f} reports/s  "
-                      f"p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms  "
+                results[mode, workers].append((rate, pct(lat, 0.5), pct(lat, 0.99), cpu * 1e6,
+                                               loop_cpu * 1e6))
+                print(f"  rep {rep + 1} {label(mode, workers, several):<9} {rate:>8,.0f} "
+                      f"reports/s  p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms  "
                       f"CPU µs/report server {cpu * 1e6:5.0f} (loop {loop_cpu * 1e6:4.0f}) "
                       f"clients {client_cpu * 1e6:5.0f}  "
                       f"acknowledged {len(acked):,}, in the store {len(acked) - len(missing):,}"
@@ -282,20 +304,33 @@ def main() -> None:
                 if missing:
                     raise SystemExit(f"{len(missing)} acknowledged reports missing")
     print()
-    print(f"{'':<8}{'reports/s min / median / max':>32}{'p50 ms (median)':>18}"
-          f"{'p99 ms (median)':>18}{'server CPU µs/report min / med / max':>40}")
-    for mode in MODES:
-        rates = [r[0] for r in results[mode]]
-        print(f"{mode:<8}{spread(rates):>32}"
-              f"{statistics.median(r[1] for r in results[mode]):>18.1f}"
-              f"{statistics.median(r[2] for r in results[mode]):>18.1f}"
-              f"{spread([r[3] for r in results[mode]]):>40}")
-    ratios = [g[0] / s[0] for g, s in zip(results["group"], results["single"], strict=True)]
-    print(f"group / single throughput: {spread(ratios, '.2f')} (min / median / max)")
+    print(f"{'':<10}{'reports/s min / median / max':>30}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'server CPU µs/report':>24}{'loop CPU µs/report':>22}")
+    for sl in slices:
+        rows = results[sl]
+        print(f"{label(*sl, several):<10}{spread([r[0] for r in rows]):>30}"
+              f"{statistics.median(r[1] for r in rows):>8.1f}"
+              f"{statistics.median(r[2] for r in rows):>8.1f}"
+              f"{spread([r[3] for r in rows]):>24}{spread([r[4] for r in rows]):>22}")
+    print("(p50, p99: medians of the repetitions; CPU: min / median / max)")
+    for w in args.parse_workers:
+        if "group" in modes and "single" in modes:
+            ratios = [g[0] / s[0] for g, s in zip(results["group", w], results["single", w],
+                                                  strict=True)]
+            print(f"group / single throughput{'' if not several else f' (w{w})'}: "
+                  f"{spread(ratios, '.2f')} (min / median / max)")
+    for mode in modes:
+        first = args.parse_workers[0]
+        for w in args.parse_workers[1:]:
+            ratios = [b[0] / a[0] for a, b in zip(results[mode, first], results[mode, w],
+                                                  strict=True)]
+            print(f"{label(mode, w, several)} / {label(mode, first, several)} throughput: "
+                  f"{spread(ratios, '.2f')} (min / median / max)")
     print()
     print(f"no HTTP, in one process: parse + group committer + SQLite, {args.clients} tasks")
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as d:
-        for mode, batch in MODES.items():
+        for mode in modes:
+            batch = MODES[mode]
             rate, cpu = asyncio.run(in_process(Path(d), mode, batch,
                                                bodies(reports, f"direct-{mode}"),
                                                args.clients, args.seconds))
