@@ -11,19 +11,23 @@ other, so a sender is still answered only after the commit that holds its report
 
 Frames: request ``>III`` (body length, ``max_body``, ``max_decompressed``) then the
 body; answer ``>I`` (length) then the pickle of ``(True, record)`` or ``(False,
-exception)``. Requests are pipelined (a worker's answers come back in its order), each
-to the worker with the fewest waiting; the requests of one loop iteration go in one
-write per worker, and a worker answers what one read brought in one write (at most ANSWER_BATCH).
+exception)``; a worker's first answer is empty (ready). Requests are pipelined (a
+worker's answers come back in its order), each to the worker with the fewest waiting;
+the requests of one loop iteration go in one write per worker, and a worker answers
+what one read brought in one write (at most ANSWER_BATCH).
 
 * Only bodies the intake would parse on the loop come here (at most
   ``INLINE_PARSE_MAX`` bytes, decompressing to at most as many), so a frame is small
   and a worker's memory bounded; larger reports keep the bounded thread path.
 * A worker that dies (killed, out of memory) takes no report with it: nothing it held
-  was acknowledged, and each request it held is sent once more to a worker started in
-  its place; a request whose second worker dies too is failed with
-  :class:`ParseWorkerDied` (the intake quarantines it as a parser failure).
-* With no worker running (none could be started) :meth:`ParsePool.parse` raises
-  :class:`ParsePoolUnavailable` and the intake parses on the loop: the server goes on.
+  was acknowledged, and each request it held is sent once more, to another worker (the
+  one started in its place when none is ready); a request whose second worker dies too
+  is failed with :class:`ParseWorkerDied` (the intake quarantines it as a parser
+  failure, with the bytes received).
+* A worker says when it is ready (an empty answer, once its imports are done); until
+  one is, and when none can be started (MAX_FAILED_STARTS in a row end before they are
+  ready), :meth:`ParsePool.parse` raises :class:`ParsePoolUnavailable` and the intake
+  parses on the loop: the server goes on.
 * Workers run in a process group of their own (a terminal's Ctrl-C reaches the server
   only) and ignore SIGINT and SIGTERM (systemd's stop reaches every process of the
   service): they end when their input closes, once the server has answered every
@@ -41,6 +45,7 @@ import pickle
 import signal
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,6 +73,11 @@ ANSWER_BATCH = 8
 ATTEMPTS = 2
 #: Seconds a closing worker has to finish before it is killed.
 CLOSE_TIMEOUT = 10.0
+#: Seconds the server waits for its workers to be ready when it starts.
+START_TIMEOUT = 30.0
+#: Workers in a row that end before they are ready (a broken installation, no memory):
+#: no more are started, and the server parses in process.
+MAX_FAILED_STARTS = 3
 
 
 class ParsePoolUnavailable(Exception):
@@ -99,28 +109,35 @@ class _Job:
 @dataclass(slots=True)
 class _Worker:
     proc: asyncio.subprocess.Process
+    started: asyncio.Future[None]  # done once it is ready, or has ended
     waiting: collections.deque[_Job] = field(default_factory=collections.deque)
     outbox: list[bytes] = field(default_factory=list)  # requests not written yet
     reader: asyncio.Task[None] | None = None
     alive: bool = True
+    ready: bool = False  # it said so (imports done): requests go to it
 
 
 class ParsePool:
-    """``workers`` parse processes; :meth:`start`, :meth:`parse`, :meth:`close`."""
+    """``workers`` parse processes; :meth:`start`, :meth:`parse`, :meth:`close`.
 
-    def __init__(self, workers: int) -> None:
+    ``command`` is the worker's command line (default: this module, by the server's
+    interpreter)."""
+
+    def __init__(self, workers: int, *, command: Sequence[str] | None = None) -> None:
         self.size = max(0, int(workers))
+        self.command = tuple(command) if command else (sys.executable, "-m", __name__)
         self._workers: list[_Worker] = []
         self._closing = False
         self._spawning: set[asyncio.Task[None]] = set()
         self._retry: collections.deque[_Job] = collections.deque()  # for the next worker
         self._flushing = False  # a flush of the outboxes is scheduled
+        self._failed_starts = 0  # workers in a row that ended before they were ready
         self.started = 0  # worker processes started (replacements included)
         self.deaths = 0  # workers that ended without being asked to
 
     @property
     def processes(self) -> list[asyncio.subprocess.Process]:
-        """The running workers."""
+        """The running workers (ready or starting)."""
         return [w.proc for w in self._workers if w.alive]
 
     @property
@@ -128,21 +145,31 @@ class ParsePool:
         return [proc.pid for proc in self.processes]
 
     @property
+    def ready(self) -> int:
+        """Workers that take requests."""
+        return sum(w.alive and w.ready for w in self._workers)
+
+    @property
     def waiting(self) -> int:
         """Requests sent to a worker and not answered yet, or waiting for one to start."""
         return sum(len(w.waiting) for w in self._workers if w.alive) + len(self._retry)
 
     async def start(self) -> None:
+        """Start the workers and wait (at most START_TIMEOUT) until they are ready;
+        until one is, the intake parses in the server."""
         for _ in range(self.size):
             await self._spawn()
+        if self._workers:
+            await asyncio.wait([w.started for w in self._workers], timeout=START_TIMEOUT)
         if self.size:
-            _log.info("parse workers started", workers=len(self._workers), pids=self.pids)
+            _log.info("parse workers started", workers=self.size, ready=self.ready,
+                      pids=self.pids)
 
     async def parse(self, body: bytes, *, max_body: int, max_decompressed: int
                     ) -> ReportRecord:
         """The record of ``body`` (what :func:`~.intake.parse_submission` returns or
-        raises), parsed by a worker; :class:`ParsePoolUnavailable` when none runs."""
-        if self._closing or not any(w.alive for w in self._workers):
+        raises), parsed by a worker; :class:`ParsePoolUnavailable` when none is ready."""
+        if self._closing or not self.ready:
             raise ParsePoolUnavailable
         job = _Job(body, max_body, max_decompressed,
                    asyncio.get_running_loop().create_future())
@@ -168,9 +195,7 @@ class ParsePool:
                 await w.proc.wait()
             if w.reader is not None:
                 await asyncio.gather(w.reader, return_exceptions=True)
-        for job in self._retry:
-            _fail(job, ParsePoolUnavailable())
-        self._retry.clear()
+        self._give_up_retries(always=True)
         self._workers.clear()
 
     # --- workers -------------------------------------------------------------------------
@@ -178,27 +203,26 @@ class ParsePool:
     async def _spawn(self) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, limit=MAX_ANSWER, process_group=0)
+                *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                limit=MAX_ANSWER, process_group=0)
         except OSError as exc:
+            self._failed_starts += 1
             _log.error("cannot start a parse worker", error=str(exc))
             return
-        worker = _Worker(proc)
+        worker = _Worker(proc, asyncio.get_running_loop().create_future())
         self._workers = [w for w in self._workers if w.alive] + [worker]
         self.started += 1
         worker.reader = asyncio.create_task(self._read(worker), name="reports-parse-worker")
-        while self._retry and not self._closing:
-            self._send(self._retry.popleft())
 
     def _send(self, job: _Job) -> None:
-        alive = [w for w in self._workers if w.alive]
-        if not alive:
-            if self._spawning:  # a replacement is on its way
-                self._retry.append(job)
+        ready = [w for w in self._workers if w.alive and w.ready]
+        if not ready:
+            if not self._closing and self._starting():
+                self._retry.append(job)  # for the worker about to be ready
             else:
                 _fail(job, ParsePoolUnavailable())
             return
-        worker = min(alive, key=lambda w: len(w.waiting))
+        worker = min(ready, key=lambda w: len(w.waiting))
         job.attempts += 1
         worker.waiting.append(job)
         worker.outbox.append(_REQUEST.pack(len(job.body), job.max_body, job.max_decompressed))
@@ -214,13 +238,24 @@ class ParsePool:
                 w.proc.stdin.write(b"".join(w.outbox))
             w.outbox.clear()
 
+    def _starting(self) -> bool:
+        return bool(self._spawning) or any(w.alive and not w.ready for w in self._workers)
+
     async def _read(self, worker: _Worker) -> None:
         out = worker.proc.stdout
         assert out is not None
         try:
+            (size,) = _ANSWER.unpack(await out.readexactly(_ANSWER.size))
+            if size != 0:
+                raise ValueError(f"a first answer of {size} bytes, not ready")
+            worker.ready = True
+            self._failed_starts = 0
+            worker.started.set_result(None)
+            while self._retry and not self._closing:
+                self._send(self._retry.popleft())
             while True:
                 (size,) = _ANSWER.unpack(await out.readexactly(_ANSWER.size))
-                if size > MAX_ANSWER:
+                if not 0 < size <= MAX_ANSWER:
                     raise ValueError(f"answer of {size} bytes")
                 # our own child wrote it, from a body it parsed: not untrusted data
                 ok, value = pickle.loads(await out.readexactly(size))  # noqa: S301
@@ -238,7 +273,9 @@ class ParsePool:
             self._lost(worker, exc)
 
     def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
-        worker.alive = False
+        was_ready, worker.alive, worker.ready = worker.ready, False, False
+        if not worker.started.done():
+            worker.started.set_result(None)
         if worker.proc.returncode is None and not self._closing:  # a bad answer: ended
             try:
                 worker.proc.kill()
@@ -248,28 +285,37 @@ class ParsePool:
         worker.waiting.clear()
         worker.outbox.clear()
         if self._closing and not held:
-            return
+            return  # asked to end
         self.deaths += 1
+        if not was_ready:
+            self._failed_starts += 1
         _log.warning("parse worker ended", pid=worker.proc.pid, requests=len(held),
-                     error=str(exc) if exc else "")
+                     ready=was_ready, error=str(exc) if exc else "")
         if not self._closing:
-            task = asyncio.create_task(self._spawn(), name="reports-parse-spawn")
-            self._spawning.add(task)
-            task.add_done_callback(self._spawned)
+            if self._failed_starts < MAX_FAILED_STARTS:
+                task = asyncio.create_task(self._spawn(), name="reports-parse-spawn")
+                self._spawning.add(task)
+                task.add_done_callback(self._spawned)
+            else:
+                _log.error("parse workers do not start, parsing in the server",
+                           failed=self._failed_starts)
         for job in held:
             if job.future.done():
                 continue
             if job.attempts >= ATTEMPTS:
                 _fail(job, ParseWorkerDied(f"{job.attempts} parse workers died on it"))
-            elif self._closing:
-                _fail(job, ParsePoolUnavailable())
             else:
                 self._send(job)
+        self._give_up_retries()
 
     def _spawned(self, task: asyncio.Task[None]) -> None:
         self._spawning.discard(task)
-        if not self._spawning and not any(w.alive for w in self._workers):
-            for job in self._retry:  # no worker could be started: parse in the server
+        self._give_up_retries()
+
+    def _give_up_retries(self, *, always: bool = False) -> None:
+        """Requests waiting for a worker when none is starting: parsed in the server."""
+        if always or not self._starting():
+            for job in self._retry:
                 _fail(job, ParsePoolUnavailable())
             self._retry.clear()
 
@@ -303,6 +349,8 @@ def worker_main() -> None:
     # standard error, so a stray print cannot break a frame.
     stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stdout.write(_ANSWER.pack(0))  # ready: the parser is imported
+    stdout.flush()
     pending = bytearray()
     while True:
         chunk = os.read(stdin, WORKER_READ)  # every request arrived so far, up to this
