@@ -2,7 +2,9 @@
 answer exactly as reports parsed in the server, a worker killed mid-flight loses no
 report and is replaced, and the server ends its workers when it stops.
 
-Everything goes over real HTTP to a running service with real worker processes.
+Everything goes over real HTTP to a running service with real worker processes; the
+failures no real worker shows on demand (one that cannot start, a body that kills every
+worker) use stand-in worker programs, run as processes too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ import aiohttp
 import pytest
 
 from smtptls.config import Config, ReportsConfig
-from smtptls.services.reports_server.intake import INLINE_PARSE_MAX
+from smtptls.services.reports_server.intake import INLINE_PARSE_MAX, Outcome, ReportIntake
+from smtptls.services.reports_server.parse_pool import (
+    MAX_FAILED_STARTS,
+    ParsePool,
+    ParsePoolUnavailable,
+)
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
 
@@ -206,6 +213,52 @@ async def test_stop_ends_the_workers(tmp_path):
     await store.close()
     assert [proc.returncode for proc in workers] == [0, 0]  # ended when asked, not killed
     assert pool.deaths == 0
+
+
+#: A worker that says it is ready, then dies on the first request it gets.
+DIES_ON_A_REQUEST = ("import os, struct, sys\n"
+                     "sys.stdout.buffer.write(struct.pack('>I', 0)); sys.stdout.buffer.flush()\n"
+                     "os.read(0, 12)\n"
+                     "os._exit(1)\n")
+
+
+async def test_a_report_two_workers_die_on_is_quarantined_and_the_pool_goes_on(tmp_path):
+    store = SqliteReportStore(tmp_path / "r.sqlite3")
+    await store.open()
+    pool = ParsePool(1, command=(sys.executable, "-c", DIES_ON_A_REQUEST))
+    await pool.start()
+    try:
+        intake = ReportIntake(store, pool=pool)
+        raw = body(report("killer-1"))
+        outcome = await intake.submit_body(raw)
+        assert outcome.outcome is Outcome.QUARANTINED
+        assert outcome.reason == "parser failure: ParseWorkerDied"
+        entry = await store.get_quarantine(outcome.pk)
+        assert entry is not None and entry.raw == raw  # nothing received is lost
+        assert pool.deaths == 2
+        await wait_for(lambda: pool.ready == 1, "a third worker ready")
+        assert pool.started == 3
+    finally:
+        await pool.close()
+        await store.close()
+
+
+async def test_workers_that_cannot_start_leave_the_parse_to_the_server(tmp_path):
+    store = SqliteReportStore(tmp_path / "r.sqlite3")
+    await store.open()
+    pool = ParsePool(1, command=(sys.executable, "-c", "raise SystemExit(3)"))
+    await pool.start()
+    try:
+        await wait_for(lambda: pool.deaths == MAX_FAILED_STARTS and not pool.processes,
+                       "the pool gives up")
+        assert pool.started == MAX_FAILED_STARTS  # then no more are started
+        with pytest.raises(ParsePoolUnavailable):
+            await pool.parse(b"{}", max_body=1024, max_decompressed=1024)
+        outcome = await ReportIntake(store, pool=pool).submit_body(body(report("inline-1")))
+        assert (outcome.outcome, outcome.report_id) == (Outcome.STORED, "inline-1")
+    finally:
+        await pool.close()
+        await store.close()
 
 
 def free_port() -> int:
