@@ -88,7 +88,6 @@ _PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
 # literal): what normalize_domain returns unchanged, checked without its exceptions.
 _NORMALISED = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
                          r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
 _DIGEST_LENGTH = {1: 32, 2: 64}  # TLSA matching types SHA-256, SHA-512 (RFC 6698 §2.1.3)
 
 
@@ -248,10 +247,13 @@ def _read(qname: str, rdtype: str, question: bytes, data: bytes,
 
 def fast_normalize(name: str) -> str:
     """:func:`~smtptls.net.dns.normalize_domain`, without its cost for a name that is
-    already normalised (the bulk run's own names: built from normalised ones)."""
-    if len(name) <= MAX_NAME and _NORMALISED.fullmatch(name) \
-            and not _DIGITS_AND_DOTS.fullmatch(name):
-        return name
+    already normalised but for a final dot (the bulk run's own names, the names in the
+    answers it reads): the same result, the same errors."""
+    text = name[:-1] if isinstance(name, str) and name.endswith(".") else name
+    # an all-numeric last label is refused there (RFC 3696 §2), an IPv4 literal too
+    if isinstance(text, str) and len(text) <= MAX_NAME and _NORMALISED.fullmatch(text) \
+            and not text.rpartition(".")[2].isdigit():
+        return text
     return normalize_domain(name)
 
 

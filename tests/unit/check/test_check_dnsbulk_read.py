@@ -147,7 +147,12 @@ def test_compression_loop_and_truncated_data_are_left_to_the_reference_reader():
     assert read_answer("a.test", "A", question, b"\x00" * 5, CONFIG) is None
 
 
-@given(st.text(max_size=80) | name_st)
+# names as answers carry them: any labels (all-numeric ones too), a final dot or not
+answer_name_st = st.tuples(st.lists(label, min_size=1, max_size=4).map(".".join),
+                           st.sampled_from(["", "."])).map("".join)
+
+
+@given(st.text(max_size=80) | name_st | answer_name_st)
 def test_fast_normalize_is_normalize_domain(name):
     try:
         expected = normalize_domain(name)
@@ -159,7 +164,9 @@ def test_fast_normalize_is_normalize_domain(name):
 
 
 @pytest.mark.parametrize("name", ["1.2.3.4", "10.0.0.256", "a..b", "-a.test", "A.Test",
-                                  "_25._tcp.mx.test", "x" * 64 + ".test"])
+                                  "_25._tcp.mx.test", "x" * 64 + ".test", "a.123",
+                                  "mx.example.com.", "1.2.3.4.", "a..", ".", "x" * 253 + ".",
+                                  "a.b-", " a.test"])
 def test_fast_normalize_named_cases(name):
     try:
         expected = normalize_domain(name)
