@@ -122,6 +122,14 @@ class CheckOptions:
                            step_timeout=min(30.0, self.timeout), total_timeout=self.timeout)
 
 
+async def _each(aws: list[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather`` of ``aws`` as a list, without a task for a single awaitable
+    (one MX host, one TLSA base, one rua URI: the common case)."""
+    if len(aws) == 1:
+        return [await aws[0]]
+    return list(await asyncio.gather(*aws))
+
+
 class _Memo:
     """A bounded, run-scoped memo of coroutine results with in-flight de-duplication."""
 
@@ -315,7 +323,7 @@ class Gatherer:
         pairs: list[tuple[int | None, str]] = list(targets[:MAX_HOSTS])
         if not mx.records:
             pairs = [(None, part.domain)]  # RFC 5321 §5.1 implicit MX; RFC 7672 §2.2.2
-        hosts = list(await asyncio.gather(*(self._host(h) for _, h in pairs)))
+        hosts = await _each([self._host(h) for _, h in pairs])
         part.hosts = [replace(h, preference=p) for (p, _), h in zip(pairs, hosts, strict=True)]
         if not self.options.smtp:
             return
@@ -343,8 +351,8 @@ class Gatherer:
             first = (await r.try_query(host, "CNAME")).security
         lookup = HostLookup(host, _worst(a.security, aaaa.security), chain, first)
         bases = tlsa_candidates(lookup)
-        answers = await asyncio.gather(*(r.try_query(tlsa_query_name(b, self.options.smtp_port),
-                                                     "TLSA") for b in bases))
+        answers = await _each([r.try_query(tlsa_query_name(b, self.options.smtp_port), "TLSA")
+                               for b in bases])
         tlsa = []
         for base, ans in zip(bases, answers, strict=True):
             records: list[TLSARecord] = []
@@ -463,8 +471,8 @@ class Gatherer:
         except SmtpTlsError:
             return
         uris = [u for u in record.report_uris][:MAX_RUA]
-        part.rua = list(await asyncio.gather(*(self._rua.get(
-            u, lambda u=u: self._probe_rua(u, part)) for u in uris)))
+        part.rua = await _each([self._rua.get(u, lambda u=u: self._probe_rua(u, part))
+                                for u in uris])
 
     async def _probe_rua(self, uri: str, part: _Partial | None = None) -> RuaFacts:
         scheme = uri.partition(":")[0].lower()
