@@ -182,8 +182,8 @@ class ReportIntake:
 
     async def _parse_small(self, body: bytes) -> ReportRecord:
         """A body of at most INLINE_PARSE_MAX bytes, decompressed to at most as many: in a
-        worker process of the pool, or on the event loop without one (or when the pool
-        has no worker running)."""
+        worker process of the pool, or on the event loop without one (or while none of
+        its workers is ready)."""
         if self.pool is not None:
             try:
                 return await self.pool.parse(body, max_body=self.max_body,

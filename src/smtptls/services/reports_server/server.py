@@ -140,9 +140,8 @@ class ReportsService:
         # Reports of concurrent submissions share a transaction (one fsync).
         self.committer = GroupCommitter(self.store, max_batch=cfg.commit_batch)
         workers = default_workers() if cfg.parse_workers is None else cfg.parse_workers
-        if workers:  # small reports parsed in worker processes, off the event loop
-            self.parse_pool = ParsePool(workers)
-            await self.parse_pool.start()
+        # Small reports parsed in worker processes, off the event loop.
+        self.parse_pool = ParsePool(workers) if workers else None
         intake = ReportIntake(self.store, max_body=cfg.max_body,
                               max_decompressed=cfg.max_decompressed,
                               dkim_lookup=lookup,
@@ -151,6 +150,8 @@ class ReportsService:
                               max_parallel_parses=cfg.max_parallel_parses,
                               committer=self.committer, pool=self.parse_pool)
         try:
+            if self.parse_pool is not None:
+                await self.parse_pool.start()
             if self.options.listen:
                 host, port = listen_address(self.options.listen, 8460)
                 app = create_app(self.store, intake, metrics=self.metrics, token=self.token,
