@@ -189,6 +189,11 @@ async def test_a_killed_worker_loses_no_report_and_is_replaced(tmp_path):
             assert replacement != pid
             status, answer = await post("after-the-kill")
             assert (status, answer["status"]) == (201, "stored")
+            # /metrics says so (the service has no token here)
+            async with session.get(f"http://127.0.0.1:{svc.http_port}/metrics") as r:
+                text = await r.text()
+            assert "smtptls_reports_parse_worker_deaths_total 1.0" in text
+            assert "smtptls_reports_parse_workers_ready 1.0" in text
             status, answer = await post("", b"{not json")
             assert (status, answer["status"]) == (400, "quarantined")  # the same answer
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "IntakeMetrics"]
@@ -65,6 +66,17 @@ class IntakeMetrics:
                       "held in memory by intake in progress", registry=self.registry)
         gauge.set_function(read)
 
+    def watch_parse_workers(self, ready: Callable[[], int], deaths: Callable[[], int]) -> None:
+        """Export the parse workers taking requests and those that ended unasked (both
+        read when scraped)."""
+        gauge = Gauge("smtptls_reports_parse_workers_ready", "Parse worker processes taking "
+                      "requests (parse_workers; 0: reports are parsed in the server)",
+                      registry=self.registry)
+        gauge.set_function(ready)
+        self.registry.register(_ReadCounter(
+            "smtptls_reports_parse_worker_deaths", "Parse worker processes that ended "
+            "without being asked to (each replaced; what it held sent to another)", deaths))
+
     def received(self, channel: str, outcome: str) -> None:
         self.reports.labels(_pick(channel, CHANNELS), _pick(outcome, OUTCOMES)).inc()
 
@@ -95,6 +107,19 @@ class IntakeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ReadCounter:
+    """A counter whose value is read from its owner when scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, value=self.read())]
 
 
 def _pick(value: str, allowed: tuple[str, ...]) -> str:

@@ -95,6 +95,9 @@ class ReportsService:
         # One budget for every HTTPS request and SMTP/LMTP session together.
         self.budget = InflightBudget(config.reports.max_inflight)
         self.metrics.watch_inflight(lambda: self.budget.used)
+        self.metrics.watch_parse_workers(
+            lambda: self.parse_pool.ready if self.parse_pool is not None else 0,
+            lambda: self.parse_pool.deaths if self.parse_pool is not None else 0)
         self.dkim_lookup = dkim_lookup  # None: TXT lookups through the configured DNS
         self._own_store = store is None
         self.committer: GroupCommitter | None = None
