@@ -30,26 +30,16 @@ import aiohttp
 import pytest
 import trustme
 
+from tests.integration.tlsrpt_reports import one_policy_report
+
 CLIENTS = 50
 KILL_AFTER = 300  # HTTPS reports acknowledged (and one mail) before the kill: mid-flight
 TOKEN = "durability-token"
 
 
 def report(report_id: str) -> dict:
-    domain = "durable.example"
-    return {"organization-name": "Durability Org", "report-id": report_id,
-            "contact-info": "tlsrpt@sender.example",
-            "date-range": {"start-datetime": "2024-06-01T00:00:00Z",
-                           "end-datetime": "2024-06-01T23:59:59Z"},
-            "policies": [{"policy": {"policy-type": "sts", "policy-domain": domain,
-                                     "policy-string": ["version: STSv1", "mode: enforce"],
-                                     "mx-host": [f"mx.{domain}"]},
-                          "summary": {"total-successful-session-count": 7,
-                                      "total-failure-session-count": 1},
-                          "failure-details": [{"result-type": "starttls-not-supported",
-                                               "receiving-mx-hostname": f"mx.{domain}",
-                                               "sending-mta-ip": "192.0.2.9",
-                                               "failed-session-count": 1}]}]}
+    return one_policy_report(report_id, domain="durable.example", org="Durability Org", ok=7,
+                             result_type="starttls-not-supported", sending_ip="192.0.2.9")
 
 
 def report_mail(rep: dict) -> bytes:

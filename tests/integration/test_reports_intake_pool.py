@@ -33,24 +33,14 @@ from smtptls.services.reports_server.parse_pool import (
 )
 from smtptls.services.reports_server.server import ReportsService, ServeOptions
 from smtptls.store.reports_sqlite import SqliteReportStore
+from tests.integration.tlsrpt_reports import one_policy_report
 
 JSON = {"Content-Type": "application/tlsrpt+json"}
 GZIP = {"Content-Type": "application/tlsrpt+gzip"}
 
 
 def report(report_id: str, domain: str = "pool.example") -> dict:
-    return {"organization-name": "Pool Org", "report-id": report_id,
-            "contact-info": "tlsrpt@sender.example",
-            "date-range": {"start-datetime": "2024-06-01T00:00:00Z",
-                           "end-datetime": "2024-06-01T23:59:59Z"},
-            "policies": [{"policy": {"policy-type": "sts", "policy-domain": domain,
-                                     "policy-string": ["version: STSv1", "mode: enforce"],
-                                     "mx-host": [f"mx.{domain}"]},
-                          "summary": {"total-successful-session-count": 5,
-                                      "total-failure-session-count": 1},
-                          "failure-details": [{"result-type": "certificate-expired",
-                                               "receiving-mx-hostname": f"mx.{domain}",
-                                               "failed-session-count": 1}]}]}
+    return one_policy_report(report_id, domain=domain, org="Pool Org", ok=5)
 
 
 def large_report(report_id: str) -> dict:
