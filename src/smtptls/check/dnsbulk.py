@@ -45,7 +45,6 @@ from smtptls.config import DnsConfig, parse_hostport
 from smtptls.dnssec import Security
 from smtptls.errors import ConfigError, DnsError, DnsTimeout
 from smtptls.net.dns import (
-    MAX_NAME,
     MAX_TXT_LENGTH,
     Answer,
     DnsResolver,
@@ -87,10 +86,6 @@ _RR = struct.Struct("!HHIH")
 _MAX_POINTERS = 64  # compression pointers followed in one name (a loop is malformed)
 # A name whose text form is its labels as they are (what dnspython prints unescaped).
 _PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]{1,63}")
-# An already normalised name (lower-case LDH labels, underscore allowed, not an address
-# literal): what normalize_domain returns unchanged, checked without its exceptions.
-_NORMALISED = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
-                         r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _DIGEST_LENGTH = {1: 32, 2: 64}  # TLSA matching types SHA-256, SHA-512 (RFC 6698 §2.1.3)
 
 
@@ -248,18 +243,6 @@ def _read(qname: str, rdtype: str, question: bytes, data: bytes,
     return Answer(qname, rdtype, tuple(records), security, (), int(ttl or 0))
 
 
-def fast_normalize(name: str) -> str:
-    """:func:`~smtptls.net.dns.normalize_domain`, without its cost for a name that is
-    already normalised but for a final dot (the bulk run's own names, the names in the
-    answers it reads): the same result, the same errors."""
-    text = name[:-1] if isinstance(name, str) and name.endswith(".") else name
-    # an all-numeric last label is refused there (RFC 3696 §2), an IPv4 literal too
-    if isinstance(text, str) and len(text) <= MAX_NAME and _NORMALISED.fullmatch(text) \
-            and not text.rpartition(".")[2].isdigit():
-        return text
-    return normalize_domain(name)
-
-
 def _question_end(wire: bytes) -> int:
     """Offset after the (single, uncompressed) question of a query we built."""
     pos = 12
@@ -399,7 +382,7 @@ class BulkResolver(DnsResolver):
         rdtype = rdtype.upper()
         if rdtype not in _RDTYPES:
             raise DnsError(f"unsupported record type {rdtype}", name=name, rdtype=rdtype)
-        qname = fast_normalize(name)
+        qname = normalize_domain(name)
         timeout = self.config.timeout
         async with self._inflight:
             try:

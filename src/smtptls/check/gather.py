@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from smtptls.check.dane import decide
-from smtptls.check.dnsbulk import BulkResolver, fast_normalize
+from smtptls.check.dnsbulk import BulkResolver
 from smtptls.check.facts import (
     DomainFacts,
     FetchFacts,
@@ -60,7 +60,7 @@ from smtptls.errors import (
 )
 from smtptls.mtasts.record import is_sts_candidate
 from smtptls.net import https
-from smtptls.net.dns import Answer, DnsResolver
+from smtptls.net.dns import Answer, DnsResolver, normalize_domain
 from smtptls.net.https import FetchResult, fetch_policy
 from smtptls.net.protocols import Resolver
 from smtptls.tlsrpt.record import is_tlsrpt_record, parse_record
@@ -282,7 +282,7 @@ class Gatherer:
         Raises :class:`~smtptls.errors.InvalidDomainError` for a name that cannot be a
         domain, and :class:`~smtptls.errors.ConfigError` for an unusable CA file.
         """
-        name = fast_normalize(domain)  # normalize_domain; a bulk list's names are normalised
+        name = normalize_domain(domain)
         started = time.monotonic()
         checked_at = self._clock()
         part = _Partial(name)
@@ -484,7 +484,7 @@ class Gatherer:
         address = uri.partition(":")[2].partition("?")[0]
         domain = address.rpartition("@")[2]
         try:
-            domain = fast_normalize(domain)
+            domain = normalize_domain(domain)
         except InvalidDomainError:
             return RuaFacts(uri, "mailto", False, f"{domain[:80]!r} is not a mail domain")
         if part is not None and part.mx_answer is not None and domain == part.domain:

@@ -6,11 +6,11 @@ target must not be an alias), RFC 7672 §2.2.1 (DNSSEC of the MX RRset for DANE)
 
 from __future__ import annotations
 
-from smtptls.check.dnsbulk import fast_normalize
 from smtptls.check.facts import DomainFacts, LookupFacts
 from smtptls.check.findings import Area, Finding, Severity
 from smtptls.dnssec import Security
 from smtptls.errors import InvalidDomainError
+from smtptls.net.dns import normalize_domain
 
 __all__ = ["MAX_HOSTS", "check_mx", "mx_targets"]
 
@@ -32,7 +32,7 @@ def mx_targets(mx: LookupFacts) -> tuple[list[tuple[int, str]], list[str]]:
         pref_text, _, exchange = text.partition(" ")
         try:
             pref = int(pref_text)
-            host = fast_normalize(exchange)  # normalize_domain, cheaper on DNS's own names
+            host = normalize_domain(exchange)
         except (ValueError, InvalidDomainError):
             bad.append(exchange or text)
             continue

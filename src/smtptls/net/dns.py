@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -92,6 +93,12 @@ def _ldh_label(label: str) -> bool:
     return all(c.isascii() and (c.isalnum() or c in "-_") for c in label)
 
 
+#: An already normalised name (lower-case LDH labels of 1 to 63 octets, underscore
+#: allowed): what the label walk of :func:`normalize_domain` returns unchanged.
+_NORMALISED = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+                         r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
 def normalize_domain(domain: str) -> str:
     """Return the lower-case A-label form of ``domain`` without a trailing dot.
 
@@ -100,7 +107,22 @@ def normalize_domain(domain: str) -> str:
     characters outside letters/digits/hyphen (underscore allowed for service labels),
     and IP address literals. U-labels are converted with IDNA 2008 (RFC 5891).
     Raises :class:`InvalidDomainError`.
+
+    A name already in that form (but for a final dot), as DNS answers and normalised
+    lists carry them, is returned without the label walk; an all-numeric last label
+    (RFC 3696 §2; an IPv4 literal has one) always takes the walk, which refuses it.
     """
+    if isinstance(domain, str):
+        text = domain[:-1] if domain.endswith(".") else domain
+        if len(text) <= MAX_NAME and _NORMALISED.fullmatch(text) \
+                and not text.rpartition(".")[2].isdigit():
+            return text
+    return _normalize_domain_walk(domain)
+
+
+def _normalize_domain_walk(domain: str) -> str:
+    """:func:`normalize_domain` label by label (the reference its quick form is tested
+    against)."""
     if not isinstance(domain, str):
         raise InvalidDomainError(f"not a domain name: {domain!r}")
     text = domain.strip()

@@ -19,13 +19,12 @@ from hypothesis import strategies as st
 from smtptls.check.dnsbulk import (
     _RDTYPES,
     _question_end,
-    fast_normalize,
     query_wire,
     read_answer,
 )
 from smtptls.config import DnsConfig
 from smtptls.errors import SmtpTlsError
-from smtptls.net.dns import answer_from_response, normalize_domain
+from smtptls.net.dns import answer_from_response
 
 CONFIG = DnsConfig(max_records=8)
 label = st.from_regex(r"[a-z0-9_](?:[a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
@@ -147,31 +146,3 @@ def test_compression_loop_and_truncated_data_are_left_to_the_reference_reader():
     assert read_answer("a.test", "A", question, b"\x00" * 5, CONFIG) is None
 
 
-# names as answers carry them: any labels (all-numeric ones too), a final dot or not
-answer_name_st = st.tuples(st.lists(label, min_size=1, max_size=4).map(".".join),
-                           st.sampled_from(["", "."])).map("".join)
-
-
-@given(st.text(max_size=80) | name_st | answer_name_st)
-def test_fast_normalize_is_normalize_domain(name):
-    try:
-        expected = normalize_domain(name)
-    except SmtpTlsError as exc:
-        with pytest.raises(type(exc)):
-            fast_normalize(name)
-    else:
-        assert fast_normalize(name) == expected
-
-
-@pytest.mark.parametrize("name", ["1.2.3.4", "10.0.0.256", "a..b", "-a.test", "A.Test",
-                                  "_25._tcp.mx.test", "x" * 64 + ".test", "a.123",
-                                  "mx.example.com.", "1.2.3.4.", "a..", ".", "x" * 253 + ".",
-                                  "a.b-", " a.test"])
-def test_fast_normalize_named_cases(name):
-    try:
-        expected = normalize_domain(name)
-    except SmtpTlsError:
-        with pytest.raises(SmtpTlsError):
-            fast_normalize(name)
-    else:
-        assert fast_normalize(name) == expected

@@ -25,6 +25,7 @@ from smtptls.net.dns import (
     DnsResolver,
     MxHost,
     TlsaRdata,
+    _normalize_domain_walk,
     answer_from_response,
     normalize_domain,
     run_sync,
@@ -348,3 +349,35 @@ def test_response_without_question_is_dns_error():
     msg = dns.message.from_text("id 1\nopcode QUERY\nrcode NOERROR\nflags QR\n")
     with pytest.raises(DnsError):
         answer_from_response("x.example", "TXT", msg, config=CFG)
+
+
+# --- normalize_domain's quick form is its label walk ---------------------------------------
+
+_label = st.from_regex(r"[a-z0-9_](?:[a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+_name = st.lists(_label, min_size=1, max_size=4).map(lambda x: ".".join(x) + ".test")
+# names as answers carry them: any labels (all-numeric ones too), a final dot or not
+_answer_name = st.tuples(st.lists(_label, min_size=1, max_size=4).map(".".join),
+                         st.sampled_from(["", "."])).map("".join)
+
+
+def _same_as_the_walk(name: str) -> None:
+    try:
+        expected = _normalize_domain_walk(name)
+    except SmtpTlsError as exc:
+        with pytest.raises(type(exc)):
+            normalize_domain(name)
+    else:
+        assert normalize_domain(name) == expected
+
+
+@given(st.text(max_size=80) | _name | _answer_name)
+def test_normalize_domain_quick_form_is_the_label_walk(name):
+    _same_as_the_walk(name)
+
+
+@pytest.mark.parametrize("name", ["1.2.3.4", "10.0.0.256", "a..b", "-a.test", "A.Test",
+                                  "_25._tcp.mx.test", "x" * 64 + ".test", "a.123",
+                                  "mx.example.com.", "1.2.3.4.", "a..", ".", "x" * 253 + ".",
+                                  "a.b-", " a.test"])
+def test_normalize_domain_quick_form_named_cases(name):
+    _same_as_the_walk(name)
