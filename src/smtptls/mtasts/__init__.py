@@ -17,23 +17,9 @@ Every public function raises only :class:`smtptls.errors.PolicyError` subclasses
 matching functions never raise.
 """
 
-from smtptls.mtasts.cache_logic import (
-    Action,
-    CachedPolicy,
-    Delivery,
-    Failure,
-    FetchOutcome,
-    FetchResult,
-    Verdict,
-    alert_on_refresh_failure,
-    apply_fetch_result,
-    decide_refresh,
-    effective_policy,
-    live,
-    needs_proactive_refresh,
-    no_mx_left,
-    sender_action,
-)
+from __future__ import annotations
+
+from smtptls.lazy import lazy_exports
 from smtptls.mtasts.match import cert_matches, mx_matches, normalize_host
 from smtptls.mtasts.policy import (
     MAX_AGE_LIMIT,
@@ -44,6 +30,13 @@ from smtptls.mtasts.policy import (
     parse_policy,
 )
 from smtptls.mtasts.record import StsRecord, is_sts_candidate, parse_txt_records
+
+# The cache and refresh logic loads on first use, not with the package: record, policy
+# and matching are what a checker or a publisher reads.
+_LAZY = {name: "cache_logic" for name in (
+    "Action", "CachedPolicy", "Delivery", "Failure", "FetchOutcome", "FetchResult",
+    "Verdict", "alert_on_refresh_failure", "apply_fetch_result", "decide_refresh",
+    "effective_policy", "live", "needs_proactive_refresh", "no_mx_left", "sender_action")}
 
 __all__ = [
     "MAX_AGE_LIMIT",
@@ -74,3 +67,5 @@ __all__ = [
     "parse_txt_records",
     "sender_action",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -16,18 +16,26 @@ No I/O here: text and bytes in, frozen values out; every error is a
 
 from __future__ import annotations
 
-from smtptls.tlsrpt.mail import (
-    ReportAttachment,
-    ReportFilename,
-    ReportSubject,
-    extract_reports_from_message,
-    parse_filename,
-    parse_subject,
-    reports_from_message,
-)
-from smtptls.tlsrpt.reader import parse_report
+from smtptls.lazy import lazy_exports
 from smtptls.tlsrpt.record import TlsrptRecord, parse_record, parse_txt_records, record_name
-from smtptls.tlsrpt.report import FailureDetail, PolicyResult, PolicyType, Report, ResultType
+
+# The report model, its reader and the mail form load on first use, not with the package:
+# the record (§3) is what checkers and senders read before any report.
+_LAZY = {
+    "ReportAttachment": "mail",
+    "ReportFilename": "mail",
+    "ReportSubject": "mail",
+    "extract_reports_from_message": "mail",
+    "parse_filename": "mail",
+    "parse_subject": "mail",
+    "reports_from_message": "mail",
+    "parse_report": "reader",
+    "FailureDetail": "report",
+    "PolicyResult": "report",
+    "PolicyType": "report",
+    "Report": "report",
+    "ResultType": "report",
+}
 
 __all__ = [
     "FailureDetail",
@@ -48,3 +56,5 @@ __all__ = [
     "record_name",
     "reports_from_message",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
