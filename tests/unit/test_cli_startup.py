@@ -9,44 +9,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from smtptls.cli.main import COMMANDS, build_parser, chosen_command
+from tests.import_probe import imported_after
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Modules no command needs for its parser, only for its work.
 HEAVY = ("aiohttp", "dns.resolver", "cryptography.x509", "smtptls.check.gather",
          "smtptls.check.bulk", "smtptls.services.policy_server", "OpenSSL", "dkim")
 
 
-def _imported_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\n"
-                          "print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, timeout=60,
-                         env={"PYTHONPATH": str(ROOT / "src")})
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def test_importing_the_cli_imports_no_heavy_module() -> None:
-    loaded = _imported_after("import smtptls.cli.main")
+    loaded = imported_after("import smtptls.cli.main")
     assert not [m for m in HEAVY if m in loaded]
 
 
 def test_policyd_daemon_imports_no_certificate_or_http_code() -> None:
     """policyd answers its first lookups before cryptography and aiohttp load: the
     DANE decision it imports reads no certificate (that is the MTA's job)."""
-    loaded = _imported_after("import smtptls.cli.policyd, smtptls.services.policyd.daemon")
+    loaded = imported_after("import smtptls.cli.policyd, smtptls.services.policyd.daemon")
     assert not {"cryptography", "cryptography.x509", "aiohttp", "dkim", "OpenSSL"} & loaded
     assert "smtptls.engine.destination" in loaded  # the decision itself is there
 
 
 def test_help_builds_its_parser_without_any_command_module() -> None:
-    loaded = _imported_after("from smtptls.cli.main import build_parser\n"
+    loaded = imported_after("from smtptls.cli.main import build_parser\n"
                              "build_parser(['--help'])")
     assert not [m for m in HEAVY if m in loaded]
     modules = {f"smtptls.cli.{m}" for m, _ in COMMANDS.values()}
@@ -54,7 +42,7 @@ def test_help_builds_its_parser_without_any_command_module() -> None:
 
 
 def test_a_command_imports_its_own_module_only() -> None:
-    loaded = _imported_after("from smtptls.cli.main import build_parser\n"
+    loaded = imported_after("from smtptls.cli.main import build_parser\n"
                              "build_parser(['publish', 'tlsrpt', '--help'])")
     assert "smtptls.cli.publish" in loaded
     assert "smtptls.cli.check" not in loaded and "smtptls.check.bulk" not in loaded

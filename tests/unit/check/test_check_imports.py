@@ -7,27 +7,17 @@ part of the CPU it spends per domain. What is imported, not how long it takes.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from tests.import_probe import imported_after
 
-ROOT = Path(__file__).resolve().parents[3]
 #: Loaded only by SMTP probes (certificates, DANE chains) or HTTPS rua probes.
 NOT_FOR_BULK = ("aiohttp", "cryptography", "OpenSSL", "smtptls.dane.verify",
-                "smtptls.dane.publish", "smtptls.net.smtp")
-
-
-def _imported_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\n"
-                          "print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, timeout=60,
-                         env={"PYTHONPATH": str(ROOT / "src")})
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+                "smtptls.dane.publish", "smtptls.net.smtp",
+                # the report side of TLSRPT: a checker reads only the record (§3)
+                "smtptls.tlsrpt.mail", "smtptls.tlsrpt.reader", "smtptls.tlsrpt.decode")
 
 
 def test_bulk_checker_imports_no_http_client_or_certificate_code() -> None:
-    loaded = _imported_after("import smtptls.cli.main, smtptls.cli.check\n"
+    loaded = imported_after("import smtptls.cli.main, smtptls.cli.check\n"
                              "from smtptls.check.gather import CheckOptions, Gatherer\n"
                              "from smtptls.config import DnsConfig\n"
                              "Gatherer(CheckOptions(DnsConfig(nameservers=('127.0.0.1',)),"
