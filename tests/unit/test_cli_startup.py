@@ -41,6 +41,14 @@ def test_help_builds_its_parser_without_any_command_module() -> None:
     assert not modules & loaded
 
 
+def test_help_runs_without_the_event_loop_or_logging() -> None:
+    """`smtptls --help` ends in argparse: asyncio and logging load only for a command."""
+    loaded = imported_after("from smtptls.cli.main import main\n"
+                            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+    assert not {"asyncio", "logging", "smtptls.logs"} & loaded
+    assert "argparse" in loaded
+
+
 def test_a_command_imports_its_own_module_only() -> None:
     loaded = imported_after("from smtptls.cli.main import build_parser\n"
                              "build_parser(['publish', 'tlsrpt', '--help'])")

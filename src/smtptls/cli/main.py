@@ -16,7 +16,6 @@ import sys
 from typing import NoReturn
 
 import smtptls
-from smtptls import logs
 from smtptls.cli.output import EXIT_ERROR, Formatter, print_json
 from smtptls.errors import SmtpTlsError
 
@@ -107,7 +106,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and usage errors end here, before logging loads
+    from smtptls import logs
+
     logs.setup(args.log_level or "warning", args.log_format or "text")
     func = getattr(args, "func", None)
     if func is None:

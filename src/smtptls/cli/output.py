@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,8 @@ S = TypeVar("S", bound=_Store)
 
 def run_with_store(store: S, fn: Callable[[S], Awaitable[T]]) -> T:
     """Open ``store``, run ``fn(store)`` on a fresh event loop, and always close it."""
+
+    import asyncio  # here: `smtptls --help` and the parsers do not need it
 
     async def run() -> T:
         await store.open()
