@@ -4,8 +4,8 @@ Method:
 
 - Both commands are run through their console scripts, as an operator types them,
   with stdout and stderr discarded. parsedmarc is the one in the git-ignored
-  ``.peers/parsedmarc`` venv that ``bench_report_import.py`` installs (installed here
-  the same way when missing).
+  ``.peers/parsedmarc`` venv that ``bench_report_import.py`` installs (its installer
+  runs when the venv is missing).
 - Byte-code caches are warm for both: each command runs once, not counted, before the
   measurement (``PYTHONDONTWRITEBYTECODE`` is unset and the caches go to
   ``.peers/pycache``, so a source tree that cannot be written still gets them).
@@ -30,18 +30,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# the peer as the import benchmark installs and measures it (.peers/parsedmarc)
+from bench_report_import import PEER, ensure_peer  # noqa: E402
+
 OURS = Path(sys.executable).parent / "smtptls"
-PEER_DIR = ROOT / ".peers" / "parsedmarc"
-PEER = PEER_DIR / "bin" / "parsedmarc"
-PEER_REQUIREMENT = "parsedmarc==11.1.0"  # the version bench_report_import.py measures
-
-
-def ensure_peer() -> None:
-    if not PEER.exists():
-        print(f"installing {PEER_REQUIREMENT} into {PEER_DIR}", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_DIR)], check=True)
-        subprocess.run([str(PEER_DIR / "bin" / "python"), "-m", "pip", "install", "-q",
-                        PEER_REQUIREMENT], check=True)
 
 
 def _env() -> dict[str, str]:
