@@ -47,6 +47,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from smtptls.cpus import usable_cpus
 from smtptls.errors import ReportError
 from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.intake import (
@@ -273,10 +274,7 @@ class ImportOptions:
 
 def default_workers() -> int:
     """One parser process per CPU this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 # --- parsing (pure, in worker processes) -----------------------------------------------

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from smtptls.cpus import usable_cpus
 from smtptls.logs import get_logger
 
 if TYPE_CHECKING:  # a worker imports the store's record with the intake, signals ignored
@@ -90,11 +91,7 @@ class ParseWorkerDied(Exception):
 
 def default_workers() -> int:
     """One fewer than the CPUs this process may run on (the event loop keeps one)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(0, cpus - 1)
+    return usable_cpus() - 1
 
 
 @dataclass(slots=True)
