@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import hashlib
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +235,22 @@ def _list_run_id(domains: list[str]) -> str:
     return f"list-{digest[:16]}"
 
 
+@contextlib.contextmanager
+def _bulk_collector() -> Iterator[None]:
+    """For the run: what start-up built (modules, the parser, the options) lives for the
+    whole run, so it is frozen (no collection walks it again, in this process or its
+    forked workers) and the young generation is larger; both are put back after, so a
+    caller running the CLI in process (tests, scripts) keeps its own settings."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*BULK_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 def _bulk(args: argparse.Namespace) -> int:
     options = _options(args, bulk=True)
     k, n = parse_shard(args.shard)
@@ -307,11 +325,7 @@ def _bulk(args: argparse.Namespace) -> int:
                 return await run_bulk(todo, g, concurrency=args.concurrency, out=sink,
                                       summary=summary, on_done=done)
 
-        # What start-up built (modules, the parser, the options) lives for the whole run:
-        # frozen, no collection walks it again, in this process or its forked workers.
-        gc.freeze()
-        gc.set_threshold(*BULK_GC_THRESHOLD)
-        with _Progress(len(todo), show) as progress:
+        with _bulk_collector(), _Progress(len(todo), show) as progress:
             if args.workers > 1:
                 run_bulk_processes(todo, options, workers=args.workers,
                                    concurrency=args.concurrency, out=sink, summary=summary,
