@@ -73,6 +73,7 @@ __all__ = ["ImportOptions", "ImportSummary", "import_paths", "iter_sources"]
 MAX_FILES = 1_000_000  # files visited per import at most
 MAX_DEPTH = 16  # directory recursion depth
 MAX_MBOX = 4 * 1024**3  # bytes of one mbox file
+READ_STEP = 1024**2  # bytes per read once a file is longer than it said
 #: Reports per group commit: an fsync costs about as much as storing a few hundred
 #: small reports, so larger batches gain little and delay what the user sees.
 DEFAULT_BATCH = 200
@@ -138,14 +139,28 @@ class Source:
 
 
 def _read_capped(path: Path, cap: int) -> bytes:
+    """The file's bytes, at most ``cap`` (more is an error); one read for a small file.
+
+    The first read asks for the size ``fstat`` gives plus one byte (a read of ``cap``
+    would allocate ``cap`` bytes for every file, however small), and reading goes on
+    until the end of the file or past the cap, so a file that grows is still bounded.
+    """
     try:
-        with path.open("rb") as fh:
-            data = fh.read(cap + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            want = min(os.fstat(fd).st_size, cap) + 1
+            chunks = [os.read(fd, want)]
+            total = len(chunks[0])
+            while chunks[-1] and total <= cap:
+                chunks.append(os.read(fd, min(READ_STEP, cap + 1 - total)))
+                total += len(chunks[-1])
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ReportError(f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > cap:
+    if total > cap:
         raise ReportError(f"larger than {cap} bytes")
-    return data
+    return chunks[0] if len(chunks) <= 2 else b"".join(chunks)  # noqa: PLR2004 - data, end
 
 
 def _head(path: Path) -> bytes:
@@ -203,13 +218,16 @@ def _mbox_sources(path: Path, max_message: int) -> Iterator[Source]:
 
 def _maildir_sources(path: Path, max_message: int) -> Iterator[Source]:
     for sub in ("new", "cur"):
+        folder = path / sub
         try:
-            entries = sorted((path / sub).iterdir())
+            # scandir: the entry's type comes with the listing, no stat per message
+            with os.scandir(folder) as listing:
+                names = sorted(e.name for e in listing
+                               if not e.name.startswith(".") and e.is_file())
         except OSError as exc:
-            raise ReportError(f"cannot list {path / sub}: {exc.strerror or exc}") from None
-        for entry in entries:
-            if entry.is_file() and not entry.name.startswith("."):
-                yield Source.file(entry, "mail", max_message)
+            raise ReportError(f"cannot list {folder}: {exc.strerror or exc}") from None
+        for name in names:
+            yield Source.file(folder / name, "mail", max_message)
 
 
 def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
