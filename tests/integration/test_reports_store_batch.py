@@ -12,6 +12,7 @@ import pytest
 
 from smtptls.errors import StoreError
 from smtptls.store.reports_base import AddStatus, Channel, DkimStatus, ReportRecord
+from smtptls.store.reports_sql import KNOWN_KEYS_STEP
 from tests.integration.reports_store_support import KINDS, opened, record, via
 
 
@@ -59,6 +60,41 @@ async def test_rfc8460_4_4_batch_is_idempotent_like_add_report(kind, tmp_path):
         assert (await s.counts())["reports"] == 4
         summary = await s.summary()
         assert (summary.reports, summary.successful, summary.failed) == (3, 5 + 7 + 2, 1 + 0 + 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_rfc8460_4_4_a_key_is_its_report_id_and_organization_in_a_batch(kind, tmp_path):
+    # The batch reads the stored keys among its report ids at once: a report-id known
+    # under another organization is a new key; the same key later in the batch is not.
+    async with opened(kind, tmp_path) as s:
+        await s.add_report(record("shared", 1, 0, org="First"), via(Channel.HTTPS))
+        res = await s.add_reports([
+            (record("shared", 2, 0, org="Second"), via(Channel.IMPORT)),
+            (record("shared", 3, 0, org="Third"), via(Channel.IMPORT)),
+            (record("shared", 4, 0, org="Second"), via(Channel.IMPORT)),  # conflict
+            (record("shared", 1, 0, org="First"), via(Channel.IMPORT)),  # duplicate
+        ])
+        assert [r.status for r in res] == [AddStatus.STORED, AddStatus.STORED,
+                                          AddStatus.CONFLICT, AddStatus.DUPLICATE]
+        assert res[2].conflicts_with == (res[0].pk,)
+        assert res[0].counted is True and res[1].counted is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_rfc8460_4_4_known_keys_are_found_past_one_lookup_of_report_ids(kind, tmp_path):
+    # More report ids than one lookup of stored keys takes: a known key in each part.
+    async with opened(kind, tmp_path) as s:
+        n = 2 * KNOWN_KEYS_STEP + 7
+        records = many(n, "w")
+        known = [records[3], records[KNOWN_KEYS_STEP + 5], records[-1]]
+        firsts = await s.add_reports([(r, via(Channel.HTTPS)) for r in known])
+        res = await s.add_reports([(r, via(Channel.IMPORT)) for r in records])
+        dup = {r.report_id for r in known}
+        assert [r.status for r in res] == [
+            AddStatus.DUPLICATE if rec.report_id in dup else AddStatus.STORED
+            for rec in records]
+        assert [res[3].pk, res[KNOWN_KEYS_STEP + 5].pk, res[-1].pk] == [f.pk for f in firsts]
+        assert (await s.counts())["reports"] == n
 
 
 @pytest.mark.parametrize("kind", KINDS)

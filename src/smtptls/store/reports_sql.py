@@ -177,6 +177,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)
 ON CONFLICT (report_id, organization, body_sha256) DO NOTHING
 RETURNING id
 """
+# The keys already stored among a batch's report ids (one query for many reports).
+KNOWN_KEYS = "SELECT DISTINCT report_id, organization FROM reports WHERE report_id IN ({marks})"
+KNOWN_KEYS_STEP = 500  # report ids per query: under every SQLite's limit of 999 parameters
 SELECT_SAME_KEY = ("SELECT id, provenance, counted FROM reports "
                    "WHERE report_id = ? AND organization = ? ORDER BY id")
 SELECT_SAME_BODY = ("SELECT id, provenance FROM reports "
@@ -234,14 +237,17 @@ class Query:
 Plan = Generator[Query, list[tuple[Any, ...]], T]
 
 
-def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
-                    ) -> Plan[AddResult]:
+def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits, *,
+                    new_key: bool = False) -> Plan[AddResult]:
     """Store one report inside the caller's transaction (the backend commits).
 
     A byte-identical report under a known key is a duplicate (a better provenance is
     noted on the stored one); a different body under a known key is stored too and every
     report of the key is marked as a conflict. One report per key is counted:
     :func:`counted_report` decides, and the policies and failures rows follow.
+    ``new_key``: the caller has found, in this transaction and under the key's lock, that
+    no report has this key; the report is then the key's only one (stored, counted) and
+    the key's other reports are not read.
     """
     digest = record.digest or report_digest(record.raw_json)
     key = (record.report_id, record.organization)
@@ -261,8 +267,12 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits
         others = tuple(int(g[0]) for g in group if int(g[0]) != pk)
         return AddResult(pk, AddStatus.DUPLICATE, counted=winner == pk, conflicts_with=others)
     pk = int(rows[0][0])
-    group = yield Query(SELECT_SAME_KEY, key)
-    winner = yield from _recount(group, pk, pk)
+    if new_key:
+        group: list[tuple[Any, ...]] = [(pk, str(provenance), 1)]
+        winner = pk
+    else:
+        group = yield Query(SELECT_SAME_KEY, key)
+        winner = yield from _recount(group, pk, pk)
     bounded = record.bounded(limits.max_failure_rows)
     counted = int(winner == pk)
     organization = bounded.organization
@@ -289,10 +299,30 @@ def add_reports_plan(items: Sequence[tuple[ReportRecord, Intake]], limits: Store
     (two bodies under one key in one batch are a conflict, the same body twice a
     duplicate), and the results come back in item order.
     """
+    known = yield from _known_keys([record.report_id for record, _ in items])
     results: list[AddResult] = []
     for record, intake in items:
-        results.append((yield from add_report_plan(record, intake, limits)))
+        key = (record.report_id, record.organization)
+        results.append((yield from add_report_plan(record, intake, limits,
+                                                   new_key=key not in known)))
+        known.add(key)
     return results
+
+
+def _known_keys(report_ids: Sequence[str]) -> Generator[Query, list[tuple[Any, ...]],
+                                                         set[tuple[str, str]]]:
+    """The (report-id, organization) keys already stored among these report ids.
+
+    Read inside the batch's transaction, after its key locks (PostgreSQL) or its write
+    lock (SQLite), so no other writer adds one of these keys before the batch commits.
+    """
+    known: set[tuple[str, str]] = set()
+    wanted = sorted(set(report_ids))
+    for i in range(0, len(wanted), KNOWN_KEYS_STEP):
+        step = wanted[i:i + KNOWN_KEYS_STEP]
+        rows = yield Query(KNOWN_KEYS.format(marks=", ".join("?" * len(step))), step)
+        known.update((str(r[0]), str(r[1])) for r in rows)
+    return known
 
 
 def add_quarantines_plan(items: Sequence[tuple[bytes, str, Intake]], limits: StoreLimits
