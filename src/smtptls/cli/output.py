@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,8 +16,49 @@ EXIT_NEGATIVE = 1  # a finding or a negative result (no policy, verification fai
 EXIT_ERROR = 2  # bad input, bad usage, an error
 
 
+def json_text(obj: Any) -> str:
+    """``json.dumps(obj, indent=2, default=str)``, the same text, written by orjson.
+
+    The standard encoder writes indented text in pure Python (the 5,000 items an import
+    lists took 15 ms; orjson under 1 ms). orjson hands dates, times and dataclasses to
+    ``default`` as the standard encoder does; where its text could differ (a non-ASCII
+    character, which the standard encoder escapes; a float, written in another form; a
+    plain enum member, written by value; a value orjson refuses) the standard encoder
+    writes it.
+    """
+    import orjson  # noqa: PLC0415 - only once a command prints JSON
+
+    try:
+        text = orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2
+                            | orjson.OPT_PASSTHROUGH_DATACLASS
+                            | orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = ""
+    if not text or not text.isascii() or not _orjson_same(obj):
+        return json.dumps(obj, indent=2, sort_keys=False, default=str)
+    return text
+
+
+def _orjson_same(obj: Any) -> bool:
+    """Whether ``obj`` holds nothing orjson writes unlike the standard encoder."""
+    todo = [obj]
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if isinstance(value, dict):
+            todo.extend(value.values())
+        elif kind is tuple or isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, (float, tuple)) or (  # a named tuple goes to ``default``
+                isinstance(value, enum.Enum) and not isinstance(value, (str, int))):
+            return False
+    return True
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
