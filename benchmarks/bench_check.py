@@ -61,6 +61,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_env import bytecode_env  # noqa: E402
 
 from tests.lab import LabDomain, PolicyHost  # noqa: E402
 from tests.lab.lab import Lab  # noqa: E402
@@ -187,10 +190,7 @@ def _our_env() -> dict[str, str]:
     """smtptls from src/, with its bytecode cached (in the git-ignored .peers/, not in
     src/) as an installed package has it: checkdmarc's pip install compiled its own,
     and a checker that compiles its modules anew on every start measures the compiler."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"),
-               PYTHONPYCACHEPREFIX=str(ROOT / ".peers" / "pycache"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
+    return bytecode_env(PYTHONPATH=str(ROOT / "src"))
 
 
 def _run_smtptls(lab: Lab, listing: Path, work: Path, concurrency: int, workers: int) -> dict:

@@ -33,15 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # the peer as the import benchmark installs and measures it (.peers/parsedmarc)
+from bench_env import bytecode_env  # noqa: E402
 from bench_report_import import PEER, ensure_peer  # noqa: E402
 
 OURS = Path(sys.executable).parent / "smtptls"
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(ROOT / ".peers" / "pycache"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
 
 
 def run_once(command: list[str], env: dict[str, str]) -> float:
@@ -67,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs takes a number of at least 1")
-    env = _env()
+    env = bytecode_env()
     commands = {"smtptls --help": [str(OURS), "--help"]}
     if not args.no_peer:
         ensure_peer()

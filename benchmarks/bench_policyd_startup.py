@@ -41,6 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_env import bytecode_env  # noqa: E402
 
 # stdlib only, shared with the end-to-end tests
 from tests.e2e.socketmap_client import (  # noqa: E402
@@ -88,8 +91,7 @@ def first_answer(kind: str, workdir: Path) -> float:
     argv = command(kind, port, workdir)
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ,
-                                                          "SMTPTLS_STATE_DIR": str(workdir)})
+                            stderr=subprocess.PIPE, env=bytecode_env(SMTPTLS_STATE_DIR=str(workdir)))
     try:
         sock = connect_when_listening(port, proc, limit=TIMEOUT - (time.perf_counter() - started),
                                       pause=0.001, connect_timeout=TIMEOUT)

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_env import bytecode_env  # noqa: E402
 from bench_tlsrpt_store import make_reports  # noqa: E402
 
 PEER_DIR = ROOT / ".peers" / "parsedmarc"
@@ -155,7 +156,7 @@ def run_smtptls(tmp: Path, maildir: Path, n: int, workers: int) -> float:
         f.unlink()
     start = time.perf_counter()
     done = subprocess.run([str(SMTPTLS), "reports", "import", "--db", str(db), "--json",
-                           "--workers", str(workers), str(maildir)],
+                           "--workers", str(workers), str(maildir)], env=bytecode_env(),
                           capture_output=True, text=True, timeout=1800, check=False)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
