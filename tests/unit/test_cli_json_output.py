@@ -39,7 +39,7 @@ class Row:
 Point = namedtuple("Point", "x y")  # noqa: PYI024 - a named tuple is the case tested
 
 leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(),
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.sampled_from([1e16, 1e-05, 0.1, 2.5, -0.0, 1e300]), st.text(),
     st.sampled_from([Plain.A, Text.B, Number.C, Row(1), Point(1, 2.5), b"raw", {1, 2},
                      datetime(2024, 5, 1, 12, tzinfo=UTC), date(2024, 5, 1),
                      uuid.UUID(int=7), 2**70, -(2**64), OrderedDict(a=1), "é", "\ud800"]),
@@ -59,7 +59,7 @@ def test_the_text_is_the_standard_encoders(tree):
 
 
 def test_an_import_listing_is_written_by_orjson_and_is_the_same_text(monkeypatch):
-    listing = {"sources": 2, "errors": [],
+    listing = {"sources": 2, "errors": [], "seconds": 1.234,
                "items": [{"source": f"/m/cur/{i}", "status": "stored", "id": i,
                           "report_id": f"r-{i}", "counted": True, "conflicts_with": []}
                          for i in range(2)]}

@@ -22,9 +22,9 @@ def json_text(obj: Any) -> str:
     The standard encoder writes indented text in pure Python (the 5,000 items an import
     lists took 15 ms; orjson under 1 ms). orjson hands dates, times and dataclasses to
     ``default`` as the standard encoder does; where its text could differ (a non-ASCII
-    character, which the standard encoder escapes; a float, written in another form; a
-    plain enum member, written by value; a value orjson refuses) the standard encoder
-    writes it.
+    character, which the standard encoder escapes; a float orjson writes in another
+    form; a plain enum member, written by value; a value orjson refuses) the standard
+    encoder writes it.
     """
     import orjson  # noqa: PLC0415 - only once a command prints JSON
 
@@ -34,12 +34,12 @@ def json_text(obj: Any) -> str:
                             | orjson.OPT_PASSTHROUGH_DATETIME).decode()
     except (TypeError, orjson.JSONEncodeError):
         text = ""
-    if not text or not text.isascii() or not _orjson_same(obj):
+    if not text or not text.isascii() or not _orjson_same(obj, orjson.dumps):
         return json.dumps(obj, indent=2, sort_keys=False, default=str)
     return text
 
 
-def _orjson_same(obj: Any) -> bool:
+def _orjson_same(obj: Any, dumps: Callable[[Any], bytes]) -> bool:
     """Whether ``obj`` holds nothing orjson writes unlike the standard encoder."""
     todo = [obj]
     while todo:
@@ -51,6 +51,10 @@ def _orjson_same(obj: Any) -> bool:
             todo.extend(value.values())
         elif kind is tuple or isinstance(value, list):
             todo.extend(value)
+        elif kind is float:
+            # the same digits (1.5, 0.25), not another form (1e16 for 1e+16, null for nan)
+            if dumps(value) != float.__repr__(value).encode():
+                return False
         elif isinstance(value, (float, tuple)) or (  # a named tuple goes to ``default``
                 isinstance(value, enum.Enum) and not isinstance(value, (str, int))):
             return False

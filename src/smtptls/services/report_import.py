@@ -93,8 +93,10 @@ class ImportSummary:
     duplicate: int = 0
     conflict: int = 0
     quarantined: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    outcomes: list[tuple[str, IntakeOutcome]] = field(default_factory=list)
+    # Left out of the repr: asyncio's runner writes the repr of its task, result and all,
+    # when it puts back the SIGINT handler (a ValueError message it throws away).
+    errors: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    outcomes: list[tuple[str, IntakeOutcome]] = field(default_factory=list, repr=False)
 
     def add(self, source: str, outcome: IntakeOutcome) -> None:
         self.outcomes.append((source, outcome))
