@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/bench_report_import.py [-n 5000] [--reps 3]``.
 
 5,000 (``-n``) RFC 8460 §5.3 report mails (multipart/report, a text part and an
-``application/tlsrpt+gzip`` attachment, Google-like headers; 1-3 policies and 0-4
+``application/tlsrpt+gzip`` attachment, Google-like headers, a boundary of its own per mail; 1-3 policies and 0-4
 failure details per report, every report-id distinct) are written into a temporary
 maildir. Both sides read the same files, as whole processes started from the shell,
 timed from start to exit:
@@ -65,6 +65,7 @@ def report_mail(i: int, report: dict) -> bytes:
     lines = [text[j:j + 76] for j in range(0, len(text), 76)]
     domain = report["policies"][0]["policy"]["policy-domain"]
     name = f"google.com!{domain}!1714521600!1714607999!{i:06d}.json.gz"
+    boundary = f"000000000000{i:016x}"  # each mail its own, as senders make them
     headers = [
         f"Received: by mail-sor-f69.google.com with SMTP id bench.{i}; "
         "Thu, 02 May 2024 00:00:00 -0700 (PDT)",
@@ -79,17 +80,17 @@ def report_mail(i: int, report: dict) -> bytes:
         "To: tlsrpt@example.net",
         f"TLS-Report-Domain: {domain}",
         "TLS-Report-Submitter: google.com",
-        'Content-Type: multipart/report; boundary="000000000000bench"; report-type="tlsrpt"',
+        f'Content-Type: multipart/report; boundary="{boundary}"; report-type="tlsrpt"',
         "",
     ]
     body = [
-        "--000000000000bench", 'Content-Type: text/plain; charset="UTF-8"', "",
+        f"--{boundary}", 'Content-Type: text/plain; charset="UTF-8"', "",
         "This is an aggregate TLS report from google.com", "",
-        "--000000000000bench",
+        f"--{boundary}",
         f'Content-Type: application/tlsrpt+gzip; name="{name}"',
         f'Content-Disposition: attachment; filename="{name}"',
         "Content-Transfer-Encoding: base64", "", *lines,
-        "--000000000000bench--", "",
+        f"--{boundary}--", "",
     ]
     return CRLF.join(headers + body).encode("ascii")
 

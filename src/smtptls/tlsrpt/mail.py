@@ -34,6 +34,7 @@ import email.message
 import email.policy
 import email.utils
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -299,6 +300,37 @@ def _split_head(block: bytes) -> tuple[bytes, bytes] | None:
     return block[:m.start()], block[m.end():]
 
 
+def delimiter_lines(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is-close) of each boundary delimiter line of a multipart body.
+
+    What ``re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)``
+    finds (RFC 2046 §5.1.1: a delimiter line, white space allowed after it; ``end``
+    is before the line's LF), without compiling an expression for every message's
+    boundary (some 50 µs each, more than the rest of the walk).
+    """
+    marker = b"--" + boundary
+    size = len(body)
+    pos = 0
+    while (i := body.find(marker, pos)) >= 0:
+        pos = i + 1
+        if i and body[i - 1] != _LF:
+            continue  # not at the start of a line
+        k = i + len(marker)
+        close = body.startswith(b"--", k)
+        if close:
+            k += 2
+        while k < size and body[k] in _BLANKS:
+            k += 1
+        if k < size and body[k] == _CR:
+            k += 1
+        if k == size or body[k] == _LF:
+            yield i, k, close
+            pos = k
+
+
+_LF, _CR, _BLANKS = 0x0A, 0x0D, (0x20, 0x09)
+
+
 def _quick_walk(raw: bytes, *, strict: bool, max_parts: int) -> ReportMail | None:
     """The one-level multipart walk of :func:`read_report_mail`; None: use the full one."""
     split = _split_head(raw)
@@ -317,24 +349,22 @@ def _quick_walk(raw: bytes, *, strict: bool, max_parts: int) -> ReportMail | Non
     boundary = top.get_boundary()
     if not boundary or len(boundary) > 200 or not boundary.isascii():
         return None
-    delimiter = re.compile(rb"^--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*\r?$",
-                           re.M)
     found: list[ReportAttachment] = []
     seen = 1  # the message itself, as the full walk counts it
     start: int | None = None
-    for m in delimiter.finditer(body):
+    for first, last, close in delimiter_lines(body, boundary.encode("ascii")):
         if start is not None:
-            end = m.start()
+            end = first
             end -= 2 if body[end - 2:end] == b"\r\n" else 1 if body[end - 1:end] == b"\n" else 0
             seen += 1
             if seen > max_parts:
                 return None
             if not _quick_part(body[start:max(start, end)], strict, found):
                 return None
-        if m.group(1):  # the close delimiter
+        if close:
             start = None
             break
-        start = m.end() + (2 if body[m.end():m.end() + 2] == b"\r\n" else 1)
+        start = last + (2 if body[last:last + 2] == b"\r\n" else 1)
     if start is not None or seen == 1 or not found or len(found) > MAX_REPORTS:
         return None  # unterminated, empty or unusual: the full walk decides
     return ReportMail(found, header_line(top.get("TLS-Report-Submitter")),

@@ -9,9 +9,12 @@ import email
 import email.policy
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtptls.errors import ReportError, ReportMailError
 from smtptls.tlsrpt import mail
@@ -128,3 +131,25 @@ def test_header_fields_are_found_as_the_email_package_finds_them():
     for _ in range(2):
         assert part.get_filename() == reference.get_filename() == "r\u00e9.gz"
         assert part.get_param("name") is reference.get_param("name") is None
+
+
+# The delimiter lines of a multipart body, found without a regular expression per
+# boundary: the same as the expression the RFC 2046 §5.1.1 form reads as.
+_PIECES = st.sampled_from([b"--B", b"--", b"-", b"B", b" ", b"\t", b"\r", b"\n", b"\r\n",
+                           b"x", b"--B--", b"--BB"])
+
+
+@given(st.lists(_PIECES, max_size=40).map(b"".join), st.sampled_from([b"B", b"=_a.b+c"]))
+def test_rfc2046_5_1_1_delimiter_lines_are_the_expressions_matches(body, boundary):
+    body = body.replace(b"B", boundary)
+    expression = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)
+    expected = [(m.start(), m.end(), bool(m.group(1))) for m in expression.finditer(body)]
+    assert list(mail.delimiter_lines(body, boundary)) == expected
+
+
+def test_rfc2046_5_1_1_delimiter_lines_of_a_report_mail():
+    raw = form(nl="\r\n")
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    found = list(mail.delimiter_lines(body, b"B"))
+    assert [close for _, _, close in found] == [False, False, True]
+    assert all(body[start:end].rstrip(b"\r") in (b"--B", b"--B--") for start, end, _ in found)
