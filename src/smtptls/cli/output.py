@@ -26,7 +26,7 @@ def json_text(obj: Any) -> str:
     form; a plain enum member, written by value; a value orjson refuses) the standard
     encoder writes it.
     """
-    import orjson  # noqa: PLC0415 - only once a command prints JSON
+    import orjson  # only once a command prints JSON
 
     try:
         text = orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import mailbox
 import os
 import signal
 import threading
@@ -45,11 +44,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtptls.cpus import usable_cpus
 from smtptls.errors import ReportError
-from smtptls.net.dkim import DkimResult, TxtLookup, verify_report_mail
 from smtptls.services.reports_server.intake import (
     MAX_ATTACHMENTS,
     IntakeOutcome,
@@ -67,6 +65,9 @@ from smtptls.store.reports_base import (
     ReportStore,
 )
 from smtptls.tlsrpt.mail import read_report_mail
+
+if TYPE_CHECKING:  # DKIM and mbox code load only when an import needs them
+    from smtptls.net.dkim import TxtLookup
 
 __all__ = ["ImportOptions", "ImportSummary", "import_paths", "iter_sources"]
 
@@ -196,6 +197,8 @@ def _file_sources(path: Path, max_body: int, max_message: int) -> Iterator[Sourc
 
 
 def _mbox_sources(path: Path, max_message: int) -> Iterator[Source]:
+    import mailbox
+
     try:
         if path.stat().st_size > MAX_MBOX:
             raise ReportError(f"mbox larger than {MAX_MBOX} bytes")
@@ -206,11 +209,14 @@ def _mbox_sources(path: Path, max_message: int) -> Iterator[Source]:
     for i, key in enumerate(keys):
 
         def read(key: str = key) -> bytes:
-            fh = box.get_file(key)
             try:
-                data = fh.read(max_message + 1)
-            finally:
-                fh.close()
+                fh = box.get_file(key)
+                try:
+                    data = fh.read(max_message + 1)
+                finally:
+                    fh.close()
+            except (OSError, mailbox.Error) as exc:
+                raise ReportError(f"cannot read: {exc}") from None
             if len(data) > max_message:
                 raise ReportError(f"message larger than {max_message} bytes")
             return data
@@ -487,12 +493,14 @@ async def import_paths(
                 continue
             if result.raw is not None:
                 source.data = result.raw
-            dkim = DkimResult(DkimStatus.NOT_CHECKED)
+            dkim, dkim_domain = DkimStatus.NOT_CHECKED, None
             if source.kind == "mail" and options.verify_dkim and options.dkim_lookup:
-                dkim = await verify_report_mail(source.data, options.dkim_lookup)
+                from smtptls.net.dkim import verify_report_mail
+
+                checked = await verify_report_mail(source.data, options.dkim_lookup)
+                dkim, dkim_domain = checked.status, checked.domain
             intake = Intake(Channel.IMPORT, datetime.now(UTC), remote=source.name,
-                            submitter=result.submitter, dkim=dkim.status,
-                            dkim_domain=dkim.domain)
+                            submitter=result.submitter, dkim=dkim, dkim_domain=dkim_domain)
             if not batch:
                 batch.started = time.monotonic()
             for item in result.items:
@@ -527,7 +535,7 @@ async def import_paths(
             except ReportError as exc:
                 summary.errors.append((item.name, str(exc)))
                 continue
-            except (OSError, mailbox.Error) as exc:
+            except OSError as exc:
                 summary.errors.append((item.name, f"cannot read: {exc}"))
                 continue
             chunk.append(_Pending(item.name, item.kind, data))

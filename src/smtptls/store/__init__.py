@@ -12,9 +12,20 @@ for, with the in-memory LRU in front::
 
 from __future__ import annotations
 
-from smtptls.store.base import JsonBackend, PolicyCache, cache_key
-from smtptls.store.lru import CachedStore, LruCache, MemoryPolicyCache
-from smtptls.store.open import open_policy_backend, open_policy_cache
+from smtptls.lazy import lazy_exports
+
+# Loaded on first use: opening the report store (``smtptls.store.open``) needs none of
+# the policy cache's modules.
+_LAZY = {
+    "JsonBackend": "base",
+    "PolicyCache": "base",
+    "cache_key": "base",
+    "CachedStore": "lru",
+    "LruCache": "lru",
+    "MemoryPolicyCache": "lru",
+    "open_policy_backend": "open",
+    "open_policy_cache": "open",
+}
 
 __all__ = [
     "CachedStore",
@@ -27,3 +38,4 @@ __all__ = [
     "open_policy_cache",
 ]
 
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

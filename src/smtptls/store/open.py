@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from smtptls.config import CacheConfig, ReportsConfig, TlsrptConfig
 from smtptls.errors import ConfigError, StoreError
-from smtptls.store.base import JsonBackend
 from smtptls.store.extras import import_backend
-from smtptls.store.lru import CachedStore
 
-if TYPE_CHECKING:  # a policy daemon opening its cache loads neither report module
+if TYPE_CHECKING:  # a policy daemon opening its cache loads neither report module,
+    # and a command opening a report store none of the policy cache's
+    from smtptls.store.base import JsonBackend
+    from smtptls.store.lru import CachedStore
     from smtptls.store.reports_base import ReportStore
     from smtptls.store.results_base import ResultStore
 
@@ -41,6 +42,8 @@ async def open_policy_backend(config: CacheConfig) -> JsonBackend:
 
 async def open_policy_cache(config: CacheConfig | None = None) -> CachedStore:
     """Open the configured policy cache with an LRU of ``config.lru_size`` in front."""
+    from smtptls.store.lru import CachedStore  # see the imports above
+
     config = config or CacheConfig()
     backend = await open_policy_backend(config)
     return CachedStore(backend, config.lru_size)
