@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 
 from smtptls.errors import StoreError
-from smtptls.store.reports_base import AddStatus, Channel, DkimStatus, ReportRecord
-from smtptls.store.reports_sql import KNOWN_KEYS_STEP
+from smtptls.store.reports_base import AddStatus, Channel, DkimStatus, ReportRecord, StoreLimits
+from smtptls.store.reports_sql import KNOWN_KEYS_STEP, prepare_report
 from tests.integration.reports_store_support import KINDS, opened, record, via
 
 
@@ -95,6 +95,46 @@ async def test_rfc8460_4_4_known_keys_are_found_past_one_lookup_of_report_ids(ki
             for rec in records]
         assert [res[3].pk, res[KNOWN_KEYS_STEP + 5].pk, res[-1].pk] == [f.pk for f in firsts]
         assert (await s.counts())["reports"] == n
+
+
+def _folded(i: int) -> ReportRecord:
+    # three failure details of distinct types: folded by a limit of two rows
+    data = json.loads(record(f"p-{i}", i, 3).raw_json)
+    data["policies"][0]["failure-details"] = [
+        {"result-type": t, "failed-session-count": 1}
+        for t in ("certificate-expired", "starttls-not-supported", "validation-failure")]
+    return ReportRecord.from_dict(data, raw_json=json.dumps(data))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_rfc8460_4_4_prepared_rows_are_stored_as_the_record_would_be(kind, tmp_path):
+    # A parser process hands over the rows prepared (prepare_report); the store keeps
+    # them exactly as it keeps the record itself: the same reports, policies, failures.
+    limits = StoreLimits(max_failure_rows=2)
+    records = [_folded(i) for i in range(3)] + [record("p-0", 9, 9)]  # a conflict too
+    stored = []
+    for prepared in (False, True):
+        async with opened(kind, tmp_path / str(prepared), limits) as s:
+            items = [(prepare_report(r, limits) if prepared else r, via(Channel.IMPORT))
+                     for r in records]
+            res = await s.add_reports(items)
+            shown = [await s.get_report(r.pk) for r in res]
+            stored.append(([(r.status, r.counted) for r in res],
+                           [(x.report_id, x.successful, x.failed, x.policy_domains,
+                             x.policies, x.failure_rows, x.conflict, x.counted, x.raw_json)
+                            for x in shown],
+                           (await s.summary()).to_dict()))
+    assert stored[0] == stored[1]
+    assert stored[0][0][-1] == (AddStatus.CONFLICT, False)  # the first of a key counts
+    folded = stored[0][1][1][4][0].failures  # two rows as given, the third one folded
+    assert len(folded) == 3 and "folded" in folded[-1].additional_information
+
+
+async def test_rows_prepared_under_other_limits_are_refused(tmp_path):
+    async with opened("sqlite", tmp_path, StoreLimits(max_failure_rows=2)) as s:
+        with pytest.raises(ValueError, match="other store limits"):
+            await s.add_reports([(prepare_report(_folded(1), StoreLimits()), via(Channel.IMPORT))])
+        assert (await s.counts())["reports"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -120,6 +120,7 @@ def _import(args: argparse.Namespace) -> int:
         import_paths,
         start_parsers,
     )
+    from smtptls.store.reports_base import StoreLimits
 
     cfg = _config(args)
     workers = args.workers if args.workers is not None else default_workers()
@@ -137,7 +138,7 @@ def _import(args: argparse.Namespace) -> int:
     options = ImportOptions(max_body=cfg.reports.max_body,
                             max_decompressed=cfg.reports.max_decompressed, workers=workers,
                             batch_size=batch, verify_dkim=args.verify_dkim,
-                            dkim_lookup=lookup)
+                            dkim_lookup=lookup, limits=StoreLimits.from_config(cfg.reports))
     tty = sys.stderr.isatty()
     started = time.monotonic()
 

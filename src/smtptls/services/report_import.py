@@ -63,7 +63,9 @@ from smtptls.store.reports_base import (
     Intake,
     ReportRecord,
     ReportStore,
+    StoreLimits,
 )
+from smtptls.store.reports_sql import PreparedReport, prepare_report
 from smtptls.tlsrpt.mail import read_report_mail
 
 if TYPE_CHECKING:  # DKIM and mbox code load only when an import needs them
@@ -296,6 +298,8 @@ class ImportOptions:
     batch_seconds: float = DEFAULT_BATCH_SECONDS
     verify_dkim: bool = False
     dkim_lookup: TxtLookup | None = None  # needed for verify_dkim
+    # the store's limits: parser processes then hand over the rows to insert, prepared
+    limits: StoreLimits | None = None
 
 
 def default_workers() -> int:
@@ -320,12 +324,14 @@ class ParsedSource:
 
 
 _PARSER: ReportIntake | None = None
+_LIMITS: StoreLimits | None = None
 
 
-def _init_worker(max_body: int, max_decompressed: int) -> None:
-    global _PARSER  # noqa: PLW0603 - one parser per worker process
+def _init_worker(max_body: int, max_decompressed: int, limits: StoreLimits | None) -> None:
+    global _PARSER, _LIMITS  # noqa: PLW0603 - one parser per worker process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _PARSER = _parser(max_body, max_decompressed)
+    _LIMITS = limits
 
 
 def _parser(max_body: int, max_decompressed: int) -> ReportIntake:
@@ -339,18 +345,27 @@ def _parse_chunk(chunk: Sequence[tuple[str, bytes | Path, int]]) -> list[ParsedS
     out = []
     for kind, what, cap in chunk:
         if isinstance(what, bytes):
-            out.append(parse_source(kind, what, _PARSER))
+            out.append(_prepared(parse_source(kind, what, _PARSER)))
             continue
         try:
             data = _read_capped(what, cap)
         except ReportError as exc:
             out.append(ParsedSource((), error=str(exc)))
             continue
-        parsed = parse_source(kind, data, _PARSER)
+        parsed = _prepared(parse_source(kind, data, _PARSER))
         if any(item[0] == "quarantine" for item in parsed.items):
             parsed = dataclasses.replace(parsed, raw=data)
         out.append(parsed)
     return out
+
+
+def _prepared(parsed: ParsedSource) -> ParsedSource:
+    """The reports of ``parsed`` as the store rows to insert, under the store's limits."""
+    if _LIMITS is None:
+        return parsed
+    items = tuple(("report", prepare_report(item[1], _LIMITS)) if item[0] == "report" else item
+                  for item in parsed.items)
+    return dataclasses.replace(parsed, items=items)
 
 
 def parse_source(kind: str, data: bytes, parser: ReportIntake) -> ParsedSource:
@@ -399,7 +414,8 @@ def start_parsers(options: ImportOptions) -> ProcessPoolExecutor:
         context = get_context("forkserver")
         context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(options.workers, mp_context=context, initializer=_init_worker,
-                               initargs=(options.max_body, options.max_decompressed))
+                               initargs=(options.max_body, options.max_decompressed,
+                                         options.limits))
     pool.submit(int).result()  # a fork context starts every worker now, before any thread
     return pool
 
@@ -423,7 +439,7 @@ class _Batch:
     """Parsed reports and refusals waiting for one group commit, in source order."""
 
     started: float = 0.0
-    reports: list[tuple[ReportRecord, Intake]] = field(default_factory=list)
+    reports: list[tuple[ReportRecord | PreparedReport, Intake]] = field(default_factory=list)
     quarantines: list[tuple[bytes, str, Intake]] = field(default_factory=list)
     # (source, "report"|"quarantine", index into reports|quarantines, reason, kind)
     order: list[tuple[str, str, int, str, str]] = field(default_factory=list)

@@ -43,12 +43,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
 from smtptls.config import ReportsConfig
 from smtptls.errors import ConfigError, ReportParseError
+
+if TYPE_CHECKING:  # the rows a parser process prepares (the store module imports this one)
+    from smtptls.store.reports_sql import PreparedReport
 
 __all__ = [
     "AddResult",
@@ -895,11 +898,13 @@ class ReportStore(Protocol):
 
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult: ...
 
-    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+    async def add_reports(self, items: Sequence[tuple[ReportRecord | PreparedReport, Intake]]
                           ) -> list[AddResult]:
         """Store every item in ONE transaction (one commit, one fsync), each as
         :meth:`add_report` would, in order; the results in item order. All or nothing:
-        on :class:`~smtptls.errors.StoreError` none of the batch is stored."""
+        on :class:`~smtptls.errors.StoreError` none of the batch is stored. An item may
+        be a report's rows already prepared (:func:`~smtptls.store.reports_sql.prepare_report`
+        under this store's limits)."""
         ...
 
     async def add_quarantine(self, raw: bytes, reason: str, intake: Intake) -> int: ...

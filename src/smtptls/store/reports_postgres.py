@@ -133,7 +133,7 @@ class PostgresReportStore(PgPoolStore, q.SqlReportStore):
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult:
         return (await self.add_reports([(record, intake)]))[0]
 
-    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+    async def add_reports(self, items: Sequence[tuple[ReportRecord | q.PreparedReport, Intake]]
                           ) -> list[AddResult]:
         # One transaction (one commit) for the batch, holding the lock of every key in it.
         if not items:

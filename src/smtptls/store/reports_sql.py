@@ -16,7 +16,7 @@ import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -237,8 +237,50 @@ class Query:
 Plan = Generator[Query, list[tuple[Any, ...]], T]
 
 
-def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits, *,
-                    new_key: bool = False) -> Plan[AddResult]:
+class PreparedReport(NamedTuple):
+    """A report's store rows, all but what its arrival and its row ids add to them.
+
+    Made by :func:`prepare_report` where the report was parsed (a parser process of
+    ``reports import``), so that the process holding the store only inserts rows and
+    hands over plain tuples instead of the record's objects.
+    """
+
+    report_id: str
+    organization: str
+    digest: str
+    day: str
+    head: tuple[Any, ...]  # the reports row up to its day
+    tail: tuple[Any, ...]  # the reports row after the arrival: domains, counts, JSON
+    # per policy: its row after (report_pk, idx), and its failures rows after the two pks
+    policies: tuple[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]], ...]
+    max_failure_rows: int  # the limit the failures rows were bounded by
+
+
+def prepare_report(record: ReportRecord, limits: StoreLimits) -> PreparedReport:
+    """The rows :func:`add_report_plan` inserts for ``record`` (pure: no I/O)."""
+    day = record.day.isoformat()
+    domains = sorted({p.policy_domain for p in record.policies})
+    head = (record.report_id, record.organization, record.contact_info,
+            utc_text(record.start), utc_text(record.end), day)
+    tail = (_json_list(domains), record.successful, record.failed,
+            _json_list(record.warnings), record.raw_json)
+    bounded = record.bounded(limits.max_failure_rows)
+    org = bounded.organization
+    policies = tuple(
+        ((day, org, p.policy_type, p.policy_domain, _json_list(p.policy_strings),
+          _json_list(p.mx_hosts), p.successful, p.failed),
+         tuple((j, day, org, p.policy_domain, f.result_type, f.sending_mta_ip,
+                f.receiving_mx_hostname, f.receiving_mx_helo, f.receiving_ip,
+                f.failed_session_count, f.additional_information, f.failure_reason_code)
+               for j, f in enumerate(p.failures)))
+        for p in bounded.policies)
+    return PreparedReport(record.report_id, record.organization,
+                          record.digest or report_digest(record.raw_json), day, head, tail,
+                          policies, limits.max_failure_rows)
+
+
+def add_report_plan(record: ReportRecord | PreparedReport, intake: Intake,
+                    limits: StoreLimits, *, new_key: bool = False) -> Plan[AddResult]:
     """Store one report inside the caller's transaction (the backend commits).
 
     A byte-identical report under a known key is a duplicate (a better provenance is
@@ -249,12 +291,17 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits, *
     no report has this key; the report is then the key's only one (stored, counted) and
     the key's other reports are not read.
     """
-    digest = record.digest or report_digest(record.raw_json)
-    key = (record.report_id, record.organization)
+    if isinstance(record, PreparedReport):
+        rows_of = record
+        if rows_of.max_failure_rows != limits.max_failure_rows:
+            raise ValueError("report rows prepared under other store limits")
+    else:
+        rows_of = prepare_report(record, limits)
+    digest = rows_of.digest
+    key = (rows_of.report_id, rows_of.organization)
     provenance = intake.provenance
-    day = record.day.isoformat()
-    rows = yield Query(INSERT_REPORT, report_params(record, intake, day)
-                       + (digest, str(provenance)))
+    rows = yield Query(INSERT_REPORT, rows_of.head + (utc_text(intake.received_at),)
+                       + _arrival(intake) + rows_of.tail + (digest, str(provenance)))
     if not rows:
         same = yield Query(SELECT_SAME_BODY, (*key, digest))
         pk = int(same[0][0])
@@ -273,17 +320,12 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits, *
     else:
         group = yield Query(SELECT_SAME_KEY, key)
         winner = yield from _recount(group, pk, pk)
-    bounded = record.bounded(limits.max_failure_rows)
     counted = int(winner == pk)
-    organization = bounded.organization
-    for i, policy in enumerate(bounded.policies):
-        prow = yield Query(INSERT_POLICY, policy_params(day, organization, pk, i, policy)
-                           + (counted,))
-        if policy.failures:
-            policy_pk, domain = int(prow[0][0]), policy.policy_domain
-            yield Query(INSERT_FAILURE, [
-                failure_params(day, organization, domain, pk, policy_pk, j, f) + (counted,)
-                for j, f in enumerate(policy.failures)], many=True)
+    for i, (policy, failures) in enumerate(rows_of.policies):
+        prow = yield Query(INSERT_POLICY, (pk, i, *policy, counted))
+        if failures:
+            ids = (int(prow[0][0]), pk)
+            yield Query(INSERT_FAILURE, [(*ids, *f, counted) for f in failures], many=True)
     others = tuple(int(g[0]) for g in group if int(g[0]) != pk)
     if not others:
         return AddResult(pk, AddStatus.STORED, counted=True)
@@ -291,8 +333,8 @@ def add_report_plan(record: ReportRecord, intake: Intake, limits: StoreLimits, *
     return AddResult(pk, AddStatus.CONFLICT, counted=winner == pk, conflicts_with=others)
 
 
-def add_reports_plan(items: Sequence[tuple[ReportRecord, Intake]], limits: StoreLimits
-                     ) -> Plan[list[AddResult]]:
+def add_reports_plan(items: Sequence[tuple[ReportRecord | PreparedReport, Intake]],
+                     limits: StoreLimits) -> Plan[list[AddResult]]:
     """Store many reports inside one transaction, each exactly as :func:`add_report_plan`.
 
     Items are stored in order, so a later item sees the earlier ones of the same batch
@@ -334,7 +376,7 @@ def add_quarantines_plan(items: Sequence[tuple[bytes, str, Intake]], limits: Sto
     return pks
 
 
-def report_lock_key(record: ReportRecord) -> str:
+def report_lock_key(record: ReportRecord | PreparedReport) -> str:
     """The text a backend serializes one report key's writes on."""
     return f"{record.report_id}\n{record.organization}"
 
@@ -421,50 +463,6 @@ def _json_list(values: Sequence[str]) -> str:
         return orjson.dumps(list(values)).decode()
     except orjson.JSONEncodeError:  # an unpaired surrogate: the standard encoder escapes it
         return json.dumps(list(values))
-
-
-def report_params(record: ReportRecord, intake: Intake, day: str) -> tuple[Any, ...]:
-    domains = sorted({p.policy_domain for p in record.policies})
-    return (
-        record.report_id,
-        record.organization,
-        record.contact_info,
-        utc_text(record.start),
-        utc_text(record.end),
-        day,
-        utc_text(intake.received_at),
-        str(intake.channel),
-        (intake.remote or "")[:1000],
-        (intake.submitter or "")[:1000],
-        str(intake.dkim),
-        (intake.dkim_domain or "")[:255],
-        _json_list(domains),
-        record.successful,
-        record.failed,
-        _json_list(record.warnings),
-        record.raw_json,
-    )
-
-
-def policy_params(day: str, organization: str, report_pk: int, idx: int, p: PolicyRow
-                  ) -> tuple:
-    return (
-        report_pk, idx, day, organization, p.policy_type,
-        p.policy_domain, _json_list(p.policy_strings), _json_list(p.mx_hosts),
-        p.successful, p.failed,
-    )
-
-
-def failure_params(
-    day: str, organization: str, policy_domain: str, report_pk: int, policy_pk: int,
-    idx: int, f: FailureRow,
-) -> tuple:
-    return (
-        policy_pk, report_pk, idx, day, organization,
-        policy_domain, f.result_type, f.sending_mta_ip, f.receiving_mx_hostname,
-        f.receiving_mx_helo, f.receiving_ip, f.failed_session_count,
-        f.additional_information, f.failure_reason_code,
-    )
 
 
 def quarantine_params(raw: bytes, reason: str, intake: Intake) -> tuple:

@@ -109,7 +109,7 @@ class SqliteReportStore(SqliteThreadStore, q.SqlReportStore):
     async def add_report(self, record: ReportRecord, intake: Intake) -> AddResult:
         return (await self.add_reports([(record, intake)]))[0]
 
-    async def add_reports(self, items: Sequence[tuple[ReportRecord, Intake]]
+    async def add_reports(self, items: Sequence[tuple[ReportRecord | q.PreparedReport, Intake]]
                           ) -> list[AddResult]:
         # One transaction, one commit, one fsync for the whole batch.
         if not items:
