@@ -43,15 +43,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
 from smtptls.config import ReportsConfig
 from smtptls.errors import ConfigError, ReportParseError
-
-if TYPE_CHECKING:  # the rows a parser process prepares (the store module imports this one)
-    from smtptls.store.reports_sql import PreparedReport
 
 __all__ = [
     "AddResult",
@@ -63,6 +60,7 @@ __all__ = [
     "FailureRow",
     "Intake",
     "PolicyRow",
+    "PreparedReport",
     "Provenance",
     "QuarantineEntry",
     "ReportRecord",
@@ -351,13 +349,52 @@ class ReportRecord:
     def from_report(cls, report: Any, *, raw_json: str | None = None,
                     tree: Any = None) -> ReportRecord:
         """Flatten a report object of :mod:`smtptls.tlsrpt` (anything with ``to_dict``);
-        ``tree``: see :func:`report_digest`."""
+        ``tree``: see :func:`report_digest`.
+
+        A :class:`~smtptls.tlsrpt.report.Report` is read member by member, with the rules
+        :meth:`from_dict` applies to its JSON form (the same functions; a test compares
+        both readings); anything else through its ``to_dict``.
+        """
+        from smtptls.tlsrpt.report import Report
+
+        if type(report) is Report and raw_json is not None:
+            return cls._from_model(report, raw_json, tree)
         try:
             data = report.to_dict()
         except Exception as exc:  # a model bug must not crash intake
             raise ReportParseError(f"report could not be serialized: {exc}") from exc
         warnings = tuple(str(w)[:MAX_REASON] for w in getattr(report, "warnings", ()) or ())
         return cls.from_dict(data, raw_json=raw_json, warnings=warnings, tree=tree)
+
+    @classmethod
+    def _from_model(cls, report: Any, raw_json: str, tree: Any) -> ReportRecord:
+        if len(report.policies) > MAX_POLICIES:
+            raise ReportParseError(f"more than {MAX_POLICIES} policies", path="$.policies")
+        report_id = _text(report.report_id, "$.report-id", required=True)
+        if not report_id:
+            raise ReportParseError("empty report-id", path="$.report-id")
+        policies = tuple(
+            _policy_row_of(
+                f"$.policies[{i}]", str(p.policy_type), p.policy_domain,
+                p.total_successful_session_count, p.total_failure_session_count,
+                list(p.policy_string), list(p.mx_host),
+                [(str(d.result_type), d.failed_session_count, d.sending_mta_ip,
+                  d.receiving_mx_hostname, d.receiving_mx_helo, d.receiving_ip,
+                  d.additional_information, d.failure_reason_code)
+                 for d in p.failure_details])
+            for i, p in enumerate(report.policies))
+        raw_json = _encodable(raw_json)
+        return cls(
+            report_id=report_id,
+            organization=_text(report.organization_name, "$.organization-name"),
+            start=report.start_datetime.astimezone(UTC),
+            end=report.end_datetime.astimezone(UTC),
+            contact_info=_text(report.contact_info, "$.contact-info"),
+            policies=policies,
+            raw_json=raw_json,
+            warnings=tuple(str(w)[:MAX_REASON] for w in report.warnings),
+            digest=report_digest(raw_json, tree=tree),
+        )
 
     @classmethod
     def from_dict(
@@ -484,61 +521,101 @@ def _policy_row(entry: Any, where: str) -> PolicyRow:
         details = []
     if not isinstance(details, list):
         raise ReportParseError("expected a list", path=f"{where}.failure-details")
-    if len(details) > MAX_FAILURES_PER_POLICY:
-        raise ReportParseError(
-            f"more than {MAX_FAILURES_PER_POLICY} entries", path=f"{where}.failure-details"
-        )
+    _bound_details(len(details), where)
+    for i, d in enumerate(details):
+        if not isinstance(d, Mapping):
+            raise ReportParseError("expected an object", path=f"{where}.failure-details[{i}]")
+    return _policy_row_of(
+        where, policy.get("policy-type"), policy.get("policy-domain"),
+        summary.get("total-successful-session-count"),
+        summary.get("total-failure-session-count"),
+        policy.get("policy-string"), policy.get("mx-host"),
+        [(d.get("result-type"), d.get("failed-session-count"), d.get("sending-mta-ip"),
+          d.get("receiving-mx-hostname"), d.get("receiving-mx-helo"), d.get("receiving-ip"),
+          d.get("additional-information"), d.get("failure-reason-code")) for d in details])
+
+
+def _policy_row_of(where: str, policy_type: Any, policy_domain: Any, successful: Any,
+                   failed: Any, policy_strings: Any, mx_hosts: Any,
+                   details: Sequence[tuple[Any, ...]]) -> PolicyRow:
+    """One policy's row from its members' values (JSON form or report model alike):
+    every rule of the row is here; ``where`` is its path, written only for an error."""
+    _bound_details(len(details), where)
     return PolicyRow(
         # RFC 8460 §4.3: policy-type tlsa | sts | no-policy-found; unknown values kept.
-        policy_type=_member_text(policy, "policy-type", where, ".policy."),
+        policy_type=_value_text(policy_type, where, ".policy.policy-type"),
         # Names are case-insensitive; trailing dots carry no meaning here.
-        policy_domain=_member_text(policy, "policy-domain", where, ".policy.")
+        policy_domain=_value_text(policy_domain, where, ".policy.policy-domain")
         .strip()
         .lower()
         .rstrip("."),
-        successful=_member_count(summary, "total-successful-session-count", where, ".summary."),
-        failed=_member_count(summary, "total-failure-session-count", where, ".summary."),
-        policy_strings=_strings(policy.get("policy-string"), f"{where}.policy.policy-string"),
-        mx_hosts=_strings(policy.get("mx-host"), f"{where}.policy.mx-host"),
-        failures=tuple(_failure_row(d, where, i) for i, d in enumerate(details)),
+        successful=_value_count(successful, where, ".summary.total-successful-session-count"),
+        failed=_value_count(failed, where, ".summary.total-failure-session-count"),
+        policy_strings=_strings(policy_strings, f"{where}.policy.policy-string"),
+        mx_hosts=_strings(mx_hosts, f"{where}.policy.mx-host"),
+        failures=tuple(_failure_row_of(where, i, *d) for i, d in enumerate(details)),
     )
 
 
-def _member_text(obj: Mapping[str, Any], name: str, where: str, sep: str) -> str:
-    """``_text`` of member ``name``; its path (``where + sep + name``) is written only
-    for an error, since nearly every value is a short ASCII string or absent."""
-    value = obj.get(name)
+def _bound_details(count: int, where: str) -> None:
+    if count > MAX_FAILURES_PER_POLICY:
+        raise ReportParseError(
+            f"more than {MAX_FAILURES_PER_POLICY} entries", path=f"{where}.failure-details"
+        )
+
+
+def _value_text(value: Any, where: str, suffix: str) -> str:
+    """``_text`` of a member's value; its path (``where + suffix``) is written only for
+    an error, since nearly every value is a short ASCII string or absent."""
     if type(value) is str and len(value) <= MAX_TEXT and value.isascii():
         return value
     if value is None:
         return ""
-    return _text(value, f"{where}{sep}{name}")
+    return _text(value, f"{where}{suffix}")
 
 
-def _member_count(obj: Mapping[str, Any], name: str, where: str, sep: str) -> int:
-    """``_count`` of member ``name``, the path written only for an error."""
-    value = obj.get(name)
+def _value_count(value: Any, where: str, suffix: str) -> int:
+    """``_count`` of a member's value, the path written only for an error."""
     if type(value) is int and 0 <= value <= MAX_COUNT:
         return value
-    return _count(value, f"{where}{sep}{name}")
+    return _count(value, f"{where}{suffix}")
 
 
-def _failure_row(entry: Any, policy_where: str, i: int) -> FailureRow:
-    where, sep = f"{policy_where}.failure-details[{i}]", "."
-    if not isinstance(entry, Mapping):
-        raise ReportParseError("expected an object", path=where)
+def _failure_row_of(policy_where: str, i: int, result_type: Any, count: Any, sending_ip: Any,
+                    mx_hostname: Any, helo: Any, receiving_ip: Any, info: Any, code: Any
+                    ) -> FailureRow:
+    where = f"{policy_where}.failure-details[{i}]"
     return FailureRow(
         # RFC 8460 §4.3: unknown result types are accepted and kept as given.
-        result_type=_member_text(entry, "result-type", where, sep) or "unknown",
-        failed_session_count=_member_count(entry, "failed-session-count", where, sep),
-        sending_mta_ip=_member_text(entry, "sending-mta-ip", where, sep),
-        receiving_mx_hostname=_member_text(entry, "receiving-mx-hostname", where, sep)
+        result_type=_value_text(result_type, where, ".result-type") or "unknown",
+        failed_session_count=_value_count(count, where, ".failed-session-count"),
+        sending_mta_ip=_value_text(sending_ip, where, ".sending-mta-ip"),
+        receiving_mx_hostname=_value_text(mx_hostname, where, ".receiving-mx-hostname")
         .lower().rstrip("."),
-        receiving_mx_helo=_member_text(entry, "receiving-mx-helo", where, sep),
-        receiving_ip=_member_text(entry, "receiving-ip", where, sep),
-        additional_information=_member_text(entry, "additional-information", where, sep),
-        failure_reason_code=_member_text(entry, "failure-reason-code", where, sep),
+        receiving_mx_helo=_value_text(helo, where, ".receiving-mx-helo"),
+        receiving_ip=_value_text(receiving_ip, where, ".receiving-ip"),
+        additional_information=_value_text(info, where, ".additional-information"),
+        failure_reason_code=_value_text(code, where, ".failure-reason-code"),
     )
+
+
+class PreparedReport(NamedTuple):
+    """A report's store rows, all but what its arrival and its row ids add to them.
+
+    Made by :func:`smtptls.store.reports_sql.prepare_report` where the report was parsed
+    (a parser process of ``reports import``), so that the process holding the store only
+    inserts rows and is handed plain tuples instead of the record's objects.
+    """
+
+    report_id: str
+    organization: str
+    digest: str
+    day: str
+    head: tuple[Any, ...]  # the reports row up to its day
+    tail: tuple[Any, ...]  # the reports row after the arrival: domains, counts, JSON
+    # per policy: its row after (report_pk, idx), and its failures rows after the two pks
+    policies: tuple[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]], ...]
+    max_failure_rows: int  # the limit the failures rows were bounded by
 
 
 # --- what the store gives back ----------------------------------------------------------

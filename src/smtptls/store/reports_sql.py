@@ -16,7 +16,7 @@ import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -29,6 +29,7 @@ from smtptls.store.reports_base import (
     FailureRow,
     Intake,
     PolicyRow,
+    PreparedReport,
     QuarantineEntry,
     ReportRecord,
     StoredReport,
@@ -235,25 +236,6 @@ class Query:
 
 #: A write plan: yields queries, receives each one's rows, returns its result.
 Plan = Generator[Query, list[tuple[Any, ...]], T]
-
-
-class PreparedReport(NamedTuple):
-    """A report's store rows, all but what its arrival and its row ids add to them.
-
-    Made by :func:`prepare_report` where the report was parsed (a parser process of
-    ``reports import``), so that the process holding the store only inserts rows and
-    hands over plain tuples instead of the record's objects.
-    """
-
-    report_id: str
-    organization: str
-    digest: str
-    day: str
-    head: tuple[Any, ...]  # the reports row up to its day
-    tail: tuple[Any, ...]  # the reports row after the arrival: domains, counts, JSON
-    # per policy: its row after (report_pk, idx), and its failures rows after the two pks
-    policies: tuple[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]], ...]
-    max_failure_rows: int  # the limit the failures rows were bounded by
 
 
 def prepare_report(record: ReportRecord, limits: StoreLimits) -> PreparedReport:
