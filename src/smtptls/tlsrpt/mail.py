@@ -223,15 +223,30 @@ class _Fields(email.message.Message):
 
     ``get`` and ``in`` answer as :class:`email.message.Message` does (the first field of
     that name, compared case-insensitively) from an index of first occurrences, instead
-    of lowering every name on every call; the walk reads many fields of few headers and
-    never changes them.
+    of lowering every name on every call; the walk reads a few fields of many and never
+    changes them, so a field's lines are joined into its value only when it is read
+    (every field is, as the feed parser stores them, once anything else asks for them).
     """
 
-    def __init__(self) -> None:
-        super().__init__(policy=_COMPAT32)
-        self._first: dict[str, int] = {}
+    def __init__(self, fields: list[list[str]] | None = None,
+                 first: dict[str, int] | None = None) -> None:
+        super().__init__(policy=_COMPAT32)  # sets _headers empty
+        self._lines: list[list[str]] = fields or []
+        self._first: dict[str, int] = first or {}
         self._type: str | None = None
         self._params: dict[str, Any] = {}
+
+    @property  # type: ignore[override]
+    def _headers(self) -> list[tuple[str, str]]:
+        if self._lines:  # every field, as Message.set_raw would have stored it
+            self._parsed = [_COMPAT32.header_source_parse(f) for f in self._lines]
+            self._lines = []
+        return self._parsed
+
+    @_headers.setter
+    def _headers(self, value: list[tuple[str, str]]) -> None:
+        self._parsed = value
+        self._lines = []
 
     def set_raw(self, name: str, value: str) -> None:
         self._first.setdefault(name.lower(), len(self._headers))
@@ -241,7 +256,8 @@ class _Fields(email.message.Message):
         i = self._first.get(name.lower())
         if i is None:
             return failobj
-        k, v = self._headers[i]
+        k, v = (_COMPAT32.header_source_parse(self._lines[i]) if self._lines
+                else self._parsed[i])
         return self.policy.header_fetch_parse(k, v)
 
     def __contains__(self, name: object) -> bool:
@@ -268,22 +284,20 @@ _NO_FIELD = object()
 def _header_block(block: bytes) -> email.message.Message | None:
     """The fields of one header block as the feed parser would store them; None for
     anything it would treat specially (a Unix From line, a line that is no field)."""
-    message = _Fields()
-    field: list[str] = []
+    fields: list[list[str]] = []
+    first: dict[str, int] = {}
     for line in _LINE.findall(block.decode("ascii", "surrogateescape")):
         if line[:1] in (" ", "\t"):
-            if not field:
+            if not fields:
                 return None
-            field.append(line)
+            fields[-1].append(line)
             continue
-        if not _FIELD.match(line):
+        name = _FIELD.match(line)
+        if name is None:
             return None
-        if field:
-            message.set_raw(*_COMPAT32.header_source_parse(field))
-        field = [line]
-    if field:
-        message.set_raw(*_COMPAT32.header_source_parse(field))
-    return message
+        first.setdefault(name.group()[:-1].lower(), len(fields))
+        fields.append([line])
+    return _Fields(fields, first)
 # A part's header block ends at the first empty line (RFC 5322 §2.1).
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _LONE_CR = re.compile(rb"\r(?!\n)")
