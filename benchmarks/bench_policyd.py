@@ -21,7 +21,11 @@ Method (written up in docs/performance.md, section "policyd"):
 - smtptls runs on the event loop its daemon would pick (``[policyd] event_loop``,
   ``--loop``; "auto" is uvloop when the ``smtptls[uvloop]`` extra is installed). Every reply is checked
   against the expected answer; latency is measured per request in the client.
-- Both daemons run at the same time; for each C, measurement slices alternate between
+- A third server, the floor, shows what the loopback round trip itself costs: a
+  socketmap responder written for nothing else (uvloop, the reply to each whole
+  request looked up in a dict of encoded replies, no engine, no metrics). No Python
+  daemon answers faster, so floor / mta-sts-daemon bounds the ratio any could reach.
+- The servers run at the same time; for each C, measurement slices alternate between
   them (ROUNDS x SLICE seconds each, after a short warm-up per slice), so whatever
   else loads the machine falls on both alike. The whole run stays under two minutes.
 
@@ -148,6 +152,45 @@ def serve_peer(port: int, n: int) -> None:
     asyncio.run(main())
 
 
+def serve_floor(port: int, n: int) -> None:
+    """The least a Python socketmap responder can do per request (see the module doc)."""
+    import uvloop
+
+    def netstring(text: str) -> bytes:
+        data = text.encode()
+        return b"%d:%s," % (len(data), data)
+
+    replies = {netstring(f"postfix {domain(i)}"):
+               netstring(f"OK secure match={mx(i)} servername=hostname") for i in range(n)}
+
+    class Responder(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            buffer = self.buffer + data
+            while (colon := buffer.find(b":")) > 0:
+                end = colon + 1 + int(buffer[:colon]) + 1
+                if len(buffer) < end:
+                    break
+                self.transport.write(replies.get(buffer[:end], b"9:NOTFOUND ,"))  # type: ignore[attr-defined]
+                buffer = buffer[end:]
+            self.buffer = buffer
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Responder, "127.0.0.1", port)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        print("READY", flush=True)
+        await stop.wait()
+        server.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 # --- the client -------------------------------------------------------------------------------
 
 
@@ -184,7 +227,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def start_server(kind: str, port: int, loop_choice: str = "auto") -> subprocess.Popen:
-    py = sys.executable if kind == "ours" else str(PEER_PY)
+    py = str(PEER_PY) if kind == "peer" else sys.executable
     proc = subprocess.Popen([py, __file__, f"serve-{kind}", "--port", str(port),
                              "--domains", str(N_DOMAINS), "--loop", loop_choice],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
@@ -215,7 +258,7 @@ def free_port() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mode", nargs="?", default="bench",
-                    choices=["bench", "serve-ours", "serve-peer"])
+                    choices=["bench", "serve-ours", "serve-peer", "serve-floor"])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--domains", type=int, default=N_DOMAINS)
     ap.add_argument("--quick", action="store_true")
@@ -227,6 +270,8 @@ def main() -> None:
         return serve_ours(args.port, args.domains, args.loop)
     if args.mode == "serve-peer":
         return serve_peer(args.port, args.domains)
+    if args.mode == "serve-floor":
+        return serve_floor(args.port, args.domains)
 
     rounds, slice_s, warmup = (3, 1.0, 0.3) if args.quick else (6, 1.5, 0.3)
     conns_list = [int(c) for c in args.conns.split(",")]
@@ -236,8 +281,14 @@ def main() -> None:
         kinds.append("peer")
     else:
         print(f"(postfix-mta-sts-resolver not installed at {PEER_PY}; ours only)")
+    try:
+        import uvloop  # noqa: F401 - the floor runs on it
+        kinds.append("floor")
+    except ImportError:
+        print("(uvloop not installed: no floor)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ratios: dict[int, list[float]] = {}
+    bounds: dict[int, list[float]] = {}  # floor / peer: the most any Python daemon gets
     # both daemons run at once; measurement slices alternate between them so that the
     # load of anything else on the machine falls on both alike
     workdir = Path(tempfile.mkdtemp(prefix="bench-policyd-"))
@@ -269,6 +320,9 @@ def main() -> None:
                     # the ratio of two neighbouring slices: whatever else loads the
                     # machine falls on both
                     ratios.setdefault(conns, []).append(slice_rps["ours"] / slice_rps["peer"])
+                    if "floor" in slice_rps:
+                        bounds.setdefault(conns, []).append(slice_rps["floor"]
+                                                            / slice_rps["peer"])
             for kind in kinds:
                 n, t, lats, e = agg[kind]
                 rps = n / t if t else 0.0
@@ -303,6 +357,13 @@ def main() -> None:
             print(f"  C={conns:<3} min {min(values):.2f}x  median "
                   f"{statistics.median(values):.2f}x  max {max(values):.2f}x  "
                   f"({len(values)} pairs)")
+    if bounds:
+        print("floor (a responder doing nothing but answer) / mta-sts-daemon, same pairs:")
+        for conns, values in bounds.items():
+            floor = results[("floor", conns)]
+            print(f"  C={conns:<3} min {min(values):.2f}x  median "
+                  f"{statistics.median(values):.2f}x  max {max(values):.2f}x  "
+                  f"(floor {floor[0]:.0f} req/s, p50 {floor[1]*1e3:.3f} ms)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
 
