@@ -135,15 +135,15 @@ class Source:
     name: str
     kind: str
     read: Callable[[], bytes]
-    path: Path | None = None
+    path: str | Path | None = None  # a maildir's messages: text (cheaper to hand over)
     cap: int = 0
 
     @classmethod
-    def file(cls, path: Path, kind: str, cap: int) -> Source:
+    def file(cls, path: str | Path, kind: str, cap: int) -> Source:
         return cls(str(path), kind, lambda: _read_capped(path, cap), path, cap)
 
 
-def _read_capped(path: Path, cap: int) -> bytes:
+def _read_capped(path: str | Path, cap: int) -> bytes:
     """The file's bytes, at most ``cap`` (more is an error); one read for a small file.
 
     The first read asks for the size ``fstat`` gives plus one byte (a read of ``cap``
@@ -236,8 +236,9 @@ def _maildir_sources(path: Path, max_message: int) -> Iterator[Source]:
                                if not e.name.startswith(".") and e.is_file())
         except OSError as exc:
             raise ReportError(f"cannot list {folder}: {exc.strerror or exc}") from None
+        prefix = os.path.join(folder, "")
         for name in names:
-            yield Source.file(folder / name, "mail", max_message)
+            yield Source.file(prefix + name, "mail", max_message)
 
 
 def iter_sources(paths: list[str | Path], *, max_body: int, max_message: int
@@ -339,7 +340,7 @@ def _parser(max_body: int, max_decompressed: int) -> ReportIntake:
     return ReportIntake(None, max_body=max_body, max_decompressed=max_decompressed)  # type: ignore[arg-type]
 
 
-def _parse_chunk(chunk: Sequence[tuple[str, bytes | Path, int]]) -> list[ParsedSource]:
+def _parse_chunk(chunk: Sequence[tuple[str, bytes | str | Path, int]]) -> list[ParsedSource]:
     """Parse sources given as bytes, or as a file to read (at most ``cap`` bytes)."""
     assert _PARSER is not None
     out = []
@@ -430,7 +431,7 @@ class _Pending:
     name: str
     kind: str
     data: bytes  # empty until read, when a worker reads the file
-    path: Path | None = None
+    path: str | Path | None = None
     cap: int = 0
 
 
