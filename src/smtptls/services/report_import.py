@@ -82,9 +82,13 @@ READ_STEP = 1024**2  # bytes per read once a file is longer than it said
 DEFAULT_BATCH = 200
 #: A batch is committed at the latest this long after its first report arrived.
 DEFAULT_BATCH_SECONDS = 0.5
-CHUNK_SOURCES = 32  # sources handed to a worker at once (amortizes the hand-over)
+# Sources handed to a worker at once: the first chunks small (every worker starts at
+# once, and an import of a few files is still spread), then up to CHUNK_SOURCES, which
+# amortizes the hand-over (128 measured ~8 % faster than 32 on 5,000 mails).
+FIRST_CHUNK_SOURCES = 16
+CHUNK_SOURCES = 128
 CHUNK_BYTES = 4 * 1024**2  # ... or fewer, when they are large
-INFLIGHT_PER_WORKER = 3  # chunks queued per worker: bounds memory, keeps workers busy
+INFLIGHT_PER_WORKER = 2  # chunks queued per worker: bounds memory, keeps workers busy
 
 
 @dataclass
@@ -532,9 +536,13 @@ async def import_paths(
                     batch and time.monotonic() - batch.started >= options.batch_seconds):
                 await commit()
 
+    chunk_sources = FIRST_CHUNK_SOURCES
+
     def read_chunk() -> list[_Pending] | None:
+        nonlocal chunk_sources
         chunk: list[_Pending] = []
         size = 0
+        limit, chunk_sources = chunk_sources, min(CHUNK_SOURCES, 2 * chunk_sources)
         for item in sources:
             if isinstance(item, tuple):
                 summary.errors.append(item)
@@ -544,7 +552,7 @@ async def import_paths(
                 # read by the worker: this process only stores (DKIM is checked here, on
                 # the bytes, so with --verify-dkim this process reads them)
                 chunk.append(_Pending(item.name, item.kind, b"", item.path, item.cap))
-                if len(chunk) >= CHUNK_SOURCES:
+                if len(chunk) >= limit:
                     return chunk
                 continue
             try:
@@ -557,7 +565,7 @@ async def import_paths(
                 continue
             chunk.append(_Pending(item.name, item.kind, data))
             size += len(data)
-            if len(chunk) >= CHUNK_SOURCES or size >= CHUNK_BYTES:
+            if len(chunk) >= limit or size >= CHUNK_BYTES:
                 return chunk
         return chunk or None
 
