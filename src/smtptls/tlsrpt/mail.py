@@ -298,9 +298,9 @@ def _header_block(block: bytes) -> email.message.Message | None:
         first.setdefault(name.group()[:-1].lower(), len(fields))
         fields.append([line])
     return _Fields(fields, first)
+
+
 # A part's header block ends at the first empty line (RFC 5322 §2.1).
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-_LONE_CR = re.compile(rb"\r(?!\n)")
 _PLAIN_CTE = ("", "7bit", "8bit", "binary")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
@@ -308,10 +308,27 @@ _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 def _split_head(block: bytes) -> tuple[bytes, bytes] | None:
     if block.startswith((b"\r\n", b"\n")):  # no headers at all
         return b"", block[2 if block.startswith(b"\r\n") else 1:]
-    m = _BLANK_LINE.search(block)
-    if m is None or _LONE_CR.search(block, 0, m.start()):
+    found = blank_line(block)
+    if found is None:
         return None
-    return block[:m.start()], block[m.end():]
+    start, end = found
+    if block.count(b"\r", 0, start) != block.count(b"\r\n", 0, start):
+        return None  # a CR alone in the header: the feed parser splits lines there
+    return block[:start], block[end:]
+
+
+def blank_line(block: bytes) -> tuple[int, int] | None:
+    """(start, end) of the first empty line as ``re.search(rb"\r?\n\r?\n", block)``
+    finds it: the earliest start of its four forms, the longest form there."""
+    starts = [i for i in (block.find(b"\r\n\r\n"), block.find(b"\r\n\n"),
+                          block.find(b"\n\r\n"), block.find(b"\n\n")) if i >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    for form in (b"\r\n\r\n", b"\r\n\n", b"\n\r\n", b"\n\n"):
+        if block.startswith(form, start):
+            return start, start + len(form)
+    raise AssertionError("a form was found at start")  # pragma: no cover
 
 
 def delimiter_lines(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool]]:

@@ -153,3 +153,17 @@ def test_rfc2046_5_1_1_delimiter_lines_of_a_report_mail():
     found = list(mail.delimiter_lines(body, b"B"))
     assert [close for _, _, close in found] == [False, False, True]
     assert all(body[start:end].rstrip(b"\r") in (b"--B", b"--B--") for start, end, _ in found)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" "]), max_size=30)
+       .map(b"".join))
+def test_rfc5322_2_1_the_header_block_ends_where_the_expressions_say(block):
+    # The first empty line, and a CR alone before it, as the expressions read them.
+    m = re.search(rb"\r?\n\r?\n", block)
+    assert mail.blank_line(block) == (None if m is None else (m.start(), m.end()))
+    if m is None or re.compile(rb"\r(?!\n)").search(block, 0, m.start()):
+        expected = None
+    else:
+        expected = (block[:m.start()], block[m.end():])
+    if not block.startswith((b"\r\n", b"\n")):  # no header at all: read before the search
+        assert mail._split_head(block) == expected
