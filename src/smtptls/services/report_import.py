@@ -468,6 +468,11 @@ async def import_paths(
     :func:`start_parsers` (started early, they start faster); else they are started
     here when ``options.workers`` > 1, and stopped at the end.
     """
+    stored_limits = getattr(store, "limits", None)
+    if options.limits is not None and stored_limits != options.limits:
+        # the parsers would prepare rows the store refuses: say it before any work
+        raise ValueError(f"import prepared under {options.limits}, the store keeps "
+                         f"{stored_limits}")
     summary = ImportSummary()
     parser = _parser(options.max_body, options.max_decompressed)
     sources = iter_sources(list(paths), max_body=options.max_body,

@@ -67,3 +67,20 @@ def test_an_import_summary_repr_leaves_out_its_listing():
                             outcomes=[("/m/cur/x", outcome)] * 10_000,
                             errors=[("/m/cur/y", "cannot read")] * 10_000)
     assert "stored=10000" in repr(summary) and len(repr(summary)) < 200
+
+
+async def test_an_import_prepared_under_other_limits_than_the_stores_is_refused_at_once(
+        tmp_path):
+    from smtptls.services.report_import import ImportOptions, import_paths
+    from smtptls.store.reports_base import StoreLimits
+    from smtptls.store.reports_sqlite import SqliteReportStore
+
+    store = SqliteReportStore(tmp_path / "r.sqlite3", limits=StoreLimits(max_failure_rows=5))
+    await store.open()
+    try:
+        options = ImportOptions(max_body=1000, max_decompressed=1000, limits=StoreLimits())
+        with pytest.raises(ValueError, match="the store keeps"):
+            await import_paths([tmp_path], store, options)
+        assert (await store.counts())["reports"] == 0
+    finally:
+        await store.close()
