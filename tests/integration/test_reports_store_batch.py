@@ -67,12 +67,12 @@ async def test_rfc8460_4_4_a_key_is_its_report_id_and_organization_in_a_batch(ki
     # The batch reads the stored keys among its report ids at once: a report-id known
     # under another organization is a new key; the same key later in the batch is not.
     async with opened(kind, tmp_path) as s:
-        await s.add_report(record("shared", 1, 0, org="First"), via(Channel.HTTPS))
+        await s.add_report(record("one-id", 1, 0, org="First"), via(Channel.HTTPS))
         res = await s.add_reports([
-            (record("shared", 2, 0, org="Second"), via(Channel.IMPORT)),
-            (record("shared", 3, 0, org="Third"), via(Channel.IMPORT)),
-            (record("shared", 4, 0, org="Second"), via(Channel.IMPORT)),  # conflict
-            (record("shared", 1, 0, org="First"), via(Channel.IMPORT)),  # duplicate
+            (record("one-id", 2, 0, org="Second"), via(Channel.IMPORT)),
+            (record("one-id", 3, 0, org="Third"), via(Channel.IMPORT)),
+            (record("one-id", 4, 0, org="Second"), via(Channel.IMPORT)),  # conflict
+            (record("one-id", 1, 0, org="First"), via(Channel.IMPORT)),  # duplicate
         ])
         assert [r.status for r in res] == [AddStatus.STORED, AddStatus.STORED,
                                           AddStatus.CONFLICT, AddStatus.DUPLICATE]

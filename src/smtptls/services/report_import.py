@@ -84,7 +84,8 @@ DEFAULT_BATCH = 200
 DEFAULT_BATCH_SECONDS = 0.5
 # Sources handed to a worker at once: the first chunks small (every worker starts at
 # once, and an import of a few files is still spread), then up to CHUNK_SOURCES, which
-# amortizes the hand-over (128 measured ~8 % faster than 32 on 5,000 mails).
+# amortizes the hand-over (bench_report_import.py: 4.76x parsedmarc's rate with 32, 5.02x
+# with 128).
 FIRST_CHUNK_SOURCES = 16
 CHUNK_SOURCES = 128
 CHUNK_BYTES = 4 * 1024**2  # ... or fewer, when they are large
