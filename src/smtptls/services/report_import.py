@@ -170,7 +170,7 @@ def _read_capped(path: str | Path, cap: int) -> bytes:
         raise ReportError(f"cannot read: {exc.strerror or exc}") from None
     if total > cap:
         raise ReportError(f"larger than {cap} bytes")
-    return chunks[0] if len(chunks) <= 2 else b"".join(chunks)  # noqa: PLR2004 - data, end
+    return b"".join(chunks)
 
 
 def _head(path: Path) -> bytes:

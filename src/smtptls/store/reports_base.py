@@ -363,16 +363,13 @@ class ReportRecord:
             data = report.to_dict()
         except Exception as exc:  # a model bug must not crash intake
             raise ReportParseError(f"report could not be serialized: {exc}") from exc
-        warnings = tuple(str(w)[:MAX_REASON] for w in getattr(report, "warnings", ()) or ())
+        warnings = _warning_texts(getattr(report, "warnings", ()) or ())
         return cls.from_dict(data, raw_json=raw_json, warnings=warnings, tree=tree)
 
     @classmethod
     def _from_model(cls, report: Any, raw_json: str, tree: Any) -> ReportRecord:
-        if len(report.policies) > MAX_POLICIES:
-            raise ReportParseError(f"more than {MAX_POLICIES} policies", path="$.policies")
-        report_id = _text(report.report_id, "$.report-id", required=True)
-        if not report_id:
-            raise ReportParseError("empty report-id", path="$.report-id")
+        _bound_policies(len(report.policies))
+        report_id = _nonempty_id(_text(report.report_id, "$.report-id", required=True))
         policies = tuple(
             _policy_row_of(
                 f"$.policies[{i}]", str(p.policy_type), p.policy_domain,
@@ -383,18 +380,21 @@ class ReportRecord:
                   d.additional_information, d.failure_reason_code)
                  for d in p.failure_details])
             for i, p in enumerate(report.policies))
+        return cls._built(report_id, _text(report.organization_name, "$.organization-name"),
+                          report.start_datetime.astimezone(UTC),
+                          report.end_datetime.astimezone(UTC),
+                          _text(report.contact_info, "$.contact-info"), policies, raw_json,
+                          _warning_texts(report.warnings), tree)
+
+    @classmethod
+    def _built(cls, report_id: str, organization: str, start: datetime, end: datetime,
+               contact_info: str, policies: tuple[PolicyRow, ...], raw_json: str,
+               warnings: tuple[str, ...], tree: Any) -> ReportRecord:
+        """The record of both readings: the JSON kept storable, and its digest."""
         raw_json = _encodable(raw_json)
-        return cls(
-            report_id=report_id,
-            organization=_text(report.organization_name, "$.organization-name"),
-            start=report.start_datetime.astimezone(UTC),
-            end=report.end_datetime.astimezone(UTC),
-            contact_info=_text(report.contact_info, "$.contact-info"),
-            policies=policies,
-            raw_json=raw_json,
-            warnings=tuple(str(w)[:MAX_REASON] for w in report.warnings),
-            digest=report_digest(raw_json, tree=tree),
-        )
+        return cls(report_id=report_id, organization=organization, start=start, end=end,
+                   contact_info=contact_info, policies=policies, raw_json=raw_json,
+                   warnings=warnings, digest=report_digest(raw_json, tree=tree))
 
     @classmethod
     def from_dict(
@@ -413,8 +413,7 @@ class ReportRecord:
         # RFC 8460 §4.4: report-id and organization-name identify a report.
         report_id = _text(data.get("report-id"), "$.report-id", required=True)
         organization = _text(data.get("organization-name"), "$.organization-name")
-        if not report_id:
-            raise ReportParseError("empty report-id", path="$.report-id")
+        _nonempty_id(report_id)
         date_range = data.get("date-range")
         if not isinstance(date_range, Mapping):
             raise ReportParseError("missing or not an object", path="$.date-range")
@@ -425,26 +424,32 @@ class ReportRecord:
             policies_raw = []
         if not isinstance(policies_raw, list):
             raise ReportParseError("expected a list", path="$.policies")
-        if len(policies_raw) > MAX_POLICIES:
-            raise ReportParseError(f"more than {MAX_POLICIES} policies", path="$.policies")
+        _bound_policies(len(policies_raw))
         policies = tuple(_policy_row(p, f"$.policies[{i}]") for i, p in enumerate(policies_raw))
         if raw_json is None:
             try:
                 raw_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
             except (TypeError, ValueError) as exc:
                 raise ReportParseError(f"report not serializable: {exc}") from exc
-        raw_json = _encodable(raw_json)
-        return cls(
-            report_id=report_id,
-            organization=organization,
-            start=start,
-            end=end,
-            contact_info=_text(data.get("contact-info"), "$.contact-info"),
-            policies=policies,
-            raw_json=raw_json,
-            warnings=tuple(warnings),
-            digest=report_digest(raw_json, tree=tree),
-        )
+        return cls._built(report_id, organization, start, end,
+                          _text(data.get("contact-info"), "$.contact-info"), policies,
+                          raw_json, tuple(warnings), tree)
+
+
+def _nonempty_id(report_id: str) -> str:
+    # RFC 8460 §4.4: report-id (with organization-name) identifies a report.
+    if not report_id:
+        raise ReportParseError("empty report-id", path="$.report-id")
+    return report_id
+
+
+def _bound_policies(count: int) -> None:
+    if count > MAX_POLICIES:
+        raise ReportParseError(f"more than {MAX_POLICIES} policies", path="$.policies")
+
+
+def _warning_texts(warnings: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(str(w)[:MAX_REASON] for w in warnings)
 
 
 def _fold(rows: Sequence[FailureRow], max_rows: int) -> tuple[FailureRow, ...]:
@@ -521,7 +526,7 @@ def _policy_row(entry: Any, where: str) -> PolicyRow:
         details = []
     if not isinstance(details, list):
         raise ReportParseError("expected a list", path=f"{where}.failure-details")
-    _bound_details(len(details), where)
+    _bound_details(len(details), where)  # before the entries are read: bounded cost
     for i, d in enumerate(details):
         if not isinstance(d, Mapping):
             raise ReportParseError("expected an object", path=f"{where}.failure-details[{i}]")
